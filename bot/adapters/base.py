@@ -1,0 +1,122 @@
+"""The adapter contract: what every chat platform implements, and the errors it reports.
+
+An adapter renders neutral `Card`s and `Reply`s in its own markup, sends them, and turns its platform's
+inbound events into neutral `Request`s answered by the shared `handlers/` code. Its limits are data
+(`Capabilities`) so the dispatcher can pace deliveries without knowing the platform.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from bot.models import Card, Reply, Request, Target
+
+Markup = Literal["html", "markdown", "mrkdwn", "plain", "rich"]
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """At most `count` messages per `per` seconds."""
+
+    count: int
+    per: float
+
+    @property
+    def per_second(self) -> float:
+        return self.count / self.per
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    """A platform's sending limits. `per_kind` overrides `per_target` for one kind of target."""
+
+    overall: Rate | None = None
+    per_target: Rate | None = None
+    per_kind: dict[str, Rate] = field(default_factory=dict)
+
+    def for_target(self, target: Target) -> Rate | None:
+        return self.per_kind.get(target.kind, self.per_target)
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    max_text: int
+    markup: Markup
+    can_edit: bool
+    rate_limits: RateLimits = field(default_factory=RateLimits)
+
+
+# --- what sending can go wrong with -----------------------------------------------------------------
+
+
+class DeliveryError(Exception):
+    """Base of every error an adapter reports from send/edit. The message is safe to store and show."""
+
+
+class TransientError(DeliveryError):
+    """Timeout, network error, 5xx: try again later with backoff."""
+
+
+class RateLimited(DeliveryError):
+    """The platform said 429: wait `retry_after` seconds for this target, or for the whole platform."""
+
+    def __init__(self, retry_after: float, *, global_: bool = False, message: str = "") -> None:
+        super().__init__(message or f"rate limited, retry after {retry_after:g}s")
+        self.retry_after = retry_after
+        self.global_ = global_
+
+
+class PermanentError(DeliveryError):
+    """Blocked, kicked, channel not found, forbidden, archived: the subscription is disabled."""
+
+
+class InvalidPayload(DeliveryError):
+    """The platform refused what we sent (e.g. Slack's invalid_payload): the delivery is dead."""
+
+
+class TargetMoved(DeliveryError):
+    """The chat now lives at another address (Telegram's migrate_to_chat_id): move and retry."""
+
+    def __init__(self, new_address: str) -> None:
+        super().__init__(f"chat moved to {new_address}")
+        self.new_address = new_address
+
+
+class StartupError(Exception):
+    """An adapter cannot start (wrong token, unreachable platform). One clear line for the operator."""
+
+
+CommandHandler = Callable[[Request], Awaitable[Reply]]
+
+
+@dataclass(frozen=True, slots=True)
+class AdapterContext:
+    """What the composition root gives an adapter at start."""
+
+    handle: CommandHandler  # runs a neutral request through handlers/ and answers a neutral reply
+
+
+class Adapter(ABC):
+    """One chat platform."""
+
+    platform: str
+    capabilities: Capabilities
+
+    @abstractmethod
+    async def start(self, context: AdapterContext) -> None:
+        """Connect, check credentials (raise StartupError with one clear line), begin receiving commands."""
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Stop receiving; finish or drop nothing silently."""
+
+    @abstractmethod
+    async def send(self, target: Target, card: Card) -> str:
+        """Send a post; return the platform's message reference (for later edits)."""
+
+    async def edit(self, target: Target, reference: str, card: Card) -> str:
+        """Edit a sent post in place; return the (possibly new) reference. Only when `can_edit`."""
+        raise PermanentError(f"{self.platform} cannot edit sent messages")

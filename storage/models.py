@@ -1,0 +1,183 @@
+"""The store's neutral, frozen types: blogs, posts, their versions and events, subscriptions, targets.
+
+They live in `storage/` because the store defines them and imports nothing from `bot/`; `bot.models`
+re-exports them beside the chat-facing types.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+
+def _require_utc(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("datetime must be timezone-aware")
+    return value.astimezone(UTC)
+
+
+UtcDateTime = Annotated[datetime, AfterValidator(_require_utc)]
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SourceKind(StrEnum):
+    PAGE_TEXT = "page-text"
+    RSS = "rss"
+    ATOM = "atom"
+    JSON_FEED = "json-feed"
+    JSON_LD = "json-ld"
+
+
+class Source(Frozen):
+    """One live blog."""
+
+    id: str
+    title: str
+    url: str | None = None
+    kind: SourceKind
+
+
+class Image(Frozen):
+    caption: str = ""
+    credit: str | None = None
+    url: str | None = None
+
+
+class Post(Frozen):
+    """One post of a live blog, as the importers read it and the store keeps it."""
+
+    id: str
+    source_id: str
+    published_at: UtcDateTime
+    updated_at: UtcDateTime | None = None
+    title: str
+    byline: str | None = None
+    authors: tuple[str, ...] = ()
+    location: str | None = None
+    body: tuple[str, ...] = ()
+    images: tuple[Image, ...] = ()
+    background: str | None = None
+    permalink: str | None = None
+    version: int = 1
+
+    @property
+    def content_hash(self) -> str:
+        """Hash of what a reader sees; a change here is an edit."""
+        payload = json.dumps(
+            [
+                self.title,
+                self.byline,
+                list(self.authors),
+                self.location,
+                list(self.body),
+                [[i.caption, i.credit, i.url] for i in self.images],
+                self.background,
+                self.permalink,
+            ],
+            ensure_ascii=False,
+        )
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+    @property
+    def text(self) -> str:
+        """The body as plain text, paragraphs separated by blank lines."""
+        return "\n\n".join(self.body)
+
+
+class ImportResult(Frozen):
+    """What an importer read from one document."""
+
+    source: Source
+    posts: tuple[Post, ...]
+    warnings: tuple[str, ...] = ()
+
+
+class EventKind(StrEnum):
+    CREATED = "created"
+    UPDATED = "updated"
+
+
+class PostEvent(Frozen):
+    """What the store decided was new: a post created, or an edit of one (version + 1)."""
+
+    kind: EventKind
+    post_id: str
+    version: int
+    title: str
+
+
+class PostVersion(Frozen):
+    version: int
+    recorded_at: UtcDateTime
+    post: Post
+
+
+# --- highlighted text -------------------------------------------------------------------------------
+
+Segment = tuple[str, bool]
+"""A run of text and whether it is a search match to highlight."""
+
+
+class Highlighted(Frozen):
+    """Text with neutral highlight markers; each adapter renders the marked runs its own way."""
+
+    segments: tuple[Segment, ...] = ()
+
+    @property
+    def plain(self) -> str:
+        return "".join(text for text, _ in self.segments)
+
+    @classmethod
+    def of(cls, text: str) -> Highlighted:
+        return cls(segments=((text, False),) if text else ())
+
+
+# --- delivery ----------------------------------------------------------------------------------------
+
+
+class EditPolicy(StrEnum):
+    EDIT = "edit"  # edit the sent message in place
+    FOLLOW_UP = "follow-up"  # send an "Updated:" message
+    IGNORE = "ignore"
+
+
+class SubscriptionState(StrEnum):
+    ACTIVE = "active"
+    PAUSED = "paused"
+    DISABLED = "disabled"
+
+
+TargetKind = Literal["private", "group", "channel", "webhook", "terminal"]
+
+
+class Target(Frozen):
+    """Where a platform delivers: a chat, a channel, a webhook; with an optional thread or topic."""
+
+    platform: str
+    address: str
+    thread: str | None = None
+    kind: TargetKind = "channel"
+    options: dict[str, str] = Field(default_factory=dict)
+
+    def __hash__(self) -> int:
+        return hash((self.platform, self.address, self.thread))
+
+
+class Subscription(Frozen):
+    id: int
+    target: Target
+    source_id: str | None = None  # None: every blog
+    query: str | None = None  # keyword filter in the /search language
+    edit_policy: EditPolicy = EditPolicy.EDIT
+    created_by: str
+    created_at: UtcDateTime
+    state: SubscriptionState = SubscriptionState.ACTIVE
+    reason: str | None = None
