@@ -1,0 +1,404 @@
+"""The post store: sources, posts and every version of them. The store decides what is new.
+
+`import_result()` writes one document's posts in one transaction and returns only events: a post *created*,
+or *updated* (version + 1, the old text kept in `post_versions`). The delivery rows for every matching
+subscription are written in that same transaction (`storage.subscriptions.enqueue_for_changes`), so a
+crash can neither lose nor invent a notification.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import aiosqlite
+
+from storage.db import Database
+from storage.models import (
+    EventKind,
+    Image,
+    ImportResult,
+    Post,
+    PostEvent,
+    PostVersion,
+    Source,
+    SourceKind,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PostChange:
+    """A post event with the row it concerns, for the outbox written in the same transaction."""
+
+    rowid: int
+    post: Post
+    event: PostEvent
+
+
+@dataclass(frozen=True, slots=True)
+class SourceInfo:
+    source: Source
+    location: str | None
+    posts: int
+    newest: datetime | None
+    imported_at: datetime | None
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class FetchState:
+    """What a conditional GET needs to remember about a source location."""
+
+    etag: str | None
+    last_modified: str | None
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def to_db_time(value: datetime) -> str:
+    """ISO 8601 in UTC with a fixed width, so times sort as text."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def from_db_time(value: str) -> datetime:
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def _opt_time(value: str | None) -> datetime | None:
+    return from_db_time(value) if value else None
+
+
+def _images_json(images: Iterable[Image]) -> str:
+    return json.dumps([i.model_dump() for i in images], ensure_ascii=False)
+
+
+def post_from_row(row: Any) -> Post:
+    """Build a Post from a `posts` row (or a `post_versions` row joined with its post's fixed fields)."""
+    body = row["body"]
+    return Post(
+        id=row["id"],
+        source_id=row["source_id"],
+        published_at=from_db_time(row["published_at"]),
+        updated_at=_opt_time(row["updated_at"]),
+        title=row["title"],
+        byline=row["byline"],
+        authors=tuple(json.loads(row["authors"])),
+        location=row["location"],
+        body=tuple(body.split("\n\n")) if body else (),
+        images=tuple(Image(**i) for i in json.loads(row["images"])),
+        background=row["background"],
+        permalink=row["permalink"],
+        version=row["version"],
+    )
+
+
+POST_COLUMNS = (
+    "p.rowid AS rowid, p.id, p.source_id, p.published_at, p.updated_at, p.title, p.byline, "
+    "p.authors, p.location, p.body, p.images, p.background, p.permalink, p.version"
+)
+
+
+class PostStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # --- writing ------------------------------------------------------------------------------------
+
+    async def import_result(
+        self,
+        result: ImportResult,
+        *,
+        location: str | None = None,
+        fetch_state: FetchState | None = None,
+    ) -> list[PostEvent]:
+        """Store one imported document in one transaction; return only what was created or edited."""
+        # Deliveries go out in publication order, so record events in that order too.
+        posts = sorted(result.posts, key=lambda p: (p.published_at, p.id))
+        async with self.db.write() as conn:
+            await _upsert_source(conn, result.source, location, fetch_state)
+            changes = await _upsert_posts(conn, posts)
+            if changes:
+                # Imported here, not at module top: subscriptions imports this module for its types.
+                from storage.subscriptions import enqueue_for_changes
+
+                await enqueue_for_changes(conn, changes)
+        return [c.event for c in changes]
+
+    async def record_fetch_error(self, location: str, error: str) -> None:
+        async with self.db.write() as conn:
+            await conn.execute(
+                "UPDATE sources SET last_error = ? WHERE location = ?", (error[:500], location)
+            )
+
+    # --- reading ------------------------------------------------------------------------------------
+
+    async def latest(self, n: int = 5, source_id: str | None = None) -> list[Post]:
+        """The newest posts by publication time."""
+        n = max(0, min(n, 1000))
+        if source_id is None:
+            sql = f"SELECT {POST_COLUMNS} FROM posts p ORDER BY p.published_at DESC, p.rowid DESC LIMIT ?"
+            params: tuple[Any, ...] = (n,)
+        else:
+            sql = (
+                f"SELECT {POST_COLUMNS} FROM posts p WHERE p.source_id = ? "
+                "ORDER BY p.published_at DESC, p.rowid DESC LIMIT ?"
+            )
+            params = (source_id, n)
+        async with self.db.reader.execute(sql, params) as cur:
+            return [post_from_row(r) for r in await cur.fetchall()]
+
+    async def get(self, post_id: str) -> Post | None:
+        """A post by its id, or by a unique prefix of it (ids shown in chats may be shortened)."""
+        async with self.db.reader.execute(
+            f"SELECT {POST_COLUMNS} FROM posts p WHERE p.id = ?", (post_id,)
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None and post_id:
+            escaped = post_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            async with self.db.reader.execute(
+                f"SELECT {POST_COLUMNS} FROM posts p WHERE p.id LIKE ? ESCAPE '\\' LIMIT 2",
+                (escaped + "%",),
+            ) as cur:
+                rows = list(await cur.fetchall())
+            row = rows[0] if len(rows) == 1 else None
+        return post_from_row(row) if row else None
+
+    async def get_by_rowid(self, rowid: int) -> Post | None:
+        async with self.db.reader.execute(
+            f"SELECT {POST_COLUMNS} FROM posts p WHERE p.rowid = ?", (rowid,)
+        ) as cur:
+            row = await cur.fetchone()
+        return post_from_row(row) if row else None
+
+    async def history(self, post_id: str) -> list[PostVersion]:
+        """Every version of a post, oldest first; the last one is the current text."""
+        post = await self.get(post_id)
+        if post is None:
+            return []
+        async with self.db.reader.execute(
+            "SELECT v.version, v.recorded_at, v.updated_at, v.title, v.byline, v.authors, "
+            "v.location, v.body, v.images, v.background, v.permalink, "
+            "p.id, p.source_id, p.published_at "
+            "FROM post_versions v JOIN posts p ON p.rowid = v.post_rowid "
+            "WHERE p.id = ? ORDER BY v.version",
+            (post.id,),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [
+            PostVersion(
+                version=r["version"], recorded_at=from_db_time(r["recorded_at"]), post=post_from_row(r)
+            )
+            for r in rows
+        ]
+
+    async def source(self, source_id: str) -> Source | None:
+        async with self.db.reader.execute(
+            "SELECT id, title, url, kind FROM sources WHERE id = ?", (source_id,)
+        ) as cur:
+            row = await cur.fetchone()
+        return _source_from_row(row) if row else None
+
+    async def find_source(self, text: str) -> Source | None:
+        """A source by id, exact title (any case), or a unique id/title prefix."""
+        for source in await self.all_sources():
+            if text in (source.id,) or source.title.casefold() == text.casefold():
+                return source
+        folded = text.casefold()
+        candidates = [
+            s
+            for s in await self.all_sources()
+            if s.id.startswith(text) or s.title.casefold().startswith(folded)
+        ]
+        return candidates[0] if len(candidates) == 1 else None
+
+    async def all_sources(self) -> list[Source]:
+        async with self.db.reader.execute(
+            "SELECT id, title, url, kind FROM sources ORDER BY title"
+        ) as cur:
+            return [_source_from_row(r) for r in await cur.fetchall()]
+
+    async def sources(self) -> list[SourceInfo]:
+        """Every blog with its post count and newest post time."""
+        async with self.db.reader.execute(
+            "SELECT s.id, s.title, s.url, s.kind, s.location, s.imported_at, s.last_error, "
+            "(SELECT count(*) FROM posts p WHERE p.source_id = s.id) AS posts, "
+            "(SELECT max(published_at) FROM posts p WHERE p.source_id = s.id) AS newest "
+            "FROM sources s ORDER BY s.title"
+        ) as cur:
+            rows = await cur.fetchall()
+        return [
+            SourceInfo(
+                source=_source_from_row(r),
+                location=r["location"],
+                posts=r["posts"],
+                newest=_opt_time(r["newest"]),
+                imported_at=_opt_time(r["imported_at"]),
+                last_error=r["last_error"],
+            )
+            for r in rows
+        ]
+
+    async def fetch_state(self, location: str) -> FetchState | None:
+        async with self.db.reader.execute(
+            "SELECT etag, last_modified FROM sources WHERE location = ? "
+            "ORDER BY imported_at DESC LIMIT 1",
+            (location,),
+        ) as cur:
+            row = await cur.fetchone()
+        return FetchState(row["etag"], row["last_modified"]) if row else None
+
+    async def count(self) -> int:
+        async with self.db.reader.execute("SELECT count(*) FROM posts") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+
+def _source_from_row(row: Any) -> Source:
+    return Source(id=row["id"], title=row["title"], url=row["url"], kind=SourceKind(row["kind"]))
+
+
+async def _upsert_source(
+    conn: aiosqlite.Connection,
+    source: Source,
+    location: str | None,
+    fetch_state: FetchState | None,
+) -> None:
+    now = to_db_time(utc_now())
+    await conn.execute(
+        "INSERT INTO sources (id, title, url, kind, location, etag, last_modified, added_at, "
+        "imported_at, last_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL) "
+        "ON CONFLICT(id) DO UPDATE SET title = excluded.title, url = coalesce(excluded.url, url), "
+        "kind = excluded.kind, location = coalesce(excluded.location, location), "
+        "etag = excluded.etag, last_modified = excluded.last_modified, "
+        "imported_at = excluded.imported_at, last_error = NULL",
+        (
+            source.id,
+            source.title,
+            source.url,
+            source.kind.value,
+            location,
+            fetch_state.etag if fetch_state else None,
+            fetch_state.last_modified if fetch_state else None,
+            now,
+            now,
+        ),
+    )
+
+
+async def _upsert_posts(conn: aiosqlite.Connection, posts: Sequence[Post]) -> list[PostChange]:
+    if not posts:
+        return []
+    existing: dict[str, tuple[int, str, int]] = {}
+    ids = [p.id for p in posts]
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        async with conn.execute(
+            f"SELECT rowid, id, content_hash, version FROM posts WHERE id IN ({marks})", chunk
+        ) as cur:
+            for row in await cur.fetchall():
+                existing[row["id"]] = (row["rowid"], row["content_hash"], row["version"])
+
+    now = to_db_time(utc_now())
+    new_rows: list[tuple[Any, ...]] = []
+    new_posts: list[Post] = []
+    changes: list[PostChange] = []
+    seen: set[str] = set()
+    for post in posts:
+        if post.id in seen:
+            continue  # a document listing one post twice: the first wins
+        seen.add(post.id)
+        digest = post.content_hash
+        found = existing.get(post.id)
+        if found is None:
+            new_posts.append(post)
+            new_rows.append(_post_row(post, digest, 1, now))
+            continue
+        rowid, old_digest, old_version = found
+        if old_digest == digest:
+            continue
+        version = old_version + 1
+        await conn.execute(
+            "UPDATE posts SET published_at = ?, updated_at = ?, title = ?, byline = ?, authors = ?, "
+            "location = ?, body = ?, images = ?, background = ?, permalink = ?, content_hash = ?, "
+            "version = ?, recorded_at = ? WHERE rowid = ?",
+            (*_post_row(post, digest, version, now)[2:], rowid),
+        )
+        await _insert_version(conn, rowid, version, post, digest, now)
+        stored = post.model_copy(update={"version": version})
+        changes.append(
+            PostChange(rowid, stored, PostEvent(kind=EventKind.UPDATED, post_id=post.id,
+                                                version=version, title=post.title))
+        )
+
+    if new_rows:
+        await conn.executemany(
+            "INSERT INTO posts (id, source_id, published_at, updated_at, title, byline, authors, "
+            "location, body, images, background, permalink, content_hash, version, recorded_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            new_rows,
+        )
+        rowids: dict[str, int] = {}
+        new_ids = [p.id for p in new_posts]
+        for start in range(0, len(new_ids), 500):
+            chunk = new_ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            async with conn.execute(
+                f"SELECT rowid, id FROM posts WHERE id IN ({marks})", chunk
+            ) as cur:
+                rowids.update({r["id"]: r["rowid"] for r in await cur.fetchall()})
+        await conn.executemany(
+            "INSERT INTO post_versions (post_rowid, version, recorded_at, updated_at, title, byline, "
+            "authors, location, body, images, background, permalink, content_hash) "
+            "VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(rowids[p.id], *row[14:], *row[3:13]) for p, row in zip(new_posts, new_rows, strict=True)],
+        )
+        for post in new_posts:
+            changes.append(
+                PostChange(
+                    rowids[post.id],
+                    post.model_copy(update={"version": 1}),
+                    PostEvent(kind=EventKind.CREATED, post_id=post.id, version=1, title=post.title),
+                )
+            )
+    changes.sort(key=lambda c: (c.post.published_at, c.post.id))
+    return changes
+
+
+def _post_row(post: Post, digest: str, version: int, now: str) -> tuple[Any, ...]:
+    """(id, source_id, published_at, updated_at, title, byline, authors, location, body, images,
+    background, permalink, content_hash, version, recorded_at)"""
+    return (
+        post.id,
+        post.source_id,
+        to_db_time(post.published_at),
+        to_db_time(post.updated_at) if post.updated_at else None,
+        post.title,
+        post.byline,
+        json.dumps(list(post.authors), ensure_ascii=False),
+        post.location,
+        "\n\n".join(post.body),
+        _images_json(post.images),
+        post.background,
+        post.permalink,
+        digest,
+        version,
+        now,
+    )
+
+
+async def _insert_version(
+    conn: aiosqlite.Connection, rowid: int, version: int, post: Post, digest: str, now: str
+) -> None:
+    row = _post_row(post, digest, version, now)
+    await conn.execute(
+        "INSERT INTO post_versions (post_rowid, version, recorded_at, updated_at, title, byline, "
+        "authors, location, body, images, background, permalink, content_hash) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (rowid, version, now, *row[3:13]),
+    )
