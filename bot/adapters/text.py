@@ -15,6 +15,8 @@ def cut(text: str, limit: int, *, suffix: str = ELLIPSIS) -> str:
         return suffix[:limit]
     room = limit - len(suffix)
     head = text[:room]
+    if text[room].isspace():
+        return head.rstrip() + suffix
     boundary = max(head.rfind(" "), head.rfind("\n"))
     if boundary >= room // 2:
         head = head[:boundary]
