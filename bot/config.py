@@ -36,7 +36,8 @@ class DispatchSettings(BaseModel):
     max_attempts: int = Field(default=8, ge=1)
     backoff_base: float = Field(default=2.0, gt=0)  # seconds before the first retry
     backoff_max: float = Field(default=600.0, gt=0)
-    poll_interval: float = Field(default=0.25, gt=0)  # how often other processes' imports are noticed
+    # how often imports made by other processes are noticed
+    poll_interval: float = Field(default=0.25, gt=0)
 
 
 class TelegramSettings(BaseModel):
@@ -51,7 +52,8 @@ class TelegramSettings(BaseModel):
     webhook_port: int = 8443
     link_previews: bool = False
     admin_cache_seconds: float = 60.0
-    rate_scale: float = Field(default=1.0, gt=0)  # >1 speeds limits up (tests against a scaled fake)
+    # > 1 speeds the limits up (for tests against a scaled fake server)
+    rate_scale: float = Field(default=1.0, gt=0)
 
 
 class DiscordSettings(BaseModel):
@@ -96,7 +98,8 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)
     log_level: str = "INFO"
-    demo: bool | None = None  # replay the bundled sample blog; default: on when no adapter is configured
+    # replay the bundled sample blog; default: on when no adapter is configured
+    demo: bool | None = None
 
     dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
     telegram: TelegramSettings | None = None

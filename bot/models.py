@@ -108,5 +108,6 @@ class Reply(Frozen):
     text: str = ""
     cards: tuple[Card, ...] = ()
     buttons: tuple[Button, ...] = ()
-    ephemeral: bool = True  # only the asker needs to see it (queries); subscription changes are public
+    # only the asker needs to see it (queries); subscription changes are public
+    ephemeral: bool = True
     error: bool = False

@@ -191,7 +191,9 @@ class PostStore:
             rows = await cur.fetchall()
         return [
             PostVersion(
-                version=r["version"], recorded_at=from_db_time(r["recorded_at"]), post=post_from_row(r)
+                version=r["version"],
+                recorded_at=from_db_time(r["recorded_at"]),
+                post=post_from_row(r),
             )
             for r in rows
         ]
@@ -332,8 +334,13 @@ async def _upsert_posts(conn: aiosqlite.Connection, posts: Sequence[Post]) -> li
         await _insert_version(conn, rowid, version, post, digest, now)
         stored = post.model_copy(update={"version": version})
         changes.append(
-            PostChange(rowid, stored, PostEvent(kind=EventKind.UPDATED, post_id=post.id,
-                                                version=version, title=post.title))
+            PostChange(
+                rowid,
+                stored,
+                PostEvent(
+                    kind=EventKind.UPDATED, post_id=post.id, version=version, title=post.title
+                ),
+            )
         )
 
     if new_rows:
@@ -356,7 +363,10 @@ async def _upsert_posts(conn: aiosqlite.Connection, posts: Sequence[Post]) -> li
             "INSERT INTO post_versions (post_rowid, version, recorded_at, updated_at, title, byline, "
             "authors, location, body, images, background, permalink, content_hash) "
             "VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(rowids[p.id], *row[14:], *row[3:13]) for p, row in zip(new_posts, new_rows, strict=True)],
+            [
+                (rowids[p.id], *row[14:], *row[3:13])
+                for p, row in zip(new_posts, new_rows, strict=True)
+            ],
         )
         for post in new_posts:
             changes.append(
