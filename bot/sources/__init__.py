@@ -1,0 +1,18 @@
+"""Importers: turn a live blog (page text, RSS/RDF/Atom, JSON Feed, LiveBlogPosting JSON-LD) into posts.
+
+- `parse_document(data, location=..., content_type=...)`: pure and synchronous; detects the format.
+- `await load(location, etag=..., last_modified=...)`: reads a file or fetches a URL (conditional GET);
+  None when the server says nothing changed.
+- `SourceError`: a document or location that cannot be imported; its message is one readable line.
+
+Source ids come from the blog's own URL when the document states one (feed self link, JSON Feed
+`feed_url`, JSON-LD `url`, else its home page): `host-path` slug plus a short hash. Otherwise from the
+blog title's slug (page text). Post ids are `<source id>:<native id>` or, for posts without one,
+`<source id>:<published minute>-<n>`; see `bot.sources.common`.
+"""
+
+from bot.sources.common import SourceError
+from bot.sources.detect import parse_document
+from bot.sources.fetch import MAX_BYTES, FetchResult, load
+
+__all__ = ["MAX_BYTES", "FetchResult", "SourceError", "load", "parse_document"]

@@ -1,0 +1,108 @@
+"""What every importer shares: the error type, post ids, dates, names and derived titles.
+
+Post ids: `<source id>:<the document's own id>` when the post carries one (RSS guid, Atom id, JSON Feed
+id, JSON-LD @id/url, else its link); otherwise `<source id>:<published minute, UTC>-<n>`, where n counts
+posts published in the same minute in page order. An edited body or title therefore keeps its id.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+import time
+from collections import Counter
+from datetime import UTC, datetime
+
+from bot.sources.text import clean
+from bot.models import Image
+
+
+class SourceError(Exception):
+    """A document or location that cannot be imported; `str()` is one line a user can read."""
+
+    def __init__(self, location: str, problem: str) -> None:
+        self.location = location
+        self.problem = problem
+        super().__init__(f"{_one_line(location, 200)}: {_one_line(problem, 300)}")
+
+
+def _one_line(text: str, limit: int) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+class PostIds:
+    """Hands out ids unique within one document, stable across imports of the same blog."""
+
+    def __init__(self, source_id: str) -> None:
+        self.source_id = source_id
+        self._seen: Counter[str] = Counter()
+
+    def _unique(self, key: str) -> str:
+        self._seen[key] += 1
+        count = self._seen[key]
+        return key if count == 1 else f"{key}#{count}"
+
+    def own(self, native_id: str) -> str:
+        return self._unique(f"{self.source_id}:{' '.join(native_id.split())}")
+
+    def by_time(self, published_at: datetime) -> str:
+        minute = published_at.astimezone(UTC).strftime("%Y%m%dT%H%MZ")
+        key = f"{self.source_id}:{minute}"
+        self._seen[key] += 1
+        return f"{key}-{self._seen[key]}"
+
+
+def from_struct_time(value: time.struct_time | None) -> datetime | None:
+    """feedparser's UTC struct_time to an aware datetime; None for missing or absurd dates."""
+    if value is None:
+        return None
+    try:
+        return datetime.fromtimestamp(calendar.timegm(value), tz=UTC)
+    except (OverflowError, ValueError, OSError):
+        return None
+
+
+def parse_iso(value: object) -> datetime | None:
+    """An RFC 3339 / ISO 8601 date (JSON Feed, JSON-LD) to aware UTC; naive dates are taken as UTC."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = value.strip().replace("z", "Z")
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+_NAME_SPLIT = re.compile(r"\s*(?:,\s*and\s+|,\s*|\s+and\s+|\s*&\s*)\s*")
+
+
+def split_names(text: str) -> tuple[str, ...]:
+    """`A, B and C` to `("A", "B", "C")`."""
+    return tuple(name for name in (clean(n) for n in _NAME_SPLIT.split(text)) if name)
+
+
+def title_from_body(paragraphs: list[str], words: int = 12) -> str:
+    """A title for a post that has none: the first words of its text."""
+    if not paragraphs:
+        return ""
+    tokens = paragraphs[0].split()
+    title = " ".join(tokens[:words])
+    return title + "…" if len(tokens) > words else title
+
+
+def dedupe_images(images: list[Image]) -> tuple[Image, ...]:
+    """Keep the first image of each URL (or caption, for images without one)."""
+    seen: set[str] = set()
+    out: list[Image] = []
+    for image in images:
+        key = image.url or f"caption:{image.caption}"
+        if key not in seen:
+            seen.add(key)
+            out.append(image)
+    return tuple(out)

@@ -1,0 +1,99 @@
+"""Recognise a document's format from its content and hand it to the right importer.
+
+The content decides, not the file name: JSON (JSON Feed or JSON-LD), XML feeds (RSS 2.0, RSS 1.0,
+Atom), HTML pages with LiveBlogPosting JSON-LD, and page text. The declared content type only breaks ties.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from bot.models import ImportResult
+from bot.sources import feeds, jsonfeed, jsonld, pagetext
+from bot.sources.common import SourceError
+from bot.sources.text import BinaryData, decode
+
+# What may precede the root element: XML declaration, processing instructions, comments, doctype.
+_PROLOGUE = re.compile(r"^(?:\s+|<\?.*?\?>|<!--.*?(?:-->|$)|<!doctype[^>]*>)*", re.DOTALL | re.I)
+_ROOT = re.compile(r"<([A-Za-z][\w.:-]*)")
+_FEED_ROOTS = frozenset({"rss", "rdf:rdf", "feed", "rdf"})
+_HTML_ROOTS = frozenset({"html", "head", "body"})
+
+
+def parse_document(data: bytes, *, location: str, content_type: str | None = None) -> ImportResult:
+    """Detect the format of `data` and import it; raises `SourceError` with one readable line.
+
+    `location` (a path or URL) names the document in messages; `content_type` is the HTTP header, if any.
+    """
+    if not data.strip(b" \t\r\n\x00\xef\xbb\xbf\xff\xfe"):
+        raise SourceError(location, "empty document")
+    try:
+        text = decode(data)
+    except BinaryData:
+        raise SourceError(location, "not a live blog or feed (binary data)") from None
+    if _mostly_control(text):
+        raise SourceError(location, "not a live blog or feed (binary data)")
+    try:
+        return _dispatch(data, text, location, (content_type or "").lower())
+    except SourceError:
+        raise
+    except RecursionError:
+        raise SourceError(location, "document is nested too deeply to read") from None
+    except (ValueError, TypeError, KeyError, AttributeError) as error:
+        # A malformed document the format checks above let through: still one line, no traceback.
+        raise SourceError(location, f"unreadable document ({type(error).__name__}: {error})") from None
+
+
+def _dispatch(data: bytes, text: str, location: str, content_type: str) -> ImportResult:
+    stripped = text.lstrip("\ufeff \t\r\n")
+    if stripped[:1] in ("{", "[") or "json" in content_type and not stripped.startswith("<"):
+        return _json(stripped, location)
+    if stripped.startswith("<"):
+        root = _ROOT.match(_PROLOGUE.sub("", stripped[:65536], count=1))
+        name = root.group(1).lower() if root else ""
+        if name in _FEED_ROOTS or name.endswith(":rdf"):
+            return feeds.parse(data, location=location, content_type=content_type or None)
+        if name in _HTML_ROOTS or "html" in content_type or "application/ld+json" in stripped:
+            return _html(stripped, location)
+        if pagetext.looks_like_page_text(stripped):
+            return pagetext.parse(stripped, location=location)
+        return feeds.parse(data, location=location, content_type=content_type or None)
+    if pagetext.looks_like_page_text(stripped):
+        return pagetext.parse(stripped, location=location)
+    raise SourceError(location, "not a live blog or feed (plain text without post times)")
+
+
+def _json(text: str, location: str) -> ImportResult:
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as error:
+        problem = "truncated" if error.pos >= len(text.rstrip()) else "malformed"
+        raise SourceError(
+            location, f"{problem} JSON (line {error.lineno}, column {error.colno}: {error.msg})"
+        ) from None
+    if jsonfeed.is_json_feed(document):
+        assert isinstance(document, dict)
+        return jsonfeed.parse(document, location=location)
+    if any(True for _ in jsonld.find_live_blogs(document)):
+        return jsonld.parse([document], location=location)
+    raise SourceError(location, "not a live blog or feed (JSON that is neither JSON Feed nor JSON-LD)")
+
+
+def _html(text: str, location: str) -> ImportResult:
+    documents, title, canonical, broken = jsonld.scan_html(text)
+    warnings = (f"skipped {broken} unreadable JSON-LD block(s)",) if broken else ()
+    if not documents and broken:
+        raise SourceError(location, "not a live blog or feed (its JSON-LD is malformed)")
+    return jsonld.parse(
+        documents, location=location, page_title=title, canonical=canonical, warnings=warnings
+    )
+
+
+def _mostly_control(text: str) -> bool:
+    """Bytes that decoded but are not text (e.g. a Latin-1 reading of random binary)."""
+    sample = text[:4096]
+    if not sample:
+        return False
+    odd = sum(1 for c in sample if (c < " " and c not in "\n\r\t") or "\x7f" <= c <= "\x9f")
+    return odd / len(sample) > 0.1 or sample.count("\ufffd") / len(sample) > 0.1

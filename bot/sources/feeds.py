@@ -1,0 +1,206 @@
+"""RSS 2.0, RSS 1.0 (RDF) and Atom feeds, read by feedparser.
+
+feedparser decodes the bytes itself (BOM, XML declaration, HTTP charset) and sanitises entry HTML; we then
+turn that HTML into plain paragraphs. A feed that is not well-formed but still yields entries imports with
+a warning; one that yields nothing is an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import feedparser
+
+from bot.models import Image, ImportResult, Post, Source, SourceKind
+from bot.sources.common import (
+    PostIds,
+    SourceError,
+    dedupe_images,
+    from_struct_time,
+    split_names,
+    title_from_body,
+)
+from bot.sources.text import (
+    clean,
+    html_content,
+    html_to_text,
+    is_http_url,
+    paragraphs_of_text,
+    safe_url,
+    source_id_from_title,
+    source_id_from_url,
+)
+
+_HTML_TYPES = ("text/html", "application/xhtml+xml", "html", "xhtml")
+# feedparser flags these although the text was read fine: not worth a warning on every poll.
+_HARMLESS_BOZO = ("CharacterEncodingOverride", "NonXMLContentType")
+
+
+def parse(data: bytes, *, location: str, content_type: str | None = None) -> ImportResult:
+    headers = {"content-type": content_type} if content_type else None
+    parsed = feedparser.parse(data, response_headers=headers, sanitize_html=True)
+    feed: Mapping[str, Any] = parsed.get("feed", {})
+    entries: list[Mapping[str, Any]] = list(parsed.get("entries", []))
+    bozo = _bozo_reason(parsed)
+    if not entries and bozo is not None:
+        raise SourceError(location, f"malformed feed ({bozo})")
+    version = str(parsed.get("version") or "")
+    if not entries and not version:
+        raise SourceError(location, "not a live blog or feed (XML without an RSS or Atom root)")
+
+    title = _text(feed, "title") or clean(location.rsplit("/", 1)[-1])
+    url = _feed_url(feed)
+    source = Source(
+        id=source_id_from_url(url) if url else source_id_from_title(title, location),
+        title=title,
+        url=url,
+        kind=SourceKind.ATOM if version.startswith("atom") else SourceKind.RSS,
+    )
+    warnings: list[str] = []
+    if bozo is not None:
+        warnings.append(f"feed is not well-formed ({bozo}); imported what could be read")
+    fallback_date = from_struct_time(_date(feed, "updated_parsed") or _date(feed, "published_parsed"))
+    ids = PostIds(source.id)
+    posts: list[Post] = []
+    skipped_undated = skipped_empty = 0
+    for entry in entries:
+        published = from_struct_time(_date(entry, "published_parsed") or _date(entry, "created_parsed"))
+        updated = from_struct_time(_date(entry, "updated_parsed"))
+        published = published or updated or fallback_date
+        if published is None:
+            skipped_undated += 1
+            continue
+        post = _post(entry, source, published, updated, ids)
+        if post is None:
+            skipped_empty += 1
+        else:
+            posts.append(post)
+    if skipped_undated:
+        warnings.append(f"skipped {skipped_undated} post(s) without a date")
+    if skipped_empty:
+        warnings.append(f"skipped {skipped_empty} post(s) without a title or text")
+    if entries and not posts:
+        raise SourceError(location, f"no usable posts ({'; '.join(warnings)})")
+    return ImportResult(source=source, posts=tuple(posts), warnings=tuple(warnings))
+
+
+def _date(item: Mapping[str, Any], key: str) -> Any:
+    # dict.get: feedparser's own get() maps a missing `updated_parsed` to `published_parsed`, with a
+    # DeprecationWarning; we want to know which one the feed really gave.
+    return dict.get(item, key) if isinstance(item, dict) else None
+
+
+def _bozo_reason(parsed: Mapping[str, Any]) -> str | None:
+    if not parsed.get("bozo"):
+        return None
+    error = parsed.get("bozo_exception")
+    if error is None or type(error).__name__ in _HARMLESS_BOZO:
+        return None
+    reason = getattr(error, "getMessage", None)
+    text = reason() if callable(reason) else str(error)
+    line = getattr(error, "getLineNumber", None)
+    where = f" at line {line()}" if callable(line) else ""
+    return clean(f"{text}{where}") or type(error).__name__
+
+
+def _feed_url(feed: Mapping[str, Any]) -> str | None:
+    """The feed's own address (rel=self) when it states one, else its home page."""
+    for link in feed.get("links", []):
+        if link.get("rel") == "self" and is_http_url(str(link.get("href", ""))):
+            return str(link["href"]).strip()
+    return safe_url(feed.get("link"))
+
+
+def _text(item: Mapping[str, Any], key: str) -> str:
+    value = item.get(key)
+    if not isinstance(value, str):
+        return ""
+    detail = item.get(f"{key}_detail") or {}
+    if detail.get("type") in _HTML_TYPES:
+        return html_to_text(value)
+    return clean(value)
+
+
+def _post(
+    entry: Mapping[str, Any],
+    source: Source,
+    published: datetime,
+    updated: datetime | None,
+    ids: PostIds,
+) -> Post | None:
+    permalink = safe_url(entry.get("link"), source.url)
+    body, inline_images = _body(entry, permalink or source.url)
+    title = _text(entry, "title") or title_from_body(body)
+    if not title:
+        return None
+    native = entry.get("id") or entry.get("guid") or entry.get("link")
+    post_id = ids.own(str(native)) if native else ids.by_time(published)
+    authors = _authors(entry)
+    return Post(
+        id=post_id,
+        source_id=source.id,
+        published_at=published,
+        updated_at=updated if updated and updated != published else None,
+        title=title,
+        byline=f"By {_join(authors)}" if authors else None,
+        authors=authors,
+        body=tuple(body),
+        images=dedupe_images(_media_images(entry) + inline_images),
+        permalink=permalink,
+    )
+
+
+def _body(entry: Mapping[str, Any], base: str | None) -> tuple[list[str], list[Image]]:
+    """The richest text the entry has: full content before its summary."""
+    candidates: list[Mapping[str, Any]] = list(entry.get("content") or [])
+    if entry.get("summary"):
+        candidates.append(entry.get("summary_detail") or {"value": entry["summary"]})
+    for candidate in candidates:
+        value = candidate.get("value")
+        if not isinstance(value, str) or not value.strip():
+            continue
+        if candidate.get("type", "text/html") in _HTML_TYPES:
+            paragraphs, found = html_content(value, base)
+            images = [Image(url=i.url, caption=i.caption) for i in found]
+        else:
+            paragraphs, images = paragraphs_of_text(value), []
+        if paragraphs or images:
+            return paragraphs, images
+    return [], []
+
+
+def _authors(entry: Mapping[str, Any]) -> tuple[str, ...]:
+    names = [
+        name
+        for author in entry.get("authors", [])
+        if isinstance(author, Mapping)
+        for name in split_names(html_to_text(str(author.get("name") or "")))
+    ]
+    if not names and isinstance(entry.get("author"), str):
+        names = list(split_names(html_to_text(entry["author"])))
+    return tuple(dict.fromkeys(names))
+
+
+def _join(names: tuple[str, ...]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _media_images(entry: Mapping[str, Any]) -> list[Image]:
+    """Image enclosures, and one Media RSS picture (feeds list the same picture in several sizes)."""
+    caption = html_to_text(str(entry.get("media_description") or ""))
+    credits = [c for c in entry.get("media_credit") or [] if isinstance(c, Mapping)]
+    credit = clean(str(credits[0].get("content") or "")) or None if credits else None
+    images: list[Image] = []
+    for enclosure in entry.get("enclosures", []):
+        url = safe_url(enclosure.get("href") or enclosure.get("url"))
+        if url and str(enclosure.get("type", "")).startswith("image/"):
+            images.append(Image(url=url, caption=caption, credit=credit))
+    for media in list(entry.get("media_content", [])) + list(entry.get("media_thumbnail", [])):
+        url = safe_url(media.get("url"))
+        kind = str(media.get("medium") or media.get("type") or "image")
+        if url and kind.startswith("image"):
+            images.append(Image(url=url, caption=caption, credit=credit))
+            break
+    return images

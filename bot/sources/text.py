@@ -1,0 +1,268 @@
+"""Text normalisation shared by every importer: bytes to str, HTML to plain paragraphs, clean strings, ids.
+
+Everything an importer stores goes through `clean`: what leaves this package is plain text, never markup,
+so a chat adapter can escape it for its own markup without caring where it came from.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import html
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+# --- decoding ----------------------------------------------------------------------------------------
+
+_BOMS: tuple[tuple[bytes, str], ...] = (
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+_DECLARED = re.compile(
+    rb"""^\s*<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._:-]+)["']"""
+    rb"""|<meta[^>]+charset\s*=\s*["']?([A-Za-z0-9._:-]+)""",
+    re.IGNORECASE,
+)
+_BINARY_MAGIC = (b"\x89PNG", b"GIF8", b"\xff\xd8\xff", b"%PDF", b"\x1f\x8b", b"PK\x03\x04", b"\x7fELF")
+
+
+class BinaryData(ValueError):
+    """The bytes are not text in any encoding we read."""
+
+
+def bom_encoding(data: bytes) -> str | None:
+    for bom, name in _BOMS:
+        if data.startswith(bom):
+            return name
+    # UTF-16 XML without a BOM still starts with "<?" in two-byte units.
+    if data.startswith(b"<\x00?\x00"):
+        return "utf-16-le"
+    if data.startswith(b"\x00<\x00?"):
+        return "utf-16-be"
+    return None
+
+
+def decode(data: bytes) -> str:
+    """Decode a document: BOM, then declared encoding, then UTF-8, then cp1252/Latin-1.
+
+    Raises `BinaryData` for NUL bytes or well-known binary signatures.
+    """
+    encoding = bom_encoding(data)
+    if encoding is not None:
+        bom = next((b for b, name in _BOMS if data.startswith(b) and name == encoding), b"")
+        return data[len(bom) :].decode(encoding, errors="replace")
+    if data.startswith(_BINARY_MAGIC) or b"\x00" in data:
+        raise BinaryData("binary data")
+    declared = _DECLARED.search(data[:2048])
+    if declared is not None:
+        name = (declared.group(1) or declared.group(2) or b"").decode("ascii").lower()
+        if name not in ("utf-8", "utf8"):
+            try:
+                return data.decode(name)
+            except (LookupError, UnicodeDecodeError):
+                pass  # a wrong declaration: fall through to what the bytes really are
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    try:
+        return data.decode("cp1252")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+# --- cleaning ----------------------------------------------------------------------------------------
+
+# C0/C1 controls except \n and \t, plus invisible format characters that only confuse chats.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\u2028\u2029\ufeff\ufffe\uffff]")
+_SPACES = re.compile(r"[^\S\n]+")
+_TAG_LIKE = re.compile(r"</?[A-Za-z!][^<>]*(?:>|$)")
+_SCRIPT_URL = re.compile(r"(?i)\b(java|vb)script\s*:")
+
+
+def clean(text: str) -> str:
+    """One line of plain text: NFC, no control characters, whitespace (NBSP too) folded to one space.
+
+    Text that still looks like markup after decoding (an escaped `<b>` in a title, an escaped
+    `<script>`) is dropped: the output is plain text and must never carry a tag into a chat.
+    """
+    text = unicodedata.normalize("NFC", text)
+    text = _CONTROL.sub("", text)
+    text = _TAG_LIKE.sub(" ", text)
+    text = _SCRIPT_URL.sub(r"\1script ", text)
+    return _SPACES.sub(" ", text.replace("\n", " ")).strip()
+
+
+def paragraphs_of_text(text: str) -> list[str]:
+    """Plain text to paragraphs: blank lines separate paragraphs; single newlines fold to spaces."""
+    text = _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+    blocks = re.split(r"\n\s*\n", text)
+    return [p for p in (clean(b) for b in blocks) if p]
+
+
+# --- HTML --------------------------------------------------------------------------------------------
+
+_SKIP = frozenset(
+    {"script", "style", "noscript", "template", "iframe", "object", "embed", "svg", "math", "head"}
+)
+_BLOCK = frozenset(
+    {
+        "p", "div", "br", "hr", "li", "ul", "ol", "dl", "dt", "dd", "h1", "h2", "h3", "h4", "h5", "h6",
+        "blockquote", "pre", "table", "tr", "section", "article", "aside", "header", "footer",
+        "figure", "figcaption", "main", "nav", "address", "title", "body", "html",
+    }
+)  # fmt: skip
+
+
+@dataclass
+class HtmlImage:
+    url: str | None
+    caption: str = ""
+    has_figcaption: bool = False
+
+
+@dataclass
+class _Collected:
+    paragraphs: list[str] = field(default_factory=list)
+    images: list[HtmlImage] = field(default_factory=list)
+
+
+class _TextExtractor(HTMLParser):
+    def __init__(self, base_url: str | None) -> None:
+        super().__init__(convert_charrefs=True)
+        self.base_url = base_url
+        self.out = _Collected()
+        self._buffer: list[str] = []
+        self._skip_depth = 0
+        self._in_caption = False
+        self._caption: list[str] = []
+
+    def _flush(self) -> None:
+        text = clean("".join(self._buffer))
+        self._buffer.clear()
+        if text:
+            self.out.paragraphs.append(text)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _SKIP:
+            self._skip_depth += 1
+            return
+        if self._skip_depth:
+            return
+        if tag == "img":
+            values = dict(attrs)
+            url = safe_url(values.get("src"), self.base_url)
+            if url is not None and not _is_tracking_pixel(values):
+                self.out.images.append(HtmlImage(url, clean(values.get("alt") or "")))
+            return
+        if tag == "figcaption":
+            self._flush()
+            self._in_caption = True
+            self._caption.clear()
+            return
+        if tag in _BLOCK:
+            self._flush()
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _SKIP:
+            return  # <script/> opens nothing
+        self.handle_starttag(tag, attrs)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _SKIP:
+            self._skip_depth = max(0, self._skip_depth - 1)
+            return
+        if self._skip_depth:
+            return
+        if tag == "figcaption" and self._in_caption:
+            self._in_caption = False
+            caption = clean("".join(self._caption))
+            if caption and self.out.images and not self.out.images[-1].has_figcaption:
+                self.out.images[-1].caption = caption  # the visible caption beats the alt text
+                self.out.images[-1].has_figcaption = True
+            elif caption:
+                self.out.paragraphs.append(caption)
+            return
+        if tag in _BLOCK:
+            self._flush()
+
+    def handle_data(self, data: str) -> None:
+        if self._skip_depth:
+            return
+        (self._caption if self._in_caption else self._buffer).append(data)
+
+    def close(self) -> None:
+        super().close()
+        self._flush()
+
+
+def _is_tracking_pixel(attrs: dict[str, str | None]) -> bool:
+    return any((attrs.get(side) or "").strip() in ("0", "1", "0px", "1px") for side in ("width", "height"))
+
+
+def html_content(markup: str, base_url: str | None = None) -> tuple[list[str], list[HtmlImage]]:
+    """HTML to plain-text paragraphs and the images it shows (`<img>` with its alt or figcaption)."""
+    if "<" not in markup:
+        return paragraphs_of_text(html.unescape(markup)), []
+    parser = _TextExtractor(base_url)
+    parser.feed(markup)
+    parser.close()
+    return parser.out.paragraphs, parser.out.images
+
+
+def html_to_text(markup: str) -> str:
+    """HTML (or plain text with entities) to one line of plain text, for titles and captions."""
+    paragraphs, _ = html_content(markup)
+    return " ".join(paragraphs)
+
+
+# --- URLs and ids ------------------------------------------------------------------------------------
+
+
+def safe_url(url: str | None, base: str | None = None) -> str | None:
+    """An absolute http(s) URL, or None: never a `javascript:` or `data:` link."""
+    if not url:
+        return None
+    url = clean(url)
+    if base and is_http_url(base):
+        url = urljoin(base, url)
+    return url if is_http_url(url) else None
+
+
+def is_http_url(value: str) -> bool:
+    parts = urlsplit(value.strip())
+    return parts.scheme.lower() in ("http", "https") and bool(parts.netloc)
+
+
+def short_hash(value: str, length: int = 8) -> str:
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()[:length]
+
+
+def slugify(value: str, max_length: int = 60) -> str:
+    """Lowercase ASCII words joined by hyphens, cut at a word boundary."""
+    ascii_text = unicodedata.normalize("NFKD", value).encode("ascii", "ignore").decode("ascii")
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
+    if len(slug) > max_length:
+        slug = slug[:max_length].rsplit("-", 1)[0] or slug[:max_length]
+    return slug
+
+
+def source_id_from_url(url: str) -> str:
+    """`host-path` slug plus a short hash of the normalised URL, e.g. `cnn-com-world-live-1a2b3c4d`."""
+    parts = urlsplit(url.strip())
+    host = parts.netloc.lower().removeprefix("www.")
+    path = re.sub(r"/(index\.html?)?$", "", parts.path)
+    normalised = urlunsplit(("https", host, path, parts.query, ""))
+    slug = slugify(f"{host} {path}", max_length=48) or "blog"
+    return f"{slug}-{short_hash(normalised)}"
+
+
+def source_id_from_title(title: str, fallback: str) -> str:
+    """The title's slug; a hash of `fallback` (the location) when the title has no letters."""
+    return slugify(title) or f"blog-{short_hash(fallback)}"
