@@ -13,8 +13,8 @@ import time
 from collections import Counter
 from datetime import UTC, datetime
 
-from bot.sources.text import clean
 from bot.models import Image
+from bot.sources.text import clean
 
 
 class SourceError(Exception):

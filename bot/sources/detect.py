@@ -42,12 +42,14 @@ def parse_document(data: bytes, *, location: str, content_type: str | None = Non
         raise SourceError(location, "document is nested too deeply to read") from None
     except (ValueError, TypeError, KeyError, AttributeError) as error:
         # A malformed document the format checks above let through: still one line, no traceback.
-        raise SourceError(location, f"unreadable document ({type(error).__name__}: {error})") from None
+        raise SourceError(
+            location, f"unreadable document ({type(error).__name__}: {error})"
+        ) from None
 
 
 def _dispatch(data: bytes, text: str, location: str, content_type: str) -> ImportResult:
     stripped = text.lstrip("\ufeff \t\r\n")
-    if stripped[:1] in ("{", "[") or "json" in content_type and not stripped.startswith("<"):
+    if stripped[:1] in ("{", "[") or ("json" in content_type and not stripped.startswith("<")):
         return _json(stripped, location)
     if stripped.startswith("<"):
         root = _ROOT.match(_PROLOGUE.sub("", stripped[:65536], count=1))
@@ -77,7 +79,9 @@ def _json(text: str, location: str) -> ImportResult:
         return jsonfeed.parse(document, location=location)
     if any(True for _ in jsonld.find_live_blogs(document)):
         return jsonld.parse([document], location=location)
-    raise SourceError(location, "not a live blog or feed (JSON that is neither JSON Feed nor JSON-LD)")
+    raise SourceError(
+        location, "not a live blog or feed (JSON that is neither JSON Feed nor JSON-LD)"
+    )
 
 
 def _html(text: str, location: str) -> ImportResult:

@@ -61,12 +61,16 @@ def parse(data: bytes, *, location: str, content_type: str | None = None) -> Imp
     warnings: list[str] = []
     if bozo is not None:
         warnings.append(f"feed is not well-formed ({bozo}); imported what could be read")
-    fallback_date = from_struct_time(_date(feed, "updated_parsed") or _date(feed, "published_parsed"))
+    fallback_date = from_struct_time(
+        _date(feed, "updated_parsed") or _date(feed, "published_parsed")
+    )
     ids = PostIds(source.id)
     posts: list[Post] = []
     skipped_undated = skipped_empty = 0
     for entry in entries:
-        published = from_struct_time(_date(entry, "published_parsed") or _date(entry, "created_parsed"))
+        published = from_struct_time(
+            _date(entry, "published_parsed") or _date(entry, "created_parsed")
+        )
         updated = from_struct_time(_date(entry, "updated_parsed"))
         published = published or updated or fallback_date
         if published is None:

@@ -32,7 +32,7 @@ async def load(
     *,
     etag: str | None = None,
     last_modified: str | None = None,
-    timeout: float = 30.0,
+    timeout: float = 30.0,  # noqa: ASYNC109 - the public contract; it becomes aiohttp's total timeout
 ) -> FetchResult | None:
     """Read and import `location`; None when the server answers 304 Not Modified.
 
@@ -40,7 +40,7 @@ async def load(
     Raises `SourceError` (one line) for missing files, HTTP errors, timeouts, oversized or bad content.
     """
     if is_http_url(location):
-        fetched = await _get(location, etag, last_modified, timeout)
+        fetched = await _get(location, etag, last_modified, aiohttp.ClientTimeout(total=timeout))
         if fetched is None:
             return None
         data, content_type, new_etag, new_last_modified = fetched
@@ -77,7 +77,7 @@ def _read_file(location: str) -> bytes:
 
 
 async def _get(
-    url: str, etag: str | None, last_modified: str | None, timeout: float
+    url: str, etag: str | None, last_modified: str | None, limit: aiohttp.ClientTimeout
 ) -> tuple[bytes, str | None, str | None, str | None] | None:
     headers = {"User-Agent": USER_AGENT, "Accept": "*/*"}
     if etag:
@@ -86,7 +86,7 @@ async def _get(
         headers["If-Modified-Since"] = last_modified
     try:
         async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
+            aiohttp.ClientSession(timeout=limit) as session,
             session.get(url, headers=headers) as response,
         ):
             if response.status == 304:
@@ -109,7 +109,7 @@ async def _get(
                 response.headers.get("Last-Modified"),
             )
     except TimeoutError:
-        raise SourceError(url, f"timed out after {timeout:g} s") from None
+        raise SourceError(url, f"timed out after {limit.total or 0:g} s") from None
     except aiohttp.ClientError as error:
         reason = str(error) or type(error).__name__
         raise SourceError(url, f"cannot fetch ({reason})") from None

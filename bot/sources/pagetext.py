@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 from bot.models import Image, ImportResult, Post, Source, SourceKind
@@ -76,7 +76,7 @@ def parse_time_line(line: str) -> datetime | None:
         local = datetime(int(match["year"]), month, int(match["day"]), hour, minute, tzinfo=zone)
     except ValueError:
         return None
-    return local.astimezone(timezone.utc)
+    return local.astimezone(UTC)
 
 
 @dataclass
@@ -88,7 +88,7 @@ class Byline:
 
 def parse_byline(line: str) -> Byline | None:
     """`From CNN's Katya Krebs in Kyiv` to its authors and place; None for an ordinary paragraph."""
-    if len(line) > 160 or line.endswith((".", "!", "?", ":")) and not line.endswith(" Jr."):
+    if len(line) > 160 or (line.endswith((".", "!", "?", ":")) and not line.endswith(" Jr.")):
         return None
     match = _BYLINE.match(line)
     if match is None:

@@ -29,7 +29,15 @@ _DECLARED = re.compile(
     rb"""|<meta[^>]+charset\s*=\s*["']?([A-Za-z0-9._:-]+)""",
     re.IGNORECASE,
 )
-_BINARY_MAGIC = (b"\x89PNG", b"GIF8", b"\xff\xd8\xff", b"%PDF", b"\x1f\x8b", b"PK\x03\x04", b"\x7fELF")
+_BINARY_MAGIC = (
+    b"\x89PNG",
+    b"GIF8",
+    b"\xff\xd8\xff",
+    b"%PDF",
+    b"\x1f\x8b",
+    b"PK\x03\x04",
+    b"\x7fELF",
+)
 
 
 class BinaryData(ValueError):
@@ -203,7 +211,9 @@ class _TextExtractor(HTMLParser):
 
 
 def _is_tracking_pixel(attrs: dict[str, str | None]) -> bool:
-    return any((attrs.get(side) or "").strip() in ("0", "1", "0px", "1px") for side in ("width", "height"))
+    return any(
+        (attrs.get(side) or "").strip() in ("0", "1", "0px", "1px") for side in ("width", "height")
+    )
 
 
 def html_content(markup: str, base_url: str | None = None) -> tuple[list[str], list[HtmlImage]]:
