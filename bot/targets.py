@@ -1,0 +1,97 @@
+"""Targets named by the operator on the command line: validated per platform, webhook URLs masked."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+from bot.models import Target, TargetKind
+
+PLATFORMS = ("telegram", "discord", "slack", "terminal")
+FLAVORS = ("slack", "mattermost", "teams")
+TERMINAL_ADDRESS = "console"
+
+_TELEGRAM_USERNAME = re.compile(r"@[A-Za-z][A-Za-z0-9_]{3,31}")
+_TELEGRAM_CHAT_ID = re.compile(r"-?[0-9]{1,20}")
+_DISCORD_SNOWFLAKE = re.compile(r"[0-9]{15,21}")
+
+
+def operator_target(
+    platform: str, address: str, *, thread: str | None = None, flavor: str | None = None
+) -> Target:
+    """A delivery target from what an operator typed; ValueError (one line) when it cannot be one."""
+    platform = platform.strip().lower()
+    address = address.strip()
+    thread = thread.strip() if thread else None
+    if flavor is not None and platform != "slack":
+        raise ValueError("--flavor applies to slack-style webhooks only")
+    if platform == "telegram":
+        return _telegram(address, thread)
+    if platform == "discord":
+        return _discord(address, thread)
+    if platform == "slack":
+        return _slack(address, thread, flavor)
+    if platform == "terminal":
+        if address not in ("", TERMINAL_ADDRESS):
+            raise ValueError(f"the terminal target is {TERMINAL_ADDRESS!r}, not {address!r}")
+        return Target(platform="terminal", address=TERMINAL_ADDRESS, kind="terminal")
+    raise ValueError(f"unknown platform {platform!r}; use one of: {', '.join(PLATFORMS)}")
+
+
+def _telegram(address: str, thread: str | None) -> Target:
+    if thread is not None and not thread.isdigit():
+        raise ValueError(f"a Telegram topic is a number, not {thread!r}")
+    kind: TargetKind
+    if _TELEGRAM_USERNAME.fullmatch(address):
+        kind = "channel"
+    elif _TELEGRAM_CHAT_ID.fullmatch(address):
+        number = int(address)
+        if number == 0:
+            raise ValueError("a Telegram chat id cannot be 0")
+        if address.startswith("-100"):
+            kind = "channel"
+        elif number < 0:
+            kind = "group"
+        else:
+            kind = "private"
+        address = str(number)
+    else:
+        raise ValueError(f"a Telegram chat is an integer chat id or an @username, not {address!r}")
+    return Target(platform="telegram", address=address, thread=thread, kind=kind)
+
+
+def _discord(address: str, thread: str | None) -> Target:
+    if not _DISCORD_SNOWFLAKE.fullmatch(address):
+        raise ValueError(f"a Discord channel is a numeric channel id, not {address!r}")
+    if thread is not None and not _DISCORD_SNOWFLAKE.fullmatch(thread):
+        raise ValueError(f"a Discord thread is a numeric thread id, not {thread!r}")
+    return Target(platform="discord", address=address, thread=thread, kind="channel")
+
+
+def _slack(address: str, thread: str | None, flavor: str | None) -> Target:
+    parts = urlsplit(address)
+    if parts.scheme not in ("http", "https") or not parts.netloc or " " in address:
+        # Never echo the address: it may be a webhook URL with its secret in it.
+        raise ValueError("a Slack-style target is an http(s) webhook URL")
+    chosen = (flavor or "slack").lower()
+    if chosen not in FLAVORS:
+        raise ValueError(f"unknown webhook flavor {flavor!r}; use one of: {', '.join(FLAVORS)}")
+    return Target(
+        platform="slack", address=address, thread=thread, kind="webhook", options={"flavor": chosen}
+    )
+
+
+def mask_url(url: str) -> str:
+    """`https://hooks.slack.com/…/XXXX`: scheme and host, then only the last four characters."""
+    parts = urlsplit(url)
+    tail = url.rstrip("/")[-4:]
+    if parts.scheme and parts.netloc:
+        return f"{parts.scheme}://{parts.netloc}/…/{tail}"
+    return f"…{tail}"
+
+
+def mask_address(target: Target) -> str:
+    """The target's address as safe to print: webhook URLs are secrets and show masked."""
+    if target.kind == "webhook" or target.address.startswith(("http://", "https://")):
+        return mask_url(target.address)
+    return target.address
