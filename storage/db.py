@@ -125,6 +125,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX deliveries_pending ON deliveries(state, next_attempt_at)
         WHERE state = 'pending';
     CREATE INDEX deliveries_by_subscription ON deliveries(subscription_id, post_rowid);
+    CREATE INDEX deliveries_by_post ON deliveries(post_rowid, subscription_id);
     CREATE INDEX deliveries_dead ON deliveries(state) WHERE state = 'dead';
     """,
 )
