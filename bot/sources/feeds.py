@@ -29,6 +29,7 @@ from bot.sources.text import (
     is_http_url,
     paragraphs_of_text,
     safe_url,
+    short_hash,
     source_id_from_title,
     source_id_from_url,
 )
@@ -72,11 +73,12 @@ def parse(data: bytes, *, location: str, content_type: str | None = None) -> Imp
             _date(entry, "published_parsed") or _date(entry, "created_parsed")
         )
         updated = from_struct_time(_date(entry, "updated_parsed"))
+        dated = published is not None or updated is not None
         published = published or updated or fallback_date
         if published is None:
             skipped_undated += 1
             continue
-        post = _post(entry, source, published, updated, ids)
+        post = _post(entry, source, published, updated, ids, dated=dated)
         if post is None:
             skipped_empty += 1
         else:
@@ -86,6 +88,8 @@ def parse(data: bytes, *, location: str, content_type: str | None = None) -> Imp
     if skipped_empty:
         warnings.append(f"skipped {skipped_empty} post(s) without a title or text")
     if entries and not posts:
+        if bozo is not None:
+            raise SourceError(location, f"malformed feed ({bozo})")
         raise SourceError(location, f"no usable posts ({'; '.join(warnings)})")
     return ImportResult(source=source, posts=tuple(posts), warnings=tuple(warnings))
 
@@ -133,6 +137,8 @@ def _post(
     published: datetime,
     updated: datetime | None,
     ids: PostIds,
+    *,
+    dated: bool,
 ) -> Post | None:
     permalink = safe_url(entry.get("link"), source.url)
     body, inline_images = _body(entry, permalink or source.url)
@@ -140,7 +146,13 @@ def _post(
     if not title:
         return None
     native = entry.get("id") or entry.get("guid") or entry.get("link")
-    post_id = ids.own(str(native)) if native else ids.by_time(published)
+    if native:
+        post_id = ids.own(str(native))
+    elif dated:
+        post_id = ids.by_time(published)
+    else:
+        # Neither an id nor a date of its own: the feed's date moves on every rebuild, the title does not.
+        post_id = ids.own(f"title-{short_hash(title)}")
     authors = _authors(entry)
     return Post(
         id=post_id,
@@ -201,10 +213,20 @@ def _media_images(entry: Mapping[str, Any]) -> list[Image]:
         url = safe_url(enclosure.get("href") or enclosure.get("url"))
         if url and str(enclosure.get("type", "")).startswith("image/"):
             images.append(Image(url=url, caption=caption, credit=credit))
-    for media in list(entry.get("media_content", [])) + list(entry.get("media_thumbnail", [])):
-        url = safe_url(media.get("url"))
-        kind = str(media.get("medium") or media.get("type") or "image")
-        if url and kind.startswith("image"):
-            images.append(Image(url=url, caption=caption, credit=credit))
-            break
+    pictures = [
+        media
+        for media in list(entry.get("media_content", [])) or list(entry.get("media_thumbnail", []))
+        if safe_url(media.get("url"))
+        and str(media.get("medium") or media.get("type") or "image").startswith("image")
+    ]
+    if pictures:
+        largest = max(pictures, key=lambda media: _int(media.get("width")))
+        images.append(Image(url=safe_url(largest.get("url")), caption=caption, credit=credit))
     return images
+
+
+def _int(value: object) -> int:
+    try:
+        return int(str(value))
+    except ValueError:
+        return 0
