@@ -1,0 +1,497 @@
+"""Full-text search: the user's query language → a safe FTS5 expression, ranking, highlighted snippets.
+
+The language: words (all must match), "phrases", OR, AND, NOT (in capitals), -exclusion and prefix*.
+Anything else is read as plain words (with a notice) or answered with a QueryError whose text says how
+to write the query. Every word reaches FTS5 double-quoted, so no user text is ever FTS5 syntax, and no
+SQL or FTS error ever reaches the user.
+
+Ranking is bm25 with the title weighted above the byline and the body, ties broken by recency. Ranking
+every match of a common word costs ~200 ms at a million posts, so when a query matches more than
+`RANK_WINDOW` posts only the newest `RANK_WINDOW` matches are ranked and `total` becomes a lower bound.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sqlite3
+import unicodedata
+from dataclasses import dataclass
+from typing import Any
+
+import aiosqlite
+
+from storage.db import Database
+from storage.models import Highlighted, Post, Segment
+from storage.posts import POST_COLUMNS, post_from_row
+
+log = logging.getLogger(__name__)
+
+RANK_WINDOW = 2000
+"""Above this many matches, rank only the newest this many (and report total as a lower bound)."""
+MAX_TERMS = 32
+MAX_QUERY_CHARS = 1000
+MAX_PER_PAGE = 50
+SNIPPET_TOKENS = 32
+# bm25 weights per posts_fts column: title, byline, body.
+RANK_EXPRESSION = "bm25(posts_fts, 10.0, 2.0, 1.0)"
+
+HOW_TO = 'Search with words, "a phrase", OR, -word to leave out, or a prefix like Blink*.'
+_MARK_START = "\x02"
+_MARK_END = "\x03"
+
+
+class QueryError(ValueError):
+    """A query that cannot be searched; str(e) is one short polite line saying how to write it."""
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledQuery:
+    text: str
+    match: str
+    """A safe FTS5 MATCH expression."""
+    terms: tuple[str, ...]
+    """The positive words and phrases, as the user wrote them (phrases in double quotes)."""
+    notice: str | None
+    """Set when part of the input was reinterpreted, e.g. 'Read "NEAR(" as plain words.'"""
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    post: Post
+    title: Highlighted
+    snippet: Highlighted
+    rank: float
+
+
+@dataclass(frozen=True, slots=True)
+class SearchPage:
+    query: str
+    hits: tuple[SearchHit, ...]
+    page: int
+    per_page: int
+    total: int
+    notice: str | None
+    total_is_lower_bound: bool = False
+    """True when the query matched more than `total` posts and only the newest were ranked."""
+
+    @property
+    def has_more(self) -> bool:
+        return self.page * self.per_page < self.total
+
+    @property
+    def total_label(self) -> str:
+        """'12', or '2,000+' when the count is a lower bound."""
+        return f"{self.total:,}+" if self.total_is_lower_bound else f"{self.total:,}"
+
+
+# --- the query language -----------------------------------------------------------------------------
+
+_OPERATORS = frozenset({"OR", "AND", "NOT"})
+# unicode61 keeps letters and numbers and splits on everything else; so do we.
+_PIECE = re.compile(r"[^\W_]+")
+_EDGES = re.compile(r"^[\W_]+|[\W_]+$")
+# Characters that are FTS5 syntax: worth telling the user we read them as plain text.
+_SYNTAX = re.compile(r"[:^+{}]")
+_NEAR = re.compile(r"\bNEAR\s*\(", re.IGNORECASE)
+_BRACKETS = frozenset("()")
+_QUOTES = str.maketrans(
+    {
+        "\u201c": '"',
+        "\u201d": '"',
+        "\u201e": '"',
+        "\u201f": '"',
+        "\u00ab": '"',
+        "\u00bb": '"',
+        "\u2033": '"',
+        "\uff02": '"',
+        "\u2018": "'",
+        "\u2019": "'",
+        "\u201a": "'",
+        "\u201b": "'",
+        "\u02bc": "'",
+        "\u2032": "'",
+        "\u00b4": "'",
+        "\u2212": "-",
+        "\u2013": "-",
+        "\uff0a": "*",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Atom:
+    pieces: tuple[str, ...]
+    prefix: bool
+    phrase: bool
+    negated: bool
+    label: str = ""
+
+    @property
+    def expression(self) -> str:
+        return '"' + " ".join(self.pieces) + '"' + ("*" if self.prefix else "")
+
+    @property
+    def display(self) -> str:
+        if self.phrase:
+            return '"' + " ".join(self.pieces) + '"' + ("*" if self.prefix else "")
+        return self.label or " ".join(self.pieces)
+
+
+@dataclass(frozen=True, slots=True)
+class _Op:
+    name: str  # OR | AND | NOT
+
+
+_Token = _Atom | _Op
+
+
+class _Lexer:
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.notices: list[str] = []
+        self.lone_star = False
+
+    def tokens(self) -> list[_Token]:
+        text, i, n = self.text, 0, len(self.text)
+        tokens: list[_Token] = []
+        if _NEAR.search(text):
+            self._notice('Read "NEAR(" as plain words.')
+        elif any(ch in _BRACKETS for ch in text):
+            self._notice("Read the brackets as plain words.")
+        while i < n:
+            ch = text[i]
+            if ch.isspace() or ch in _BRACKETS:
+                i += 1
+                continue
+            negated = False
+            if ch == "-" and i + 1 < n and not text[i + 1].isspace() and text[i + 1] not in "-()":
+                negated = True
+                i += 1
+                ch = text[i]
+            if ch == '"':
+                end = text.find('"', i + 1)
+                if end < 0:
+                    self._notice('Read the unmatched " as plain words.')
+                    i += 1
+                    continue
+                inner = text[i + 1 : end]
+                i = end + 1
+                prefix = i < n and text[i] == "*"
+                if prefix:
+                    i += 1
+                pieces = tuple(p.lower() for p in _PIECE.findall(inner))
+                if pieces:
+                    tokens.append(_Atom(pieces, prefix, phrase=True, negated=negated))
+                continue
+            start = i
+            while i < n and not text[i].isspace() and text[i] not in '"()':
+                i += 1
+            raw = text[start:i]
+            if raw in _OPERATORS and not negated:
+                tokens.append(_Op(raw))
+                continue
+            atom = self._word(raw, negated)
+            if atom is not None:
+                tokens.append(atom)
+        return tokens
+
+    def _word(self, raw: str, negated: bool) -> _Atom | None:
+        pieces = tuple(p.lower() for p in _PIECE.findall(raw))
+        if not pieces:
+            if "*" in raw:
+                self.lone_star = True
+            return None
+        if _SYNTAX.search(raw):
+            self._notice(f'Read "{raw}" as plain words.')
+        prefix = raw.endswith("*") and _PIECE.search(raw[-2:-1] or "") is not None
+        label = _EDGES.sub("", raw).lower() + ("*" if prefix else "")
+        return _Atom(pieces, prefix, phrase=False, negated=negated, label=label)
+
+    def _notice(self, text: str) -> None:
+        if text not in self.notices:
+            self.notices.append(text)
+
+
+def _resolve_operators(tokens: list[_Token], notices: list[str]) -> list[_Token]:
+    """Keep operators only where they have something on both sides; read the rest as words."""
+    resolved: list[_Token] = []
+    for index, token in enumerate(tokens):
+        if isinstance(token, _Atom):
+            resolved.append(token)
+            continue
+        after = tokens[index + 1] if index + 1 < len(tokens) else None
+        before = resolved[-1] if resolved else None
+        next_is_atom = isinstance(after, _Atom) and not after.negated
+        if token.name == "NOT":
+            valid = next_is_atom
+        elif token.name == "AND":
+            valid = isinstance(before, _Atom) and (
+                next_is_atom or (isinstance(after, _Op) and after.name == "NOT")
+            )
+        else:  # OR
+            valid = isinstance(before, _Atom) and isinstance(after, _Atom)
+        if valid:
+            resolved.append(token)
+        else:
+            resolved.append(_Atom((token.name.lower(),), False, phrase=False, negated=False))
+            message = f'Read "{token.name}" as a plain word.'
+            if message not in notices:
+                notices.append(message)
+    return resolved
+
+
+def compile_query(text: str) -> CompiledQuery:
+    """Parse the user's query into a safe FTS5 MATCH expression; raises QueryError with a how-to line."""
+    original = text
+    if len(text) > MAX_QUERY_CHARS:
+        raise QueryError(f"That query is too long: use at most {MAX_TERMS} words.")
+    normalized = unicodedata.normalize("NFC", text).translate(_QUOTES)
+    lexer = _Lexer(normalized)
+    tokens = lexer.tokens()
+    notices = lexer.notices
+    tokens = _resolve_operators(tokens, notices)
+
+    groups: list[tuple[list[_Atom], list[_Atom]]] = [([], [])]
+    negate_next = False
+    for token in tokens:
+        if isinstance(token, _Op):
+            if token.name == "OR":
+                groups.append(([], []))
+            elif token.name == "NOT":
+                negate_next = True
+            continue
+        positives, negatives = groups[-1]
+        side = negatives if token.negated or negate_next else positives
+        if all(a.expression != token.expression for a in side):
+            side.append(token)
+        negate_next = False
+
+    atoms = sum(len(p) + len(n) for p, n in groups)
+    if atoms > MAX_TERMS:
+        raise QueryError(f"That query is too long: use at most {MAX_TERMS} words.")
+
+    kept = [(p, n) for p, n in groups if p]
+    if len(kept) < len(groups) and kept and any(n for p, n in groups if not p):
+        notices.append("Left out an exclusion that had no word to look for beside it.")
+    if not kept:
+        if atoms:
+            raise QueryError("Add at least one word to look for, e.g. Lavrov -Blinken.")
+        if lexer.lone_star:
+            raise QueryError("Put a few letters before *, e.g. Blink*.")
+        raise QueryError('Type a word or two to look for, e.g. sanctions or "written response".')
+
+    expressions: list[str] = []
+    terms: list[str] = []
+    for positives, negatives in kept:
+        expression = " AND ".join(a.expression for a in positives)
+        if negatives:
+            if len(positives) > 1:
+                expression = f"({expression})"
+            expression += "".join(f" NOT {a.expression}" for a in negatives)
+        expressions.append(expression)
+        for atom in positives:
+            if atom.display not in terms:
+                terms.append(atom.display)
+    several = len(expressions) > 1
+    match = " OR ".join(f"({e})" if several else e for e in expressions)
+    return CompiledQuery(
+        text=original,
+        match=match,
+        terms=tuple(terms),
+        notice=" ".join(notices) if notices else None,
+    )
+
+
+# --- searching --------------------------------------------------------------------------------------
+
+
+async def search(
+    db: Database,
+    text: str,
+    *,
+    page: int = 1,
+    per_page: int = 5,
+    source_id: str | None = None,
+) -> SearchPage:
+    """One page of posts matching the query, best first; raises QueryError only."""
+    query = compile_query(text)
+    page = max(1, page)
+    per_page = max(1, min(per_page, MAX_PER_PAGE))
+    try:
+        total, lower_bound, floor_rowid = await _count(db.reader, query.match, source_id)
+        offset = (page - 1) * per_page
+        ranked: list[tuple[int, float]] = []
+        if total and offset < total:
+            ranked = await _rank(db.reader, query.match, source_id, floor_rowid, per_page, offset)
+        hits = await _hits(db.reader, query.match, ranked)
+    except sqlite3.OperationalError as error:
+        log.warning("search failed for %r (%s): %s", text, query.match, error)
+        raise QueryError(f"Couldn't search for that. {HOW_TO}") from error
+    return SearchPage(
+        query=text,
+        hits=hits,
+        page=page,
+        per_page=per_page,
+        total=total,
+        notice=query.notice,
+        total_is_lower_bound=lower_bound,
+    )
+
+
+async def _count(
+    conn: aiosqlite.Connection, match: str, source_id: str | None
+) -> tuple[int, bool, int]:
+    """(matches up to RANK_WINDOW, whether there are more, lowest rowid to rank or 0 for all).
+
+    Walks the match list newest first and stops after RANK_WINDOW + 1 rows, so a common word costs
+    no more than a rare one.
+    """
+    if source_id is None:
+        inner = (
+            "SELECT rowid AS r FROM posts_fts WHERE posts_fts MATCH ? ORDER BY rowid DESC LIMIT ?"
+        )
+        params: tuple[Any, ...] = (match, RANK_WINDOW + 1)
+    else:
+        inner = (
+            "SELECT f.rowid AS r FROM posts_fts f JOIN posts p ON p.rowid = f.rowid "
+            "WHERE posts_fts MATCH ? AND p.source_id = ? ORDER BY f.rowid DESC LIMIT ?"
+        )
+        params = (match, source_id, RANK_WINDOW + 1)
+    async with conn.execute(f"SELECT count(*), min(r) FROM ({inner})", params) as cur:
+        row = await cur.fetchone()
+    count = int(row[0]) if row else 0
+    if count > RANK_WINDOW:
+        # The (RANK_WINDOW + 1)-th newest match: rank only the rows above it.
+        return RANK_WINDOW, True, int(row[1]) + 1 if row else 0
+    return count, False, 0
+
+
+async def _rank(
+    conn: aiosqlite.Connection,
+    match: str,
+    source_id: str | None,
+    floor_rowid: int,
+    limit: int,
+    offset: int,
+) -> list[tuple[int, float]]:
+    """(rowid, score) of one page, best bm25 first, ties newest first."""
+    sql = (
+        f"SELECT f.rowid AS rowid, {RANK_EXPRESSION} AS score "
+        "FROM posts_fts f JOIN posts p ON p.rowid = f.rowid WHERE posts_fts MATCH ?"
+    )
+    params: list[Any] = [match]
+    if floor_rowid:
+        sql += " AND f.rowid >= ?"
+        params.append(floor_rowid)
+    if source_id is not None:
+        sql += " AND p.source_id = ?"
+        params.append(source_id)
+    sql += " ORDER BY score, p.published_at DESC, f.rowid DESC LIMIT ? OFFSET ?"
+    params += [limit, offset]
+    async with conn.execute(sql, params) as cur:
+        return [(int(r["rowid"]), float(r["score"])) for r in await cur.fetchall()]
+
+
+async def _hits(
+    conn: aiosqlite.Connection, match: str, ranked: list[tuple[int, float]]
+) -> tuple[SearchHit, ...]:
+    """Posts with highlighted title and snippet, computed only for the page's rows."""
+    if not ranked:
+        return ()
+    rowids = [rowid for rowid, _ in ranked]
+    marks = ",".join("?" * len(rowids))
+    # The rowid range lets FTS5 seek; the IN list keeps highlight() to exactly the page's rows.
+    sql = (
+        f"SELECT {POST_COLUMNS}, "
+        f"highlight(posts_fts, 0, '{_MARK_START}', '{_MARK_END}') AS marked_title, "
+        f"snippet(posts_fts, 2, '{_MARK_START}', '{_MARK_END}', '…', {SNIPPET_TOKENS}) "
+        "AS marked_snippet "
+        "FROM posts_fts f JOIN posts p ON p.rowid = f.rowid "
+        f"WHERE posts_fts MATCH ? AND f.rowid BETWEEN ? AND ? AND f.rowid IN ({marks})"
+    )
+    async with conn.execute(sql, [match, min(rowids), max(rowids), *rowids]) as cur:
+        rows = {int(r["rowid"]): r for r in await cur.fetchall()}
+    hits: list[SearchHit] = []
+    for rowid, score in ranked:
+        row = rows.get(rowid)
+        if row is None:  # deleted between ranking and reading
+            continue
+        hits.append(
+            SearchHit(
+                post=post_from_row(row),
+                title=highlighted(row["marked_title"] or ""),
+                snippet=highlighted(row["marked_snippet"] or ""),
+                rank=score,
+            )
+        )
+    return tuple(hits)
+
+
+def highlighted(marked: str) -> Highlighted:
+    """Split text with \\x02…\\x03 markers into neutral highlight segments."""
+    segments: list[Segment] = []
+    inside = False
+    buffer: list[str] = []
+
+    def flush() -> None:
+        if buffer:
+            run = "".join(buffer)
+            if segments and segments[-1][1] == inside:
+                segments[-1] = (segments[-1][0] + run, inside)
+            else:
+                segments.append((run, inside))
+            buffer.clear()
+
+    for ch in marked:
+        if ch == _MARK_START:
+            flush()
+            inside = True
+        elif ch == _MARK_END:
+            flush()
+            inside = False
+        else:
+            buffer.append(ch)
+    flush()
+    return Highlighted(segments=tuple(segments))
+
+
+async def post_matches(conn: aiosqlite.Connection, query: CompiledQuery, post_rowid: int) -> bool:
+    """Whether one stored post matches; works inside an open write transaction (the triggers keep
+    the index in step with the posts table)."""
+    try:
+        async with conn.execute(
+            "SELECT 1 FROM posts_fts WHERE posts_fts MATCH ? AND rowid = ?",
+            (query.match, post_rowid),
+        ) as cur:
+            return await cur.fetchone() is not None
+    except sqlite3.OperationalError as error:
+        log.warning("post_matches failed for %r: %s", query.match, error)
+        return False
+
+
+def matched_terms(query: CompiledQuery, post: Post) -> tuple[str, ...]:
+    """Which of the query's positive terms occur in the post (stemmed and folded like the index)."""
+    if not query.terms:
+        return ()
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.execute(
+            "CREATE VIRTUAL TABLE t USING fts5(title, byline, body, "
+            "tokenize='porter unicode61 remove_diacritics 2')"
+        )
+        conn.execute(
+            "INSERT INTO t (title, byline, body) VALUES (?, ?, ?)",
+            (post.title, post.byline or "", post.text),
+        )
+        found: list[str] = []
+        for term in query.terms:
+            try:
+                expression = compile_query(term).match
+                if conn.execute("SELECT 1 FROM t WHERE t MATCH ?", (expression,)).fetchone():
+                    found.append(term)
+            except (QueryError, sqlite3.OperationalError):
+                continue
+        return tuple(found)
+    finally:
+        conn.close()
