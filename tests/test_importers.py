@@ -14,7 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from bot.models import ImportResult, Post, SourceKind
-from bot.sources import FetchResult, SourceError, load, parse_document
+from bot.sources import FetchResult, SourceError, fetch, load, parse_document
 from tests.conftest import FIXTURES, ROOT, SEED
 
 SAMPLE = ROOT / "bot" / "data" / "sample_blog.txt"
@@ -312,9 +312,9 @@ def test_bad_input_is_one_clear_line(data: bytes, problem: str) -> None:
         (("\ufeff" + "Tág\n\n1:00 p.m. ET, March 1, 2024\n\nPóst\n").encode("utf-16-le"), "Póst"),
         # Latin-1 without any declaration
         ("Blog\n\n1:00 p.m. ET, March 1, 2024\n\nCafé crème\n".encode("latin-1"), "Café crème"),
-        # a wrong declaration: the bytes are UTF-8
-        (RSS_HEAD.replace(b"<rss", b"<!-- x --><rss") + ITEM % "Zürich".encode() + b"</item>"
-         b"</channel></rss>", "Zürich"),
+        # a wrong declaration: says UTF-8, the bytes are Latin-1
+        (b'<?xml version="1.0" encoding="utf-8"?>' + RSS_HEAD[21:] + ITEM % "Zürich".encode("latin-1")
+         + b"</item></channel></rss>", "Zürich"),
         # BEL and other controls dropped
         (RSS_HEAD + ITEM % b"Bell\x07 rings\x1b" + b"</item></channel></rss>", "Bell rings"),
     ],
@@ -432,6 +432,12 @@ async def test_load_url_http_error_is_one_line(server: TestServer) -> None:
 async def test_load_url_timeout(server: TestServer) -> None:
     with pytest.raises(SourceError, match=r"timed out after 0\.2 s$"):
         await load(str(server.make_url("/slow")), timeout=0.2)
+
+
+async def test_load_url_too_large(server: TestServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fetch, "MAX_BYTES", 1000)
+    with pytest.raises(SourceError, match=r"response too large"):
+        await load(str(server.make_url("/feed.xml")))
 
 
 async def test_load_file_and_missing_file(tmp_path: Path) -> None:

@@ -66,7 +66,9 @@ def _read_file(location: str) -> bytes:
         if path.is_dir():
             raise SourceError(location, "is a directory, not a file")
         if size > MAX_BYTES:
-            raise SourceError(location, f"too large ({size // (1024 * 1024)} MB; limit 50 MB)")
+            raise SourceError(
+                location, f"too large ({_megabytes(size)}; limit {_megabytes(MAX_BYTES)})"
+            )
         return path.read_bytes()
     except FileNotFoundError:
         raise SourceError(location, "file not found") from None
@@ -94,13 +96,13 @@ async def _get(
             if response.status >= 400:
                 raise SourceError(url, f"HTTP {response.status} {response.reason or ''}".strip())
             if (response.content_length or 0) > MAX_BYTES:
-                raise SourceError(url, "response too large (limit 50 MB)")
+                raise SourceError(url, f"response too large (limit {_megabytes(MAX_BYTES)})")
             chunks: list[bytes] = []
             received = 0
             async for chunk in response.content.iter_chunked(64 * 1024):
                 received += len(chunk)
                 if received > MAX_BYTES:
-                    raise SourceError(url, "response too large (limit 50 MB)")
+                    raise SourceError(url, f"response too large (limit {_megabytes(MAX_BYTES)})")
                 chunks.append(chunk)
             return (
                 b"".join(chunks),
@@ -113,3 +115,7 @@ async def _get(
     except aiohttp.ClientError as error:
         reason = str(error) or type(error).__name__
         raise SourceError(url, f"cannot fetch ({reason})") from None
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / (1024 * 1024):.3g} MB"
