@@ -3,6 +3,7 @@
 Post ids: `<source id>:<the document's own id>` when the post carries one (RSS guid, Atom id, JSON Feed
 id, JSON-LD @id/url, else its link); otherwise `<source id>:<published minute, UTC>-<n>`, where n counts
 posts published in the same minute in page order. An edited body or title therefore keeps its id.
+A feed item with neither an id, a link nor a date of its own gets `<source id>:title-<hash of title>`.
 """
 
 from __future__ import annotations
