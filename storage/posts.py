@@ -153,7 +153,9 @@ class PostStore:
             return [post_from_row(r) for r in await cur.fetchall()]
 
     async def get(self, post_id: str) -> Post | None:
-        """A post by its id, or by a unique prefix of it (ids shown in chats may be shortened)."""
+        """A post by its id, its number (the store's row number), or a unique prefix of its id."""
+        if post_id.isdigit():
+            return await self.get_by_rowid(int(post_id))
         async with self.db.reader.execute(
             f"SELECT {POST_COLUMNS} FROM posts p WHERE p.id = ?", (post_id,)
         ) as cur:
