@@ -1,0 +1,55 @@
+"""`search <query> [page]`: full-text search, one page of highlighted hits at a time."""
+
+from __future__ import annotations
+
+from bot.cards import card_from_post
+from bot.models import Button, Reply, Request
+from handlers.base import Deps, UserError, error_reply, plural, quote
+from storage.search import QueryError, search
+
+PER_PAGE = 5
+
+
+async def handle(request: Request, deps: Deps) -> Reply:
+    args = list(request.args)
+    page = 1
+    # A trailing number is the page ("search sanctions 2"); a lone number is what to look for.
+    if len(args) > 1 and args[-1].isdigit():
+        page = max(1, int(args.pop()))
+    text = " ".join(args).strip()
+    if not text:
+        raise UserError(
+            'What should I look for? E.g. /search sanctions or /search "energy prices".'
+        )
+
+    try:
+        result = await search(deps.db, text, page=page, per_page=PER_PAGE)
+    except QueryError as error:
+        return error_reply(str(error))
+
+    notice = [result.notice] if result.notice else []
+    if not result.hits:
+        if result.total and page > 1:
+            line = (
+                f"There are only {plural(result.total, 'result')} for {quote(text)}; "
+                f"send /search {text} to see the first page."
+            )
+        else:
+            line = f"No posts match {quote(text)}. Try fewer or different words."
+        return Reply(text="\n".join([*notice, line]))
+
+    titles = {s.id: s.title for s in await deps.posts.all_sources()}
+    cards = tuple(
+        card_from_post(hit.post, source_title=titles.get(hit.post.source_id), snippet=hit.snippet)
+        for hit in result.hits
+    )
+    first = (result.page - 1) * result.per_page + 1
+    last = first + len(result.hits) - 1
+    noun = "result" if result.total == 1 and not result.total_is_lower_bound else "results"
+    summary = f"{result.total_label} {noun} for {quote(text)}"
+    if result.total > len(result.hits) or page > 1:
+        summary += f", showing {first}–{last}"
+    buttons = (
+        (Button(label="More ›", command=f"search {text} {page + 1}"),) if result.has_more else ()
+    )
+    return Reply(text="\n".join([*notice, summary + ":"]), cards=cards, buttons=buttons)

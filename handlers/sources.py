@@ -1,0 +1,22 @@
+"""`sources`: the blogs Livedesk follows, with post counts and their newest post."""
+
+from __future__ import annotations
+
+from bot.models import Reply, Request
+from handlers.base import Deps, format_time, plural
+
+
+async def handle(request: Request, deps: Deps) -> Reply:
+    infos = await deps.posts.sources()
+    if not infos:
+        return Reply(text="No blogs yet: nothing has been imported.")
+    lines = [f"Following {plural(len(infos), 'blog')}:"]
+    for info in infos:
+        line = f"• {info.source.title} ({info.source.id}) — {plural(info.posts, 'post')}"
+        if info.newest is not None:
+            line += f", newest {format_time(info.newest, deps.timezone)}"
+        if info.last_error:
+            line += " · the last update failed"
+        lines.append(line)
+    lines.append("Send /latest <n> <blog> to read one, or /subscribe <blog> to follow it here.")
+    return Reply(text="\n".join(lines))
