@@ -1,0 +1,226 @@
+"""Slack-style incoming webhooks (Slack, Mattermost, Rocket.Chat, Microsoft Teams) and Slack's slash command.
+
+Delivery goes through one pooled aiohttp `ClientSession`, not slack_sdk's `AsyncWebhookClient`: the
+dispatcher owns retries and honours `Retry-After` itself, so every 429 and 5xx must reach it unhidden (the
+SDK's `AsyncRateLimitErrorRetryHandler` would sleep inside `send`, holding a worker); Mattermost and Teams
+hooks are not Slack anyway; and one pooled session keeps fan-out to a thousand hooks fast
+(`bench/webhooks.py` measures both clients).
+
+A webhook URL is a secret: it only ever appears masked (`https://hooks.slack.com/…/AbCd`) in logs and errors.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+import aiohttp
+
+from bot.adapters.base import (
+    Adapter,
+    AdapterContext,
+    Capabilities,
+    InvalidPayload,
+    PermanentError,
+    Rate,
+    RateLimited,
+    RateLimits,
+    TransientError,
+)
+from bot.adapters.slack_commands import SlashCommands
+from bot.adapters.slack_render import FLAVORS, render_card
+from bot.config import ConfigError, SlackSettings
+from bot.models import Card, EditPolicy, Target
+from bot.targets import mask_url
+from storage.subscriptions import NewSubscription, SubscriptionStore, normalize_query
+
+log = logging.getLogger(__name__)
+
+UTC_ZONE = ZoneInfo("UTC")
+WEBHOOK_RATE = Rate(1, 1.0)  # Slack: about one message per second per webhook
+SENT_REF = "webhook"  # incoming webhooks return no message id (and cannot edit)
+_GONE = {
+    401,
+    403,
+    404,
+    410,
+}  # no_service / action_prohibited / channel_not_found / channel_is_archived
+_REASON_MAX = 200
+
+
+class SlackAdapter(Adapter):
+    """Posts cards to incoming webhooks in their flavor; serves `/livedesk` when a signing secret is set."""
+
+    platform = "slack"
+
+    def __init__(
+        self,
+        settings: SlackSettings,
+        *,
+        timezone: ZoneInfo = UTC_ZONE,
+        http_host: str = "127.0.0.1",
+        http_port: int = 8080,
+        per_hook_rate: Rate = WEBHOOK_RATE,
+        timeout: float = 10.0,
+        connections: int = 100,
+        allow_loopback_responses: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.zone = timezone
+        self.capabilities = Capabilities(
+            max_text=4000,
+            markup="mrkdwn",
+            can_edit=False,
+            rate_limits=RateLimits(per_target=per_hook_rate),
+        )
+        self._host = http_host
+        self._port = http_port
+        self._timeout = aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 5.0))
+        self._connections = connections
+        self._allow_loopback = allow_loopback_responses
+        self._session: aiohttp.ClientSession | None = None
+        self._commands: SlashCommands | None = None
+
+    @property
+    def http_port(self) -> int | None:
+        """The port the slash-command endpoint is bound to (useful with port 0), None when it is off."""
+        return self._commands.port if self._commands is not None else None
+
+    async def start(self, context: AdapterContext) -> None:
+        session = self._client()
+        secret = self.settings.signing_secret
+        if secret is not None and secret.get_secret_value():
+            self._commands = SlashCommands(
+                secret.get_secret_value(),
+                context.handle,
+                session,
+                zone=self.zone,
+                host=self._host,
+                port=self._port,
+                allow_loopback_responses=self._allow_loopback,
+            )
+            await self._commands.start()
+        log.info("Slack-style webhooks ready (%d configured)", len(self.settings.webhooks))
+
+    async def stop(self) -> None:
+        if self._commands is not None:
+            await self._commands.stop()
+            self._commands = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def send(self, target: Target, card: Card) -> str:
+        url = target.address
+        masked = mask_url(url)
+        if target.kind != "webhook" or urlsplit(url).scheme not in ("http", "https"):
+            raise PermanentError(
+                f"Slack delivers to incoming webhooks only; {masked} is not a webhook URL"
+            )
+        flavor = target.options.get("flavor", "slack")
+        if flavor not in FLAVORS:
+            raise PermanentError(f"unknown webhook flavor {flavor!r} for {masked}")
+        payload = render_card(flavor, card, self.zone)
+        try:
+            async with self._client().post(url, json=payload) as response:
+                status = response.status
+                body = (await response.text(errors="replace")).strip()
+                retry_after = response.headers.get("Retry-After")
+        except TimeoutError:
+            raise TransientError(f"{masked} timed out") from None
+        except aiohttp.ClientError as exc:
+            raise TransientError(
+                f"network error posting to {masked}: {type(exc).__name__}"
+            ) from None
+        if 200 <= status < 300:
+            return SENT_REF
+        reason = _reason(body, url)
+        log.warning("webhook %s (%s) answered %d %s", masked, flavor, status, reason)
+        if status == 429:
+            raise RateLimited(_retry_after(retry_after), message=f"{masked} rate limited: {reason}")
+        if status in _GONE:
+            raise PermanentError(f"{masked}: {status} {reason}")
+        if status == 408 or status >= 500:
+            raise TransientError(f"{masked}: {status} {reason}")
+        raise InvalidPayload(f"{masked}: {status} {reason}")
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=self._connections, ttl_dns_cache=300)
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=self._timeout, raise_for_status=False
+            )
+        return self._session
+
+
+def _reason(body: str, url: str) -> str:
+    """The platform's one-word error (`channel_not_found`), short, with the URL never repeated whole."""
+    text = " ".join(body.split()) or "no reason given"
+    text = text.replace(url, mask_url(url))
+    path = urlsplit(url).path
+    if len(path) > 8:
+        text = text.replace(path, "/…")
+    return text[:_REASON_MAX]
+
+
+def _retry_after(value: str | None, default: float = 1.0) -> float:
+    """Retry-After in seconds: a number, or an HTTP date."""
+    if not value:
+        return default
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return default
+
+
+async def sync_configured_webhooks(
+    subscriptions: SubscriptionStore, settings: SlackSettings
+) -> int:
+    """Subscribe every webhook named in the settings that has no subscription yet; return how many.
+
+    Idempotent: one already there (in any state: one disabled because its channel was archived stays
+    disabled) is left alone. Bad keywords raise ConfigError naming the hook masked.
+    """
+    seen = {
+        (s.target.address, s.source_id, s.query) for s in await subscriptions.list(platform="slack")
+    }
+    wanted: list[NewSubscription] = []
+    for hook in settings.webhooks:
+        url = hook.url.get_secret_value()
+        if urlsplit(url).scheme not in ("http", "https"):
+            raise ConfigError(f"Slack webhook {mask_url(url)} is not an http(s) URL")
+        query = normalize_query(hook.keywords)
+        source = (hook.source or "").strip() or None
+        if (url, source, query) in seen:
+            continue
+        seen.add((url, source, query))
+        target = Target(
+            platform="slack", address=url, kind="webhook", options={"flavor": hook.flavor}
+        )
+        wanted.append(
+            NewSubscription(
+                target=target,
+                created_by="settings",
+                source_id=source,
+                query=query,
+                edit_policy=EditPolicy.FOLLOW_UP,
+            )
+        )
+    if not wanted:
+        return 0
+    try:
+        await subscriptions.add_many(wanted)
+    except ValueError as exc:  # QueryError / SubscriptionError: one polite line, no URL in it
+        raise ConfigError(f"Slack webhook settings: {exc}") from None
+    log.info("subscribed %d Slack-style webhook(s) from the settings", len(wanted))
+    return len(wanted)
+
+
+__all__ = ["SlackAdapter", "sync_configured_webhooks"]
