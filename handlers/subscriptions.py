@@ -27,18 +27,26 @@ async def handle(request: Request, deps: Deps) -> Reply:
     return await _subscribe(request, deps)
 
 
+async def _leading_source(
+    deps: Deps, args: tuple[str, ...]
+) -> tuple[Source | None, tuple[str, ...]]:
+    """The blog named by the first words, if any (longest name first: "Kyiv live sanctions"), and
+    the words left over as keywords."""
+    for count in range(len(args), 0, -1):
+        name = " ".join(args[:count]).strip('"“”')
+        source = await deps.posts.find_source(name)
+        if source is not None:
+            return source, args[count:]
+    return None, args
+
+
 def _may_change(request: Request) -> bool:
     return request.is_admin or request.chat_kind in (ChatKind.PRIVATE, ChatKind.TERMINAL)
 
 
 async def _subscribe(request: Request, deps: Deps) -> Reply:
-    args = list(request.args)
-    source: Source | None = None
-    if args:
-        source = await deps.posts.find_source(args[0].strip('"“”'))
-        if source is not None:
-            args.pop(0)
-    query = normalize_query(" ".join(args))
+    source, rest = await _leading_source(deps, request.args)
+    query = normalize_query(" ".join(rest))
 
     before = _same(await _chat_subscriptions(deps, request.target), source, query)
     try:
