@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import inspect
 import logging
 import signal
 from collections.abc import Callable, Sequence
@@ -21,7 +22,7 @@ from rich.console import Console
 from rich.text import Text
 
 from bot.adapters.base import Adapter, AdapterContext, StartupError
-from bot.config import Settings
+from bot.config import ConfigError, Settings
 from bot.models import PostEvent, Reply, Request
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ PLATFORM_ADAPTERS: tuple[tuple[str, str, str], ...] = (
 
 EXIT_OK = 0
 EXIT_FAILED = 1
+EXIT_BAD_SETTING = 2
 
 
 class App:
@@ -104,6 +106,9 @@ class App:
         except StartupError as error:
             self._fail(str(error))
             return EXIT_FAILED
+        except ConfigError as error:  # e.g. bad webhook keywords found while syncing them
+            self._fail(str(error))
+            return EXIT_BAD_SETTING
         except OSError as error:  # e.g. the database file cannot be created
             self._fail(f"cannot start: {error}")
             return EXIT_FAILED
@@ -213,8 +218,18 @@ class App:
                 log.error("the %s adapter cannot be loaded, running without it: %s", name, error)
                 self._fail(f"{name}: adapter cannot be loaded ({error}); running without it")
                 continue
-            adapters.append(factory(section, timezone=settings.zone))
+            adapters.append(factory(section, **self._adapter_options(factory)))
         return adapters
+
+    def _adapter_options(self, factory: Callable[..., Adapter]) -> dict[str, Any]:
+        """timezone for every adapter; the shared HTTP address for those that serve endpoints."""
+        offered: dict[str, Any] = {
+            "http_host": self.settings.http_host,
+            "http_port": self.settings.http_port,
+        }
+        accepted = inspect.signature(factory).parameters
+        options = {name: value for name, value in offered.items() if name in accepted}
+        return {"timezone": self.settings.zone, **options}
 
     async def _start_adapter(self, adapter: Adapter, context: AdapterContext) -> None:
         try:
