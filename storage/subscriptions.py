@@ -491,6 +491,7 @@ class DeliveryJob:
     subscription_id: int
     post_rowid: int
     version: int
+    post_version: int  # the post's current version: what a card made now shows
     event: str
     attempts: int
     state: str
@@ -606,8 +607,9 @@ class Outbox:
             async with self.db.reader.execute(
                 "SELECT d.id, d.subscription_id, d.post_rowid, d.version, d.event, d.attempts, "
                 "d.state, s.state, s.platform, s.address, s.thread, s.target_kind, s.options, "
-                "s.source_id, s.query, s.edit_policy FROM deliveries d "
-                f"JOIN subscriptions s ON s.id = d.subscription_id WHERE d.id IN ({marks})",
+                "s.source_id, s.query, s.edit_policy, p.version FROM deliveries d "
+                "JOIN subscriptions s ON s.id = d.subscription_id "
+                f"JOIN posts p ON p.rowid = d.post_rowid WHERE d.id IN ({marks})",
                 chunk,
             ) as cur:
                 for r in await cur.fetchall():
@@ -617,6 +619,7 @@ class Outbox:
                             subscription_id=r[1],
                             post_rowid=r[2],
                             version=r[3],
+                            post_version=r[16],
                             event=r[4],
                             attempts=r[5],
                             state=r[6],

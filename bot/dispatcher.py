@@ -1,0 +1,659 @@
+"""The dispatcher: takes due deliveries from the outbox, sends them through the adapters, settles them.
+
+How it works, and why:
+- **In-memory schedule, database truth.** Pending deliveries are loaded (new ones by id every
+  `poll_interval`, all of them every few seconds to catch re-driven dead letters) into one queue per target,
+  ordered by (order_key = published_at, id). A target has at most one delivery in flight and never gets a
+  later one while an earlier one is pending, so posts reach a chat in the order they were published.
+  Nothing is marked 'sending' in the database: after a crash every unsettled delivery is simply pending.
+- **Batches both ways.** Ready deliveries are claimed in batches (one SELECT re-reads them with their
+  subscription's current target and state), and outcomes are written in group commits (every ~50 ms or
+  `concurrency` outcomes, at once when nothing else is in flight).
+- **Bounded duplicates.** A delivery is marked sent only after its adapter returned. At most
+  `concurrency` deliveries are in flight and at most `2 × concurrency` are sent-or-sending but not yet
+  committed, so a crash re-sends at most that many.
+- **Rate limits before sending.** Each adapter's `capabilities.rate_limits` (overall, per target, per kind
+  of target) are enforced by `bot.ratelimit.RateLimiter` right before the call, with no await in between.
+  A 429 that happens anyway blocks that target (or the whole platform when it says so) for its retry-after.
+- **Failure isolation.** Timeouts, network errors, 5xx and any unexpected exception are retried with
+  exponential backoff and jitter; after `max_attempts` the delivery is dead (`Outbox.dead()`,
+  `Outbox.retry_dead()`). A permanent error disables the target's subscriptions with the reason. One
+  target never stops the others, and the dispatcher never dies from one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import heapq
+import logging
+import random
+import time
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass, field
+from itertools import count
+
+from bot.adapters.base import (
+    Adapter,
+    InvalidPayload,
+    PermanentError,
+    Rate,
+    RateLimited,
+    TargetMoved,
+    TransientError,
+)
+from bot.cards import card_from_post
+from bot.config import DispatchSettings
+from bot.models import Card, EditPolicy
+from bot.ratelimit import Check, RateLimiter
+from storage.db import Database
+from storage.posts import to_db_time, utc_now
+from storage.search import CompiledQuery, QueryError, compile_query, matched_terms
+from storage.subscriptions import (
+    PENDING,
+    UPDATED,
+    DeliveryJob,
+    Outbox,
+    OutboxResults,
+    PendingDelivery,
+    PostForCard,
+)
+
+log = logging.getLogger(__name__)
+
+TargetKey = tuple[str, str, str]  # platform, address, thread ('' for none)
+
+GROUP_COMMIT_WINDOW = 0.05  # seconds an outcome may wait for others to share its commit
+FULL_RESYNC_INTERVAL = 5.0  # seconds between full reloads of the pending set
+LOAD_PAGE = 5000
+
+
+@dataclass(slots=True)
+class _Item:
+    """A pending delivery in the schedule."""
+
+    id: int
+    subscription_id: int
+    order_key: str
+    due: float  # next_attempt_at (clock time)
+    attempts: int = 0
+
+    def sort_key(self) -> tuple[str, int]:
+        return (self.order_key, self.id)
+
+
+@dataclass(slots=True)
+class _TargetQueue:
+    key: TargetKey
+    lane: _Lane
+    rate: Rate | None
+    items: list[_Item] = field(default_factory=list)
+    busy: bool = False
+    scheduled: float | None = None  # the due time of its live entry in the lane heap
+
+
+@dataclass(slots=True)
+class _Lane:
+    """One platform: its adapter, its limits, and the heap of targets by due time."""
+
+    adapter: Adapter
+    key: Hashable
+    overall: Rate | None
+    heap: list[tuple[float, int, TargetKey]] = field(default_factory=list)
+    gate_until: float = 0.0
+
+
+class Dispatcher:
+    """Outbox workers for every configured adapter."""
+
+    def __init__(
+        self,
+        db: Database,
+        adapters: Mapping[str, Adapter],
+        settings: DispatchSettings,
+        *,
+        clock: Callable[[], float] = time.time,
+        send_timeout: float = 60.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.db = db
+        self.outbox = Outbox(db)
+        self.adapters = dict(adapters)
+        self.settings = settings
+        self.clock = clock
+        self.send_timeout = send_timeout
+        self.limiter = RateLimiter(clock)
+        self._rng = rng or random.Random()
+        self._lanes = {
+            name: _Lane(
+                adapter=adapter,
+                key=("platform", name),
+                overall=adapter.capabilities.rate_limits.overall,
+            )
+            for name, adapter in self.adapters.items()
+        }
+        self._queues: dict[TargetKey, _TargetQueue] = {}
+        self._known: dict[int, _Item] = {}
+        self._taken: set[int] = set()
+        self._settling: set[int] = set()
+        self._results = OutboxResults()
+        self._result_ids: list[int] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._watermark = 0
+        self._seq = count()
+        self._wake = asyncio.Event()
+        self._result_added = asyncio.Event()
+        self._flush_needed = asyncio.Event()
+        self._flushed = asyncio.Event()
+        self._io_lock = asyncio.Lock()
+        self._stopped = asyncio.Event()
+        self._woken = False
+        self._resync_needed = True
+        self._stopping = False
+        self._running = False
+        self._flusher_stop = False
+        self._flushing = 0
+        self._posts: dict[int, PostForCard] = {}
+        self._queries: dict[str, CompiledQuery | None] = {}
+        self._cards: dict[tuple[str, int, tuple[str, ...], bool], Card] = {}
+        self.sent = 0  # deliveries sent or edited since start (for benchmarks and logs)
+
+    # --- public -------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Deliver until stop(); look at the outbox every `poll_interval` and whenever woken."""
+        self._stopping = False
+        self._running = True
+        self._stopped.clear()
+        try:
+            await self._main(until_idle=False)
+        finally:
+            self._running = False
+            self._stopped.set()
+
+    def wake(self) -> None:
+        """An import in this process just committed: look at the outbox now."""
+        self._woken = True
+        self._wake.set()
+
+    async def stop(self) -> None:
+        """Stop taking deliveries; in-flight sends finish (or stay pending); outcomes are written."""
+        self._stopping = True
+        self._wake.set()
+        if self._running:
+            await self._stopped.wait()
+
+    async def run_until_idle(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        """Deliver everything that is due now (retries scheduled for later are left); for tests and
+        one-shot commands. Raises TimeoutError if that takes longer than `timeout` seconds."""
+        self._resync_needed = True
+        if self._running:
+            async with asyncio.timeout(timeout):
+                await asyncio.sleep(self.settings.poll_interval)
+                while not self._idle(self.clock()):  # noqa: ASYNC110 (a state, not an event)
+                    await asyncio.sleep(0.01)
+            return
+        self._stopping = False
+        await asyncio.wait_for(self._main(until_idle=True), timeout)
+
+    def pending_count(self) -> int:
+        """Deliveries waiting in the schedule (not counting those in flight)."""
+        return len(self._known)
+
+    # --- the loop ------------------------------------------------------------------------------------
+
+    async def _main(self, *, until_idle: bool) -> None:
+        loop = asyncio.get_running_loop()
+        flusher = asyncio.create_task(self._flusher())
+        try:
+            next_poll = 0.0
+            next_full = loop.time() + FULL_RESYNC_INTERVAL
+            while not self._stopping:
+                self._wake.clear()
+                t = loop.time()
+                if self._resync_needed or t >= next_full:
+                    await self._resync()
+                    next_full = t + FULL_RESYNC_INTERVAL
+                    next_poll = t + self.settings.poll_interval
+                elif self._woken or t >= next_poll:
+                    self._woken = False
+                    await self._load_new()
+                    next_poll = t + self.settings.poll_interval
+                now = self.clock()
+                batch, next_due = self._pump(now)
+                if batch:
+                    await self._launch(batch)
+                    continue
+                if until_idle and self._idle(now):
+                    break
+                delay = next_poll - loop.time()
+                if next_due is not None:
+                    delay = min(delay, next_due - now)
+                if delay > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), delay)
+        finally:
+            await self._drain()
+            self._flusher_stop = True
+            self._flush_needed.set()
+            try:
+                await flusher
+            finally:
+                self._flusher_stop = False
+                await self._flush()
+
+    async def _drain(self, grace: float = 10.0) -> None:
+        """Let in-flight sends finish; after `grace` seconds cancel them (they stay pending)."""
+        if not self._tasks:
+            return
+        _, late = await asyncio.wait(set(self._tasks), timeout=grace)
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.wait(late)
+
+    def _idle(self, now: float) -> bool:
+        if self._taken or self._tasks or len(self._results) or self._settling:
+            return False
+        if self._flushing or self._resync_needed:
+            return False
+        for tq in self._queues.values():
+            if tq.busy or not tq.items or tq.items[0].due > now:
+                continue
+            if self.limiter.blocked_until(tq.lane.key) > now:
+                continue
+            return False  # something is due now (maybe waiting for a rate-limit slot)
+        return True
+
+    # --- loading the schedule ------------------------------------------------------------------------
+
+    async def _load_new(self) -> None:
+        async with self._io_lock:
+            while True:
+                rows = await self.outbox.pending_after(self._watermark, LOAD_PAGE)
+                for row in rows:
+                    self._watermark = max(self._watermark, row.id)
+                    self._add(row)
+                if len(rows) < LOAD_PAGE:
+                    return
+
+    async def _resync(self) -> None:
+        """Reload the whole pending set: picks up re-driven dead letters and forgets what others settled."""
+        async with self._io_lock:
+            self._resync_needed = False
+            pending = await self.outbox.pending_ids()
+            for gone in [i for i in self._known if i not in pending]:
+                self._forget(gone)
+            missing = pending - self._known.keys() - self._taken - self._settling
+            if missing:
+                for row in await self.outbox.pending_by_ids(sorted(missing)):
+                    self._add(row)
+            if pending:
+                self._watermark = max(self._watermark, max(pending))
+
+    def _add(self, row: PendingDelivery) -> None:
+        if row.id in self._known or row.id in self._taken or row.id in self._settling:
+            return
+        lane = self._lanes.get(row.platform)
+        if lane is None:
+            return  # no adapter for it in this process
+        key = (row.platform, row.address, row.thread)
+        tq = self._queues.get(key)
+        if tq is None:
+            limits = lane.adapter.capabilities.rate_limits
+            rate = limits.per_kind.get(row.target_kind, limits.per_target)
+            tq = self._queues[key] = _TargetQueue(key, lane, rate)
+        item = _Item(row.id, row.subscription_id, row.order_key, row.next_attempt_at)
+        self._known[row.id] = item
+        bisect.insort(tq.items, item, key=_Item.sort_key)
+        self._schedule(tq)
+
+    def _forget(self, delivery_id: int) -> None:
+        item = self._known.pop(delivery_id, None)
+        if item is None:
+            return
+        for tq in self._queues.values():  # rare: settled elsewhere, or its subscription went away
+            if item in tq.items:
+                tq.items.remove(item)
+                self._schedule(tq)
+                self._drop_if_empty(tq)
+                return
+
+    def _forget_target(self, platform: str, address: str) -> None:
+        for key in [k for k in self._queues if k[0] == platform and k[1] == address]:
+            tq = self._queues[key]
+            for item in tq.items:
+                self._known.pop(item.id, None)
+            tq.items.clear()
+            self._drop_if_empty(tq)
+
+    def _drop_if_empty(self, tq: _TargetQueue) -> None:
+        if not tq.items and not tq.busy:
+            self._queues.pop(tq.key, None)
+
+    def _schedule(self, tq: _TargetQueue, due: float | None = None) -> None:
+        """Put the target on its lane's heap for its head delivery (or at `due`)."""
+        if tq.busy or not tq.items:
+            return
+        due = tq.items[0].due if due is None else due
+        if tq.scheduled == due:
+            return
+        tq.scheduled = due
+        heapq.heappush(tq.lane.heap, (due, next(self._seq), tq.key))
+
+    # --- choosing what to send ------------------------------------------------------------------------
+
+    def _room(self) -> int:
+        concurrency = self.settings.concurrency
+        unsettled = len(self._taken) + len(self._settling)
+        return min(concurrency - len(self._taken), 2 * concurrency - unsettled, 512)
+
+    def _pump(self, now: float) -> tuple[list[tuple[_TargetQueue, _Item]], float | None]:
+        """Take ready deliveries (due, target free, within rate limits) up to the free room."""
+        room = self._room()
+        batch: list[tuple[_TargetQueue, _Item]] = []
+        next_due: float | None = None
+
+        def later(t: float) -> None:
+            nonlocal next_due
+            next_due = t if next_due is None else min(next_due, t)
+
+        for lane in self._lanes.values():
+            if room <= 0:
+                break
+            blocked = max(self.limiter.blocked_until(lane.key), lane.gate_until)
+            if blocked > now:
+                later(blocked)
+                continue
+            heap = lane.heap
+            while heap and room > 0:
+                due, _, key = heap[0]
+                if due > now:
+                    later(due)
+                    break
+                heapq.heappop(heap)
+                tq = self._queues.get(key)
+                if tq is None or tq.busy or not tq.items or tq.scheduled != due:
+                    continue  # a stale entry
+                tq.scheduled = None
+                if lane.overall is not None:
+                    wait = self.limiter.delay([(lane.key, lane.overall)], now)
+                    if wait > 0:
+                        lane.gate_until = now + wait
+                        self._schedule(tq, due)
+                        later(lane.gate_until)
+                        break
+                if tq.rate is not None:
+                    wait = self.limiter.delay([(tq.key, tq.rate)], now)
+                    if wait > 0:
+                        self._schedule(tq, now + wait)
+                        later(now + wait)
+                        continue
+                item = tq.items.pop(0)
+                del self._known[item.id]
+                self._taken.add(item.id)
+                tq.busy = True
+                batch.append((tq, item))
+                room -= 1
+        return batch, next_due
+
+    async def _launch(self, batch: list[tuple[_TargetQueue, _Item]]) -> None:
+        """Re-read the batch with one SELECT, then start a worker per delivery."""
+        try:
+            jobs = {job.id: job for job in await self.outbox.claim([item.id for _, item in batch])}
+            stale = {
+                job.post_rowid
+                for job in jobs.values()
+                if job.post_rowid not in self._posts
+                or self._posts[job.post_rowid].post.version != job.post_version
+            }
+            if stale:
+                if len(self._posts) > 1000:
+                    self._posts.clear()
+                self._posts.update(await self.outbox.posts(stale))
+        except Exception:
+            log.exception("could not read a batch of deliveries; will try again")
+            for tq, item in batch:
+                self._release(tq, item, requeue=True)
+            await asyncio.sleep(min(1.0, self.settings.poll_interval))
+            return
+        for tq, item in batch:
+            job = jobs.get(item.id)
+            if job is None or job.state != PENDING:
+                self._release(tq, item, requeue=False)  # settled or removed meanwhile
+                continue
+            if job.subscription_state != "active" or job.post_rowid not in self._posts:
+                self._release(tq, item, requeue=False)
+                continue
+            item.attempts = max(item.attempts, job.attempts)
+            task = asyncio.create_task(self._deliver(tq, item, job))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _release(self, tq: _TargetQueue, item: _Item, *, requeue: bool) -> None:
+        self._taken.discard(item.id)
+        if requeue:
+            self._known[item.id] = item
+            bisect.insort(tq.items, item, key=_Item.sort_key)
+        tq.busy = False
+        self._schedule(tq)
+        self._drop_if_empty(tq)
+        self._wake.set()
+
+    # --- one delivery ---------------------------------------------------------------------------------
+
+    async def _deliver(self, tq: _TargetQueue, item: _Item, job: DeliveryJob) -> None:
+        requeue = False
+        try:
+            requeue = await self._attempt(tq, item, job)
+        except asyncio.CancelledError:
+            requeue = True  # not recorded: it stays pending
+            raise
+        except Exception:  # a bug of ours: never lose the delivery, never kill the dispatcher
+            log.exception("delivery %d failed unexpectedly", job.id)
+            requeue = self._retry(item, job, "internal error", None)
+        finally:
+            self._release(tq, item, requeue=requeue)
+
+    async def _attempt(self, tq: _TargetQueue, item: _Item, job: DeliveryJob) -> bool:
+        """Send or edit one delivery and record its outcome; True when it stays pending."""
+        lane = self._lanes[job.target.platform]
+        adapter = lane.adapter
+        found = self._posts[job.post_rowid]
+        post = found.post
+        edit_ref: str | None = None
+        is_update = False
+        if job.event == UPDATED:
+            if job.edit_policy == EditPolicy.IGNORE:
+                self._record_skip(job.id, "edit policy: ignore")
+                return False
+            last = await self.outbox.last_sent(job.subscription_id, job.post_rowid)
+            if last is not None and last.version >= post.version:
+                self._record_skip(job.id, "already sent this version")
+                return False
+            if (
+                job.edit_policy == EditPolicy.EDIT
+                and adapter.capabilities.can_edit
+                and last is not None
+            ):
+                edit_ref = last.message_ref  # the message itself shows the new text
+            else:
+                is_update = True  # an "Updated:" follow-up
+        card = self._card(found, job.query, is_update)
+        checks: list[Check] = [(lane.key, lane.overall), (tq.key, tq.rate)]
+        try:
+            await self._acquire(checks)
+            async with asyncio.timeout(self.send_timeout):
+                if edit_ref is not None:
+                    try:
+                        reference = await adapter.edit(job.target, edit_ref, card)
+                    except (PermanentError, InvalidPayload) as exc:
+                        # The old message is gone or cannot be edited: say it as a follow-up.
+                        log.info(
+                            "edit of delivery %d refused (%s); sending a follow-up", job.id, exc
+                        )
+                        await self._acquire(checks)
+                        card = self._card(found, job.query, True)
+                        reference = await adapter.send(job.target, card)
+                else:
+                    reference = await adapter.send(job.target, card)
+        except RateLimited as exc:
+            until = self.clock() + exc.retry_after
+            if exc.global_:
+                self.limiter.block(lane.key, until)
+            log.warning(
+                "%s rate limited subscription %d for %.1fs%s",
+                job.target.platform,
+                job.subscription_id,
+                exc.retry_after,
+                " (whole platform)" if exc.global_ else "",
+            )
+            return self._retry(item, job, str(exc), until)
+        except TargetMoved as exc:
+            self._results.moves.append((job.target.platform, job.target.address, exc.new_address))
+            self._forget_target(job.target.platform, job.target.address)
+            self._added()
+            return (
+                False  # the move's commit is followed by a resync that reloads it at its new home
+            )
+        except PermanentError as exc:
+            reason = str(exc) or type(exc).__name__
+            log.warning(
+                "%s target of subscription %d refuses deliveries: %s; disabling it",
+                job.target.platform,
+                job.subscription_id,
+                reason,
+            )
+            self._results.disable.append((job.target.platform, job.target.address, reason))
+            self._results.dead.append((job.id, item.attempts + 1, reason))
+            self._settle(job.id)
+            self._forget_target(job.target.platform, job.target.address)
+            return False
+        except InvalidPayload as exc:
+            log.warning("delivery %d refused by %s: %s", job.id, job.target.platform, exc)
+            self._results.dead.append((job.id, item.attempts + 1, str(exc) or "invalid payload"))
+            self._settle(job.id)
+            return False
+        except TransientError as exc:
+            return self._retry(item, job, str(exc) or type(exc).__name__, None)
+        except TimeoutError:
+            return self._retry(item, job, f"no answer in {self.send_timeout:g}s", None)
+        except Exception as exc:
+            log.exception(
+                "%s adapter failed on delivery %d (subscription %d)",
+                job.target.platform,
+                job.id,
+                job.subscription_id,
+            )
+            return self._retry(item, job, f"{type(exc).__name__}: {exc}", None)
+        self.sent += 1
+        self._results.sent.append((job.id, reference, post.version, to_db_time(utc_now())))
+        self._settle(job.id)
+        return False
+
+    async def _acquire(self, checks: list[Check]) -> None:
+        """Wait for a slot under every limit and take it; the caller sends without awaiting first."""
+        while (wait := self.limiter.acquire(checks)) > 0:  # noqa: ASYNC110 (a timed wait)
+            await asyncio.sleep(wait)
+
+    def _retry(self, item: _Item, job: DeliveryJob, error: str, until: float | None) -> bool:
+        attempts = item.attempts + 1
+        item.attempts = attempts
+        if attempts >= self.settings.max_attempts:
+            log.warning("delivery %d is dead after %d attempts: %s", job.id, attempts, error)
+            self._results.dead.append((job.id, attempts, error))
+            self._settle(job.id)
+            return False
+        if until is None:
+            delay = min(self.settings.backoff_max, self.settings.backoff_base * 2 ** (attempts - 1))
+            until = self.clock() + delay * self._rng.uniform(0.5, 1.0)  # jitter: 50-100 %
+        item.due = until
+        self._results.retry.append((job.id, attempts, until, error))
+        self._settle(job.id)
+        return True
+
+    def _record_skip(self, delivery_id: int, reason: str) -> None:
+        self._results.skipped.append((delivery_id, reason))
+        self._settle(delivery_id)
+
+    def _settle(self, delivery_id: int) -> None:
+        self._settling.add(delivery_id)
+        self._result_ids.append(delivery_id)
+        self._added()
+
+    def _added(self) -> None:
+        self._result_added.set()
+        self._flush_needed.set()
+
+    def _card(self, found: PostForCard, query: str | None, is_update: bool) -> Card:
+        post = found.post
+        terms: tuple[str, ...] = ()
+        if query:
+            if query not in self._queries:
+                try:
+                    self._queries[query] = compile_query(query)
+                except QueryError:
+                    self._queries[query] = None
+            compiled = self._queries[query]
+            if compiled is not None:
+                terms = matched_terms(compiled, post)
+        key = (post.id, post.version, terms, is_update)
+        card = self._cards.get(key)
+        if card is None:
+            if len(self._cards) > 1000:
+                self._cards.clear()
+            card = card_from_post(
+                post, source_title=found.source_title, matched_terms=terms, is_update=is_update
+            )
+            self._cards[key] = card
+        return card
+
+    # --- writing outcomes ---------------------------------------------------------------------------
+
+    async def _flusher(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._flusher_stop:
+            await self._flush_needed.wait()
+            deadline = loop.time() + GROUP_COMMIT_WINDOW
+            while (
+                len(self._results) < self.settings.concurrency
+                and self._taken
+                and (left := deadline - loop.time()) > 0
+            ):
+                self._result_added.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._result_added.wait(), left)
+            await self._flush()
+
+    async def _flush(self) -> None:
+        self._flush_needed.clear()
+        if not len(self._results):
+            return
+        results, ids = self._results, self._result_ids
+        self._results, self._result_ids = OutboxResults(), []
+        self._flushing += 1
+        try:
+            async with self._io_lock:
+                await self.outbox.record(results)
+                self._settling.difference_update(ids)
+                if results.moves or results.disable:
+                    self._resync_needed = True
+        except Exception:
+            log.exception("could not record %d delivery outcomes; will try again", len(results))
+            _merge(self._results, results)
+            self._result_ids.extend(ids)
+            self._flush_needed.set()
+            await asyncio.sleep(0.5)
+        finally:
+            self._flushing -= 1
+        self._wake.set()
+
+
+def _merge(into: OutboxResults, other: OutboxResults) -> None:
+    into.sent.extend(other.sent)
+    into.retry.extend(other.retry)
+    into.dead.extend(other.dead)
+    into.skipped.extend(other.skipped)
+    into.disable.extend(other.disable)
+    into.moves.extend(other.moves)
