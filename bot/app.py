@@ -16,6 +16,7 @@ import logging
 import signal
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
+from functools import partial
 from typing import Any
 
 from rich.console import Console
@@ -270,11 +271,12 @@ class App:
 
     async def _run_once(self) -> bool:
         """Import once, deliver everything due; False when that did not finish in time."""
-        if self.demo is not None:
-            await self.demo.run(instant=True)
-        await self.poller.poll_all()
+        deliver = partial(self.dispatcher.run_until_idle, timeout=self.idle_timeout)
         try:
-            await self.dispatcher.run_until_idle(timeout=self.idle_timeout)
+            if self.demo is not None:
+                await self.demo.run(instant=True, after_step=deliver)
+            await self.poller.poll_all()
+            await deliver()
         except TimeoutError:
             self._fail(
                 f"deliveries did not finish in {self.idle_timeout:g} s; "

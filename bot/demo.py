@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from importlib import resources
 
@@ -121,8 +121,14 @@ class DemoReplay:
             )
         log.debug("terminal subscription %s", "created" if created else "already there")
 
-    async def run(self, *, instant: bool = False) -> None:
-        """Import each step in turn, `step_seconds` apart (or at once)."""
+    async def run(
+        self,
+        *,
+        instant: bool = False,
+        after_step: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Import each step in turn, `step_seconds` apart (or at once); `after_step` runs after each
+        import (`run --once` delivers there, so the edit still arrives after the post it edits)."""
         try:
             for index, step in enumerate(self.steps):
                 if index and not instant:
@@ -131,6 +137,8 @@ class DemoReplay:
                 self.events.extend(events)
                 if events and self.on_import is not None:
                     self.on_import(events)
+                if after_step is not None:
+                    await after_step()
         finally:
             self.done.set()
         if not instant:

@@ -218,7 +218,6 @@ class RecordingAdapter(Adapter):
 async def test_an_import_from_another_connection_is_delivered_within_a_second(
     tmp_path: Path,
 ) -> None:
-    pytest.importorskip("bot.dispatcher")  # lands with the delivery work
     from bot.dispatcher import Dispatcher
     from bot.sources import load
     from storage.subscriptions import SubscriptionStore
