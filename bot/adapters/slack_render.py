@@ -8,8 +8,8 @@ Post text is never trusted. Per flavor:
   parser treats it inconsistently, while a look-alike is certain never to format. They are rare in news
   text, so readers barely notice. A `>` starting a line (a quote) gets the look-alike `＞`. Post text also
   goes out with `"verbatim": true`, so Slack does not auto-link channel names or parse bare mentions.
-- **plain_text** (Slack header, buttons): Slack shows it literally; `<!`, `<@`, `<#` are still broken with
-  a word joiner (U+2060) in case a client parses them.
+- **plain_text** (Slack header): Slack shows it literally; a `<` before text (`<!channel>`, `<@U1>`,
+  `<https://…|x>`) still gets a word joiner (U+2060) after it in case a client parses it.
 - **Markdown** (Mattermost, Rocket.Chat, Teams): markdown specials get a backslash, line-start list and
   heading markers too, entity-like `&x;` gets `\\&`, so `[x](y)`, `**bold**` and `<url>` stay literal.
 - **Mentions** everywhere: `@word` (`@channel`, `@here`, `@all`, `@user`) gets a word joiner after the `@`:
@@ -52,9 +52,10 @@ WORD_JOINER = "\u2060"
 _MENTION = re.compile(r"(?<!\w)@(?=\w)")
 _SLACK_CONTROL = str.maketrans({"*": "＊", "_": "＿", "~": "～", "`": "｀"})
 _SLACK_QUOTE = re.compile(r"^(\s*)&gt;", re.MULTILINE)
-_PLAIN_TOKEN = re.compile(r"<(?=[!@#])")
+_PLAIN_TOKEN = re.compile(r"<(?=\S)")
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#|~!])")
-_MD_LINE_START = re.compile(r"^(\s*)([-+=]|\d+(?=[.)]))", re.MULTILINE)
+_MD_BULLET = re.compile(r"^(\s*)([-+=])", re.MULTILINE)
+_MD_NUMBERED = re.compile(r"^(\s*\d+)([.)])", re.MULTILINE)
 _MD_ENTITY = re.compile(r"&(?=#?\w+;)")
 
 
@@ -81,7 +82,8 @@ def escape_markdown(text: str) -> str:
     """Post text as inert markdown (Mattermost, Rocket.Chat, Teams TextBlock)."""
     text = _MD_SPECIAL.sub(r"\\\1", text)
     text = _MD_ENTITY.sub(r"\\&", text)
-    text = _MD_LINE_START.sub(lambda m: f"{m.group(1)}\\{m.group(2)}", text)
+    text = _MD_BULLET.sub(r"\1\\\2", text)
+    text = _MD_NUMBERED.sub(r"\1\\\2", text)
     return _no_mentions(text)
 
 
@@ -221,15 +223,13 @@ def _matched_line(card: Card, escape: Callable[[str], str], bold: Callable[[str]
 def slack_card_blocks(card: Card, zone: ZoneInfo, *, compact: bool = False) -> list[dict[str, Any]]:
     """A post as blocks: header (or a bold line when compact), body, context, matched terms, button."""
     blocks: list[dict[str, Any]] = []
-    title = cut(_title(card), SLACK_HEADER_MAX)
     limit = SLACK_SECTION_MAX
     if compact:
         line = f"*{escape_mrkdwn(cut(_title(card), 300))}*"
         limit -= len(line) + 1
     else:
-        blocks.append(
-            {"type": "header", "text": {"type": "plain_text", "text": escape_plain(title)}}
-        )
+        header = fit(_title(card), SLACK_HEADER_MAX, escape_plain)[0]
+        blocks.append({"type": "header", "text": {"type": "plain_text", "text": header}})
     body = render_body(card, limit, escape=escape_mrkdwn, bold=_slack_bold, more=_slack_more)
     if compact:
         body = f"{line}\n{body}" if body else line
@@ -287,7 +287,7 @@ def mattermost_payload(card: Card, zone: ZoneInfo) -> Payload:
     room = MARKDOWN_TEXT_MAX - len(head) - len(tail)
     body = render_body(card, room, escape=escape_markdown, bold=_md_bold, more=_md_more)
     attachment: dict[str, Any] = {
-        "fallback": _no_mentions(cut(_title(card), 300)),
+        "fallback": fit(_title(card), 300, escape_plain)[0],
         "color": MATTERMOST_COLOR,
         "text": body + tail if body else tail.lstrip(),
     }
