@@ -157,4 +157,5 @@ def plural(count: int, word: str, plural_word: str | None = None) -> str:
 
 
 def quote(text: str) -> str:
-    return f"“{text}”"
+    """“text”, or the text as typed when it has quotes of its own (a search phrase)."""
+    return text if any(q in text for q in QUOTES) else f"“{text}”"
