@@ -176,7 +176,7 @@ class App:
             self.demo = demo = DemoReplay(
                 self.posts,
                 self.subscriptions,
-                step_seconds=self.demo_step,
+                step_seconds=0.0 if self.once else self.demo_step,
                 on_import=wake,
                 say=self._say,
             )

@@ -201,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         err.print(Text(one_line(str(error)), style="red"), soft_wrap=True)
         return EXIT_BAD_INPUT
-    _configure_logging(args.verbose, settings.log_level if args.command == "run" else "WARNING")
+    _configure_logging(args.verbose, _log_level(settings, args.command))
     ctx = Ctx(
         settings=settings,
         db_path=args.db or settings.db_path,
@@ -236,6 +236,16 @@ def _is_expected(error: Exception) -> bool:
     from bot.sources import SourceError
 
     return isinstance(error, SourceError)
+
+
+def _log_level(settings: Settings, command: str) -> str:
+    """Commands log warnings only; `run` logs at LIVEDESK_LOG_LEVEL, except that the demo keeps the
+    terminal for the posts unless a level was asked for."""
+    if command != "run":
+        return "WARNING"
+    if settings.demo_mode and "log_level" not in settings.model_fields_set:
+        return "WARNING"
+    return settings.log_level
 
 
 def _configure_logging(verbose: bool, level: str) -> None:

@@ -102,6 +102,12 @@ class DemoReplay:
                 )
                 for step in self.steps
             ]
+        if known:
+            # A backfill greets only a new subscription: start the terminal's afresh to show the
+            # latest posts again (its chat-made /subscribe filters are left alone).
+            for sub in await self.subscriptions.list(platform=TERMINAL_TARGET.platform):
+                if sub.created_by == "demo" and sub.query is None and sub.source_id is None:
+                    await self.subscriptions.remove(sub.id)
         _, created = await self.subscriptions.add(
             TERMINAL_TARGET,
             created_by="demo",
@@ -114,10 +120,11 @@ class DemoReplay:
                 "Delete the database file to replay it from the start."
             )
         else:
-            seconds = round(self.step_seconds * len(self.steps))
+            seconds = round(self.step_seconds * (len(self.steps) - 1))
+            pace = f"over about {seconds} seconds" if seconds else "at once"
             self.say(
                 f"Replaying the sample blog “{title}”: {len(self.document.posts)} posts "
-                f"over about {seconds} seconds, with one edit."
+                f"{pace}, with one edit."
             )
         log.debug("terminal subscription %s", "created" if created else "already there")
 
