@@ -253,6 +253,7 @@ async def test_search_pages_with_a_more_button(deps: Deps) -> None:
 async def test_search_a_quoted_phrase_survives_the_more_button(deps: Deps) -> None:
     reply = await ask(deps, '/search "routine update" 1')
     assert len(reply.cards) == 5
+    assert 'results for "routine update"' in reply.text  # echoed as typed
     assert reply.buttons[0].command == 'search "routine update" 2'
     second = await ask(deps, reply.buttons[0].command)
     assert len(second.cards) == 3
