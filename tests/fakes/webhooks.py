@@ -48,6 +48,7 @@ class _Script:
     body: str
     times: int | None  # None: for ever
     headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0  # seconds before answering (a hook that hangs)
 
 
 def slack_problems(payload: dict[str, Any]) -> list[str]:
@@ -168,9 +169,11 @@ class WebhookReceiver:
         *,
         times: int | None = 1,
         headers: dict[str, str] | None = None,
+        delay: float = 0.0,
     ) -> None:
         """The next `times` posts to `url` (None: all of them) get this answer instead of `200 ok`."""
-        self._scripts[self.path_of(url)].append(_Script(status, body, times, headers or {}))
+        script = _Script(status, body, times, headers or {}, delay)
+        self._scripts[self.path_of(url)].append(script)
 
     def payloads(self, url: str) -> list[dict[str, Any]]:
         return [r.payload for r in self.received[self.path_of(url)]]
@@ -195,6 +198,7 @@ class WebhookReceiver:
         raw = await request.read()
         scripted = self._scripted(path)
         if scripted is not None:
+            await asyncio.sleep(scripted.delay)
             return self._refuse(path, scripted.status, scripted.body, scripted.headers)
         wait = self._take_token(path)
         if wait > 0:
