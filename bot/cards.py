@@ -15,6 +15,7 @@ def card_from_post(
 ) -> Card:
     return Card(
         post_id=post.id,
+        number=post.number,
         title=post.title,
         url=post.permalink,
         published_at=post.published_at,

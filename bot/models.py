@@ -58,6 +58,7 @@ class Card(Frozen):
     """A post made ready for a chat: what every adapter renders in its own markup."""
 
     post_id: str
+    number: int | None = None  # the post's short number in the store, for `/post <number>`
     title: str
     url: str | None = None
     published_at: UtcDateTime
@@ -72,6 +73,11 @@ class Card(Frozen):
     matched_terms: tuple[str, ...] = ()  # keyword alert: the subscription's terms that matched
     version: int = 1
     is_update: bool = False  # an "Updated:" follow-up of a post sent before
+
+    @property
+    def ref(self) -> str:
+        """What a reader types to open this post: its short number when known, else its id."""
+        return str(self.number) if self.number is not None else self.post_id
 
 
 # --- commands ----------------------------------------------------------------------------------------

@@ -67,6 +67,7 @@ class Post(Frozen):
     background: str | None = None
     permalink: str | None = None
     version: int = 1
+    number: int | None = None  # the store's short number for the post (`/post 42`); not content
 
     @property
     def content_hash(self) -> str:

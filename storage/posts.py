@@ -94,6 +94,7 @@ def post_from_row(row: Any) -> Post:
         background=row["background"],
         permalink=row["permalink"],
         version=row["version"],
+        number=row["rowid"] if "rowid" in row.keys() else None,
     )
 
 
@@ -185,7 +186,7 @@ class PostStore:
         async with self.db.reader.execute(
             "SELECT v.version, v.recorded_at, v.updated_at, v.title, v.byline, v.authors, "
             "v.location, v.body, v.images, v.background, v.permalink, "
-            "p.id, p.source_id, p.published_at "
+            "p.id, p.source_id, p.published_at, p.rowid AS rowid "
             "FROM post_versions v JOIN posts p ON p.rowid = v.post_rowid "
             "WHERE p.id = ? ORDER BY v.version",
             (post.id,),
@@ -334,7 +335,7 @@ async def _upsert_posts(conn: aiosqlite.Connection, posts: Sequence[Post]) -> li
             (*_post_row(post, digest, version, now)[2:], rowid),
         )
         await _insert_version(conn, rowid, version, post, digest, now)
-        stored = post.model_copy(update={"version": version})
+        stored = post.model_copy(update={"version": version, "number": rowid})
         changes.append(
             PostChange(
                 rowid,
@@ -374,7 +375,7 @@ async def _upsert_posts(conn: aiosqlite.Connection, posts: Sequence[Post]) -> li
             changes.append(
                 PostChange(
                     rowids[post.id],
-                    post.model_copy(update={"version": 1}),
+                    post.model_copy(update={"version": 1, "number": rowids[post.id]}),
                     PostEvent(kind=EventKind.CREATED, post_id=post.id, version=1, title=post.title),
                 )
             )
