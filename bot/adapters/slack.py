@@ -30,7 +30,7 @@ from bot.adapters.base import (
     RateLimits,
     TransientError,
 )
-from bot.adapters.slack_commands import SlashCommands
+from bot.adapters.slack_commands import ANSWER_WITHIN, SlashCommands
 from bot.adapters.slack_render import FLAVORS, render_card
 from bot.config import ConfigError, SlackSettings
 from bot.models import Card, EditPolicy, Target
@@ -67,6 +67,7 @@ class SlackAdapter(Adapter):
         timeout: float = 10.0,
         connections: int = 100,
         allow_loopback_responses: bool = False,
+        answer_within: float = ANSWER_WITHIN,
     ) -> None:
         self.settings = settings
         self.zone = timezone
@@ -81,6 +82,7 @@ class SlackAdapter(Adapter):
         self._timeout = aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 5.0))
         self._connections = connections
         self._allow_loopback = allow_loopback_responses
+        self._answer_within = answer_within
         self._session: aiohttp.ClientSession | None = None
         self._commands: SlashCommands | None = None
 
@@ -101,6 +103,7 @@ class SlackAdapter(Adapter):
                 host=self._host,
                 port=self._port,
                 allow_loopback_responses=self._allow_loopback,
+                answer_within=self._answer_within,
             )
             await self._commands.start()
         log.info("Slack-style webhooks ready (%d configured)", len(self.settings.webhooks))
