@@ -62,7 +62,7 @@ async def test_post_text_that_looks_like_markup_prints_literally() -> None:
     assert "By [i]Staff[/i]" in text
     assert "21 Jan 2022, 14:00 EET" in text  # shown in the adapter's time zone
     assert "Kyiv live · #1" in text
-    assert "id kyiv-live-001" in text
+    assert "/post kyiv-live-001" in text  # how to open it again
 
 
 async def test_messages_are_numbered_and_an_edit_names_the_one_it_updates() -> None:

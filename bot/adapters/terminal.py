@@ -117,7 +117,10 @@ class TerminalAdapter(Adapter):
         meta = [format_time(card.published_at, self.timezone)]
         if card.updated_at and card.updated_at != card.published_at:
             meta.append(f"updated {format_time(card.updated_at, self.timezone)}")
-        meta.extend(x for x in (card.byline, card.location) if x)
+        if card.byline:
+            meta.append(card.byline)
+        if card.location and card.location not in (card.byline or ""):
+            meta.append(card.location)
         parts.append(Text(" · ".join(meta), style=META_STYLE))
 
         if card.snippet is not None and card.snippet.segments:
@@ -139,7 +142,7 @@ class TerminalAdapter(Adapter):
             parts.append(Text(card.url, style="underline blue"))
 
         heading = [x for x in (card.source_title, f"#{number}" if number else None) if x]
-        footer = f"id {card.post_id}" + (f" · v{card.version}" if card.version > 1 else "")
+        footer = f"/post {card.ref}" + (f" · v{card.version}" if card.version > 1 else "")
         return Panel(
             Group(*parts),
             title=Text(" · ".join(heading)) if heading else None,
