@@ -577,6 +577,12 @@ class Outbox:
         ) as cur:
             return [PendingDelivery(*r) for r in await cur.fetchall()]
 
+    async def data_version(self) -> int:
+        """Changes whenever another connection commits (SQLite's `PRAGMA data_version`)."""
+        async with self.db.reader.execute("PRAGMA data_version") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
     async def pending_ids(self) -> set[int]:
         async with self.db.reader.execute(
             "SELECT id FROM deliveries WHERE state = 'pending'"

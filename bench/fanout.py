@@ -1,0 +1,451 @@
+"""Fan-out benchmarks: the dispatcher beside the raw send rate measured in the same run.
+
+    python -m bench fanout            (or python -m bench.fanout)
+    python -m bench fanout --quick    fewer rounds, 30k subscriptions for the memory figure
+
+(1) One post to 10,000 subscriptions: dispatcher deliveries/s ÷ the same 10,000 sends made directly
+    (same adapter, same concurrency, cards built once), for two fake adapters that answer at once:
+    an HTTP one (aiohttp POST to a fake server in another process, as real adapters do) and an
+    in-process one (no I/O at all: the dispatcher's own ceiling). Goal ≥ 0.5.
+(2) Import commit → first delivery, over several imports: with wake() (an import in the dispatcher's
+    process) and by polling alone (an import by another process). Goal p50 ≤ 50 ms.
+(3) Telegram's limits scaled ×100 in real time (30/s overall → 3,000/s, 1/s per chat → 100/s): achieved
+    rate ÷ the limit, with a fake that enforces its own copy of the limits and counts 429s.
+    Goal ≥ 95 % with zero 429s.
+(4) Peak RSS of a process that subscribes 100k targets and delivers one post to all. Goal ≤ 200 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from bot.adapters.base import (
+    Adapter,
+    AdapterContext,
+    Capabilities,
+    Rate,
+    RateLimited,
+    RateLimits,
+)
+from bot.cards import card_from_post
+from bot.config import DispatchSettings
+from bot.dispatcher import Dispatcher
+from bot.models import Card, ImportResult, Post, Source, SourceKind, Target
+from storage.db import Database
+from storage.posts import PostStore
+from storage.subscriptions import NewSubscription, SubscriptionStore
+
+CONCURRENCY = 32
+ROOT = Path(__file__).resolve().parent.parent
+SOURCE = Source(id="bench", title="Bench live", kind=SourceKind.PAGE_TEXT)
+
+
+# --- fakes ------------------------------------------------------------------------------------------
+
+
+class InstantAdapter(Adapter):
+    """Answers at once, in process; optionally enforces limits like a platform would."""
+
+    platform = "fake"
+
+    def __init__(self, limits: RateLimits | None = None, enforce: bool = False) -> None:
+        self.capabilities = Capabilities(
+            max_text=4096, markup="plain", can_edit=True, rate_limits=limits or RateLimits()
+        )
+        self.enforce = enforce
+        self.sent = 0
+        self.rate_limited = 0
+        self.first_at: dict[str, float] = {}
+        self.times: list[float] = []
+        self._windows: dict[object, deque[float]] = {}
+
+    async def start(self, context: AdapterContext) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def send(self, target: Target, card: Card) -> str:
+        now = time.time()
+        if self.enforce:
+            self._check(target, now)
+        self.sent += 1
+        self.first_at.setdefault(card.post_id, now)
+        if self.enforce:
+            self.times.append(now)
+        return "ref"
+
+    def _check(self, target: Target, now: float) -> None:
+        limits = self.capabilities.rate_limits
+        checks: list[tuple[object, Rate]] = []
+        if limits.overall:
+            checks.append(("*", limits.overall))
+        rate = limits.for_target(target)
+        if rate:
+            checks.append((target.address, rate))
+        for key, rate in checks:
+            window = self._windows.setdefault(key, deque())
+            while window and window[0] <= now - rate.per:
+                window.popleft()
+            if len(window) >= rate.count:
+                self.rate_limited += 1
+                raise RateLimited(window[0] + rate.per - now)
+        for key, _ in checks:
+            self._windows[key].append(now)
+
+
+class HttpAdapter(Adapter):
+    """POSTs a small JSON message to a fake server and reads its JSON answer, like a webhook adapter."""
+
+    platform = "fake"
+    capabilities = Capabilities(max_text=4096, markup="plain", can_edit=True)
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.session: aiohttp.ClientSession | None = None
+        self.sent = 0
+
+    async def start(self, context: AdapterContext) -> None:
+        connector = aiohttp.TCPConnector(limit=CONCURRENCY * 2)
+        self.session = aiohttp.ClientSession(connector=connector)
+
+    async def stop(self) -> None:
+        if self.session:
+            await self.session.close()
+
+    async def send(self, target: Target, card: Card) -> str:
+        assert self.session is not None
+        payload = {"chat_id": target.address, "text": card.title}
+        async with self.session.post(self.url, json=payload) as response:
+            answer = await response.json()
+        self.sent += 1
+        return str(answer["result"]["message_id"])
+
+
+async def _noop(request: Any) -> Any:
+    raise NotImplementedError
+
+
+def serve(port: int) -> None:
+    """The fake platform: answers every POST at once (runs in its own process)."""
+    counter = 0
+
+    async def handle(request: web.Request) -> web.Response:
+        nonlocal counter
+        await request.read()
+        counter += 1
+        return web.json_response({"ok": True, "result": {"message_id": counter}})
+
+    async def run() -> None:
+        app = web.Application()
+        app.router.add_post("/send", handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        await asyncio.Event().wait()
+
+    asyncio.run(run())
+
+
+@contextlib.contextmanager
+def fake_server() -> Iterator[str]:
+    """Start the fake platform in another process; yield its URL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "bench.fanout", "--serve", str(port)], cwd=ROOT
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}/send"
+    finally:
+        server.terminate()
+        server.wait()
+
+
+# --- helpers ------------------------------------------------------------------------------------------
+
+
+def _post(n: int, title: str = "Sanctions announced") -> Post:
+    from datetime import UTC, datetime, timedelta
+
+    return Post(
+        id=f"bench-{n}",
+        source_id=SOURCE.id,
+        published_at=datetime(2022, 1, 21, tzinfo=UTC) + timedelta(seconds=n),
+        title=f"{title} {n}",
+        body=("A paragraph of a live blog post, long enough to look like one. " * 8,),
+    )
+
+
+async def _subscribe(db: Database, count: int, prefix: str = "chat") -> list[Target]:
+    targets = [Target(platform="fake", address=f"{prefix}{n}", kind="group") for n in range(count)]
+    store = SubscriptionStore(db)
+    for start in range(0, count, 10_000):
+        await store.add_many(
+            [NewSubscription(t, created_by="bench") for t in targets[start : start + 10_000]]
+        )
+    return targets
+
+
+async def _import(db: Database, n: int) -> float:
+    await PostStore(db).import_result(ImportResult(source=SOURCE, posts=(_post(n),)))
+    return time.time()
+
+
+async def _raw(adapter: Adapter, targets: Sequence[Target], card: Card) -> float:
+    """The same sends without the dispatcher: CONCURRENCY workers over a shared iterator."""
+    work = iter(targets)
+
+    async def worker() -> None:
+        for target in work:
+            await adapter.send(target, card)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+    return len(targets) / (time.perf_counter() - started)
+
+
+async def _dispatched(db: Database, adapter: Adapter, n: int) -> float:
+    await _import(db, n)
+    dispatcher = Dispatcher(
+        db, {"fake": adapter}, DispatchSettings(concurrency=CONCURRENCY, max_attempts=3)
+    )
+    started = time.perf_counter()
+    await dispatcher.run_until_idle(timeout=600)
+    elapsed = time.perf_counter() - started
+    return dispatcher.sent / elapsed
+
+
+# --- (1) throughput -----------------------------------------------------------------------------------
+
+
+async def throughput(
+    url: str, rounds: int, subscriptions: int = 10_000
+) -> list[tuple[str, float, float]]:
+    out: list[tuple[str, float, float]] = []
+    http = HttpAdapter(url)
+    await http.start(AdapterContext(handle=_noop))
+    instant = InstantAdapter()
+    with tempfile.TemporaryDirectory() as tmp:
+        async with await Database.open(Path(tmp) / "fanout.db") as db:
+            targets = await _subscribe(db, subscriptions)
+            card = card_from_post(_post(0), source_title=SOURCE.title)
+            n = 1
+            for name, adapter in (("HTTP fake server", http), ("in-process fake", instant)):
+                raws: list[float] = []
+                ours: list[float] = []
+                for _ in range(rounds):
+                    raws.append(await _raw(adapter, targets, card))
+                    ours.append(await _dispatched(db, adapter, n))
+                    n += 1
+                out.append((name, statistics.median(ours), statistics.median(raws)))
+    await http.stop()
+    return out
+
+
+# --- (2) latency -----------------------------------------------------------------------------------------
+
+
+async def latency(imports: int) -> dict[str, list[float]]:
+    results: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "latency.db"
+        async with await Database.open(path) as db, await Database.open(path) as other:
+            await _subscribe(db, 100)
+            for mode in ("wake", "poll"):
+                adapter = InstantAdapter()
+                dispatcher = Dispatcher(db, {"fake": adapter}, DispatchSettings())
+                task = asyncio.create_task(dispatcher.run())
+                await asyncio.sleep(0.3)
+                samples: list[float] = []
+                for i in range(imports):
+                    n = 1000 * (1 if mode == "wake" else 2) + i
+                    if mode == "wake":
+                        committed = await _import(db, n)
+                        dispatcher.wake()
+                    else:
+                        committed = await _import(other, n)  # as another process would
+                    post_id = f"bench-{n}"
+                    deadline = time.time() + 5
+                    while post_id not in adapter.first_at and time.time() < deadline:  # noqa: ASYNC110
+                        await asyncio.sleep(0.001)
+                    samples.append((adapter.first_at.get(post_id, deadline) - committed) * 1000)
+                    await asyncio.sleep(0.05 + (i % 7) * 0.013)  # land at varied poll phases
+                await dispatcher.stop()
+                await task
+                results[mode] = samples
+    return results
+
+
+# --- (3) rate limits -------------------------------------------------------------------------------------
+
+
+async def rate_limited(scale: float) -> list[tuple[str, float, float, int]]:
+    """Telegram limits scaled up; returns (case, achieved/s, limit/s, 429s)."""
+    limits = RateLimits(
+        overall=Rate(30, 1.0 / scale),
+        per_target=Rate(1, 1.0 / scale),
+        per_kind={"group": Rate(20, 60.0 / scale)},
+    )
+    out: list[tuple[str, float, float, int]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        async with await Database.open(Path(tmp) / "rates.db") as db:
+            # Many private chats: the overall limit binds.
+            store = SubscriptionStore(db)
+            await store.add_many(
+                [
+                    NewSubscription(Target(platform="fake", address=f"u{n}", kind="private"), "b")
+                    for n in range(3000)
+                ]
+            )
+            adapter = InstantAdapter(limits, enforce=True)
+            await _dispatch_all(db, adapter, [_post(1)])
+            out.append(
+                ("overall, 3,000 private chats", _achieved(adapter.times, 30), 30 * scale, 0)
+            )
+            out[-1] = (*out[-1][:3], adapter.rate_limited)
+            await store.remove_for_target(Target(platform="fake", address="x"))
+            async with db.write() as conn:
+                await conn.execute("DELETE FROM subscriptions")
+            # One chat, many posts: the per-chat limit binds.
+            await store.add(Target(platform="fake", address="one", kind="private"), created_by="b")
+            adapter = InstantAdapter(limits, enforce=True)
+            await _dispatch_all(db, adapter, [_post(n) for n in range(10, 210)])
+            out.append(("one chat, 200 posts", _achieved(adapter.times, 1), 1 * scale, 0))
+            out[-1] = (*out[-1][:3], adapter.rate_limited)
+    return out
+
+
+async def _dispatch_all(db: Database, adapter: InstantAdapter, posts: list[Post]) -> None:
+    await PostStore(db).import_result(ImportResult(source=SOURCE, posts=tuple(posts)))
+    dispatcher = Dispatcher(db, {"fake": adapter}, DispatchSettings(concurrency=CONCURRENCY))
+    await dispatcher.run_until_idle(timeout=120)
+
+
+def _achieved(times: list[float], burst: int) -> float:
+    """Steady rate: sends after the first window's burst ÷ the time they took."""
+    if len(times) <= burst + 1:
+        return 0.0
+    steady = times[burst:]
+    return (len(steady) - 1) / (steady[-1] - steady[0])
+
+
+# --- (4) memory -------------------------------------------------------------------------------------------
+
+
+def rss_child(count: int) -> None:
+    async def run() -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            async with await Database.open(Path(tmp) / "rss.db") as db:
+                await _subscribe(db, count)
+                adapter = InstantAdapter()
+                started = time.perf_counter()
+                await _dispatched(db, adapter, 1)
+                elapsed = time.perf_counter() - started
+                print(json.dumps({"sent": adapter.sent, "seconds": elapsed}))
+
+    asyncio.run(run())
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"peak_rss_mb": peak_kb / 1024}))
+
+
+def rss(count: int) -> tuple[float, int, float]:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.fanout", "--rss-child", str(count)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    first, last = json.loads(out[-2]), json.loads(out[-1])
+    return last["peak_rss_mb"], first["sent"], first["seconds"]
+
+
+# --- main -------------------------------------------------------------------------------------------------
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench fanout")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--rss-child", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(list(argv) if argv is not None else sys.argv[1:])
+    if args.serve:
+        serve(args.serve)
+        return 0
+    if args.rss_child:
+        rss_child(args.rss_child)
+        return 0
+
+    say: Callable[[str], None] = print
+    rounds = 1 if args.quick else 3
+    say(f"(1) one post to 10,000 subscriptions, concurrency {CONCURRENCY}, median of {rounds}")
+    with fake_server() as url:
+        figures = asyncio.run(throughput(url, rounds))
+    for name, ours, raw in figures:
+        say(
+            f"    {name:18} dispatcher {ours:9,.0f}/s   raw {raw:9,.0f}/s   "
+            f"ratio {ours / raw:.2f}  (goal ≥ 0.5)"
+        )
+
+    samples = asyncio.run(latency(10 if args.quick else 30))
+    say("(2) import commit → first delivery (100 subscriptions, poll_interval 0.25 s)")
+    for mode, values in samples.items():
+        label = "wake() in process" if mode == "wake" else "polling (other process)"
+        say(
+            f"    {label:24} p50 {statistics.median(values):6.1f} ms   "
+            f"p90 {_pct(values, 0.9):6.1f} ms   max {max(values):6.1f} ms  (goal p50 ≤ 50 ms)"
+        )
+
+    scale = 100.0
+    say(f"(3) Telegram limits ×{scale:g} in real time, fake enforcing its own copy")
+    for case, achieved, limit, errors in asyncio.run(rate_limited(scale)):
+        say(
+            f"    {case:30} {achieved:8,.1f}/s of {limit:6,.0f}/s = {achieved / limit:6.1%}   "
+            f"429s: {errors}  (goal ≥ 95 %, 0)"
+        )
+
+    count = 30_000 if args.quick else 100_000
+    peak, sent, seconds = rss(count)
+    say(
+        f"(4) peak RSS, {count:,} subscriptions, one post to all: {peak:.0f} MB "
+        f"({sent:,} delivered in {seconds:.1f} s, {sent / seconds:,.0f}/s)  (goal ≤ 200 MB)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())
