@@ -46,7 +46,7 @@ SEARCH_ROUNDS = 200
 SEARCH_BUDGET = 6.0  # seconds per (query, implementation); at least MIN_ROUNDS regardless
 MIN_ROUNDS = 20
 
-console = Console()
+console = Console(width=110)
 
 
 # --- synthetic posts --------------------------------------------------------------------------------

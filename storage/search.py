@@ -318,13 +318,16 @@ async def search(
     query = compile_query(text)
     page = max(1, page)
     per_page = max(1, min(per_page, MAX_PER_PAGE))
+    offset = (page - 1) * per_page
     try:
-        total, lower_bound, floor_rowid = await _count(db.reader, query.match, source_id)
-        offset = (page - 1) * per_page
-        ranked: list[tuple[int, float]] = []
-        if total and offset < total:
-            ranked = await _rank(db.reader, query.match, source_id, floor_rowid, per_page, offset)
-        hits = await _hits(db.reader, query.match, ranked)
+        candidates = await _candidates(db.reader, query.match, source_id)
+        lower_bound = len(candidates) > RANK_WINDOW
+        del candidates[RANK_WINDOW:]
+        # Best bm25 first (lower is better); equal scores newest first.
+        candidates.sort(key=lambda c: (c[2], c[1]), reverse=True)
+        candidates.sort(key=lambda c: c[0])
+        chosen = candidates[offset : offset + per_page]
+        hits = await _hits(db.reader, query.match, chosen)
     except sqlite3.OperationalError as error:
         log.warning("search failed for %r (%s): %s", text, query.match, error)
         raise QueryError(f"Couldn't search for that. {HOW_TO}") from error
@@ -333,89 +336,60 @@ async def search(
         hits=hits,
         page=page,
         per_page=per_page,
-        total=total,
+        total=len(candidates),
         notice=query.notice,
         total_is_lower_bound=lower_bound,
     )
 
 
-async def _count(
+_Candidate = tuple[float, str, int]
+"""(bm25 score, published_at, rowid)"""
+
+
+async def _candidates(
     conn: aiosqlite.Connection, match: str, source_id: str | None
-) -> tuple[int, bool, int]:
-    """(matches up to RANK_WINDOW, whether there are more, lowest rowid to rank or 0 for all).
+) -> list[_Candidate]:
+    """The newest RANK_WINDOW + 1 matches with their scores, in one walk of the index.
 
-    Walks the match list newest first and stops after RANK_WINDOW + 1 rows, so a common word costs
-    no more than a rare one.
+    Walking newest first and stopping after RANK_WINDOW + 1 rows keeps a common word as cheap as a
+    rare one: bm25 is computed for at most that many rows, never for every match.
     """
-    if source_id is None:
-        inner = (
-            "SELECT rowid AS r FROM posts_fts WHERE posts_fts MATCH ? ORDER BY rowid DESC LIMIT ?"
-        )
-        params: tuple[Any, ...] = (match, RANK_WINDOW + 1)
-    else:
-        inner = (
-            "SELECT f.rowid AS r FROM posts_fts f JOIN posts p ON p.rowid = f.rowid "
-            "WHERE posts_fts MATCH ? AND p.source_id = ? ORDER BY f.rowid DESC LIMIT ?"
-        )
-        params = (match, source_id, RANK_WINDOW + 1)
-    async with conn.execute(f"SELECT count(*), min(r) FROM ({inner})", params) as cur:
-        row = await cur.fetchone()
-    count = int(row[0]) if row else 0
-    if count > RANK_WINDOW:
-        # The (RANK_WINDOW + 1)-th newest match: rank only the rows above it.
-        return RANK_WINDOW, True, int(row[1]) + 1 if row else 0
-    return count, False, 0
-
-
-async def _rank(
-    conn: aiosqlite.Connection,
-    match: str,
-    source_id: str | None,
-    floor_rowid: int,
-    limit: int,
-    offset: int,
-) -> list[tuple[int, float]]:
-    """(rowid, score) of one page, best bm25 first, ties newest first."""
     sql = (
-        f"SELECT f.rowid AS rowid, {RANK_EXPRESSION} AS score "
-        "FROM posts_fts f JOIN posts p ON p.rowid = f.rowid WHERE posts_fts MATCH ?"
+        f"SELECT {RANK_EXPRESSION}, p.published_at, posts_fts.rowid "
+        "FROM posts_fts JOIN posts p ON p.rowid = posts_fts.rowid WHERE posts_fts MATCH ?"
     )
     params: list[Any] = [match]
-    if floor_rowid:
-        sql += " AND f.rowid >= ?"
-        params.append(floor_rowid)
     if source_id is not None:
         sql += " AND p.source_id = ?"
         params.append(source_id)
-    sql += " ORDER BY score, p.published_at DESC, f.rowid DESC LIMIT ? OFFSET ?"
-    params += [limit, offset]
+    sql += " ORDER BY posts_fts.rowid DESC LIMIT ?"
+    params.append(RANK_WINDOW + 1)
     async with conn.execute(sql, params) as cur:
-        return [(int(r["rowid"]), float(r["score"])) for r in await cur.fetchall()]
+        return [(float(r[0]), str(r[1]), int(r[2])) for r in await cur.fetchall()]
 
 
 async def _hits(
-    conn: aiosqlite.Connection, match: str, ranked: list[tuple[int, float]]
+    conn: aiosqlite.Connection, match: str, chosen: list[_Candidate]
 ) -> tuple[SearchHit, ...]:
-    """Posts with highlighted title and snippet, computed only for the page's rows."""
-    if not ranked:
+    """The chosen posts with highlighted title and snippet, made for those rows only."""
+    if not chosen:
         return ()
-    rowids = [rowid for rowid, _ in ranked]
+    rowids = [rowid for _, _, rowid in chosen]
     marks = ",".join("?" * len(rowids))
-    # The rowid range lets FTS5 seek; the IN list keeps highlight() to exactly the page's rows.
     sql = (
         f"SELECT {POST_COLUMNS}, "
         f"highlight(posts_fts, 0, '{_MARK_START}', '{_MARK_END}') AS marked_title, "
         f"snippet(posts_fts, 2, '{_MARK_START}', '{_MARK_END}', '…', {SNIPPET_TOKENS}) "
         "AS marked_snippet "
-        "FROM posts_fts f JOIN posts p ON p.rowid = f.rowid "
-        f"WHERE posts_fts MATCH ? AND f.rowid BETWEEN ? AND ? AND f.rowid IN ({marks})"
+        "FROM posts_fts JOIN posts p ON p.rowid = posts_fts.rowid "
+        f"WHERE posts_fts MATCH ? AND posts_fts.rowid IN ({marks})"
     )
-    async with conn.execute(sql, [match, min(rowids), max(rowids), *rowids]) as cur:
+    async with conn.execute(sql, [match, *rowids]) as cur:
         rows = {int(r["rowid"]): r for r in await cur.fetchall()}
     hits: list[SearchHit] = []
-    for rowid, score in ranked:
+    for score, _, rowid in chosen:
         row = rows.get(rowid)
-        if row is None:  # deleted between ranking and reading
+        if row is None:  # deleted since it was ranked
             continue
         hits.append(
             SearchHit(
