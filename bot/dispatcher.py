@@ -28,9 +28,10 @@ import bisect
 import contextlib
 import heapq
 import logging
+import math
 import random
 import time
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from itertools import count
 
@@ -46,7 +47,7 @@ from bot.adapters.base import (
 from bot.cards import card_from_post
 from bot.config import DispatchSettings
 from bot.models import Card, EditPolicy
-from bot.ratelimit import Check, RateLimiter
+from bot.ratelimit import Check, Permit, RateLimiter
 from storage.db import Database
 from storage.posts import to_db_time, utc_now
 from storage.search import CompiledQuery, QueryError, compile_query, matched_terms
@@ -157,6 +158,7 @@ class Dispatcher:
         self._flusher_stop = False
         self._flushing = 0
         self._data_version = -1
+        self._slot_waiters: list[asyncio.Future[None]] = []
         self._posts: dict[int, PostForCard] = {}
         self._queries: dict[str, CompiledQuery | None] = {}
         self._cards: dict[tuple[str, int, tuple[str, ...], bool], Card] = {}
@@ -392,14 +394,16 @@ class Dispatcher:
                 tq.scheduled = None
                 if lane.overall is not None:
                     wait = self.limiter.delay([(lane.key, lane.overall)], now)
-                    if wait > 0:
+                    if 0 < wait < math.inf:
                         lane.gate_until = now + wait
                         self._schedule(tq, due)
                         later(lane.gate_until)
                         break
                 if tq.rate is not None:
                     wait = self.limiter.delay([(tq.key, tq.rate)], now)
-                    if wait > SHORT_WAIT:  # a short wait is cheaper in the worker than a round trip
+                    if (
+                        SHORT_WAIT < wait < math.inf
+                    ):  # a short wait is cheaper in the worker than a round trip
                         self._schedule(tq, now + wait)
                         later(now + wait)
                         continue
@@ -496,21 +500,21 @@ class Dispatcher:
         card = self._card(found, job.query, is_update)
         checks: list[Check] = [(lane.key, lane.overall), (tq.key, tq.rate)]
         try:
-            await self._acquire(checks)
-            async with asyncio.timeout(self.send_timeout):
-                if edit_ref is not None:
-                    try:
-                        reference = await adapter.edit(job.target, edit_ref, card)
-                    except (PermanentError, InvalidPayload) as exc:
-                        # The old message is gone or cannot be edited: say it as a follow-up.
-                        log.info(
-                            "edit of delivery %d refused (%s); sending a follow-up", job.id, exc
-                        )
-                        await self._acquire(checks)
-                        card = self._card(found, job.query, True)
-                        reference = await adapter.send(job.target, card)
-                else:
-                    reference = await adapter.send(job.target, card)
+            if edit_ref is not None:
+                ref = edit_ref
+                try:
+                    reference = await self._limited(
+                        checks, lambda: adapter.edit(job.target, ref, card)
+                    )
+                except (PermanentError, InvalidPayload) as exc:
+                    # The old message is gone or cannot be edited: say it as a follow-up.
+                    log.info("edit of delivery %d refused (%s); sending a follow-up", job.id, exc)
+                    update = self._card(found, job.query, True)
+                    reference = await self._limited(
+                        checks, lambda: adapter.send(job.target, update)
+                    )
+            else:
+                reference = await self._limited(checks, lambda: adapter.send(job.target, card))
         except RateLimited as exc:
             until = self.clock() + exc.retry_after
             if exc.global_:
@@ -565,12 +569,35 @@ class Dispatcher:
         self._settle(job.id)
         return False
 
-    async def _acquire(self, checks: list[Check]) -> None:
-        """Wait for a slot under every limit and take it; the caller sends without awaiting first."""
-        while (wait := self.limiter.acquire(checks)) > 0:  # noqa: ASYNC110 (a timed wait)
-            # The event loop's timers have millisecond granularity; sleep to just before the slot
-            # opens and yield for the rest, so the achieved rate stays at the limit.
-            await asyncio.sleep(wait - 0.0015 if wait > 0.002 else 0)
+    async def _limited(self, checks: list[Check], call: Callable[[], Awaitable[str]]) -> str:
+        """Take rate-limit slots, then call the adapter at once (no await between: the platform sees
+        the request in the order and at the time the slots were taken); free the slots when done."""
+        permit = await self._acquire(checks)
+        try:
+            async with asyncio.timeout(self.send_timeout):
+                return await call()
+        finally:
+            self.limiter.release(permit)
+            waiters, self._slot_waiters = self._slot_waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    async def _acquire(self, checks: list[Check]) -> Permit:
+        """Wait for a slot under every limit and take it."""
+        while True:
+            wait, permit = self.limiter.acquire(checks)
+            if permit is not None:
+                return permit
+            if wait == math.inf:  # every slot is held by a send in flight: wait for one to end
+                waiter = asyncio.get_running_loop().create_future()
+                self._slot_waiters.append(waiter)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(waiter, 0.1)
+            else:
+                # The event loop's timers have millisecond granularity: sleep to just before the
+                # slot opens and yield for the rest, so the achieved rate stays at the limit.
+                await asyncio.sleep(wait - 0.0015 if wait > 0.002 else 0)
 
     def _retry(self, item: _Item, job: DeliveryJob, error: str, until: float | None) -> bool:
         attempts = item.attempts + 1

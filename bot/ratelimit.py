@@ -1,66 +1,93 @@
 """Pacing sends under a platform's published limits, before sending, so that 429s do not happen.
 
 A `Rate(count, per)` means what the platforms mean by it: at most `count` messages in any window of `per`
-seconds. `RateLimiter` keeps, per key (a platform overall, or one target), the times of the last `count`
-sends (a sliding log), and admits a send when the oldest of them has left the window. That is exact where a
-token bucket or GCRA with a burst allowance is not (a full bucket plus its refill can put 2 × count in one
-window), and it catches up after a late wake-up instead of losing the time, which keeps the achieved rate
-at the limit. One float is kept for one-per-window rates (the common per-chat case), so many targets cost
-little, and keys idle for longer than their window are dropped from time to time.
+seconds. `RateLimiter` keeps, per key (a platform overall, or one target), `count` slots (a sliding log):
+a send takes a slot when its window has passed and holds it until the send completes; the slot then
+counts from the completion time. The platform sees the request somewhere between our taking the slot and
+the answer, so counting from the answer can never put more than `count` requests in one of the
+platform's windows, whatever the scheduling, GC or thread delays on our side. (A token bucket or GCRA with
+a burst allowance can: a full bucket plus its refill puts up to 2 × count in one window.) The price is the
+send's own duration per window: negligible at real limits (≥ 1 s windows).
 
 `block(key, until)` honours a platform's retry-after for a target or for the whole platform.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from collections import deque
 from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
 
 from bot.adapters.base import Rate
 
 Check = tuple[Hashable, Rate | None]
 """(key, rate); a None rate checks only a retry-after block on the key."""
 
-# Admit a little after the window has passed: the platform's clock reads a moment after ours.
-MARGIN = 50e-6
+IN_FLIGHT = math.inf
 _PRUNE_EVERY = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Permit:
+    """Slots taken for one send; give it back with `RateLimiter.release` when the send is over."""
+
+    slots: tuple[tuple[list[float], int], ...]
 
 
 class RateLimiter:
     """Sliding-window limits keyed by anything hashable, with an injectable clock."""
 
-    def __init__(self, clock: Callable[[], float] = time.time, *, margin: float = MARGIN) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time, *, margin: float = 0.0) -> None:
         self.clock = clock
         self.margin = margin
-        self._last: dict[Hashable, float] = {}  # count == 1: time of the last send
-        self._logs: dict[Hashable, deque[float]] = {}  # count > 1: the last `count` send times
+        self._slots: dict[Hashable, list[float]] = {}
         self._blocked: dict[Hashable, float] = {}
         self._longest = 0.0
         self._since_prune = 0
 
     def delay(self, checks: Sequence[Check], now: float | None = None) -> float:
-        """Seconds until one more send passes every check (0.0: now). Records nothing."""
+        """Seconds until one more send passes every check: 0.0 now, `math.inf` when it waits for a
+        send in flight to complete. Takes nothing."""
         now = self.clock() if now is None else now
         wait = 0.0
         for key, rate in checks:
             wait = max(wait, self._delay(key, rate, now))
         return wait
 
-    def acquire(self, checks: Sequence[Check]) -> float:
-        """Record a send now if every check allows it and return 0.0; else record nothing and return
-        the seconds to wait. Check and record happen without an await in between, so concurrent
-        workers never overshoot."""
+    def acquire(self, checks: Sequence[Check]) -> tuple[float, Permit | None]:
+        """Take a slot under every check now, or nothing: (0.0, permit) or (seconds to wait, None).
+        Check and take happen with no await between, so concurrent workers never overshoot."""
         now = self.clock()
         wait = self.delay(checks, now)
         if wait > 0:
-            return wait
+            return wait, None
+        taken: list[tuple[list[float], int]] = []
         for key, rate in checks:
-            self._record(key, rate, now)
+            if rate is None:
+                continue
+            slots = self._slots.get(key)
+            if slots is None:
+                slots = self._slots[key] = []
+            if len(slots) < rate.count:
+                slots.append(IN_FLIGHT)
+                taken.append((slots, len(slots) - 1))
+            else:
+                index = slots.index(min(slots))
+                slots[index] = IN_FLIGHT
+                taken.append((slots, index))
+            if rate.per > self._longest:
+                self._longest = rate.per
         self._since_prune += 1
         if self._since_prune >= _PRUNE_EVERY:
             self.prune(now)
-        return 0.0
+        return 0.0, Permit(tuple(taken))
+
+    def release(self, permit: Permit) -> None:
+        """The send is over: its slots count from now."""
+        now = self.clock()
+        for slots, index in permit.slots:
+            slots[index] = now
 
     def block(self, key: Hashable, until: float) -> None:
         """The platform asked us to wait (a 429's retry-after): nothing passes `key` before `until`."""
@@ -70,41 +97,20 @@ class RateLimiter:
         return self._blocked.get(key, 0.0)
 
     def prune(self, now: float | None = None) -> None:
-        """Forget keys whose sends have all left their window."""
+        """Forget keys whose sends have all completed and left their window."""
         now = self.clock() if now is None else now
         horizon = now - self._longest - self.margin
         self._since_prune = 0
-        self._last = {k: t for k, t in self._last.items() if t > horizon}
-        self._logs = {k: log for k, log in self._logs.items() if log and log[-1] > horizon}
+        self._slots = {k: s for k, s in self._slots.items() if max(s, default=0.0) > horizon}
         self._blocked = {k: t for k, t in self._blocked.items() if t > now}
 
     def __len__(self) -> int:
-        return len(self._last) + len(self._logs)
+        return len(self._slots)
 
     def _delay(self, key: Hashable, rate: Rate | None, now: float) -> float:
         wait = self._blocked.get(key, 0.0) - now
-        if rate is None:
-            pass
-        elif rate.count <= 1:
-            last = self._last.get(key)
-            if last is not None:
-                wait = max(wait, last + rate.per + self.margin - now)
-        else:
-            log = self._logs.get(key)
-            if log is not None and len(log) >= rate.count:
-                wait = max(wait, log[0] + rate.per + self.margin - now)
+        if rate is not None:
+            slots = self._slots.get(key)
+            if slots is not None and len(slots) >= rate.count:
+                wait = max(wait, min(slots) + rate.per + self.margin - now)
         return max(wait, 0.0)
-
-    def _record(self, key: Hashable, rate: Rate | None, now: float) -> None:
-        if rate is None:
-            return
-        if rate.per > self._longest:
-            self._longest = rate.per
-        if rate.count <= 1:
-            self._last[key] = now
-            return
-        log = self._logs.get(key)
-        if log is None or log.maxlen != rate.count:
-            log = deque(log or (), maxlen=rate.count)
-            self._logs[key] = log
-        log.append(now)

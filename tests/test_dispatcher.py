@@ -368,3 +368,25 @@ async def test_paused_subscription_gets_nothing(db: Database) -> None:
     await import_posts(db, [make_post(1)])
     await dispatcher(db, adapter).run_until_idle()
     assert adapter.calls == []
+
+
+def test_rate_limiter_counts_a_send_from_its_completion_and_honours_blocks() -> None:
+    from bot.ratelimit import RateLimiter
+
+    clock = FakeClock(100.0)
+    limiter = RateLimiter(clock)
+    checks: list[Any] = [("overall", Rate(2, 1.0))]
+    _, first = limiter.acquire(checks)
+    _, second = limiter.acquire(checks)
+    assert first is not None and second is not None
+    wait, third = limiter.acquire(checks)
+    assert third is None and wait == float("inf")  # both slots held by sends in flight
+    clock.advance(0.2)
+    limiter.release(first)  # completed at 100.2: its slot frees at 101.2
+    clock.advance(0.9)
+    wait, _ = limiter.acquire(checks)
+    assert wait == pytest.approx(0.1)
+    clock.advance(0.1)
+    assert limiter.acquire(checks)[1] is not None
+    limiter.block("overall", clock() + 5)
+    assert limiter.delay([("overall", None)]) == pytest.approx(5)
