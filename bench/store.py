@@ -118,7 +118,8 @@ class Corpus:
             "common word": common,
             "rare word": w[20_000],
             "two words": f"{w[150]} {w[400]}",
-            "phrase": f'"{w[2]} {w[5]}"',
+            "phrase": f'"{w[30]} {w[60]}"',
+            "phrase, very common words": f'"{w[2]} {w[5]}"',
             "prefix": (common[:4] if len(common) >= 4 else w[60][:4]) + "*",
         }
 

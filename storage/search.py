@@ -382,9 +382,12 @@ async def _hits(
         f"snippet(posts_fts, 2, '{_MARK_START}', '{_MARK_END}', '…', {SNIPPET_TOKENS}) "
         "AS marked_snippet "
         "FROM posts_fts JOIN posts p ON p.rowid = posts_fts.rowid "
-        f"WHERE posts_fts MATCH ? AND posts_fts.rowid IN ({marks})"
+        # One range for FTS5 to walk (an IN list it would answer by re-running the query per
+        # rowid, which is costly for prefixes); the IN list, unindexed (+), picks the page's rows.
+        f"WHERE posts_fts MATCH ? AND posts_fts.rowid BETWEEN ? AND ? "
+        f"AND +posts_fts.rowid IN ({marks})"
     )
-    async with conn.execute(sql, [match, *rowids]) as cur:
+    async with conn.execute(sql, [match, min(rowids), max(rowids), *rowids]) as cur:
         rows = {int(r["rowid"]): r for r in await cur.fetchall()}
     hits: list[SearchHit] = []
     for score, _, rowid in chosen:
