@@ -188,9 +188,10 @@ class TelegramAdapter(Adapter):
         app = self._build()
         try:
             await self._stack.enter_async_context(app)  # initialize(): getMe checks the token
-        except InvalidToken:
-            raise StartupError(TOKEN_REJECTED) from None
         except TelegramError as exc:
+            await app.bot.shutdown()  # the app only shuts down what finished initializing
+            if isinstance(exc, InvalidToken):
+                raise StartupError(TOKEN_REJECTED) from None
             raise StartupError(f"Telegram is unreachable: {self._scrub(exc.message)}") from None
         self._app = app
         try:
