@@ -3,6 +3,7 @@ handlers, a real SQLite store, the real dispatcher. Updates arrive through getUp
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -243,6 +244,33 @@ async def test_a_wrong_token_is_one_clear_line(fake: FakeTelegram) -> None:
     await adapter.stop()  # harmless after a failed start
 
 
+async def test_webhook_mode_needs_a_secret(fake: FakeTelegram) -> None:
+    adapter = TelegramAdapter(settings_for(fake, webhook_url="https://bot.example/telegram"))
+
+    async def unused(request: Request) -> Reply:
+        raise AssertionError("no command may arrive")
+
+    with pytest.raises(StartupError, match="WEBHOOK_SECRET"):
+        await adapter.start(AdapterContext(handle=unused))
+
+
+async def test_webhook_mode_without_its_extra_is_one_clear_line(fake: FakeTelegram) -> None:
+    if importlib.util.find_spec("tornado") is not None:
+        pytest.skip("python-telegram-bot[webhooks] is installed here")
+    settings = settings_for(
+        fake, webhook_url="https://bot.example/telegram", webhook_secret="s3cret", webhook_port=0
+    )
+    adapter = TelegramAdapter(settings)
+
+    async def unused(request: Request) -> Reply:
+        raise AssertionError("no command may arrive")
+
+    with pytest.raises(StartupError, match="webhook mode is unavailable") as caught:
+        await adapter.start(AdapterContext(handle=unused))
+    assert "s3cret" not in str(caught.value) and fake.token not in str(caught.value)
+    await adapter.stop()
+
+
 # --- who may subscribe -------------------------------------------------------------------------------
 
 
@@ -289,6 +317,24 @@ async def test_a_channel_subscribes_by_a_post_where_the_bot_is_admin(
     assert "Subscribed this chat" in answer.text
     [subscription] = await deps.subscriptions.list(platform="telegram")
     assert subscription.target.kind == "channel"
+
+
+async def test_an_anonymous_group_admin_may_subscribe(
+    fake: FakeTelegram, bot: TelegramAdapter, deps: Deps
+) -> None:
+    fake.chat(GROUP, "supergroup", admins={ADMIN})
+    answer = await ask(fake, GROUP, "/subscribe", anonymous=True)
+    assert "Subscribed this chat" in answer.text
+
+
+async def test_a_channel_where_the_bot_cannot_post_is_not_subscribed(
+    fake: FakeTelegram, bot: TelegramAdapter, deps: Deps
+) -> None:
+    channel = -100778
+    fake.chat(channel, "channel", admins=set())
+    answer = await ask(fake, channel, "/subscribe")
+    assert "Only an admin" in answer.text
+    assert await deps.subscriptions.list(platform="telegram") == []
 
 
 async def test_admin_lists_are_cached_briefly(

@@ -12,12 +12,10 @@ own 429 retries would hide the retry-after the dispatcher needs to see.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import time
 import warnings
-from collections import OrderedDict
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from datetime import timedelta
@@ -28,11 +26,7 @@ from zoneinfo import ZoneInfo
 from telegram import (
     BotCommand,
     Chat,
-    InlineKeyboardButton,
-    InlineKeyboardMarkup,
-    InlineQueryResultArticle,
     InlineQueryResultsButton,
-    InputTextMessageContent,
     LinkPreviewOptions,
     Message,
     Update,
@@ -75,7 +69,14 @@ from bot.adapters.base import (
     TargetMoved,
     TransientError,
 )
-from bot.adapters.telegram_render import MAX_TEXT, render_card, render_reply
+from bot.adapters.telegram_render import (
+    MAX_TEXT,
+    CallbackCommands,
+    inline_article,
+    keyboard,
+    render_card,
+    render_reply,
+)
 from bot.config import TelegramSettings
 from bot.models import Button, Card, ChatKind, Reply, Request, Target
 from handlers import COMMANDS, split_command_line
@@ -90,7 +91,6 @@ UTC_ZONE = ZoneInfo("UTC")
 TOKEN_REJECTED = "Telegram rejected the token (check LIVEDESK_TELEGRAM__TOKEN)"
 COMMAND_NAMES = frozenset({"start", *(c.name for c in COMMANDS)})
 UPDATE_KINDS = ["message", "channel_post", "callback_query", "inline_query"]
-MAX_CALLBACK_BYTES = 64
 INLINE_RESULTS = 50
 INLINE_PAGES = 10
 # BadRequest descriptions that mean the chat is gone for us, not that one message was wrong.
@@ -174,8 +174,7 @@ class TelegramAdapter(Adapter):
         self._context: AdapterContext | None = None
         # chat id → (expiry, its administrators, those of them who may post in a channel)
         self._admins: dict[int, tuple[float, frozenset[int], frozenset[int]]] = {}
-        self._long_callbacks: OrderedDict[str, str] = OrderedDict()
-        self._callback_ids = itertools.count(1)
+        self._callbacks = CallbackCommands()
 
     # --- lifecycle ------------------------------------------------------------------------------------
 
@@ -307,7 +306,7 @@ class TelegramAdapter(Adapter):
         if query is None:
             return
         data = query.data or ""
-        line = self._long_callbacks.get(data) if data.startswith("#") else data
+        line = self._callbacks.command(data)
         message = query.message
         if line is None or message is None:
             await query.answer("This button has expired. Please send the command again.")
@@ -315,7 +314,8 @@ class TelegramAdapter(Adapter):
         await query.answer()
         command, args = split_command_line(line)
         chat = message.chat
-        thread = message.message_thread_id if isinstance(message, Message) else None
+        topic = isinstance(message, Message) and message.is_topic_message
+        thread = message.message_thread_id if topic and isinstance(message, Message) else None
         request = await self._request(chat, query.from_user, None, command, args, thread)
         await self._answer(chat.id, thread, await self._handle(request))
 
@@ -324,15 +324,13 @@ class TelegramAdapter(Adapter):
         query = update.inline_query
         if query is None:
             return
-        text = query.query.strip()
-        target = Target(platform=self.platform, address=str(query.from_user.id), kind="private")
+        text, user = query.query.strip(), query.from_user
+        chat = Chat(user.id, Chat.PRIVATE, username=user.username, first_name=user.first_name)
         command, args = split_command_line(f"search {text}") if text else ("latest", ("20",))
         cards: list[Card] = []
         problem: str | None = None
         for _page in range(INLINE_PAGES):
-            reply = await self._handle(
-                self._neutral(query.from_user, target, ChatKind.PRIVATE, True, command, args)
-            )
+            reply = await self._handle(await self._request(chat, user, None, command, args, None))
             if reply.error and not reply.cards:
                 problem = reply.text
             cards.extend(reply.cards)
@@ -340,25 +338,15 @@ class TelegramAdapter(Adapter):
             if len(cards) >= INLINE_RESULTS or following is None:
                 break
             args = following
-        results = [self._inline_result(i, card) for i, card in enumerate(cards[:INLINE_RESULTS])]
+        results = [
+            inline_article(i, card, self.timezone, self.previews)
+            for i, card in enumerate(cards[:INLINE_RESULTS])
+        ]
         button = None
         if problem or not results:
             label = (problem or "Nothing found").splitlines()[0]
             button = InlineQueryResultsButton(text=label[:64], start_parameter="help")
         await query.answer(results, cache_time=10, is_personal=True, button=button)
-
-    def _inline_result(self, index: int, card: Card) -> InlineQueryResultArticle:
-        plain = card.snippet.plain if card.snippet else " ".join(card.body)
-        return InlineQueryResultArticle(
-            id=f"{index}:{card.post_id}".encode()[:64].decode(errors="ignore"),
-            title=card.title[:256] or "(untitled)",
-            description=plain[:200] or None,
-            input_message_content=InputTextMessageContent(
-                render_card(card.model_copy(update={"snippet": None}), self.timezone),
-                parse_mode=ParseMode.HTML,
-                link_preview_options=self.previews,
-            ),
-        )
 
     async def _request(
         self,
@@ -370,48 +358,27 @@ class TelegramAdapter(Adapter):
         thread: int | None,
     ) -> Request:
         kind = _chat_kind(chat)
-        target = Target(
-            platform=self.platform,
-            address=str(chat.id),
-            thread=str(thread) if thread is not None else None,
-            kind=kind.value,
-        )
-        anonymous_admin = (
-            message is not None
-            and message.sender_chat is not None
-            and (message.sender_chat.id == chat.id)
-        )
         if kind is ChatKind.PRIVATE:
             is_admin = True
-        elif kind is ChatKind.CHANNEL or anonymous_admin:
-            # A channel post's sender is the channel itself: fine while the bot may post there.
-            is_admin = await self._is_admin(chat.id, self._bot().id, posting=True)
+        elif message is not None and message.sender_chat and message.sender_chat.id == chat.id:
+            if kind is ChatKind.CHANNEL:  # a channel post: fine while the bot may post there
+                is_admin = await self._is_admin(chat.id, self._bot().id, posting=True)
+            else:  # a group's anonymous admin, posting as the group itself
+                is_admin = True
         else:
             is_admin = user is not None and await self._is_admin(chat.id, user.id)
-        return self._neutral(user, target, kind, is_admin, command, args, fallback=chat)
-
-    def _neutral(
-        self,
-        user: User | None,
-        target: Target,
-        kind: ChatKind,
-        is_admin: bool,
-        command: str,
-        args: tuple[str, ...],
-        fallback: Chat | None = None,
-    ) -> Request:
-        name: str | None
-        if user is not None:
-            user_id, name = str(user.id), user.username or user.full_name
-        else:
-            user_id, name = target.address, fallback.title if fallback else None
         return Request(
             platform=self.platform,
             command=command,
             args=args,
-            user_id=user_id,
-            user_name=name,
-            target=target,
+            user_id=str(user.id) if user else str(chat.id),
+            user_name=(user.username or user.full_name) if user else chat.title,
+            target=Target(
+                platform=self.platform,
+                address=str(chat.id),
+                thread=str(thread) if thread is not None else None,
+                kind=kind.value,
+            ),
             chat_kind=kind,
             is_admin=is_admin,
         )
@@ -448,7 +415,8 @@ class TelegramAdapter(Adapter):
         """Send a reply; a failure is logged, never raised into PTB."""
         texts = render_reply(reply, self.timezone)
         for number, text in enumerate(texts, start=1):
-            markup = self._keyboard(reply.buttons) if number == len(texts) else None
+            last = number == len(texts)
+            markup = keyboard(reply.buttons, self._callbacks) if last else None
             try:
                 await self._bot().send_message(
                     chat_id,
@@ -461,24 +429,6 @@ class TelegramAdapter(Adapter):
             except TelegramError as exc:
                 log.warning("Telegram: reply to chat %s failed: %s", chat_id, exc.message)
                 return
-
-    def _keyboard(self, buttons: Sequence[Button]) -> InlineKeyboardMarkup | None:
-        if not buttons:
-            return None
-        keys = [
-            InlineKeyboardButton(b.label, callback_data=self._callback(b.command)) for b in buttons
-        ]
-        return InlineKeyboardMarkup([keys[i : i + 3] for i in range(0, len(keys), 3)])
-
-    def _callback(self, command: str) -> str:
-        """callback_data is the command line itself when it fits 64 bytes, else "#id" kept here."""
-        if len(command.encode()) <= MAX_CALLBACK_BYTES and not command.startswith("#"):
-            return command
-        key = f"#{next(self._callback_ids)}"
-        self._long_callbacks[key] = command
-        while len(self._long_callbacks) > 4096:
-            self._long_callbacks.popitem(last=False)
-        return key
 
     async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         log.error("Telegram: handling an update failed", exc_info=context.error)

@@ -1,4 +1,4 @@
-"""Telegram HTML for neutral cards and replies (no SDK here: plain strings in, plain strings out).
+"""Telegram HTML for neutral cards and replies, and the few Telegram objects a reply becomes.
 
 Telegram counts a message's length *after* entity parsing, i.e. the visible text, and rejects unknown or
 unbalanced tags. So a message is built from pieces, each knowing its visible text; when the whole is too
@@ -9,6 +9,8 @@ Lengths are measured in UTF-16 code units, as Telegram's own offsets are: never 
 from __future__ import annotations
 
 import html
+import itertools
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -16,13 +18,23 @@ from html.parser import HTMLParser
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
+from telegram import (
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    InlineQueryResultArticle,
+    InputTextMessageContent,
+    LinkPreviewOptions,
+)
+from telegram.constants import ParseMode
+
 from bot.adapters.text import ELLIPSIS, cut
-from bot.models import Card, Highlighted, Reply
+from bot.models import Button, Card, Highlighted, Reply
 
 MAX_TEXT = 4096
 UPDATED_PREFIX = "✎ Updated: "
 READ_MORE = "Read the full post ›"
 SEPARATOR = "\n\n"
+MAX_CALLBACK_BYTES = 64
 
 
 def visible_length(text: str) -> int:
@@ -266,3 +278,53 @@ def html_to_text(html_text: str) -> str:
     parser.feed(html_text)
     parser.close()
     return "".join(parser.parts)
+
+
+# --- Telegram objects -------------------------------------------------------------------------------
+
+
+class CallbackCommands:
+    """A button's callback_data is its command line when that fits Telegram's 64 bytes; a longer one
+    is kept here (the newest `size`) and the button carries "#id"."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._lines: OrderedDict[str, str] = OrderedDict()
+        self._ids = itertools.count(1)
+
+    def data(self, command: str) -> str:
+        if len(command.encode()) <= MAX_CALLBACK_BYTES and not command.startswith("#"):
+            return command
+        key = f"#{next(self._ids)}"
+        self._lines[key] = command
+        while len(self._lines) > self.size:
+            self._lines.popitem(last=False)
+        return key
+
+    def command(self, data: str) -> str | None:
+        """The command line a button carries; None when it has expired."""
+        return self._lines.get(data) if data.startswith("#") else data
+
+
+def keyboard(buttons: Sequence[Button], callbacks: CallbackCommands) -> InlineKeyboardMarkup | None:
+    if not buttons:
+        return None
+    keys = [InlineKeyboardButton(b.label, callback_data=callbacks.data(b.command)) for b in buttons]
+    return InlineKeyboardMarkup([keys[i : i + 3] for i in range(0, len(keys), 3)])
+
+
+def inline_article(
+    index: int, card: Card, zone: ZoneInfo, previews: LinkPreviewOptions
+) -> InlineQueryResultArticle:
+    """One post offered in inline mode: its title and snippet to pick, the whole card to share."""
+    plain = card.snippet.plain if card.snippet else " ".join(card.body)
+    return InlineQueryResultArticle(
+        id=f"{index}:{card.post_id}".encode()[:64].decode(errors="ignore"),
+        title=card.title[:256] or "(untitled)",
+        description=plain[:200] or None,
+        input_message_content=InputTextMessageContent(
+            render_card(card.model_copy(update={"snippet": None}), zone),
+            parse_mode=ParseMode.HTML,
+            link_preview_options=previews,
+        ),
+    )

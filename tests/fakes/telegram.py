@@ -32,12 +32,37 @@ from typing import Any, Self
 from aiohttp import web
 
 JSON_PARAMETERS = frozenset(
-    ["reply_markup", "commands", "results", "link_preview_options", "allowed_updates", "entities", "scope"]
+    [
+        "reply_markup",
+        "commands",
+        "results",
+        "link_preview_options",
+        "allowed_updates",
+        "entities",
+        "scope",
+    ]
 )
 MAX_TEXT = 4096
 MAX_INLINE_RESULTS = 50
 ALLOWED_TAGS = frozenset(
-    ["b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "a", "code", "pre", "blockquote", "tg-spoiler", "tg-emoji", "span"]
+    [
+        "b",
+        "strong",
+        "i",
+        "em",
+        "u",
+        "ins",
+        "s",
+        "strike",
+        "del",
+        "a",
+        "code",
+        "pre",
+        "blockquote",
+        "tg-spoiler",
+        "tg-emoji",
+        "span",
+    ]
 )
 _BARE_AMP = re.compile(r"&(?!(?:lt|gt|amp|quot|#\d+|#x[0-9a-fA-F]+);)")
 ADMIN_RIGHTS = {
@@ -276,10 +301,17 @@ class FakeTelegram:
         return {"id": user_id, "is_bot": False, "first_name": f"User{user_id}"}
 
     def command(
-        self, chat_id: int, text: str, *, user_id: int | None = None, thread_id: int | None = None
+        self,
+        chat_id: int,
+        text: str,
+        *,
+        user_id: int | None = None,
+        thread_id: int | None = None,
+        anonymous: bool = False,
     ) -> int:
         """A user sends `text` (a "/command args" line) in a chat; a channel post when the chat is a
-        channel (then there is no user: the channel itself is the sender)."""
+        channel (then there is no user: the channel itself is the sender). `anonymous`: a group
+        admin posting as the group (Telegram then names GroupAnonymousBot as the sender)."""
         chat = self._chat_for(chat_id)
         word = text.split(maxsplit=1)[0] if text.strip() else ""
         message: dict[str, Any] = {
@@ -299,6 +331,9 @@ class FakeTelegram:
             message["sender_chat"] = chat.to_json()
             return self._push("channel_post", message)
         message["from"] = self._user(user_id if user_id is not None else chat_id)
+        if anonymous:
+            message["sender_chat"] = chat.to_json()
+            message["from"] = {"id": 1087968824, "is_bot": True, "first_name": "Group"}
         return self._push("message", message)
 
     def press(self, sent: Sent, callback_data: str, *, user_id: int | None = None) -> str:
