@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import aiohttp
 import pytest
 
 from bot.adapters.base import (
@@ -269,6 +271,47 @@ async def test_webhook_mode_without_its_extra_is_one_clear_line(fake: FakeTelegr
         await adapter.start(AdapterContext(handle=unused))
     assert "s3cret" not in str(caught.value) and fake.token not in str(caught.value)
     await adapter.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_webhook_mode_answers_updates_posted_with_the_secret(
+    fake: FakeTelegram, deps: Deps
+) -> None:
+    async def through_handlers(request: Request) -> Reply:
+        return await handle(request, deps)
+
+    port = free_port()
+    adapter = await running(
+        fake,
+        through_handlers,
+        webhook_url="https://bot.example/telegram/hook",
+        webhook_secret="s3cret",
+        webhook_port=port,
+    )
+    try:
+        assert fake.webhook is not None
+        assert fake.webhook["url"] == "https://bot.example/telegram/hook"
+        assert fake.webhook["secret_token"] == "s3cret"
+        fake.command(USER, "/latest 1")
+        [update] = fake.take_updates()
+        hook = f"http://127.0.0.1:{port}/telegram/hook"
+        async with aiohttp.ClientSession() as session:
+            wrong = {"X-Telegram-Bot-Api-Secret-Token": "guess"}
+            async with session.post(hook, json=update, headers=wrong) as response:
+                assert response.status == 403
+            right = {"X-Telegram-Bot-Api-Secret-Token": "s3cret"}
+            async with session.post(hook, json=update, headers=right) as response:
+                assert response.status == 200
+        await fake.wait_for(lambda: bool(fake.messages_in(USER)))
+    finally:
+        await adapter.stop()
+    [answer] = fake.messages_in(USER)
+    assert "Update 11" in answer.text
 
 
 # --- who may subscribe -------------------------------------------------------------------------------

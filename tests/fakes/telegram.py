@@ -224,6 +224,7 @@ class FakeTelegram:
         self.messages: dict[tuple[int, int], Sent] = {}
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.commands: list[dict[str, Any]] = []
+        self.webhook: dict[str, Any] | None = None  # setWebhook's parameters while one is set
         self.callback_answers: list[dict[str, Any]] = []
         self.inline_answers: list[dict[str, Any]] = []
         self.rate_limited = 0
@@ -399,6 +400,8 @@ class FakeTelegram:
         return web.json_response({"ok": True, "result": result})
 
     async def _m_getupdates(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        if self.webhook is not None:
+            raise ApiError(409, "Conflict: can't use getUpdates method while webhook is active")
         offset = int(params.get("offset") or 0)
         timeout = float(params.get("timeout") or 0)
         self._updates = [u for u in self._updates if u["update_id"] >= offset]
@@ -420,10 +423,17 @@ class FakeTelegram:
         }
 
     def _m_deletewebhook(self, params: dict[str, Any]) -> bool:
+        self.webhook = None
         return True
 
     def _m_setwebhook(self, params: dict[str, Any]) -> bool:
+        self.webhook = params
         return True
+
+    def take_updates(self) -> list[dict[str, Any]]:
+        """The pending updates, as Telegram would POST them to a webhook (and no longer queued)."""
+        taken, self._updates = self._updates, []
+        return taken
 
     def _m_setmycommands(self, params: dict[str, Any]) -> bool:
         self.commands = list(params.get("commands") or [])
