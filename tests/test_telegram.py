@@ -246,6 +246,19 @@ async def test_a_wrong_token_is_one_clear_line(fake: FakeTelegram) -> None:
     await adapter.stop()  # harmless after a failed start
 
 
+async def test_an_unreachable_api_is_one_clear_line(fake: FakeTelegram) -> None:
+    closed = free_port()
+    settings = settings_for(fake, base_url=f"http://127.0.0.1:{closed}/bot")
+    adapter = TelegramAdapter(settings)
+
+    async def unused(request: Request) -> Reply:
+        raise AssertionError("no command may arrive")
+
+    with pytest.raises(StartupError, match="Telegram is unreachable") as caught:
+        await adapter.start(AdapterContext(handle=unused))
+    assert fake.token not in str(caught.value) and "\n" not in str(caught.value)
+
+
 async def test_webhook_mode_needs_a_secret(fake: FakeTelegram) -> None:
     adapter = TelegramAdapter(settings_for(fake, webhook_url="https://bot.example/telegram"))
 
