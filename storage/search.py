@@ -8,6 +8,8 @@ SQL or FTS error ever reaches the user.
 Ranking is bm25 with the title weighted above the byline and the body, ties broken by recency. Ranking
 every match of a common word costs ~200 ms at a million posts, so when a query matches more than
 `RANK_WINDOW` posts only the newest `RANK_WINDOW` matches are ranked and `total` becomes a lower bound.
+bm25 still reads each term's whole match list once per query (its IDF), so a phrase of very common
+words stays costly at a million posts; see bench/store.py for the figures.
 """
 
 from __future__ import annotations
