@@ -11,6 +11,7 @@ A webhook URL is a secret: it only ever appears masked (`https://hooks.slack.com
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from email.utils import parsedate_to_datetime
@@ -49,6 +50,8 @@ _GONE = {
     410,
 }  # no_service / action_prohibited / channel_not_found / channel_is_archived
 _REASON_MAX = 200
+_RENDER_CACHE = 256  # rendered payloads kept (cards are frozen, so equal cards render the same)
+_JSON = {"Content-Type": "application/json"}
 
 
 class SlackAdapter(Adapter):
@@ -85,6 +88,7 @@ class SlackAdapter(Adapter):
         self._answer_within = answer_within
         self._session: aiohttp.ClientSession | None = None
         self._commands: SlashCommands | None = None
+        self._rendered: dict[tuple[str, Card], bytes] = {}
 
     @property
     def http_port(self) -> int | None:
@@ -126,9 +130,10 @@ class SlackAdapter(Adapter):
         flavor = target.options.get("flavor", "slack")
         if flavor not in FLAVORS:
             raise PermanentError(f"unknown webhook flavor {flavor!r} for {masked}")
-        payload = render_card(flavor, card, self.zone)
         try:
-            async with self._client().post(url, json=payload) as response:
+            async with self._client().post(
+                url, data=self._payload(flavor, card), headers=_JSON
+            ) as response:
                 status = response.status
                 body = (await response.text(errors="replace")).strip()
                 retry_after = response.headers.get("Retry-After")
@@ -149,6 +154,18 @@ class SlackAdapter(Adapter):
         if status == 408 or status >= 500:
             raise TransientError(f"{masked}: {status} {reason}")
         raise InvalidPayload(f"{masked}: {status} {reason}")
+
+    def _payload(self, flavor: str, card: Card) -> bytes:
+        """The encoded payload; one post fanned out to many hooks is rendered once per flavor."""
+        key = (flavor, card)
+        data = self._rendered.get(key)
+        if data is None:
+            rendered = render_card(flavor, card, self.zone)
+            data = json.dumps(rendered, ensure_ascii=False).encode("utf-8")
+            self._rendered[key] = data
+            if len(self._rendered) > _RENDER_CACHE:
+                del self._rendered[next(iter(self._rendered))]
+        return data
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:

@@ -1,0 +1,270 @@
+"""Webhook fan-out: one post to 1,000 Slack-style webhook subscriptions, beside the raw ceiling and Apprise.
+
+    python -m bench webhooks                 (or python -m bench.webhooks)
+    python -m bench webhooks --hooks 300 --rounds 1
+
+The receiver (tests/fakes/webhooks.py, no rate limit, payloads validated, nothing recorded) runs in a
+separate process (multiprocessing, spawn), so client and server do not share a core. Every figure below
+sends the same Mattermost-flavored alert to the same hooks:
+
+- livedesk: PostStore.import_result commits a post that 1,000 subscriptions match; the clock runs from the
+  end of that commit to the receiver's timestamp of the last delivery, through the real Dispatcher and
+  SlackAdapter (aiohttp, one pooled session) — rendering, outbox claims, group commits included.
+- raw aiohttp: the pre-rendered payload POSTed to each hook from one pooled session, same concurrency: the
+  ceiling of this client on this machine in this run.
+- slack_sdk: AsyncWebhookClient(url, session=shared).send_dict(payload), same concurrency; and with its
+  default of a new session per call (what a naive one-client-per-hook adapter does).
+- apprise: apprise.Apprise() with 1,000 `mmost://127.0.0.1:PORT/TOKEN` URLs and one notify() call (sync).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import multiprocessing
+import socket
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import aiohttp
+import apprise
+from slack_sdk.webhook.async_client import AsyncWebhookClient
+
+from bot.adapters.base import AdapterContext
+from bot.adapters.slack import SlackAdapter
+from bot.adapters.slack_render import render_card
+from bot.cards import card_from_post
+from bot.config import DispatchSettings, SlackSettings
+from bot.dispatcher import Dispatcher
+from bot.models import EditPolicy, ImportResult, Post, Reply, Request, Source, SourceKind, Target
+from storage.db import Database
+from storage.posts import PostStore
+from storage.subscriptions import NewSubscription, SubscriptionStore
+
+CONCURRENCY = 64
+SOURCE = Source(id="bench", title="Bench live", kind=SourceKind.PAGE_TEXT)
+BODY = (
+    "EU foreign ministers agreed a new package of sanctions on Monday, officials said. "
+    "The measures target banks, energy exports and several named individuals. " * 3,
+    "NATO said it would hold further talks later this week.",
+)
+
+
+# --- the receiver, in its own process -------------------------------------------------------------
+
+
+def _serve(port: int, ready: Any) -> None:
+    from tests.fakes.webhooks import WebhookReceiver
+
+    async def run() -> None:
+        receiver = WebhookReceiver(port=port, record=False, validate=True)
+        await receiver.start()
+        ready.set()
+        await asyncio.Event().wait()
+
+    asyncio.run(run())
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def _stats(session: aiohttp.ClientSession, base: str) -> dict[str, Any]:
+    async with session.get(f"{base}/stats") as response:
+        stats: dict[str, Any] = await response.json()
+        return stats
+
+
+# --- the contestants --------------------------------------------------------------------------------
+
+
+def _post(n: int) -> Post:
+    return Post(
+        id=f"alert-{n}",
+        source_id=SOURCE.id,
+        published_at=datetime(2022, 1, 21, 12, 0, tzinfo=UTC) + timedelta(minutes=n),
+        title=f"EU agrees sanctions package #{n}",
+        byline="Bench desk",
+        body=BODY,
+        permalink=f"https://news.example/live#alert-{n}",
+    )
+
+
+async def _unused(request: Request) -> Reply:
+    raise RuntimeError("no commands in the benchmark")
+
+
+async def _livedesk(base: str, urls: Sequence[str], rounds: int) -> list[float]:
+    """Seconds from each import's commit to the last of its deliveries (receiver's clock)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        db = await Database.open(Path(tmp) / "bench.db")
+        adapter = SlackAdapter(SlackSettings(), connections=CONCURRENCY)
+        await adapter.start(AdapterContext(handle=_unused))
+        try:
+            subs = [
+                NewSubscription(
+                    target=Target(
+                        platform="slack",
+                        address=u,
+                        kind="webhook",
+                        options={"flavor": "mattermost"},
+                    ),
+                    created_by="bench",
+                    edit_policy=EditPolicy.FOLLOW_UP,
+                )
+                for u in urls
+            ]
+            await SubscriptionStore(db).add_many(subs)
+            posts = PostStore(db)
+            dispatcher = Dispatcher(
+                db, {"slack": adapter}, DispatchSettings(concurrency=CONCURRENCY)
+            )
+            running = asyncio.create_task(dispatcher.run())
+            times: list[float] = []
+            async with aiohttp.ClientSession() as probe:
+                for n in range(rounds):
+                    if n:  # the same hooks again: let Slack's 1/s per-hook window pass first
+                        await asyncio.sleep(1.1)
+                    before = (await _stats(probe, base))["delivered"]
+                    goal = dispatcher.sent + len(urls)
+                    await posts.import_result(ImportResult(source=SOURCE, posts=(_post(n),)))
+                    committed = time.time()
+                    dispatcher.wake()
+                    while dispatcher.sent < goal:  # noqa: ASYNC110 (a counter, polled)
+                        await asyncio.sleep(0.002)
+                    stats = await _stats(probe, base)
+                    assert stats["delivered"] - before == len(urls), stats
+                    times.append(stats["last"] - committed)
+            await dispatcher.stop()
+            await running
+        finally:
+            await adapter.stop()
+            await db.close()
+    return times
+
+
+async def _bounded(jobs: Sequence[Callable[[], Awaitable[None]]]) -> None:
+    gate = asyncio.Semaphore(CONCURRENCY)
+
+    async def one(job: Callable[[], Awaitable[None]]) -> None:
+        async with gate:
+            await job()
+
+    await asyncio.gather(*(one(j) for j in jobs))
+
+
+async def _raw_aiohttp(urls: Sequence[str], payload: dict[str, Any]) -> float:
+    connector = aiohttp.TCPConnector(limit=CONCURRENCY)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        def job(url: str) -> Callable[[], Awaitable[None]]:
+            async def send() -> None:
+                async with session.post(url, json=payload) as response:
+                    await response.text()
+                    assert response.status == 200
+
+            return send
+
+        started = time.perf_counter()
+        await _bounded([job(u) for u in urls])
+        return time.perf_counter() - started
+
+
+async def _slack_sdk(urls: Sequence[str], payload: dict[str, Any], *, shared: bool) -> float:
+    connector = aiohttp.TCPConnector(limit=CONCURRENCY)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        clients = [AsyncWebhookClient(u, session=session if shared else None) for u in urls]
+
+        def job(client: AsyncWebhookClient) -> Callable[[], Awaitable[None]]:
+            async def send() -> None:
+                response = await client.send_dict(payload)
+                assert response.status_code == 200
+
+            return send
+
+        started = time.perf_counter()
+        await _bounded([job(c) for c in clients])
+        return time.perf_counter() - started
+
+
+def _apprise(port: int, tokens: Sequence[str]) -> float:
+    notifier = apprise.Apprise()
+    for token in tokens:
+        notifier.add(f"mmost://127.0.0.1:{port}/{token}")
+    started = time.perf_counter()
+    ok = notifier.notify(body="\n\n".join(BODY), title="EU agrees sanctions package")
+    elapsed = time.perf_counter() - started
+    assert ok, "apprise reported a failed delivery"
+    return elapsed
+
+
+# --- main -------------------------------------------------------------------------------------------
+
+
+def _row(name: str, seconds: list[float], hooks: int, ceiling: float | None) -> str:
+    best = statistics.median(seconds)
+    ratio = f"{ceiling / best:5.2f}× raw" if ceiling else ""
+    return f"{name:<34} {best * 1000:9.1f} ms  {hooks / best:9.0f} deliveries/s  {ratio}"
+
+
+async def _run(hooks: int, rounds: int, apprise_rounds: int) -> None:
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    context = multiprocessing.get_context("spawn")
+    ready = context.Event()
+    server = context.Process(target=_serve, args=(port, ready), daemon=True)
+    server.start()
+    try:
+        if not ready.wait(30):
+            raise RuntimeError("the webhook receiver did not start")
+        tokens = [f"bench{i:05d}SECRET" for i in range(hooks)]
+        urls = [f"{base}/hooks/{t}" for t in tokens]
+        payload = render_card("mattermost", card_from_post(_post(0)), ZoneInfo("UTC"))
+
+        ours = await _livedesk(base, urls, rounds)
+        raw = [await _raw_aiohttp(urls, payload) for _ in range(rounds)]
+        sdk_shared = [await _slack_sdk(urls, payload, shared=True) for _ in range(rounds)]
+        sdk_fresh = [await _slack_sdk(urls, payload, shared=False) for _ in range(1)]
+        theirs = [await asyncio.to_thread(_apprise, port, tokens) for _ in range(apprise_rounds)]
+    finally:
+        server.terminate()
+        server.join()
+
+    ceiling = statistics.median(raw)
+    print(
+        f"one post → {hooks} Mattermost-style webhooks; receiver in another process; "
+        f"concurrency {CONCURRENCY}; median of {rounds} (apprise: {apprise_rounds})"
+    )
+    print(_row("livedesk: commit → last delivery", ours, hooks, ceiling))
+    print(_row("raw aiohttp, pooled (ceiling)", raw, hooks, ceiling))
+    print(_row("slack_sdk AsyncWebhookClient, shared", sdk_shared, hooks, ceiling))
+    print(_row("slack_sdk, a session per call", sdk_fresh, hooks, ceiling))
+    print(_row("apprise notify() (mmost://)", theirs, hooks, ceiling))
+    ratio = statistics.median(theirs) / statistics.median(ours)
+    print(f"livedesk is {ratio:.1f}× faster than apprise for the same alert to the same hooks")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench webhooks", description=__doc__)
+    parser.add_argument("--hooks", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--apprise-rounds", type=int, default=1)
+    parser.add_argument("--quick", action="store_true", help="300 hooks, one round")
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    if args.quick:
+        args.hooks, args.rounds = 300, 1
+    logging.getLogger("apprise").setLevel(logging.CRITICAL)
+    asyncio.run(_run(args.hooks, args.rounds, args.apprise_rounds))
+
+
+if __name__ == "__main__":
+    main()
