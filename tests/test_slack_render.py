@@ -279,7 +279,12 @@ def test_reply_with_search_hits_renders_compact_cards_and_next_command() -> None
     assert payload["response_type"] == "ephemeral"
     kinds = [b["type"] for b in payload["blocks"]]
     assert kinds == ["section", "section", "context", "divider", "section", "context", "context"]
-    assert "*EU agrees new sanctions*\n… new *sanctions* on" in payload["blocks"][1]["text"]["text"]
+    link = "https://news.example/live/ukraine#p1"
+    assert (
+        payload["blocks"][1]["text"]["text"]
+        == f"*<{link}|EU agrees new sanctions>*\n… new *sanctions* on"
+    )
+    assert payload["blocks"][2]["elements"][0]["text"].endswith("· `/livedesk post p1`")
     assert "`/livedesk search sanctions 2`" in payload["blocks"][-1]["elements"][0]["text"]
     assert slack_problems(payload) == []
 

@@ -220,12 +220,21 @@ def _matched_line(card: Card, escape: Callable[[str], str], bold: Callable[[str]
     return "Matched: " + ", ".join(bold(escape(t)) for t in card.matched_terms)
 
 
-def slack_card_blocks(card: Card, zone: ZoneInfo, *, compact: bool = False) -> list[dict[str, Any]]:
-    """A post as blocks: header (or a bold line when compact), body, context, matched terms, button."""
+def slack_card_blocks(
+    card: Card, zone: ZoneInfo, *, command: str | None = None
+) -> list[dict[str, Any]]:
+    """A post as blocks: header, body, context, matched terms, button.
+
+    With `command` (a slash-command reply) the card is compact: a bold linked title line instead of the
+    header and button, and the command that opens the whole post.
+    """
+    compact = command is not None
     blocks: list[dict[str, Any]] = []
     limit = SLACK_SECTION_MAX
+    link = safe_link(card.url)
     if compact:
-        line = f"*{escape_mrkdwn(cut(_title(card), 300))}*"
+        title = escape_mrkdwn(cut(_title(card), 300))
+        line = f"*<{link}|{title}>*" if link else f"*{title}*"
         limit -= len(line) + 1
     else:
         header = fit(_title(card), SLACK_HEADER_MAX, escape_plain)[0]
@@ -236,12 +245,13 @@ def slack_card_blocks(card: Card, zone: ZoneInfo, *, compact: bool = False) -> l
     if body:
         blocks.append({"type": "section", "text": _mrkdwn(body)})
     parts = [escape_mrkdwn(cut(p, 300)) for p in context_parts(card, zone)]
+    if command is not None:
+        parts.append(f"`{escape_mrkdwn(f'{command} post {card.ref}')}`")
     if parts:
         blocks.append({"type": "context", "elements": [_mrkdwn(" · ".join(parts))]})
     if card.matched_terms:
         matched = _matched_line(card, escape_mrkdwn, _slack_bold)
         blocks.append({"type": "context", "elements": [_mrkdwn(matched[:SLACK_SECTION_MAX])]})
-    link = safe_link(card.url)
     if link and not compact:
         button = {"type": "button", "text": {"type": "plain_text", "text": OPEN_LABEL}, "url": link}
         blocks.append({"type": "actions", "elements": [{**button, "action_id": "open_live_blog"}]})
@@ -363,7 +373,7 @@ def slack_reply(reply: Reply, zone: ZoneInfo, *, command: str = "/livedesk") -> 
             {"type": "section", "text": _mrkdwn((":warning: " if reply.error else "") + shown)}
         )
     for card in reply.cards:
-        blocks.extend(slack_card_blocks(card, zone, compact=True))
+        blocks.extend(slack_card_blocks(card, zone, command=command))
         blocks.append({"type": "divider"})
     if blocks and blocks[-1]["type"] == "divider":
         blocks.pop()
