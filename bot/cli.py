@@ -27,6 +27,7 @@ from rich.table import Table
 from rich.text import Text
 
 from bot.config import ConfigError, Settings, load_settings
+from bot.logs import configure_logging
 from bot.models import (
     EditPolicy,
     EventKind,
@@ -201,7 +202,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         err.print(Text(one_line(str(error)), style="red"), soft_wrap=True)
         return EXIT_BAD_INPUT
-    _configure_logging(args.verbose, _log_level(settings, args.command))
+    configure_logging(
+        "DEBUG" if args.verbose else _log_level(settings, args.command), _secrets(settings)
+    )
     ctx = Ctx(
         settings=settings,
         db_path=args.db or settings.db_path,
@@ -248,13 +251,20 @@ def _log_level(settings: Settings, command: str) -> str:
     return settings.log_level
 
 
-def _configure_logging(verbose: bool, level: str) -> None:
-    root = logging.getLogger()
-    if not root.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root.addHandler(handler)
-    root.setLevel(logging.DEBUG if verbose else level.upper())
+def _secrets(settings: Settings) -> list[str]:
+    """Every configured secret, so that no log line can carry one."""
+    found: list[str] = []
+    if settings.telegram:
+        found.append(settings.telegram.token.get_secret_value())
+        if settings.telegram.webhook_secret:
+            found.append(settings.telegram.webhook_secret.get_secret_value())
+    if settings.discord:
+        found.append(settings.discord.token.get_secret_value())
+    if settings.slack:
+        if settings.slack.signing_secret:
+            found.append(settings.slack.signing_secret.get_secret_value())
+        found.extend(hook.url.get_secret_value() for hook in settings.slack.webhooks)
+    return found
 
 
 @asynccontextmanager

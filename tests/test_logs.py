@@ -1,0 +1,57 @@
+"""No secret reaches a log line, whatever the level."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from bot.logs import RedactSecrets, configure_logging
+
+TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
+
+
+@pytest.mark.parametrize(
+    ("line", "leak"),
+    [
+        (f"POST https://api.telegram.org/bot{TOKEN}/sendMessage", TOKEN),
+        (
+            "posting to https://hooks.slack.com/services/T000/B000/XXXXSECRET",
+            "T000/B000/XXXXSECRET",
+        ),
+        ("bad signature v0=" + "a" * 64, "a" * 64),
+        ("configured secret sekret-signing-key in a message", "sekret-signing-key"),
+    ],
+)
+def test_secrets_are_redacted(line: str, leak: str) -> None:
+    redact = RedactSecrets(["sekret-signing-key"])
+    clean = redact.redact(line)
+    assert leak not in clean
+    assert "[secret]" in clean
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    filters = {h: list(h.filters) for h in handlers}
+    yield
+    root.setLevel(level)
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    for handler, kept in filters.items():
+        handler.filters[:] = kept
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_debug_logging_of_a_library_carries_no_secret(caplog: pytest.LogCaptureFixture) -> None:
+    configure_logging("DEBUG", ["sekret-signing-key"])
+    handler = logging.getLogger().handlers[0]
+    caplog.handler.filters.extend(handler.filters)
+    logging.getLogger("livedesk.test").debug("token %s and key %s", TOKEN, "sekret-signing-key")
+    assert TOKEN not in caplog.text
+    assert "sekret-signing-key" not in caplog.text
+    # SQL parameters (webhook URLs are stored as targets) are never logged at debug level.
+    assert logging.getLogger("aiosqlite").getEffectiveLevel() >= logging.INFO
