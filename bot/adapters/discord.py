@@ -1,0 +1,518 @@
+"""Discord: slash commands answered by the shared handlers, and posts pushed as embeds.
+
+discord.py runs inside our composition root: `start()` logs in (a wrong token is one clear line), syncs the
+slash commands (to `guild_id` when set, else globally) and keeps the gateway connection as a task; `stop()`
+closes it. With `connect_gateway=False` it only logs in: REST only, for push-only deployments and tests
+(interactions are then fed to `client._connection.parse_interaction_create`).
+
+Pushes go through the bot's REST client (`get_partial_messageable(id).send`) or, when a subscription's
+target carries `webhook_id`/`webhook_token` options, through that channel webhook. Every message goes out
+with `AllowedMentions.none()`: an @everyone or a role mention inside a post never pings anyone.
+References are "channel_id:message_id" or "webhook:<webhook id>:<message id>".
+
+`api_base` and `gateway_url` redirect discord.py (process-global class attributes: set at start, restored
+at stop), so the whole bot can run against a local fake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import re
+import warnings
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import aiohttp
+import yarl
+
+from bot.adapters.base import (
+    Adapter,
+    AdapterContext,
+    Capabilities,
+    InvalidPayload,
+    PermanentError,
+    Rate,
+    RateLimited,
+    RateLimits,
+    StartupError,
+    TransientError,
+)
+from bot.config import DiscordSettings
+from bot.models import Button, Card, ChatKind, Reply, Request, Target
+from handlers.base import split_command_line
+
+with warnings.catch_warnings():
+    # discord.py imports the stdlib's deprecated audioop (voice); we use no voice
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import discord
+    from discord import app_commands
+    from discord.gateway import DiscordWebSocket
+    from discord.utils import MISSING
+
+    from bot.adapters.discord_render import render_card, render_reply
+
+log = logging.getLogger(__name__)
+
+UTC = ZoneInfo("UTC")
+NO_MENTIONS = discord.AllowedMentions.none()
+SEND_TIMEOUT = (
+    30.0  # discord.py may wait on a bucket's reset; beyond this the send is retried later
+)
+DEFER_AFTER = (
+    2.0  # Discord allows 3 s for the first answer; a slower handler gets "thinking…" first
+)
+PUBLIC_COMMANDS = frozenset({"subscribe", "unsubscribe"})  # their answers are for the whole channel
+BUTTON_TEMPLATE = r"ld(?P<kind>[:#])(?P<value>.{1,97})"
+MAX_CUSTOM_ID = 100
+UNKNOWN_MESSAGE = 10008
+SourceNames = Callable[[], Awaitable[list[str]]]
+
+
+async def _no_sources() -> list[str]:
+    return []
+
+
+class DiscordAdapter(Adapter):
+    platform = "discord"
+    capabilities = Capabilities(
+        max_text=2000,
+        markup="markdown",
+        can_edit=True,
+        rate_limits=RateLimits(overall=Rate(50, 1), per_target=Rate(5, 5)),
+    )
+
+    def __init__(
+        self,
+        settings: DiscordSettings,
+        *,
+        timezone: ZoneInfo = UTC,
+        source_names: SourceNames | None = None,
+        connect_gateway: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.timezone = timezone
+        self.source_names = source_names or _no_sources
+        self.connect_gateway = connect_gateway
+        self._context: AdapterContext | None = None
+        self._client: discord.Client | None = None
+        self._tree: app_commands.CommandTree[discord.Client] | None = None
+        self._gateway: asyncio.Task[None] | None = None
+        self._webhook_session: aiohttp.ClientSession | None = None
+        self._saved: tuple[str, yarl.URL] | None = None
+        self._long_commands: OrderedDict[str, str] = OrderedDict()  # short id → command line
+        self._buttons = _button_class(self._clicked)
+
+    @property
+    def client(self) -> discord.Client:
+        if self._client is None:
+            raise RuntimeError("the Discord adapter is not started")
+        return self._client
+
+    # --- lifecycle ----------------------------------------------------------------------------------
+
+    async def start(self, context: AdapterContext) -> None:
+        self._context = context
+        self._redirect()
+        intents = discord.Intents.none()
+        intents.guilds = True
+        client_type = discord.AutoShardedClient if self.settings.sharded else discord.Client
+        self._client = client = client_type(intents=intents, allowed_mentions=NO_MENTIONS)
+        self._tree = tree = app_commands.CommandTree(client)
+        for command in self._commands():
+            tree.add_command(command)
+        client.add_dynamic_items(self._buttons)
+        try:
+            await client.login(self.settings.token.get_secret_value())
+        except discord.LoginFailure:
+            raise StartupError(
+                "Discord rejected the token (check LIVEDESK_DISCORD__TOKEN)"
+            ) from None
+        except (aiohttp.ClientError, OSError, discord.HTTPException) as error:
+            raise StartupError(f"cannot reach Discord's API: {error}") from None
+        if self.connect_gateway:
+            await self.sync_commands()
+            self._gateway = asyncio.create_task(self._connect(client), name="discord gateway")
+        log.info("discord: logged in as %s", client.user)
+
+    async def _connect(self, client: discord.Client) -> None:
+        try:
+            await client.connect(reconnect=True)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("discord: the gateway connection ended; slash commands are off")
+
+    async def sync_commands(self) -> None:
+        """Register the slash commands: on the development guild when set (instant), else globally."""
+        tree = self._tree
+        if tree is None:
+            raise RuntimeError("the Discord adapter is not started")
+        if self.settings.guild_id is not None:
+            guild = discord.Object(id=self.settings.guild_id)
+            tree.copy_global_to(guild=guild)
+            synced = await tree.sync(guild=guild)
+        else:
+            synced = await tree.sync()
+        log.info("discord: %d slash commands synced", len(synced))
+
+    async def stop(self) -> None:
+        try:
+            if self._client is not None:
+                await self._client.close()
+            if self._gateway is not None:
+                self._gateway.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._gateway
+            if self._webhook_session is not None:
+                await self._webhook_session.close()
+        finally:
+            self._gateway = self._webhook_session = None
+            self._restore()
+
+    def _redirect(self) -> None:
+        if self._saved is None:
+            self._saved = (discord.http.Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY)
+        if self.settings.api_base:
+            discord.http.Route.BASE = self.settings.api_base.rstrip("/")
+        if self.settings.gateway_url:
+            DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(self.settings.gateway_url)
+
+    def _restore(self) -> None:
+        if self._saved is not None:
+            discord.http.Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY = self._saved
+            self._saved = None
+
+    # --- pushing posts ------------------------------------------------------------------------------
+
+    async def send(self, target: Target, card: Card) -> str:
+        embed = render_card(card, zone=self.timezone)
+        with _delivery_errors():
+            webhook = self._webhook(target)
+            if webhook is not None:
+                sent = await asyncio.wait_for(
+                    webhook.send(
+                        embed=embed,
+                        wait=True,
+                        allowed_mentions=NO_MENTIONS,
+                        thread=discord.Object(int(target.thread)) if target.thread else MISSING,
+                    ),
+                    SEND_TIMEOUT,
+                )
+                return f"webhook:{webhook.id}:{sent.id}"
+            channel = self.client.get_partial_messageable(int(target.thread or target.address))
+            message = await asyncio.wait_for(
+                channel.send(embed=embed, allowed_mentions=NO_MENTIONS), SEND_TIMEOUT
+            )
+            return f"{channel.id}:{message.id}"
+
+    async def edit(self, target: Target, reference: str, card: Card) -> str:
+        embed = render_card(card, zone=self.timezone)
+        parts = reference.split(":")
+        try:
+            with _delivery_errors():
+                if parts[0] == "webhook":
+                    webhook = self._webhook(target)
+                    if webhook is None or str(webhook.id) != parts[1]:
+                        raise InvalidPayload(
+                            "the webhook of that message is no longer this target's"
+                        )
+                    await asyncio.wait_for(
+                        webhook.edit_message(
+                            int(parts[2]),
+                            embed=embed,
+                            allowed_mentions=NO_MENTIONS,
+                            thread=discord.Object(int(target.thread)) if target.thread else MISSING,
+                        ),
+                        SEND_TIMEOUT,
+                    )
+                else:
+                    channel = self.client.get_partial_messageable(int(parts[0]))
+                    message = channel.get_partial_message(int(parts[1]))
+                    await asyncio.wait_for(
+                        message.edit(embed=embed, allowed_mentions=NO_MENTIONS), SEND_TIMEOUT
+                    )
+        except _MessageGone:
+            log.info("discord: message %s was deleted; sending the edit as a new one", reference)
+            return await self.send(target, card)
+        return reference
+
+    def _webhook(self, target: Target) -> discord.Webhook | None:
+        webhook_id, token = target.options.get("webhook_id"), target.options.get("webhook_token")
+        if not webhook_id or not token:
+            return None
+        if self._webhook_session is None:
+            self._webhook_session = aiohttp.ClientSession()
+        return discord.Webhook.partial(int(webhook_id), token, session=self._webhook_session)
+
+    # --- slash commands -----------------------------------------------------------------------------
+
+    def _commands(self) -> list[app_commands.Command[Any, ..., None]]:
+        answer = self._answer
+
+        @app_commands.command(name="latest", description="Show the newest posts")
+        @app_commands.describe(count="How many posts (1-20, default 5)", source="Only this blog")
+        async def latest(
+            interaction: discord.Interaction[discord.Client],
+            count: app_commands.Range[int, 1, 20] | None = None,
+            source: str | None = None,
+        ) -> None:
+            await answer(interaction, "latest", count, source)
+
+        @app_commands.command(name="search", description="Search all posts")
+        @app_commands.describe(query='Words, "a phrase", -excluded', page="Result page")
+        async def search(
+            interaction: discord.Interaction[discord.Client],
+            query: str,
+            page: app_commands.Range[int, 1, 1000] | None = None,
+        ) -> None:
+            await answer(interaction, "search", query, page)
+
+        @app_commands.command(name="post", description="Show one whole post and its edit history")
+        @app_commands.describe(id="The post id shown under each post")
+        async def post(interaction: discord.Interaction[discord.Client], id: str) -> None:
+            await answer(interaction, "post", _quoted(id))
+
+        @app_commands.command(name="subscribe", description="Send new posts to this channel")
+        @app_commands.describe(source="Only this blog", keywords="Only posts matching these words")
+        @app_commands.default_permissions(manage_channels=True)
+        async def subscribe(
+            interaction: discord.Interaction[discord.Client],
+            source: str | None = None,
+            keywords: str | None = None,
+        ) -> None:
+            await answer(interaction, "subscribe", _quoted(source), keywords)
+
+        @app_commands.command(name="unsubscribe", description="Stop sending posts to this channel")
+        @app_commands.describe(which="A subscription id, a blog or keywords; leave out for all")
+        @app_commands.default_permissions(manage_channels=True)
+        async def unsubscribe(
+            interaction: discord.Interaction[discord.Client], which: str | None = None
+        ) -> None:
+            await answer(interaction, "unsubscribe", which)
+
+        @app_commands.command(name="subscriptions", description="List this channel's subscriptions")
+        async def subscriptions(interaction: discord.Interaction[discord.Client]) -> None:
+            await answer(interaction, "subscriptions")
+
+        @app_commands.command(name="sources", description="List the blogs, with post counts")
+        async def sources(interaction: discord.Interaction[discord.Client]) -> None:
+            await answer(interaction, "sources")
+
+        @app_commands.command(name="help", description="What this bot does and how to use it")
+        async def help(interaction: discord.Interaction[discord.Client]) -> None:
+            await answer(interaction, "help")
+
+        latest.autocomplete("source")(self._complete_source)
+        subscribe.autocomplete("source")(self._complete_source)
+        return [latest, search, post, subscribe, unsubscribe, subscriptions, sources, help]
+
+    async def _complete_source(
+        self, interaction: discord.Interaction[discord.Client], current: str
+    ) -> list[app_commands.Choice[str]]:
+        try:
+            names = await self.source_names()
+        except Exception:
+            log.exception("discord: listing the blogs for autocomplete failed")
+            return []
+        typed = current.casefold().strip()
+        found = [n for n in names if typed in n.casefold()][:25]
+        return [app_commands.Choice(name=n[:100], value=n[:100]) for n in found]
+
+    async def _answer(
+        self, interaction: discord.Interaction[discord.Client], command: str, *values: object
+    ) -> None:
+        line = " ".join([command, *(str(v) for v in values if v is not None and str(v).strip())])
+        name, args = split_command_line(line)
+        await self._run(interaction, name, args)
+
+    async def _run(
+        self, interaction: discord.Interaction[discord.Client], command: str, args: tuple[str, ...]
+    ) -> None:
+        """Answer one interaction through the shared handlers; never raises."""
+        if self._context is None:
+            return
+        request = self._request(interaction, command, args)
+        handling = asyncio.ensure_future(self._context.handle(request))
+        try:
+            done, _ = await asyncio.wait({handling}, timeout=DEFER_AFTER)
+            if not done:
+                await interaction.response.defer(
+                    ephemeral=command not in PUBLIC_COMMANDS, thinking=True
+                )
+            reply = await handling
+            await self._reply(interaction, reply)
+        except discord.HTTPException as error:
+            log.warning("discord: could not answer /%s: %s", command, error)
+        except Exception:
+            log.exception("discord: answering /%s failed", command)
+
+    def _request(
+        self, interaction: discord.Interaction[discord.Client], command: str, args: tuple[str, ...]
+    ) -> Request:
+        in_guild = interaction.guild_id is not None
+        permissions = interaction.permissions
+        is_admin = in_guild and (
+            permissions.administrator or permissions.manage_channels or permissions.manage_guild
+        )
+        user = interaction.user
+        return Request(
+            platform=self.platform,
+            command=command,
+            args=args,
+            user_id=str(user.id),
+            user_name=user.display_name,
+            target=Target(
+                platform=self.platform,
+                address=str(interaction.channel_id or user.id),
+                kind="channel" if in_guild else "private",
+            ),
+            chat_kind=ChatKind.GROUP if in_guild else ChatKind.PRIVATE,
+            is_admin=is_admin,
+        )
+
+    async def _reply(self, interaction: discord.Interaction[discord.Client], reply: Reply) -> None:
+        for message in render_reply(reply, zone=self.timezone):
+            view = self._view(message.buttons)
+            content: Any = message.content or MISSING
+            embeds: Any = list(message.embeds) or MISSING
+            if not interaction.response.is_done():
+                await interaction.response.send_message(
+                    content=message.content or None,
+                    embeds=embeds,
+                    view=view,
+                    ephemeral=reply.ephemeral,
+                    allowed_mentions=NO_MENTIONS,
+                )
+            else:
+                await interaction.followup.send(
+                    content=content,
+                    embeds=embeds,
+                    view=view,
+                    ephemeral=reply.ephemeral,
+                    allowed_mentions=NO_MENTIONS,
+                )
+
+    # --- buttons ------------------------------------------------------------------------------------
+
+    def _view(self, buttons: Sequence[Button]) -> Any:
+        if not buttons:
+            return MISSING
+        view = discord.ui.View(timeout=None)
+        for button in buttons:
+            view.add_item(self._buttons(self._custom_id(button.command), button.label))
+        return view
+
+    def _custom_id(self, command: str) -> str:
+        """'ld:<command>' when it fits in Discord's 100 characters, else 'ld#<short id>'."""
+        if len("ld:" + command) <= MAX_CUSTOM_ID and "\n" not in command:
+            return "ld:" + command
+        key = hashlib.sha256(command.encode()).hexdigest()[:16]
+        self._long_commands[key] = command
+        self._long_commands.move_to_end(key)
+        while len(self._long_commands) > 4096:
+            self._long_commands.popitem(last=False)
+        return "ld#" + key
+
+    async def _clicked(
+        self, interaction: discord.Interaction[discord.Client], kind: str, value: str
+    ) -> None:
+        command = value if kind == ":" else self._long_commands.get(value)
+        if command is None:
+            await interaction.response.send_message(
+                "This button has expired. Please send the command again.", ephemeral=True
+            )
+            return
+        name, args = split_command_line(command)
+        await self._run(interaction, name, args)
+
+
+class CommandButton(
+    discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=BUTTON_TEMPLATE
+):
+    """A button whose custom id carries its command ("ld:search sanctions 2") or, when that is too
+    long for Discord's 100 characters, a short id ("ld#<hash>"): clicks work after a restart too."""
+
+    def __init__(self, custom_id: str, label: str = "More") -> None:
+        super().__init__(
+            discord.ui.Button(label=label, custom_id=custom_id, style=discord.ButtonStyle.secondary)
+        )
+        self.custom_id_value = custom_id
+
+    @classmethod
+    async def from_custom_id(
+        cls,
+        interaction: discord.Interaction[discord.Client],
+        item: discord.ui.Item[Any],
+        match: re.Match[str],
+        /,
+    ) -> CommandButton:
+        return cls(match.group(0), getattr(item, "label", None) or "More")
+
+    def parts(self) -> tuple[str, str]:
+        match = re.fullmatch(BUTTON_TEMPLATE, self.custom_id_value)
+        return (match["kind"], match["value"]) if match else (":", "")
+
+
+ClickHandler = Callable[[discord.Interaction[discord.Client], str, str], Awaitable[None]]
+
+
+def _button_class(on_click: ClickHandler) -> type[CommandButton]:
+    """CommandButton answering through one adapter (registered on its client as a dynamic item)."""
+
+    class AdapterButton(CommandButton, template=BUTTON_TEMPLATE):
+        async def callback(self, interaction: discord.Interaction[discord.Client]) -> None:
+            await on_click(interaction, *self.parts())
+
+    return AdapterButton
+
+
+def _quoted(value: str | None) -> str | None:
+    """One argument, even with spaces (a blog called "Kyiv live")."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip().strip('"“”„')
+    return f'"{value}"' if " " in value else value
+
+
+class _MessageGone(Exception):
+    """An edit found its message deleted."""
+
+
+@contextlib.contextmanager
+def _delivery_errors() -> Iterator[None]:
+    """discord.py's errors as the dispatcher's: what to retry, what to wait for, what to give up on."""
+    try:
+        yield
+    except discord.RateLimited as error:
+        raise RateLimited(error.retry_after) from None
+    except discord.NotFound as error:
+        if error.code == UNKNOWN_MESSAGE:
+            raise _MessageGone() from None
+        raise PermanentError(_reason(error)) from None
+    except discord.Forbidden as error:
+        raise PermanentError(_reason(error)) from None
+    except discord.DiscordServerError as error:
+        raise TransientError(_reason(error)) from None
+    except discord.HTTPException as error:
+        if error.status == 429:
+            headers = error.response.headers
+            retry_after = float(headers.get("Retry-After") or 1.0)
+            global_ = headers.get("X-RateLimit-Global") == "true"
+            raise RateLimited(retry_after, global_=global_, message=_reason(error)) from None
+        if error.status >= 500 or error.status in (401, 408):
+            raise TransientError(_reason(error)) from None
+        raise InvalidPayload(_reason(error)) from None
+    except (TimeoutError, aiohttp.ClientError, OSError) as error:
+        raise TransientError(f"Discord unreachable: {error or type(error).__name__}") from None
+
+
+def _reason(error: discord.HTTPException) -> str:
+    """E.g. 'Discord: 404 Unknown Channel (code 10003)'."""
+    text = " ".join((error.text or error.response.reason or "").split())[:300]
+    code = f" (code {error.code})" if error.code else ""
+    return f"Discord: {error.status} {text}{code}"
