@@ -143,6 +143,8 @@ class FakeDiscord:
         self.unknown_channels: set[int] = set()
         self.forbidden_channels: set[int] = set()
         self.webhooks: dict[int, tuple[str, int]] = {}  # id → (token, channel id)
+        # channel id → answers to give instead of the next sends: (status, JSON body, extra headers)
+        self.fail_next: dict[int, list[tuple[int, dict[str, Any], dict[str, str]]]] = {}
         self.rate_limited = 0  # 429 answers given
         self.invalid = 0  # 400 answers given
         self.requests: list[tuple[str, str]] = []
@@ -366,6 +368,9 @@ class FakeDiscord:
         return _json(stored, headers=headers)
 
     def _channel_error(self, channel_id: int, headers: dict[str, str]) -> web.Response | None:
+        if self.fail_next.get(channel_id):
+            status, body, extra = self.fail_next[channel_id].pop(0)
+            return _json(body, status, {**headers, **extra})
         if channel_id in self.unknown_channels:
             return _json({"message": "Unknown Channel", "code": 10003}, 404, headers)
         if channel_id in self.forbidden_channels:
