@@ -391,7 +391,7 @@ class FakeDiscord:
     ) -> web.Response:
         body = await request.json()
         try:
-            _validate(body)
+            validate_message(body)
         except InvalidForm as invalid:
             return self._invalid(invalid, headers)
         message = Message(
@@ -429,7 +429,7 @@ class FakeDiscord:
             return _json({"message": "Unknown Message", "code": 10008}, 404, headers)
         body = await request.json()
         try:
-            _validate(body)
+            validate_message(body, creating=False)
         except InvalidForm as invalid:
             return self._invalid(invalid, headers)
         if "content" in body:
@@ -462,7 +462,7 @@ class FakeDiscord:
         if kind == 4:
             data = body.get("data") or {}
             try:
-                _validate(data)
+                validate_message(data)
             except InvalidForm as invalid:
                 return self._invalid(invalid, {})
             message = Message(
@@ -540,10 +540,12 @@ class FakeDiscord:
 # --- Discord's validation ------------------------------------------------------------------------------
 
 
-def _validate(body: dict[str, Any]) -> None:
+def validate_message(body: dict[str, Any], *, creating: bool = True) -> None:
     """Raise InvalidForm with every limit this message body breaks, as Discord would (code 50035)."""
     errors: list[str] = []
     content = body.get("content") or ""
+    if creating and not (content or body.get("embeds") or body.get("components")):
+        raise InvalidForm(["Cannot send an empty message (code 50006)"])
     if len(content) > MAX_CONTENT:
         errors.append(f"content: Must be {MAX_CONTENT} or fewer in length.")
     embeds = body.get("embeds") or []
