@@ -579,3 +579,33 @@ async def test_the_api_and_gateway_addresses_are_redirected_and_restored(fake: F
         before_api,
         before_gateway,
     ) == (discord.http.Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY)
+
+
+@pytest.mark.parametrize("sharded", [False, True], ids=["client", "auto-sharded"])
+async def test_through_the_gateway_a_slash_command_is_answered(
+    fake: FakeDiscord, deps: Deps, sharded: bool
+) -> None:
+    settings = settings_for(fake, gateway_url=fake.gateway_url, sharded=sharded)
+    adapter = DiscordAdapter(settings, timezone=KYIV)  # connects the gateway, syncs at start
+    await adapter.start(AdapterContext(handle=lambda r: handle(r, deps)))
+    try:
+        assert fake.commands[None]  # synced at start
+        await fake.wait_for(lambda: bool(fake.sessions))
+        data = {
+            "id": "1",
+            "name": "latest",
+            "type": 1,
+            "options": [{"name": "count", "type": 4, "value": 2}],
+        }
+        payload = fake.interaction(2, data, channel_id=CHANNEL, guild_id=GUILD)
+        await fake.dispatch("INTERACTION_CREATE", payload)
+        via = f"interaction:{payload['token']}"
+        await fake.wait_for(lambda: any(m.via == via for m in fake.messages))
+    finally:
+        await adapter.stop()
+    [answer] = [m for m in fake.messages if m.via == via]
+    assert len(answer.embeds) == 2
+    assert fake.identified[0]["intents"] == discord.Intents(guilds=True).value
+    if sharded:
+        assert fake.identified[0]["shard"] == [0, 1]
+    await fake.wait_for(lambda: not fake.sessions)  # the connection was closed at stop

@@ -153,6 +153,9 @@ class FakeDiscord:
         self._global: deque[float] = deque()
         self._interaction_channels: dict[str, int] = {}  # interaction token → channel id
         self._changed = asyncio.Event()
+        self.sessions: list[web.WebSocketResponse] = []  # identified gateway connections
+        self.identified: list[dict[str, Any]] = []  # IDENTIFY payloads received
+        self._sequence = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -164,6 +167,7 @@ class FakeDiscord:
         r.add_get("/api/v10/users/@me", self._me)
         r.add_get("/api/v10/oauth2/applications/@me", self._application)
         r.add_get("/api/v10/gateway/bot", self._gateway)
+        r.add_get("/gateway", self._websocket)
         r.add_post("/api/v10/channels/{channel}/messages", self._send)
         r.add_patch("/api/v10/channels/{channel}/messages/{message}", self._edit)
         r.add_put("/api/v10/applications/{app}/commands", self._sync)
@@ -185,6 +189,15 @@ class FakeDiscord:
     @property
     def api_base(self) -> str:
         return f"http://127.0.0.1:{self.port}/api/v10"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/gateway"
+
+    async def dispatch(self, event: str, data: dict[str, Any]) -> None:
+        """Send a gateway event (e.g. INTERACTION_CREATE) to every identified connection."""
+        for ws in list(self.sessions):
+            await ws.send_json({"op": 0, "t": event, "s": next(self._sequence), "d": data})
 
     # --- what tests use -----------------------------------------------------------------------------
 
@@ -277,7 +290,9 @@ class FakeDiscord:
         self.requests.append((request.method, request.path))
         try:
             if request.headers.get("Authorization") != f"Bot {self.token}" and not (
-                request.path.startswith(("/api/v10/webhooks/", "/api/v10/interactions/"))
+                request.path.startswith(
+                    ("/api/v10/webhooks/", "/api/v10/interactions/", "/gateway")
+                )
             ):
                 return _json({"message": "401: Unauthorized", "code": 0}, status=401)
             response: web.StreamResponse = await handler(request)
@@ -339,10 +354,46 @@ class FakeDiscord:
             }
         )
 
+    async def _websocket(self, request: web.Request) -> web.WebSocketResponse:
+        """Just enough of the gateway: HELLO, IDENTIFY → READY, heartbeats (JSON text frames)."""
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_json({"op": 10, "d": {"heartbeat_interval": 45000}})
+        try:
+            async for frame in ws:
+                message = json.loads(frame.data)
+                if message["op"] == 1:
+                    await ws.send_json({"op": 11, "d": None})
+                elif message["op"] == 2:
+                    identify = message["d"]
+                    if identify.get("token") != self.token:
+                        await ws.close(code=4004, message=b"Authentication failed.")
+                        break
+                    self.identified.append(identify)
+                    ready = {
+                        "v": 10,
+                        "user": _user(BOT_USER_ID, "livedesk", bot=True),
+                        "guilds": [],
+                        "session_id": f"session-{len(self.identified)}",
+                        "resume_gateway_url": self.gateway_url,
+                        "application": {"id": str(APPLICATION_ID), "flags": 0},
+                    }
+                    if "shard" in identify:
+                        ready["shard"] = identify["shard"]
+                    await ws.send_json(
+                        {"op": 0, "t": "READY", "s": next(self._sequence), "d": ready}
+                    )
+                    self.sessions.append(ws)
+                    self._changed.set()
+        finally:
+            if ws in self.sessions:
+                self.sessions.remove(ws)
+        return ws
+
     async def _gateway(self, request: web.Request) -> web.Response:
         return _json(
             {
-                "url": "ws://127.0.0.1:1",
+                "url": self.gateway_url,
                 "shards": 1,
                 "session_start_limit": {
                     "total": 1000,
