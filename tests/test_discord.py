@@ -539,6 +539,16 @@ async def test_send_errors_map_to_what_the_dispatcher_does(
             assert body["message"] in str(raised.value)
 
 
+async def test_an_unreachable_api_is_retried_later_and_a_bad_reference_is_refused(
+    fake: FakeDiscord, bot: DiscordAdapter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(InvalidPayload):
+        await bot.edit(channel_target(CHANNEL), "not-a-reference", card())
+    monkeypatch.setattr(discord.http.Route, "BASE", "http://127.0.0.1:9/api/v10")
+    with pytest.raises(TransientError):
+        await bot.send(channel_target(CHANNEL), card())
+
+
 async def test_an_edit_of_a_deleted_message_sends_it_again(
     fake: FakeDiscord, bot: DiscordAdapter
 ) -> None:

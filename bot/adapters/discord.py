@@ -213,6 +213,10 @@ class DiscordAdapter(Adapter):
     async def edit(self, target: Target, reference: str, card: Card) -> str:
         embed = render_card(card, zone=self.timezone)
         parts = reference.split(":")
+        if not all(p.isdigit() for p in parts[-2:]) or len(parts) != (
+            3 if parts[0] == "webhook" else 2
+        ):
+            raise InvalidPayload(f"not a Discord message reference: {reference!r}")
         try:
             with _delivery_errors():
                 if parts[0] == "webhook":
@@ -338,13 +342,19 @@ class DiscordAdapter(Adapter):
             return
         request = self._request(interaction, command, args)
         handling = asyncio.ensure_future(self._context.handle(request))
+        # if answering fails early, the handler still finishes (a subscription is still made)
+        handling.add_done_callback(lambda task: task.cancelled() or task.exception())
         try:
             done, _ = await asyncio.wait({handling}, timeout=DEFER_AFTER)
             if not done:
                 await interaction.response.defer(
                     ephemeral=command not in PUBLIC_COMMANDS, thinking=True
                 )
-            reply = await handling
+            try:
+                reply = await handling
+            except Exception:
+                log.exception("discord: /%s failed", command)
+                reply = Reply(text="Sorry, something went wrong. Please try again.", error=True)
             await self._reply(interaction, reply)
         except discord.HTTPException as error:
             log.warning("discord: could not answer /%s: %s", command, error)
