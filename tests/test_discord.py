@@ -239,6 +239,10 @@ async def test_latest_shows_the_newest_posts_and_autocompletes_blogs(
     assert [e["title"] for e in answer.embeds] == ["Update 11", "Update 10", "Update 9"]
     assert answer.ephemeral
 
+    first, rest = await slash(fake, bot, "latest", count=20)  # 11 posts: over ten embeds
+    assert [len(first.embeds), len(rest.embeds)] == [10, 1]
+    assert first.ephemeral and rest.ephemeral and fake.invalid == 0
+
     [only] = await slash(fake, bot, "latest", count=1, source="Kyiv live")
     assert [e["title"] for e in only.embeds] == ["Update 11"]
     assert only.embeds[0]["footer"]["text"].startswith("Kyiv live · id kyiv-011")

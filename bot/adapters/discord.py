@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import re
 import warnings
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -43,7 +41,7 @@ from bot.adapters.base import (
     TransientError,
 )
 from bot.config import DiscordSettings
-from bot.models import Button, Card, ChatKind, Reply, Request, Target
+from bot.models import Card, ChatKind, Reply, Request, Target
 from handlers.base import split_command_line
 
 with warnings.catch_warnings():
@@ -54,21 +52,24 @@ with warnings.catch_warnings():
     from discord.gateway import DiscordWebSocket
     from discord.utils import MISSING
 
-    from bot.adapters.discord_render import render_card, render_reply
+    from bot.adapters.discord_render import (
+        ButtonIds,
+        button_class,
+        render_card,
+        render_reply,
+        render_view,
+    )
 
 log = logging.getLogger(__name__)
 
 UTC = ZoneInfo("UTC")
 NO_MENTIONS = discord.AllowedMentions.none()
-SEND_TIMEOUT = (
-    30.0  # discord.py may wait on a bucket's reset; beyond this the send is retried later
-)
-DEFER_AFTER = (
-    2.0  # Discord allows 3 s for the first answer; a slower handler gets "thinking…" first
-)
+# discord.py may wait on a bucket's reset; past this a send is given back to be retried later
+SEND_TIMEOUT = 30.0
+# Discord allows 3 s for the first answer: a slower handler shows "thinking…" first
+DEFER_AFTER = 2.0
+REFERENCE = re.compile(r"(?:webhook:(?P<webhook>[0-9]+)|(?P<channel>[0-9]+)):(?P<message>[0-9]+)")
 PUBLIC_COMMANDS = frozenset({"subscribe", "unsubscribe"})  # their answers are for the whole channel
-BUTTON_TEMPLATE = r"ld(?P<kind>[:#])(?P<value>.{1,97})"
-MAX_CUSTOM_ID = 100
 UNKNOWN_MESSAGE = 10008
 SourceNames = Callable[[], Awaitable[list[str]]]
 
@@ -104,8 +105,8 @@ class DiscordAdapter(Adapter):
         self._gateway: asyncio.Task[None] | None = None
         self._webhook_session: aiohttp.ClientSession | None = None
         self._saved: tuple[str, yarl.URL] | None = None
-        self._long_commands: OrderedDict[str, str] = OrderedDict()  # short id → command line
-        self._buttons = _button_class(self._clicked)
+        self._button_ids = ButtonIds()
+        self._buttons = button_class(self._clicked)
 
     @property
     def client(self) -> discord.Client:
@@ -191,55 +192,40 @@ class DiscordAdapter(Adapter):
 
     async def send(self, target: Target, card: Card) -> str:
         embed = render_card(card, zone=self.timezone)
+        thread = discord.Object(int(target.thread)) if target.thread else MISSING
         with _delivery_errors():
-            webhook = self._webhook(target)
-            if webhook is not None:
-                sent = await asyncio.wait_for(
-                    webhook.send(
-                        embed=embed,
-                        wait=True,
-                        allowed_mentions=NO_MENTIONS,
-                        thread=discord.Object(int(target.thread)) if target.thread else MISSING,
-                    ),
-                    SEND_TIMEOUT,
-                )
-                return f"webhook:{webhook.id}:{sent.id}"
-            channel = self.client.get_partial_messageable(int(target.thread or target.address))
-            message = await asyncio.wait_for(
-                channel.send(embed=embed, allowed_mentions=NO_MENTIONS), SEND_TIMEOUT
-            )
-            return f"{channel.id}:{message.id}"
+            async with asyncio.timeout(SEND_TIMEOUT):
+                if (webhook := self._webhook(target)) is not None:
+                    sent = await webhook.send(
+                        embed=embed, wait=True, allowed_mentions=NO_MENTIONS, thread=thread
+                    )
+                    return f"webhook:{webhook.id}:{sent.id}"
+                channel = self.client.get_partial_messageable(int(target.thread or target.address))
+                message = await channel.send(embed=embed, allowed_mentions=NO_MENTIONS)
+                return f"{channel.id}:{message.id}"
 
     async def edit(self, target: Target, reference: str, card: Card) -> str:
-        embed = render_card(card, zone=self.timezone)
-        parts = reference.split(":")
-        if not all(p.isdigit() for p in parts[-2:]) or len(parts) != (
-            3 if parts[0] == "webhook" else 2
-        ):
+        match = REFERENCE.fullmatch(reference)
+        if match is None:
             raise InvalidPayload(f"not a Discord message reference: {reference!r}")
+        embed = render_card(card, zone=self.timezone)
+        thread = discord.Object(int(target.thread)) if target.thread else MISSING
+        message_id = int(match["message"])
         try:
             with _delivery_errors():
-                if parts[0] == "webhook":
-                    webhook = self._webhook(target)
-                    if webhook is None or str(webhook.id) != parts[1]:
-                        raise InvalidPayload(
-                            "the webhook of that message is no longer this target's"
+                async with asyncio.timeout(SEND_TIMEOUT):
+                    if match["webhook"]:
+                        webhook = self._webhook(target)
+                        if webhook is None or str(webhook.id) != match["webhook"]:
+                            raise InvalidPayload("that message was sent by another webhook")
+                        await webhook.edit_message(
+                            message_id, embed=embed, allowed_mentions=NO_MENTIONS, thread=thread
                         )
-                    await asyncio.wait_for(
-                        webhook.edit_message(
-                            int(parts[2]),
-                            embed=embed,
-                            allowed_mentions=NO_MENTIONS,
-                            thread=discord.Object(int(target.thread)) if target.thread else MISSING,
-                        ),
-                        SEND_TIMEOUT,
-                    )
-                else:
-                    channel = self.client.get_partial_messageable(int(parts[0]))
-                    message = channel.get_partial_message(int(parts[1]))
-                    await asyncio.wait_for(
-                        message.edit(embed=embed, allowed_mentions=NO_MENTIONS), SEND_TIMEOUT
-                    )
+                    else:
+                        channel = self.client.get_partial_messageable(int(match["channel"]))
+                        await channel.get_partial_message(message_id).edit(
+                            embed=embed, allowed_mentions=NO_MENTIONS
+                        )
         except _MessageGone:
             log.info("discord: message %s was deleted; sending the edit as a new one", reference)
             return await self.send(target, card)
@@ -387,51 +373,22 @@ class DiscordAdapter(Adapter):
 
     async def _reply(self, interaction: discord.Interaction[discord.Client], reply: Reply) -> None:
         for message in render_reply(reply, zone=self.timezone):
-            view = self._view(message.buttons)
-            content: Any = message.content or MISSING
-            embeds: Any = list(message.embeds) or MISSING
-            if not interaction.response.is_done():
-                await interaction.response.send_message(
-                    content=message.content or None,
-                    embeds=embeds,
-                    view=view,
-                    ephemeral=reply.ephemeral,
-                    allowed_mentions=NO_MENTIONS,
-                )
-            else:
-                await interaction.followup.send(
-                    content=content,
-                    embeds=embeds,
-                    view=view,
-                    ephemeral=reply.ephemeral,
-                    allowed_mentions=NO_MENTIONS,
-                )
-
-    # --- buttons ------------------------------------------------------------------------------------
-
-    def _view(self, buttons: Sequence[Button]) -> Any:
-        if not buttons:
-            return MISSING
-        view = discord.ui.View(timeout=None)
-        for button in buttons:
-            view.add_item(self._buttons(self._custom_id(button.command), button.label))
-        return view
-
-    def _custom_id(self, command: str) -> str:
-        """'ld:<command>' when it fits in Discord's 100 characters, else 'ld#<short id>'."""
-        if len("ld:" + command) <= MAX_CUSTOM_ID and "\n" not in command:
-            return "ld:" + command
-        key = hashlib.sha256(command.encode()).hexdigest()[:16]
-        self._long_commands[key] = command
-        self._long_commands.move_to_end(key)
-        while len(self._long_commands) > 4096:
-            self._long_commands.popitem(last=False)
-        return "ld#" + key
+            # the first answer is the interaction's response, the rest are follow-ups
+            answer: Any = interaction.response.send_message
+            if interaction.response.is_done():
+                answer = interaction.followup.send
+            await answer(
+                content=message.content or MISSING,
+                embeds=list(message.embeds) or MISSING,
+                view=render_view(message.buttons, self._buttons, self._button_ids) or MISSING,
+                ephemeral=reply.ephemeral,
+                allowed_mentions=NO_MENTIONS,
+            )
 
     async def _clicked(
-        self, interaction: discord.Interaction[discord.Client], kind: str, value: str
+        self, interaction: discord.Interaction[discord.Client], custom_id: str
     ) -> None:
-        command = value if kind == ":" else self._long_commands.get(value)
+        command = self._button_ids.command(custom_id)
         if command is None:
             await interaction.response.send_message(
                 "This button has expired. Please send the command again.", ephemeral=True
@@ -439,46 +396,6 @@ class DiscordAdapter(Adapter):
             return
         name, args = split_command_line(command)
         await self._run(interaction, name, args)
-
-
-class CommandButton(
-    discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=BUTTON_TEMPLATE
-):
-    """A button whose custom id carries its command ("ld:search sanctions 2") or, when that is too
-    long for Discord's 100 characters, a short id ("ld#<hash>"): clicks work after a restart too."""
-
-    def __init__(self, custom_id: str, label: str = "More") -> None:
-        super().__init__(
-            discord.ui.Button(label=label, custom_id=custom_id, style=discord.ButtonStyle.secondary)
-        )
-        self.custom_id_value = custom_id
-
-    @classmethod
-    async def from_custom_id(
-        cls,
-        interaction: discord.Interaction[discord.Client],
-        item: discord.ui.Item[Any],
-        match: re.Match[str],
-        /,
-    ) -> CommandButton:
-        return cls(match.group(0), getattr(item, "label", None) or "More")
-
-    def parts(self) -> tuple[str, str]:
-        match = re.fullmatch(BUTTON_TEMPLATE, self.custom_id_value)
-        return (match["kind"], match["value"]) if match else (":", "")
-
-
-ClickHandler = Callable[[discord.Interaction[discord.Client], str, str], Awaitable[None]]
-
-
-def _button_class(on_click: ClickHandler) -> type[CommandButton]:
-    """CommandButton answering through one adapter (registered on its client as a dynamic item)."""
-
-    class AdapterButton(CommandButton, template=BUTTON_TEMPLATE):
-        async def callback(self, interaction: discord.Interaction[discord.Client]) -> None:
-            await on_click(interaction, *self.parts())
-
-    return AdapterButton
 
 
 def _quoted(value: str | None) -> str | None:

@@ -12,10 +12,14 @@ Mentions in it stay as text; the adapter disables them (`AllowedMentions.none()`
 
 from __future__ import annotations
 
+import hashlib
+import re
 import warnings
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo
 
@@ -217,6 +221,84 @@ def render_reply(reply: Reply, *, zone: ZoneInfo) -> list[Message]:
     last = messages[-1]
     messages[-1] = Message(content=last.content, embeds=last.embeds, buttons=buttons)
     return messages
+
+
+# --- buttons -------------------------------------------------------------------------------------------
+
+BUTTON_TEMPLATE = r"ld(?P<kind>[:#])(?P<value>.{1,97})"
+MAX_CUSTOM_ID = 100
+
+
+class ButtonIds:
+    """Custom ids for command buttons: "ld:<command>" when that fits in Discord's 100 characters
+    (works after a restart too), else "ld#<short id>" for a command remembered here (the latest 4096)."""
+
+    def __init__(self, keep: int = 4096) -> None:
+        self.keep = keep
+        self._long: OrderedDict[str, str] = OrderedDict()
+
+    def custom_id(self, command: str) -> str:
+        if size("ld:" + command) <= MAX_CUSTOM_ID and "\n" not in command:
+            return "ld:" + command
+        key = hashlib.sha256(command.encode()).hexdigest()[:16]
+        self._long[key] = command
+        self._long.move_to_end(key)
+        while len(self._long) > self.keep:
+            self._long.popitem(last=False)
+        return "ld#" + key
+
+    def command(self, custom_id: str) -> str | None:
+        """The command a button runs; None when it was a short id this process no longer knows."""
+        match = re.fullmatch(BUTTON_TEMPLATE, custom_id)
+        if match is None:
+            return None
+        return match["value"] if match["kind"] == ":" else self._long.get(match["value"])
+
+
+class CommandButton(
+    discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=BUTTON_TEMPLATE
+):
+    """A button whose custom id says what to run; discord.py rebuilds it from any click it sees."""
+
+    def __init__(self, custom_id: str, label: str = "More") -> None:
+        super().__init__(
+            discord.ui.Button(label=label, custom_id=custom_id, style=discord.ButtonStyle.secondary)
+        )
+        self.custom_id_value = custom_id
+
+    @classmethod
+    async def from_custom_id(
+        cls,
+        interaction: discord.Interaction[discord.Client],
+        item: discord.ui.Item[Any],
+        match: re.Match[str],
+        /,
+    ) -> CommandButton:
+        return cls(match.group(0), getattr(item, "label", None) or "More")
+
+
+ClickHandler = Callable[[discord.Interaction[discord.Client], str], Awaitable[None]]
+
+
+def button_class(on_click: ClickHandler) -> type[CommandButton]:
+    """CommandButton answering through one adapter (registered on its client as a dynamic item)."""
+
+    class AdapterButton(CommandButton, template=BUTTON_TEMPLATE):
+        async def callback(self, interaction: discord.Interaction[discord.Client]) -> None:
+            await on_click(interaction, self.custom_id_value)
+
+    return AdapterButton
+
+
+def render_view(
+    buttons: Sequence[Button], button_type: type[CommandButton], ids: ButtonIds
+) -> discord.ui.View | None:
+    if not buttons:
+        return None
+    view = discord.ui.View(timeout=None)  # only dynamic items: nothing is kept per message
+    for button in buttons:
+        view.add_item(button_type(ids.custom_id(button.command), button.label))
+    return view
 
 
 def embeds_size(embeds: Sequence[discord.Embed]) -> int:
