@@ -575,6 +575,16 @@ async def test_a_wrong_token_is_one_clear_line(fake: FakeDiscord) -> None:
     await adapter.stop()
     assert str(raised.value) == "Discord rejected the token (check LIVEDESK_DISCORD__TOKEN)"
 
+    unreachable = DiscordAdapter(
+        DiscordSettings.model_validate({"token": "t", "api_base": "http://127.0.0.1:9/api/v10"}),
+        connect_gateway=False,
+    )
+    with pytest.raises(StartupError) as raised:
+        await unreachable.start(AdapterContext(handle=lambda r: handle(r, None)))  # type: ignore[arg-type]
+    await unreachable.stop()
+    assert str(raised.value).startswith("cannot log in to Discord's API:")
+    assert "\n" not in str(raised.value)
+
 
 async def test_the_api_and_gateway_addresses_are_redirected_and_restored(fake: FakeDiscord) -> None:
     before_api, before_gateway = discord.http.Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY

@@ -134,9 +134,13 @@ class DiscordAdapter(Adapter):
                 "Discord rejected the token (check LIVEDESK_DISCORD__TOKEN)"
             ) from None
         except (aiohttp.ClientError, OSError, discord.HTTPException) as error:
-            raise StartupError(f"cannot reach Discord's API: {error}") from None
+            raise StartupError(f"cannot log in to Discord's API: {error}") from None
         if self.connect_gateway:
-            await self.sync_commands()
+            try:
+                await self.sync_commands()
+            except (aiohttp.ClientError, OSError, discord.HTTPException) as error:
+                # pushes still work; the commands Discord already has stay as they were
+                log.error("discord: slash commands could not be synced: %s", error)
             self._gateway = asyncio.create_task(self._connect(client), name="discord gateway")
         log.info("discord: logged in as %s", client.user)
 
