@@ -223,14 +223,19 @@ class App:
         return adapters
 
     def _adapter_options(self, factory: Callable[..., Adapter]) -> dict[str, Any]:
-        """timezone for every adapter; the shared HTTP address for those that serve endpoints."""
+        """timezone for every adapter; the shared HTTP address and the blog names to those that take them."""
         offered: dict[str, Any] = {
             "http_host": self.settings.http_host,
             "http_port": self.settings.http_port,
+            "source_names": self._source_names,
         }
         accepted = inspect.signature(factory).parameters
         options = {name: value for name, value in offered.items() if name in accepted}
         return {"timezone": self.settings.zone, **options}
+
+    async def _source_names(self) -> list[str]:
+        """Blog titles, for adapters that offer them as choices (Discord's autocomplete)."""
+        return [source.title for source in await self.posts.all_sources()]
 
     async def _start_adapter(self, adapter: Adapter, context: AdapterContext) -> None:
         try:

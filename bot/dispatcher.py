@@ -59,6 +59,7 @@ from storage.subscriptions import (
     OutboxResults,
     PendingDelivery,
     PostForCard,
+    SentRef,
 )
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,10 @@ class Dispatcher:
         self._settling: set[int] = set()
         self._results = OutboxResults()
         self._result_ids: list[int] = []
+        # Messages sent but not yet committed, by (subscription, post): an edit that follows at once
+        # must see them, or it would send the post a second time.
+        self._unrecorded: dict[tuple[int, int], SentRef] = {}
+        self._unrecorded_keys: list[tuple[int, int]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._watermark = 0
         self._seq = count()
@@ -485,7 +490,9 @@ class Dispatcher:
             if job.edit_policy == EditPolicy.IGNORE:
                 self._record_skip(job.id, "edit policy: ignore")
                 return False
-            last = await self.outbox.last_sent(job.subscription_id, job.post_rowid)
+            last = self._unrecorded.get(
+                (job.subscription_id, job.post_rowid)
+            ) or await self.outbox.last_sent(job.subscription_id, job.post_rowid)
             if last is not None and last.version >= post.version:
                 self._record_skip(job.id, "already sent this version")
                 return False
@@ -566,6 +573,8 @@ class Dispatcher:
             return self._retry(item, job, f"{type(exc).__name__}: {exc}", None)
         self.sent += 1
         self._results.sent.append((job.id, reference, post.version, to_db_time(utc_now())))
+        self._unrecorded[(job.subscription_id, job.post_rowid)] = SentRef(reference, post.version)
+        self._unrecorded_keys.append((job.subscription_id, job.post_rowid))
         self._settle(job.id)
         return False
 
@@ -672,19 +681,22 @@ class Dispatcher:
         self._flush_needed.clear()
         if not len(self._results):
             return
-        results, ids = self._results, self._result_ids
-        self._results, self._result_ids = OutboxResults(), []
+        results, ids, sent_keys = self._results, self._result_ids, self._unrecorded_keys
+        self._results, self._result_ids, self._unrecorded_keys = OutboxResults(), [], []
         self._flushing += 1
         try:
             async with self._io_lock:
                 await self.outbox.record(results)
                 self._settling.difference_update(ids)
+                for key in sent_keys:  # in the database now
+                    self._unrecorded.pop(key, None)
                 if results.moves or results.disable:
                     self._resync_needed = True
         except Exception:
             log.exception("could not record %d delivery outcomes; will try again", len(results))
             _merge(self._results, results)
             self._result_ids.extend(ids)
+            self._unrecorded_keys.extend(sent_keys)
             self._flush_needed.set()
             await asyncio.sleep(0.5)
         finally:
