@@ -94,7 +94,7 @@ def post_from_row(row: Any) -> Post:
         background=row["background"],
         permalink=row["permalink"],
         version=row["version"],
-        number=row["rowid"] if "rowid" in row.keys() else None,
+        number=row["rowid"] if "rowid" in row.keys() else None,  # noqa: SIM118 (Row iterates values)
     )
 
 
