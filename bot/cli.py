@@ -354,6 +354,11 @@ def _print_import_report(ctx: Ctx, console: Console, report: dict[str, Any]) -> 
 # --- reading -------------------------------------------------------------------------------------------
 
 
+def post_ref(post: Post) -> str:
+    """What to type after `livedesk post` (or `/post` in a chat): the post's short number."""
+    return str(post.number) if post.number is not None else post.id
+
+
 def post_json(post: Post) -> dict[str, Any]:
     return post.model_dump(mode="json")
 
@@ -374,13 +379,13 @@ async def cmd_latest(ctx: Ctx, args: argparse.Namespace) -> int:
         return EXIT_OK
     several = len({p.source_id for p in found}) > 1
     table = Table(title="Latest posts", title_justify="left")
+    table.add_column("#", justify="right", no_wrap=True)
     table.add_column("published", no_wrap=True)
-    table.add_column("post (id below)", overflow="fold")
+    table.add_column("post", overflow="fold")
     if several:
         table.add_column("blog", max_width=30)
     for post in found:
-        cell = Text(post.title) + Text(f"\n{post.id}", style="dim")
-        row: list[str | Text] = [ctx.when(post.published_at), cell]
+        row: list[str | Text] = [post_ref(post), ctx.when(post.published_at), Text(post.title)]
         if several:
             row.append(Text(titles.get(post.source_id, post.source_id)))
         table.add_row(*row)
@@ -443,7 +448,7 @@ async def cmd_search(ctx: Ctx, args: argparse.Namespace) -> int:
         ctx.out.print()
         ctx.out.print(Text(f"{number}. ", style="bold") + highlighted_text(hit.title))
         ctx.out.print(
-            Text(f"   {ctx.when(hit.post.published_at)} · {hit.post.id}", style="dim"),
+            Text(f"   {ctx.when(hit.post.published_at)} · #{post_ref(hit.post)}", style="dim"),
             soft_wrap=True,
         )
         ctx.out.print(Text("   ") + highlighted_text(hit.snippet, flat=True))
@@ -518,7 +523,7 @@ def _version_json(versions: list[PostVersion], index: int) -> dict[str, Any]:
 def _print_post(ctx: Ctx, post: Post, source_title: str) -> None:
     out = ctx.out
     out.print(Text(post.title, style="bold"))
-    meta = f"{ctx.when(post.published_at)} · {source_title} · {post.id}"
+    meta = f"{ctx.when(post.published_at)} · {source_title} · #{post_ref(post)} · {post.id}"
     if post.updated_at:
         meta += f" · updated {ctx.when(post.updated_at)}"
     if post.version > 1:
