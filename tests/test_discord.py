@@ -245,7 +245,7 @@ async def test_latest_shows_the_newest_posts_and_autocompletes_blogs(
 
     [only] = await slash(fake, bot, "latest", count=1, source="Kyiv live")
     assert [e["title"] for e in only.embeds] == ["Update 11"]
-    assert only.embeds[0]["footer"]["text"].startswith("Kyiv live · id kyiv-011")
+    assert only.embeds[0]["footer"]["text"].startswith("Kyiv live · /post 11")  # its short number
 
     data = {
         "id": "1",

@@ -121,7 +121,7 @@ def test_a_short_post_shows_everything() -> None:
     assert embed.url == URL
     assert embed.description == "Blinken meets Lavrov."
     assert embed.author.name == "Jane Doe · Kyiv"
-    assert embed.footer.text == "Kyiv live · id p1 · edited 21 Jan 15:05 EET"
+    assert embed.footer.text == "Kyiv live · /post p1 · edited 21 Jan 15:05 EET"
     assert embed.timestamp == T0
     fields = {f.name: f.value for f in embed.fields}
     assert fields["Some background"] == "Talks began in December."

@@ -145,12 +145,12 @@ def render_card(card: Card, *, zone: ZoneInfo, budget: int = MAX_TOTAL) -> disco
         colour=UPDATED_COLOUR if card.is_update else NEW_COLOUR,
     )
     author = fit(
-        " · ".join(p for p in (card.byline, card.location) if p),
+        " · ".join(p for p in (card.byline, _location(card)) if p),
         min(MAX_AUTHOR, max(budget // 8, 20)),
     )
     if author:
         embed.set_author(name=author)
-    parts = [card.source_title or "", f"id {card.post_id}"]
+    parts = [card.source_title or "", f"/post {card.ref}"]
     if card.updated_at is not None:
         parts.append("edited " + format_time(card.updated_at, zone))
     footer = fit(" · ".join(p for p in parts if p), min(MAX_FOOTER, budget // 5))
@@ -304,3 +304,8 @@ def render_view(
 def embeds_size(embeds: Sequence[discord.Embed]) -> int:
     """What Discord counts against the 6000 limit of one message."""
     return sum(len(e) for e in embeds)
+
+
+def _location(card: Card) -> str | None:
+    """The place, unless the byline already names it ("From Ana Diaz in Kyiv")."""
+    return card.location if card.location and card.location not in (card.byline or "") else None

@@ -136,7 +136,8 @@ def _meta_line(card: Card, zone: ZoneInfo) -> str:
     parts = [format_time(card.published_at, zone)]
     if card.updated_at and card.updated_at != card.published_at:
         parts.append(f"updated {format_time(card.updated_at, zone)}")
-    parts += [p for p in (card.byline, card.location, card.source_title) if p]
+    location = card.location if card.location and card.location not in (card.byline or "") else None
+    parts += [p for p in (card.byline, location, card.source_title) if p]
     return " · ".join(parts)
 
 
@@ -207,7 +208,7 @@ def render_hit(card: Card, zone: ZoneInfo) -> str:
     """A search result: bold linked title, time line, and the snippet with its matches in bold."""
     pieces = [
         _title_piece(card),
-        _Piece(text=_meta_line(card, zone), before="<i>", after="</i>"),
+        _Piece(text=f"{_meta_line(card, zone)} · /post {card.ref}", before="<i>", after="</i>"),
     ]
     head, _ = _join(pieces)
     if card.snippet and card.snippet.plain.strip():
