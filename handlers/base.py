@@ -84,8 +84,8 @@ COMMANDS: tuple[CommandInfo, ...] = (
     CommandInfo(
         "post",
         "Show one whole post and its edit history",
-        "post <id>",
-        (ArgInfo("id", "The post id shown under each post", required=True),),
+        "post <number>",
+        (ArgInfo("id", "The number shown with each post (or its full id)", required=True),),
     ),
     CommandInfo(
         "subscribe",

@@ -56,12 +56,12 @@ async def _latest(request: Request, deps: Deps) -> Reply:
 
 async def _post(request: Request, deps: Deps) -> Reply:
     if not request.args:
-        raise UserError("Which post? Send /post <id>, with the id shown under each post.")
+        raise UserError("Which post? Send /post <number>, with the number shown with each post.")
     post_id = request.args[0].strip('"“”')
     post = await deps.posts.get(post_id)
     if post is None:
         raise UserError(
-            f"I can't find a post with id {quote(post_id)}. The id is shown under each post."
+            f"I can't find a post with id {quote(post_id)}. The number is shown with each post."
         )
     history = await deps.posts.history(post.id)
     titles = await _source_titles(deps)

@@ -214,7 +214,7 @@ async def test_post_unknown_or_missing_id(deps: Deps) -> None:
     missing = await ask(deps, "/post nope")
     assert missing.error and "nope" in missing.text
     bare = await ask(deps, "/post")
-    assert bare.error and "/post <id>" in bare.text
+    assert bare.error and "/post <number>" in bare.text
 
 
 # --- search ----------------------------------------------------------------------------------------
