@@ -140,7 +140,7 @@ class HttpAdapter(Adapter):
 
 
 async def _noop(request: Any) -> Any:
-    raise NotImplementedError
+    raise AssertionError("the benchmark sends no commands")
 
 
 def serve(port: int) -> None:
