@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import importlib
 import inspect
 import logging
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AsyncExitStack
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -135,6 +137,7 @@ class App:
         from storage.subscriptions import SubscriptionStore
 
         settings = self.settings
+        stack.enter_context(_run_lock(settings.db_path))
         self.db = db = await Database.open(settings.db_path)
         stack.push_async_callback(db.close)
         self.posts = PostStore(db)
@@ -300,3 +303,22 @@ async def _cancel(task: asyncio.Task[Any]) -> None:
 def run_app(settings: Settings, *, once: bool = False) -> int:
     """`livedesk run`: the app on a fresh event loop; the exit code."""
     return asyncio.run(App(settings, once=once).run())
+
+
+@contextlib.contextmanager
+def _run_lock(db_path: Path) -> Iterator[None]:
+    """One running Livedesk per database: its dispatcher keeps claims in memory, so a second one
+    would send every post twice. `livedesk import` and the other commands need no lock."""
+    lock_path = db_path.with_name(db_path.name + ".run-lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StartupError(
+                f"another `livedesk run` is already using {db_path}; stop it first"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

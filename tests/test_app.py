@@ -175,3 +175,24 @@ async def test_configured_webhooks_and_sources_deliver_with_run_once(tmp_path: P
     assert "Council approves the tram line" in text
     assert "Cyclists ask for protected lanes" in text
     assert "Shop owners" not in text
+
+
+async def test_a_second_run_on_the_same_database_is_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db_path = tmp_path / "run.db"
+    adapter = SlowAdapter(delay=0.0)
+    first = App(load_settings(db_path=db_path, demo=False), prompt=False, extra_adapters=[adapter])
+    running = asyncio.create_task(first.run())
+    await asyncio.wait_for(first.started.wait(), 10)
+
+    second = App(load_settings(db_path=db_path, demo=False), prompt=False)
+    assert await second.run() == 1  # it would send every post a second time
+    error = capsys.readouterr().err
+    assert "another `livedesk run` is already using" in error and "Traceback" not in error
+
+    first.stop()
+    assert await asyncio.wait_for(running, 15) == 0
+    # Once the first has stopped, the database is free again.
+    third = App(load_settings(db_path=db_path, demo=False), prompt=False, once=True)
+    assert await third.run() == 0
