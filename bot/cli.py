@@ -288,6 +288,9 @@ async def resolve_source(posts: PostStore, text: str | None) -> str | None:
 # --- import --------------------------------------------------------------------------------------------
 
 
+BIG_DOCUMENT = 5_000  # posts: a feed this big gets its own progress bar while it is stored
+
+
 async def cmd_import(ctx: Ctx, args: argparse.Namespace) -> int:
     from bot.sources import SourceError, load
 
@@ -313,11 +316,25 @@ async def cmd_import(ctx: Ctx, args: argparse.Namespace) -> int:
                     if fetched is None:  # cannot happen without an etag; be safe
                         report.update(created=0, updated=0, warnings=[], source=None)
                     else:
+                        storing = None
+                        if len(fetched.result.posts) >= BIG_DOCUMENT:
+                            storing = progress.add_task(
+                                f"storing {len(fetched.result.posts):,} posts",
+                                total=len(fetched.result.posts),
+                            )
+
+                        def stored(done: int, total: int, bar: Any = storing) -> None:
+                            if bar is not None:
+                                progress.update(bar, completed=done, total=total)
+
                         events = await posts.import_result(
                             fetched.result,
                             location=location,
                             fetch_state=FetchState(fetched.etag, fetched.last_modified),
+                            on_progress=stored,
                         )
+                        if storing is not None:
+                            progress.remove_task(storing)
                         report.update(
                             source=fetched.result.source.id,
                             posts=len(fetched.result.posts),

@@ -9,7 +9,7 @@ crash can neither lose nor invent a notification.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +27,9 @@ from storage.models import (
     Source,
     SourceKind,
 )
+
+ProgressCallback = Callable[[int, int], None]
+PROGRESS_CHUNK = 2_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,13 +119,16 @@ class PostStore:
         *,
         location: str | None = None,
         fetch_state: FetchState | None = None,
+        on_progress: ProgressCallback | None = None,
     ) -> list[PostEvent]:
-        """Store one imported document in one transaction; return only what was created or edited."""
+        """Store one imported document in one transaction; return only what was created or edited.
+
+        `on_progress(stored, total)` is called as new posts are written (in chunks, for big feeds)."""
         # Deliveries go out in publication order, so record events in that order too.
         posts = sorted(result.posts, key=lambda p: (p.published_at, p.id))
         async with self.db.write() as conn:
             await _upsert_source(conn, result.source, location, fetch_state)
-            changes = await _upsert_posts(conn, posts)
+            changes = await _upsert_posts(conn, posts, on_progress)
             if changes:
                 # Imported here, not at module top: subscriptions imports this module for its types.
                 from storage.subscriptions import enqueue_for_changes
@@ -295,7 +301,11 @@ async def _upsert_source(
     )
 
 
-async def _upsert_posts(conn: aiosqlite.Connection, posts: Sequence[Post]) -> list[PostChange]:
+async def _upsert_posts(
+    conn: aiosqlite.Connection,
+    posts: Sequence[Post],
+    on_progress: ProgressCallback | None = None,
+) -> list[PostChange]:
     if not posts:
         return []
     existing: dict[str, tuple[int, str, int]] = {}
@@ -347,12 +357,16 @@ async def _upsert_posts(conn: aiosqlite.Connection, posts: Sequence[Post]) -> li
         )
 
     if new_rows:
-        await conn.executemany(
-            "INSERT INTO posts (id, source_id, published_at, updated_at, title, byline, authors, "
-            "location, body, images, background, permalink, content_hash, version, recorded_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            new_rows,
-        )
+        # In chunks, inside the one transaction, so a long import can show its progress.
+        for start in range(0, len(new_rows), PROGRESS_CHUNK):
+            await conn.executemany(
+                "INSERT INTO posts (id, source_id, published_at, updated_at, title, byline, authors, "
+                "location, body, images, background, permalink, content_hash, version, recorded_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                new_rows[start : start + PROGRESS_CHUNK],
+            )
+            if on_progress is not None:
+                on_progress(min(start + PROGRESS_CHUNK, len(new_rows)), len(new_rows))
         rowids: dict[str, int] = {}
         new_ids = [p.id for p in new_posts]
         for start in range(0, len(new_ids), 500):

@@ -108,3 +108,16 @@ async def test_one_megabyte_body_is_stored_whole(store: PostStore) -> None:
     assert post is not None
     assert len(post.body[0]) == len(paragraph.strip() + " needle")
     assert [h.post.id for h in (await search(store.db, "needle")).hits] == ["post-1"]
+
+
+async def test_a_big_import_reports_its_progress_and_stays_one_transaction(
+    store: PostStore,
+) -> None:
+    seen: list[tuple[int, int]] = []
+    posts = [_post(n, minutes=n) for n in range(1, 4_502)]
+    events = await store.import_result(
+        _doc(*posts), on_progress=lambda done, total: seen.append((done, total))
+    )
+    assert len(events) == 4_501
+    assert seen == [(2_000, 4_501), (4_000, 4_501), (4_501, 4_501)]
+    assert await store.count() == 4_501
