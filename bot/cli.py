@@ -37,7 +37,7 @@ from bot.models import (
     Subscription,
     SubscriptionState,
 )
-from bot.targets import FLAVORS, PLATFORMS, mask_address, operator_target
+from bot.targets import FLAVORS, PLATFORMS, mask_address, operator_target, public_options
 from storage.db import Database
 from storage.posts import FetchState, PostStore
 
@@ -153,6 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", help="only this blog (id or title)")
     p.add_argument("--thread", help="topic / thread id")
     p.add_argument("--flavor", choices=FLAVORS, help="webhook dialect (slack platform)")
+    p.add_argument(
+        "--webhook",
+        metavar="URL",
+        help="discord: post through this channel webhook instead of the bot (a secret)",
+    )
     p.add_argument(
         "--edit-policy",
         choices=[e.value for e in EditPolicy],
@@ -678,7 +683,7 @@ def subscription_json(sub: Subscription) -> dict[str, Any]:
         "target": mask_address(sub.target),
         "thread": sub.target.thread,
         "kind": sub.target.kind,
-        "options": sub.target.options,
+        "options": public_options(sub.target),
         "source_id": sub.source_id,
         "keywords": sub.query,
         "edit_policy": sub.edit_policy.value,
@@ -740,7 +745,11 @@ async def cmd_subscribe(ctx: Ctx, args: argparse.Namespace) -> int:
                 (existing if sub.id in before else created).append(sub)
         else:
             target = operator_target(
-                args.platform, args.target, thread=args.thread, flavor=args.flavor
+                args.platform,
+                args.target,
+                thread=args.thread,
+                flavor=args.flavor,
+                webhook=args.webhook,
             )
             sub, is_new = await store.add(
                 target,

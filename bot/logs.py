@@ -13,6 +13,7 @@ _SECRET_PATTERNS = (
     re.compile(r"[A-Za-z0-9_-]{24,}\.[A-Za-z0-9_-]{6}\.[A-Za-z0-9_-]{27,}"),
     re.compile(r"(hooks\.slack\.com/services/)[^\s'\"]+"),
     re.compile(r"(/hooks/)[A-Za-z0-9]{8,}"),
+    re.compile(r"(/webhooks/[0-9]+/)[A-Za-z0-9_-]{20,}"),
     re.compile(r"(v0=)[0-9a-f]{64}"),
 )
 # Loggers that print request URLs or SQL parameters (webhook URLs are stored as subscription targets).

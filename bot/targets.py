@@ -17,18 +17,32 @@ _DISCORD_SNOWFLAKE = re.compile(r"[0-9]{15,21}")
 
 
 def operator_target(
-    platform: str, address: str, *, thread: str | None = None, flavor: str | None = None
+    platform: str,
+    address: str,
+    *,
+    thread: str | None = None,
+    flavor: str | None = None,
+    webhook: str | None = None,
 ) -> Target:
-    """A delivery target from what an operator typed; ValueError (one line) when it cannot be one."""
+    """A delivery target from what an operator typed; ValueError (one line) when it cannot be one.
+
+    `webhook` (Discord only) is a channel webhook URL to post through instead of the bot."""
     platform = platform.strip().lower()
     address = address.strip()
     thread = thread.strip() if thread else None
     if flavor is not None and platform != "slack":
         raise ValueError("--flavor applies to slack-style webhooks only")
+    if webhook is not None and platform != "discord":
+        raise ValueError("--webhook applies to Discord channels only")
     if platform == "telegram":
         return _telegram(address, thread)
     if platform == "discord":
-        return _discord(address, thread)
+        target = _discord(address, thread)
+        if webhook is not None:
+            webhook_id, token = _discord_webhook(webhook)
+            options = {"webhook_id": webhook_id, "webhook_token": token}
+            target = target.model_copy(update={"options": options})
+        return target
     if platform == "slack":
         return _slack(address, thread, flavor)
     if platform == "terminal":
@@ -66,6 +80,25 @@ def _discord(address: str, thread: str | None) -> Target:
     if thread is not None and not _DISCORD_SNOWFLAKE.fullmatch(thread):
         raise ValueError(f"a Discord thread is a numeric thread id, not {thread!r}")
     return Target(platform="discord", address=address, thread=thread, kind="channel")
+
+
+_DISCORD_WEBHOOK = re.compile(
+    r"https://(?:(?:ptb|canary)\.)?discord(?:app)?\.com/api(?:/v\d+)?/webhooks/"
+    r"([0-9]{15,21})/([A-Za-z0-9_-]{20,100})/?"
+)
+
+
+def _discord_webhook(url: str) -> tuple[str, str]:
+    found = _DISCORD_WEBHOOK.fullmatch(url.strip())
+    if found is None:
+        # Never echo it: the token is in the URL.
+        raise ValueError("a Discord webhook is https://discord.com/api/webhooks/<id>/<token>")
+    return found.group(1), found.group(2)
+
+
+def public_options(target: Target) -> dict[str, str]:
+    """The target's options without secrets (a Discord webhook token)."""
+    return {k: ("…" if k.endswith("token") else v) for k, v in target.options.items()}
 
 
 def _slack(address: str, thread: str | None, flavor: str | None) -> Target:

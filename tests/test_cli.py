@@ -213,6 +213,29 @@ def test_subscribe_and_list_masks_webhook_urls(
     assert "SECRETTOKEN" not in out
 
 
+def test_a_discord_channel_can_be_served_through_its_webhook(
+    capsys: pytest.CaptureFixture[str], db_path: Path
+) -> None:
+    token = "Ab" * 34
+    url = f"https://discord.com/api/webhooks/123456789012345678/{token}"
+    code, out, err = run(
+        capsys, db_path, "subscribe", "discord", "222222222222222222", "--webhook", url
+    )
+    assert code == 0 and token not in out + err
+    code, out, _ = run(capsys, db_path, "--json", "subscriptions", "--platform", "discord")
+    [sub] = json.loads(out)
+    assert sub["options"] == {"webhook_id": "123456789012345678", "webhook_token": "…"}
+    assert token not in out
+
+    bad = f"https://evil.example/api/webhooks/1/{token}"
+    code, _, err = run(
+        capsys, db_path, "subscribe", "discord", "222222222222222222", "--webhook", bad
+    )
+    assert code == 2 and token not in err and "discord.com/api/webhooks" in err
+    code, _, err = run(capsys, db_path, "subscribe", "telegram", "@desk", "--webhook", url)
+    assert code == 2 and "Discord channels only" in err
+
+
 def test_subscribe_from_file_with_a_bad_line_writes_nothing(
     capsys: pytest.CaptureFixture[str], db_path: Path, tmp_path: Path
 ) -> None:
