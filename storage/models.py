@@ -68,6 +68,9 @@ class Post(Frozen):
     permalink: str | None = None
     version: int = 1
     number: int | None = None  # the store's short number for the post (`/post 42`); not content
+    # The document gave no time of its own: published_at is a stand-in (the feed's date, or when
+    # Livedesk first saw the post); the store keeps the first one it stored. Neither content nor stored.
+    time_estimated: bool = False
 
     @property
     def content_hash(self) -> str:

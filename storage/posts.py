@@ -308,16 +308,22 @@ async def _upsert_posts(
 ) -> list[PostChange]:
     if not posts:
         return []
-    existing: dict[str, tuple[int, str, int]] = {}
+    existing: dict[str, tuple[int, str, int, str]] = {}
     ids = [p.id for p in posts]
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
         marks = ",".join("?" * len(chunk))
         async with conn.execute(
-            f"SELECT rowid, id, content_hash, version FROM posts WHERE id IN ({marks})", chunk
+            f"SELECT rowid, id, content_hash, version, published_at FROM posts WHERE id IN ({marks})",
+            chunk,
         ) as cur:
             for row in await cur.fetchall():
-                existing[row["id"]] = (row["rowid"], row["content_hash"], row["version"])
+                existing[row["id"]] = (
+                    row["rowid"],
+                    row["content_hash"],
+                    row["version"],
+                    row["published_at"],
+                )
 
     now = to_db_time(utc_now())
     new_rows: list[tuple[Any, ...]] = []
@@ -334,9 +340,12 @@ async def _upsert_posts(
             new_posts.append(post)
             new_rows.append(_post_row(post, digest, 1, now))
             continue
-        rowid, old_digest, old_version = found
+        rowid, old_digest, old_version, old_published = found
         if old_digest == digest:
-            continue
+            continue  # times are not content: a new stand-in time alone is no edit
+        if post.time_estimated:
+            # An undated post keeps the time it was first seen; this document's stand-in is later.
+            post = post.model_copy(update={"published_at": from_db_time(old_published)})
         version = old_version + 1
         await conn.execute(
             "UPDATE posts SET published_at = ?, updated_at = ?, title = ?, byline = ?, authors = ?, "

@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -18,6 +18,7 @@ from bot.sources import FetchResult, SourceError, fetch, load, parse_document
 from tests.conftest import FIXTURES, ROOT, SEED
 
 SAMPLE = ROOT / "bot" / "data" / "sample_blog.txt"
+SEEN = datetime(2024, 9, 1, 8, 0, tzinfo=UTC)  # when a test fetched a document
 
 
 def parse_file(path: Path) -> ImportResult:
@@ -201,6 +202,7 @@ def test_rss2() -> None:
     # no title, no date, no guid: titled from its text, dated by the feed, id from the title
     untitled = by_title(result, "An item with neither")
     assert untitled.published_at == datetime(2024, 7, 2, 12, 0, tzinfo=UTC)
+    assert untitled.time_estimated and not ferry.time_estimated
     assert ":title-" in untitled.id
 
 
@@ -224,6 +226,7 @@ def test_atom() -> None:
     assert leaders.images[0].caption == "Delegates on the tarmac"
     undated = result.posts[1]
     assert undated.published_at == datetime(2024, 6, 1, 18, 0, tzinfo=UTC)  # the feed's date
+    assert undated.time_estimated and not leaders.time_estimated
 
 
 def test_json_feed_1_0() -> None:
@@ -241,13 +244,58 @@ def test_json_feed_1_0() -> None:
 
 
 def test_json_feed_1_1() -> None:
-    result = parse_file(FIXTURES / "feed-1.1.json")
-    (runners,) = result.posts
+    result = parse_document(
+        (FIXTURES / "feed-1.1.json").read_bytes(), location="feed-1.1.json", now=SEEN
+    )
+    runners, undated = result.posts
     assert runners.authors == ("Sam Ito", "Ruth Ade")
     assert [(i.url, i.caption) for i in runners.images] == [
         ("https://json.example.com/img/start.jpg", "The start line")
     ]
-    assert result.warnings == ("skipped 1 post(s) without a date",)
+    assert not runners.time_estimated
+    # an item without a date is dated when it was first seen (a microsecond per place in the feed)
+    assert undated.id == f"{result.source.id}:m-2"
+    assert undated.published_at == SEEN - timedelta(microseconds=1)
+    assert undated.time_estimated
+    assert result.warnings == ("1 post carries no date; using the time it was first seen",)
+
+
+UNDATED = (
+    b'<?xml version="1.0"?><rss version="2.0"><channel><title>Undated</title>'
+    b"<item><title>Newest</title><description>Top of the feed.</description></item>"
+    b"<item><title>Older</title><description>Below it.</description></item>"
+    b"</channel></rss>"
+)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        UNDATED,
+        json.dumps(
+            {
+                "version": "https://jsonfeed.org/version/1.1",
+                "title": "Undated",
+                "items": [
+                    {"title": "Newest", "content_text": "Top of the feed."},
+                    {"title": "Older", "content_text": "Below it."},
+                ],
+            }
+        ).encode(),
+    ],
+    ids=["rss", "json-feed"],
+)
+def test_undated_feed_imports_with_the_time_first_seen(data: bytes) -> None:
+    first = parse_document(data, location="undated", now=SEEN)
+    newest, older = first.posts
+    assert (newest.title, older.title) == ("Newest", "Older")
+    assert newest.published_at == SEEN and older.published_at < newest.published_at
+    assert newest.time_estimated and older.time_estimated
+    assert first.warnings == ("2 posts carry no date; using the time they were first seen",)
+    # fetched an hour later: other stand-in times, the same ids and the same content
+    later = parse_document(data, location="undated", now=SEEN + timedelta(hours=1))
+    assert [p.id for p in later.posts] == [p.id for p in first.posts]
+    assert [p.content_hash for p in later.posts] == [p.content_hash for p in first.posts]
 
 
 def test_json_ld_in_graph() -> None:

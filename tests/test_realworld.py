@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,45 @@ UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]|<script|onclick|javascript:"
 
 def test_the_shared_data_is_there() -> None:
     assert len(FILES) >= 30
+
+
+def _refusal(path: Path) -> str | None:
+    try:
+        parse_document(path.read_bytes(), location=path.name)
+    except SourceError as error:
+        return str(error)
+    return None
+
+
+def test_undated_feeds_are_no_longer_refused() -> None:
+    refused = {path.name: error for path in FILES if (error := _refusal(path)) is not None}
+    # 17 files were refused while items without a date were skipped; what is left is ill-formed XML
+    # without a readable item, and one item with neither a title nor text.
+    assert len(refused) <= 7, refused
+    assert not any("date" in error for error in refused.values())
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "feedparser_encoding_bozo_linenoise.xml",
+        "feedparser_encoding_demoronize-1.xml",
+        "feedparser_illformed_chardet_koi8r.xml",
+        "feedparser_illformed_chardet_windows1255.xml",
+        "feedparser_wellformed_sanitize_entry_content_script.xml",
+        "feedparser_wellformed_sanitize_entry_summary_script_cdata.xml",
+        "feedparser_wellformed_sanitize_entry_title_crazy.xml",
+        "feedparser_tests_json_example.json",
+    ],
+)
+def test_undated_items_get_the_time_they_were_first_seen(name: str) -> None:
+    (path,) = REALWORLD.rglob(name)
+    seen = datetime(2024, 9, 1, 8, 0, tzinfo=UTC)
+    result = parse_document(path.read_bytes(), location=name, now=seen)
+    assert result.posts
+    assert all(post.time_estimated and post.published_at <= seen for post in result.posts)
+    assert any("no date; using the time" in warning for warning in result.warnings)
+    assert UNSAFE.search(result.model_dump_json().replace("\\n", " ")) is None
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: f"{p.parent.name}/{p.name}")

@@ -121,3 +121,32 @@ async def test_a_big_import_reports_its_progress_and_stays_one_transaction(
     assert len(events) == 4_501
     assert seen == [(2_000, 4_501), (4_000, 4_501), (4_501, 4_501)]
     assert await store.count() == 4_501
+
+
+async def test_an_undated_post_keeps_the_time_it_was_first_seen(store: PostStore) -> None:
+    def undated(seen: datetime, body: str = "No date in the feed.") -> Post:
+        return Post(
+            id="blog:title-1a2b3c4d",
+            source_id="blog",
+            published_at=seen,
+            time_estimated=True,
+            title="An undated post",
+            body=(body,),
+        )
+
+    first_seen = START + timedelta(hours=1)
+    assert [e.kind for e in await store.import_result(_doc(undated(first_seen)))] == [
+        EventKind.CREATED
+    ]
+    # Polled again later: a later stand-in time is no edit, and the first one stays.
+    assert await store.import_result(_doc(undated(first_seen + timedelta(hours=2)))) == []
+    stored = await store.get("blog:title-1a2b3c4d")
+    assert stored is not None and stored.published_at == first_seen
+    # A real edit is a new version, still at the time the post was first seen.
+    edited = undated(first_seen + timedelta(hours=3), "No date in the feed, corrected.")
+    events = await store.import_result(_doc(edited))
+    assert [(e.kind, e.version) for e in events] == [(EventKind.UPDATED, 2)]
+    stored = await store.get("blog:title-1a2b3c4d")
+    assert stored is not None and stored.published_at == first_seen
+    assert stored.body == ("No date in the feed, corrected.",)
+    assert [p.id for p in await store.latest(1)] == ["blog:title-1a2b3c4d"]

@@ -4,6 +4,9 @@ Post ids: `<source id>:<the document's own id>` when the post carries one (RSS g
 id, JSON-LD @id/url, else its link); otherwise `<source id>:<published minute, UTC>-<n>`, where n counts
 posts published in the same minute in page order. An edited body or title therefore keeps its id.
 A feed item with neither an id, a link nor a date of its own gets `<source id>:title-<hash of title>`.
+
+A feed item with no date at all (nor a feed date) is dated when it was first seen, marked
+`time_estimated`; the store keeps that first time on every later import.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import calendar
 import re
 import time
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from bot.models import Image
 from bot.sources.text import clean
@@ -62,6 +65,21 @@ def from_struct_time(value: time.struct_time | None) -> datetime | None:
         return datetime.fromtimestamp(calendar.timegm(value), tz=UTC)
     except (OverflowError, ValueError, OSError):
         return None
+
+
+def first_seen(seen_at: datetime, position: int) -> datetime:
+    """The stand-in time of an undated post: when it was first seen (`seen_at`, the fetch time).
+
+    Feeds list their newest post first, so each later place is a microsecond older: the posts keep
+    the document's order when sorted by time. The store keeps the time of the first import.
+    """
+    return seen_at.astimezone(UTC) - timedelta(microseconds=position)
+
+
+def undated_warning(count: int) -> str:
+    if count == 1:
+        return "1 post carries no date; using the time it was first seen"
+    return f"{count} posts carry no date; using the time they were first seen"
 
 
 def parse_iso(value: object) -> datetime | None:

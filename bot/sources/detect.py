@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime
 
 from bot.models import ImportResult
 from bot.sources import feeds, jsonfeed, jsonld, pagetext
@@ -21,10 +22,17 @@ _FEED_ROOTS = frozenset({"rss", "rdf:rdf", "feed", "rdf"})
 _HTML_ROOTS = frozenset({"html", "head", "body"})
 
 
-def parse_document(data: bytes, *, location: str, content_type: str | None = None) -> ImportResult:
+def parse_document(
+    data: bytes,
+    *,
+    location: str,
+    content_type: str | None = None,
+    now: datetime | None = None,
+) -> ImportResult:
     """Detect the format of `data` and import it; raises `SourceError` with one readable line.
 
-    `location` (a path or URL) names the document in messages; `content_type` is the HTTP header, if any.
+    `location` (a path or URL) names the document in messages; `content_type` is the HTTP header, if any;
+    `now` (default: the current time) is when it was fetched, the time given to posts without a date.
     """
     if not data.strip(b" \t\r\n\x00\xef\xbb\xbf\xff\xfe"):
         raise SourceError(location, "empty document")
@@ -35,7 +43,7 @@ def parse_document(data: bytes, *, location: str, content_type: str | None = Non
     if _mostly_control(text):
         raise SourceError(location, "not a live blog or feed (binary data)")
     try:
-        return _dispatch(data, text, location, (content_type or "").lower())
+        return _dispatch(data, text, location, (content_type or "").lower(), now)
     except SourceError:
         raise
     except RecursionError:
@@ -47,26 +55,28 @@ def parse_document(data: bytes, *, location: str, content_type: str | None = Non
         ) from None
 
 
-def _dispatch(data: bytes, text: str, location: str, content_type: str) -> ImportResult:
+def _dispatch(
+    data: bytes, text: str, location: str, content_type: str, now: datetime | None
+) -> ImportResult:
     stripped = text.lstrip("\ufeff \t\r\n")
     if stripped[:1] in ("{", "[") or ("json" in content_type and not stripped.startswith("<")):
-        return _json(stripped, location)
+        return _json(stripped, location, now)
     if stripped.startswith("<"):
         root = _ROOT.match(_PROLOGUE.sub("", stripped[:65536], count=1))
         name = root.group(1).lower() if root else ""
         if name in _FEED_ROOTS or name.endswith(":rdf"):
-            return feeds.parse(data, location=location, content_type=content_type or None)
+            return feeds.parse(data, location=location, content_type=content_type or None, now=now)
         if name in _HTML_ROOTS or "html" in content_type or "application/ld+json" in stripped:
             return _html(stripped, location)
         if pagetext.looks_like_page_text(stripped):
             return pagetext.parse(stripped, location=location)
-        return feeds.parse(data, location=location, content_type=content_type or None)
+        return feeds.parse(data, location=location, content_type=content_type or None, now=now)
     if pagetext.looks_like_page_text(stripped):
         return pagetext.parse(stripped, location=location)
     raise SourceError(location, "not a live blog or feed (plain text without post times)")
 
 
-def _json(text: str, location: str) -> ImportResult:
+def _json(text: str, location: str, now: datetime | None) -> ImportResult:
     try:
         document = json.loads(text)
     except json.JSONDecodeError as error:
@@ -76,7 +86,7 @@ def _json(text: str, location: str) -> ImportResult:
         ) from None
     if jsonfeed.is_json_feed(document):
         assert isinstance(document, dict)
-        return jsonfeed.parse(document, location=location)
+        return jsonfeed.parse(document, location=location, now=now)
     if any(True for _ in jsonld.find_live_blogs(document)):
         return jsonld.parse([document], location=location)
     raise SourceError(

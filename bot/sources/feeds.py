@@ -8,7 +8,7 @@ a warning; one that yields nothing is an error.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import feedparser
@@ -18,9 +18,11 @@ from bot.sources.common import (
     PostIds,
     SourceError,
     dedupe_images,
+    first_seen,
     from_struct_time,
     split_names,
     title_from_body,
+    undated_warning,
 )
 from bot.sources.text import (
     clean,
@@ -39,7 +41,10 @@ _HTML_TYPES = ("text/html", "application/xhtml+xml", "html", "xhtml")
 _HARMLESS_BOZO = ("CharacterEncodingOverride", "NonXMLContentType")
 
 
-def parse(data: bytes, *, location: str, content_type: str | None = None) -> ImportResult:
+def parse(
+    data: bytes, *, location: str, content_type: str | None = None, now: datetime | None = None
+) -> ImportResult:
+    """Import a feed; `now` (the fetch time) dates the items that carry no date at all."""
     headers = {"content-type": content_type} if content_type else None
     parsed = feedparser.parse(data, response_headers=headers, sanitize_html=True)
     feed: Mapping[str, Any] = parsed.get("feed", {})
@@ -66,25 +71,24 @@ def parse(data: bytes, *, location: str, content_type: str | None = None) -> Imp
         _date(feed, "updated_parsed") or _date(feed, "published_parsed")
     )
     ids = PostIds(source.id)
+    seen_at = now or datetime.now(UTC)
     posts: list[Post] = []
-    skipped_undated = skipped_empty = 0
-    for entry in entries:
+    undated = skipped_empty = 0
+    for position, entry in enumerate(entries):
         published = from_struct_time(
             _date(entry, "published_parsed") or _date(entry, "created_parsed")
         )
         updated = from_struct_time(_date(entry, "updated_parsed"))
         dated = published is not None or updated is not None
-        published = published or updated or fallback_date
-        if published is None:
-            skipped_undated += 1
-            continue
+        published = published or updated or fallback_date or first_seen(seen_at, position)
         post = _post(entry, source, published, updated, ids, dated=dated)
         if post is None:
             skipped_empty += 1
-        else:
-            posts.append(post)
-    if skipped_undated:
-        warnings.append(f"skipped {skipped_undated} post(s) without a date")
+            continue
+        posts.append(post)
+        undated += not dated and fallback_date is None
+    if undated:
+        warnings.append(undated_warning(undated))
     if skipped_empty:
         warnings.append(f"skipped {skipped_empty} post(s) without a title or text")
     if entries and not posts:
@@ -165,6 +169,7 @@ def _post(
         body=tuple(body),
         images=dedupe_images(_media_images(entry) + inline_images),
         permalink=permalink,
+        time_estimated=not dated,
     )
 
 

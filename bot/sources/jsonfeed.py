@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from bot.models import Image, ImportResult, Post, Source, SourceKind
-from bot.sources.common import PostIds, SourceError, dedupe_images, parse_iso, title_from_body
+from bot.sources.common import (
+    PostIds,
+    SourceError,
+    dedupe_images,
+    first_seen,
+    parse_iso,
+    title_from_body,
+    undated_warning,
+)
 from bot.sources.text import (
     clean,
     html_content,
     paragraphs_of_text,
     safe_url,
+    short_hash,
     source_id_from_title,
     source_id_from_url,
 )
@@ -25,7 +34,8 @@ def is_json_feed(document: object) -> bool:
     )
 
 
-def parse(document: dict[str, Any], *, location: str) -> ImportResult:
+def parse(document: dict[str, Any], *, location: str, now: datetime | None = None) -> ImportResult:
+    """Import a JSON Feed; `now` (the fetch time) dates the items that carry no date."""
     items = document.get("items")
     if not isinstance(items, list):
         raise SourceError(location, "JSON Feed without an items list")
@@ -41,25 +51,26 @@ def parse(document: dict[str, Any], *, location: str) -> ImportResult:
     )
     feed_authors = _authors(document)
     ids = PostIds(source.id)
+    seen_at = now or datetime.now(UTC)
     posts: list[Post] = []
     undated = unusable = 0
-    for item in items:
+    for position, item in enumerate(items):
         if not isinstance(item, dict):
             unusable += 1
             continue
         modified = parse_iso(item.get("date_modified"))
         published = parse_iso(item.get("date_published")) or modified
-        if published is None:
-            undated += 1
-            continue
-        post = _post(item, source, ids, published, modified, feed_authors)
+        dated = published is not None
+        published = published or first_seen(seen_at, position)
+        post = _post(item, source, ids, published, modified, feed_authors, dated=dated)
         if post is None:
             unusable += 1
-        else:
-            posts.append(post)
+            continue
+        posts.append(post)
+        undated += not dated
     warnings: list[str] = []
     if undated:
-        warnings.append(f"skipped {undated} post(s) without a date")
+        warnings.append(undated_warning(undated))
     if unusable:
         warnings.append(f"skipped {unusable} post(s) without a title or text")
     if items and not posts:
@@ -87,6 +98,8 @@ def _post(
     published: datetime,
     modified: datetime | None,
     feed_authors: tuple[str, ...],
+    *,
+    dated: bool,
 ) -> Post | None:
     permalink = safe_url(_str(item.get("url")), source.url)
     images: list[Image] = []
@@ -116,6 +129,8 @@ def _post(
     native = item.get("id")
     native_id = str(native) if isinstance(native, str | int) and str(native).strip() else None
     native_id = native_id or permalink
+    if native_id is None and not dated:
+        native_id = f"title-{short_hash(title)}"  # its stand-in time changes; its title does not
     authors = _authors(item) or feed_authors
     return Post(
         id=ids.own(native_id) if native_id else ids.by_time(published),
@@ -128,4 +143,5 @@ def _post(
         body=tuple(body),
         images=dedupe_images(images),
         permalink=permalink,
+        time_estimated=not dated,
     )
