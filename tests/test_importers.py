@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from bot.models import ImportResult, Post, SourceKind
+from bot.models import Image, ImportResult, Post, SourceKind
 from bot.sources import FetchResult, SourceError, fetch, load, parse_document
 from tests.conftest import FIXTURES, ROOT, SEED
 
@@ -196,6 +196,7 @@ def test_rss2() -> None:
     assert ferry.body == ("All crossings are off until further notice.", "Check the timetable.")
     assert ferry.images[0].url == "https://img.example.org/ferry.jpg"
     assert ferry.images[0].credit == "Ana Ruiz/Example News"
+    assert ferry.images[0].caption == "The ferry at its berth"
     master = by_title(result, "Harbour master speaks")
     assert master.body == ("First paragraph.", "Second paragraph.")
     assert master.images[0].url == "https://img.example.org/master.png"
@@ -204,6 +205,33 @@ def test_rss2() -> None:
     assert untitled.published_at == datetime(2024, 7, 2, 12, 0, tzinfo=UTC)
     assert untitled.time_estimated and not ferry.time_estimated
     assert ":title-" in untitled.id
+
+
+def test_media_rss_captions_belong_to_their_pictures() -> None:
+    result = parse_file(FIXTURES / "media-rss.xml")
+    square, mayor, fireworks, parade = result.posts
+    # an item-level media:description captions the item's picture (the largest of its sizes)
+    assert square.body == ("Thousands came out despite the rain.",)
+    assert square.images == (
+        Image(
+            url="https://photos.example.net/img/square-large.jpg",
+            caption="Umbrellas fill the square at noon.",
+            credit="Lu Wen/Example Photos",
+        ),
+    )
+    # one nested in media:content captions that picture; the post's text is its own content
+    assert mayor.body == ("She promised a new bridge.", "Work starts in spring.")
+    assert [(i.url, i.caption) for i in mayor.images] == [
+        ("https://photos.example.net/img/mayor.jpg", "The mayor at the podium.")
+    ]
+    # a caption is never repeated as the text, even when the item has no other
+    assert fireworks.body == ()
+    assert fireworks.images[0].caption == "Rockets over the river."
+    # a video's description is the post's text; its thumbnail is the picture
+    assert parade.body == ("The parade passes the old town hall.",)
+    assert [(i.url, i.caption) for i in parade.images] == [
+        ("https://photos.example.net/img/parade.jpg", "")
+    ]
 
 
 def test_rss1_rdf() -> None:

@@ -108,3 +108,10 @@ def test_quirks_of_real_feeds() -> None:
     assert all(post.title == post.title.strip() for post in cnn.posts)  # padded CDATA
     # feedburner's 1x1 tracking pixels are not pictures
     assert not any("feedburner" in (i.url or "") for post in cnn.posts for i in post.images)
+    # Media RSS captions caption the pictures; the posts keep their own text
+    nyt = parse_document(
+        next(REALWORLD.rglob("nyt_world_2020-01-01.rss.xml")).read_bytes(), location="nyt"
+    )
+    embassy = nyt.posts[0]
+    assert embassy.body[0].startswith("President Trump blamed Iran")
+    assert embassy.images[0].caption.startswith("A protester holding an emblem")

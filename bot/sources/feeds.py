@@ -3,13 +3,18 @@
 feedparser decodes the bytes itself (BOM, XML declaration, HTTP charset) and sanitises entry HTML; we then
 turn that HTML into plain paragraphs. A feed that is not well-formed but still yields entries imports with
 a warning; one that yields nothing is an error.
+
+Media RSS captions (`media:description`) are read with a small ElementTree pass of our own: feedparser
+files them as the entry's summary or content, so they would otherwise become the post's text.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from xml.etree import ElementTree
 
 import feedparser
 
@@ -39,6 +44,19 @@ from bot.sources.text import (
 _HTML_TYPES = ("text/html", "application/xhtml+xml", "html", "xhtml")
 # feedparser flags these although the text was read fine: not worth a warning on every poll.
 _HARMLESS_BOZO = ("CharacterEncodingOverride", "NonXMLContentType")
+_MEDIA_NAMESPACES = ("{http://search.yahoo.com/mrss/}", "{http://search.yahoo.com/mrss}")
+_ENTRY_TAGS = frozenset({"item", "entry"})
+_CONTROL_BYTES = bytes(c for c in range(32) if c not in (9, 10, 13))
+
+
+@dataclass
+class _MediaTexts:
+    """The `media:description`s of one entry, as feedparser does not keep them apart."""
+
+    by_url: dict[str, str] = field(default_factory=dict)  # caption of a media:content/thumbnail
+    general: str = ""  # an item- or media:group-level description
+    general_is_caption: bool = True  # False when it describes a video or audio, not the picture
+    texts: set[str] = field(default_factory=set)  # every description, to keep out of the body
 
 
 def parse(
@@ -72,6 +90,7 @@ def parse(
     )
     ids = PostIds(source.id)
     seen_at = now or datetime.now(UTC)
+    media = _media_texts(data, len(entries))
     posts: list[Post] = []
     undated = skipped_empty = 0
     for position, entry in enumerate(entries):
@@ -81,7 +100,8 @@ def parse(
         updated = from_struct_time(_date(entry, "updated_parsed"))
         dated = published is not None or updated is not None
         published = published or updated or fallback_date or first_seen(seen_at, position)
-        post = _post(entry, source, published, updated, ids, dated=dated)
+        texts = media[position] if media is not None else _MediaTexts()
+        post = _post(entry, source, published, updated, ids, texts, dated=dated)
         if post is None:
             skipped_empty += 1
             continue
@@ -141,11 +161,14 @@ def _post(
     published: datetime,
     updated: datetime | None,
     ids: PostIds,
+    media: _MediaTexts,
     *,
     dated: bool,
 ) -> Post | None:
     permalink = safe_url(entry.get("link"), source.url)
-    body, inline_images = _body(entry, permalink or source.url)
+    media_images = _media_images(entry, media)
+    captions = {image.caption for image in media_images if image.caption}
+    body, inline_images = _body(entry, permalink or source.url, captions, media.texts)
     title = _text(entry, "title") or title_from_body(body)
     if not title:
         return None
@@ -167,17 +190,23 @@ def _post(
         byline=f"By {_join(authors)}" if authors else None,
         authors=authors,
         body=tuple(body),
-        images=dedupe_images(_media_images(entry) + inline_images),
+        images=dedupe_images(media_images + inline_images),
         permalink=permalink,
         time_estimated=not dated,
     )
 
 
-def _body(entry: Mapping[str, Any], base: str | None) -> tuple[list[str], list[Image]]:
-    """The richest text the entry has: full content before its summary."""
+def _body(
+    entry: Mapping[str, Any], base: str | None, captions: set[str], media_texts: set[str]
+) -> tuple[list[str], list[Image]]:
+    """The richest text the entry has: full content before its summary.
+
+    A media description that captions one of the post's pictures is not its text; one that describes a
+    video is text only when the entry has no other."""
     candidates: list[Mapping[str, Any]] = list(entry.get("content") or [])
     if entry.get("summary"):
         candidates.append(entry.get("summary_detail") or {"value": entry["summary"]})
+    described: list[tuple[list[str], list[Image]]] = []
     for candidate in candidates:
         value = candidate.get("value")
         if not isinstance(value, str) or not value.strip():
@@ -187,9 +216,14 @@ def _body(entry: Mapping[str, Any], base: str | None) -> tuple[list[str], list[I
             images = [Image(url=i.url, caption=i.caption) for i in found]
         else:
             paragraphs, images = paragraphs_of_text(value), []
-        if paragraphs or images:
+        if not paragraphs and not images:
+            continue
+        text = clean(" ".join(paragraphs))
+        if text not in media_texts:
             return paragraphs, images
-    return [], []
+        if text not in captions:
+            described.append((paragraphs, images))
+    return described[0] if described else ([], [])
 
 
 def _authors(entry: Mapping[str, Any]) -> tuple[str, ...]:
@@ -208,26 +242,98 @@ def _join(names: tuple[str, ...]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
-def _media_images(entry: Mapping[str, Any]) -> list[Image]:
+def _media_images(entry: Mapping[str, Any], texts: _MediaTexts) -> list[Image]:
     """Image enclosures, and one Media RSS picture (feeds list the same picture in several sizes)."""
-    caption = html_to_text(str(entry.get("media_description") or ""))
     credits = [c for c in entry.get("media_credit") or [] if isinstance(c, Mapping)]
     credit = clean(str(credits[0].get("content") or "")) or None if credits else None
+    general = texts.general if texts.general_is_caption else ""
     images: list[Image] = []
     for enclosure in entry.get("enclosures", []):
         url = safe_url(enclosure.get("href") or enclosure.get("url"))
         if url and str(enclosure.get("type", "")).startswith("image/"):
-            images.append(Image(url=url, caption=caption, credit=credit))
+            images.append(Image(url=url, caption=texts.by_url.get(url, general), credit=credit))
     pictures = [
         media
-        for media in list(entry.get("media_content", [])) or list(entry.get("media_thumbnail", []))
-        if safe_url(media.get("url"))
-        and str(media.get("medium") or media.get("type") or "image").startswith("image")
-    ]
+        for media in entry.get("media_content", [])
+        if str(media.get("medium") or media.get("type") or "image").startswith("image")
+    ] or list(entry.get("media_thumbnail", []))  # a video's thumbnail when there is no photo
+    pictures = [media for media in pictures if safe_url(media.get("url"))]
     if pictures:
         largest = max(pictures, key=lambda media: _int(media.get("width")))
-        images.append(Image(url=safe_url(largest.get("url")), caption=caption, credit=credit))
+        url = safe_url(largest.get("url"))
+        caption = texts.by_url.get(url or "") or general
+        images.append(Image(url=url, caption=caption, credit=credit))
     return images
+
+
+def _media_texts(data: bytes, count: int) -> list[_MediaTexts] | None:
+    """Each entry's Media RSS descriptions, in document order; None when we cannot tell them apart.
+
+    A feed feedparser could read only leniently, or whose entries we count differently, keeps
+    feedparser's reading. (expat refuses entity expansion bombs and never fetches external entities.)
+    """
+    if b"search.yahoo.com/mrss" not in data:
+        return None
+    try:
+        root = ElementTree.fromstring(data)
+    except (ElementTree.ParseError, ValueError, LookupError):
+        # Stray control characters (a BEL in a real El País feed) break strict XML; in a byte-oriented
+        # encoding they are single bytes that never occur inside a multi-byte character.
+        if data.startswith((b"\xfe\xff", b"\xff\xfe", b"\x00", b"<\x00")):
+            return None
+        try:
+            root = ElementTree.fromstring(data.translate(None, _CONTROL_BYTES))
+        except (ElementTree.ParseError, ValueError, LookupError):
+            return None
+    entries = [element for element in root.iter() if _local_name(element.tag) in _ENTRY_TAGS]
+    if len(entries) != count:
+        return None
+    return [_entry_media(entry) for entry in entries]
+
+
+def _entry_media(entry: ElementTree.Element) -> _MediaTexts:
+    texts = _MediaTexts()
+    scopes = [entry, *(child for child in entry if _media_name(child) == "group")]
+    for scope in scopes:
+        for child in scope:
+            name = _media_name(child)
+            if name == "description":
+                text = _description(child)
+                texts.general = texts.general or text
+                texts.texts.add(text)
+            elif name in ("content", "thumbnail"):
+                kind = child.get("medium") or child.get("type") or "image"
+                if name == "content" and not kind.startswith("image"):
+                    texts.general_is_caption = False  # a group's text then describes the video
+                nested = [_description(d) for d in child if _media_name(d) == "description"]
+                caption = next((text for text in nested if text), "")
+                texts.texts.update(nested)
+                # the element's own URL, and those of the thumbnails it holds (a video's still)
+                for element in (child, *(d for d in child if _media_name(d) == "thumbnail")):
+                    url = safe_url(element.get("url"))
+                    if url and caption:
+                        texts.by_url.setdefault(url, caption)
+    texts.texts.discard("")
+    return texts
+
+
+def _description(element: ElementTree.Element) -> str:
+    text = "".join(element.itertext())
+    return html_to_text(text) if element.get("type") == "html" else clean(text)
+
+
+def _local_name(tag: object) -> str:
+    return tag.rsplit("}", 1)[-1] if isinstance(tag, str) else ""
+
+
+def _media_name(element: ElementTree.Element) -> str | None:
+    tag = element.tag
+    if not isinstance(tag, str):
+        return None
+    for namespace in _MEDIA_NAMESPACES:
+        if tag.startswith(namespace):
+            return tag[len(namespace) :]
+    return None
 
 
 def _int(value: object) -> int:
