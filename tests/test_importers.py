@@ -99,6 +99,32 @@ def test_seed_bylines(
     assert byline is None or byline not in post.body
 
 
+@pytest.mark.parametrize(
+    ("line", "authors", "location"),
+    [
+        ("From Livedesk's Petra Vance at City Hall", ("Petra Vance",), "City Hall"),
+        ("From CNN's Kevin Liptak at the White House", ("Kevin Liptak",), "White House"),
+        ("From CNN's Ana Ruiz and Ben Cole in Kyiv", ("Ana Ruiz", "Ben Cole"), "Kyiv"),
+        (
+            "From Livedesk's Omar Said and Pia Holm at Lakeside",
+            ("Omar Said", "Pia Holm"),
+            "Lakeside",
+        ),
+        ("Analysis by CNN's Luke McGee", ("Luke McGee",), None),
+        ("By Dee Moss in The Hague", ("Dee Moss",), "The Hague"),
+    ],
+)
+def test_bylines_name_the_place(line: str, authors: tuple[str, ...], location: str | None) -> None:
+    text = f"Blog\n\n1:00 p.m. ET, March 1, 2024\n\nA post\n\n{line}\n\nIts text.\n"
+    (post,) = parse_document(text.encode(), location="blog.txt").posts
+    assert (post.byline, post.authors, post.location, post.body) == (
+        line,
+        authors,
+        location,
+        ("Its text.",),
+    )
+
+
 def test_seed_image_caption_kept_once_with_its_credit(seed: ImportResult) -> None:
     post = by_title(seed, "Biden admitted")
     (image,) = post.images

@@ -2,7 +2,7 @@
 
 The layout: the blog title, a `By A, B and C, CNN` line, `Updated …`, `14 Posts`, some page chrome; then
 posts, each opening with a time line (`10:55 a.m. ET, January 21, 2022`), then a title, an optional byline
-(`From CNN's Katya Krebs in Kyiv`), paragraphs, image captions (printed twice, the second time with the
+(`From CNN's Katya Krebs in Kyiv`, `… at City Hall`), paragraphs, image captions (printed twice, the second time with the
 credit in parentheses), and `Some background:` notes.
 """
 
@@ -45,7 +45,8 @@ _BYLINE = re.compile(
     r"|By\s+(?:(?P<org3>[\w.&\- ]{1,40}?)[’']s?\s+)?)"
     r"(?P<names>.+)$"
 )
-_IN_PLACE = re.compile(r"^(?P<name>.+?)\s+in\s+(?P<place>[A-Z][^,]*)$")
+# "Katya Krebs in Kyiv", "Petra Vance at City Hall", "Kevin Liptak at the White House"
+_IN_PLACE = re.compile(r"^(?P<name>.+?)\s+(?:in|at)\s+(?:the\s+)?(?P<place>[A-Z][^,]*)$")
 _CREDITED = re.compile(r"^(?P<caption>.+?)\s*\((?P<credit>[^()]+)\)$")
 _POST_COUNT = re.compile(r"^(?P<count>[\d,]+)\s+Posts?$", re.IGNORECASE)
 _BACKGROUND = re.compile(r"^Some background\s*:\s*(?P<rest>.*)$", re.IGNORECASE)
