@@ -128,6 +128,14 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX deliveries_by_post ON deliveries(post_rowid, subscription_id);
     CREATE INDEX deliveries_dead ON deliveries(state) WHERE state = 'dead';
     """,
+    """
+    -- Failures of locations that never imported (no sources row to hold them yet).
+    CREATE TABLE fetch_errors (
+        location      TEXT PRIMARY KEY,
+        error         TEXT NOT NULL,
+        at            TEXT NOT NULL
+    );
+    """,
 )
 
 

@@ -52,6 +52,15 @@ class SourceInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class FetchFailure:
+    """A location that has failed and never imported, so no blog row shows its error."""
+
+    location: str
+    error: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class FetchState:
     """What a conditional GET needs to remember about a source location."""
 
@@ -128,6 +137,8 @@ class PostStore:
         posts = sorted(result.posts, key=lambda p: (p.published_at, p.id))
         async with self.db.write() as conn:
             await _upsert_source(conn, result.source, location, fetch_state)
+            if location is not None:
+                await conn.execute("DELETE FROM fetch_errors WHERE location = ?", (location,))
             changes = await _upsert_posts(conn, posts, on_progress)
             if changes:
                 # Imported here, not at module top: subscriptions imports this module for its types.
@@ -137,10 +148,17 @@ class PostStore:
         return [c.event for c in changes]
 
     async def record_fetch_error(self, location: str, error: str) -> None:
+        """Remember why `location` failed: on its blog, or for a location that never imported."""
         async with self.db.write() as conn:
-            await conn.execute(
+            cursor = await conn.execute(
                 "UPDATE sources SET last_error = ? WHERE location = ?", (error[:500], location)
             )
+            if cursor.rowcount == 0:
+                await conn.execute(
+                    "INSERT INTO fetch_errors (location, error, at) VALUES (?, ?, ?) "
+                    "ON CONFLICT(location) DO UPDATE SET error = excluded.error, at = excluded.at",
+                    (location, error[:500], to_db_time(utc_now())),
+                )
 
     # --- reading ------------------------------------------------------------------------------------
 
@@ -253,6 +271,14 @@ class PostStore:
             )
             for r in rows
         ]
+
+    async def failing_locations(self) -> list[FetchFailure]:
+        """Locations whose fetch failed and that have no blog yet, newest failure first."""
+        async with self.db.reader.execute(
+            "SELECT location, error, at FROM fetch_errors ORDER BY at DESC, location"
+        ) as cur:
+            rows = await cur.fetchall()
+        return [FetchFailure(r["location"], r["error"], from_db_time(r["at"])) for r in rows]
 
     async def fetch_state(self, location: str) -> FetchState | None:
         async with self.db.reader.execute(

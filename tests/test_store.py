@@ -150,3 +150,20 @@ async def test_an_undated_post_keeps_the_time_it_was_first_seen(store: PostStore
     assert stored is not None and stored.published_at == first_seen
     assert stored.body == ("No date in the feed, corrected.",)
     assert [p.id for p in await store.latest(1)] == ["blog:title-1a2b3c4d"]
+
+
+async def test_a_location_that_never_imported_keeps_its_fetch_error(store: PostStore) -> None:
+    url = "https://news.example.org/live.xml"
+    await store.record_fetch_error(url, f"{url}: HTTP 503 Service Unavailable")
+    await store.record_fetch_error(url, f"{url}: timed out after 30 s")  # the latest one counts
+    (failure,) = await store.failing_locations()
+    assert (failure.location, failure.error) == (url, f"{url}: timed out after 30 s")
+    assert await store.sources() == []
+
+    # Once it imports, its blog row carries later errors and the location is no longer listed.
+    await store.import_result(_doc(_post(1)), location=url)
+    assert await store.failing_locations() == []
+    await store.record_fetch_error(url, f"{url}: HTTP 500 Internal Server Error")
+    assert await store.failing_locations() == []
+    (info,) = await store.sources()
+    assert info.last_error == f"{url}: HTTP 500 Internal Server Error"
