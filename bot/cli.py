@@ -597,7 +597,9 @@ def _print_version(ctx: Ctx, versions: list[PostVersion], index: int) -> None:
 
 async def cmd_sources(ctx: Ctx, args: argparse.Namespace) -> int:
     async with open_db(ctx) as db:
-        infos = await PostStore(db).sources()
+        store = PostStore(db)
+        infos = await store.sources()
+        failing = await store.failing_locations()
     if ctx.json:
         ctx.emit_json(
             [
@@ -611,12 +613,25 @@ async def cmd_sources(ctx: Ctx, args: argparse.Namespace) -> int:
                 }
                 for info in infos
             ]
+            + [
+                {
+                    "id": None,
+                    "title": None,
+                    "location": failure.location,
+                    "posts": 0,
+                    "newest": None,
+                    "imported_at": None,
+                    "last_error": failure.error,
+                    "failed_at": failure.at.isoformat(),
+                }
+                for failure in failing
+            ]
         )
         return EXIT_OK
-    if not infos:
+    if not infos and not failing:
         ctx.out.print("No blogs yet. Import one with `livedesk import PATH_OR_URL`.")
         return EXIT_OK
-    errors = any(info.last_error for info in infos)
+    errors = bool(failing) or any(info.last_error for info in infos)
     table = Table(title="Blogs", title_justify="left")
     table.add_column("blog (id, format)", overflow="fold", min_width=30, ratio=1)
     table.add_column("posts", justify="right")
@@ -635,6 +650,14 @@ async def cmd_sources(ctx: Ctx, args: argparse.Namespace) -> int:
         if errors:
             row.append(Text(info.last_error or "", style="red"))
         table.add_row(*row)
+    for failure in failing:
+        table.add_row(
+            Text(failure.location) + Text("\nnot imported yet", style="dim"),
+            "0",
+            "",
+            "",
+            Text(f"{failure.error} ({ctx.when(failure.at)})", style="red"),
+        )
     ctx.out.print(table)
     return EXIT_OK
 

@@ -362,3 +362,24 @@ def test_webhook_flavor_and_masking() -> None:
     with pytest.raises(ValueError) as caught:
         operator_target("slack", "hooks.slack.com/SECRET")
     assert "SECRET" not in str(caught.value)
+
+
+async def _fail_fetch(db_path: Path, location: str) -> None:
+    from storage.db import Database
+    from storage.posts import PostStore
+
+    async with await Database.open(db_path) as db:
+        await PostStore(db).record_fetch_error(location, "HTTP 503 Service Unavailable")
+
+
+def test_sources_lists_a_blog_that_could_not_be_read_yet(
+    capsys: pytest.CaptureFixture[str], db_path: Path
+) -> None:
+    asyncio.run(_fail_fetch(db_path, "https://news.example/live/feed.xml"))
+    code, out, _ = run(capsys, db_path, "sources")
+    assert code == 0
+    assert "https://news.example/live/feed.xml" in out and "not imported yet" in out
+    assert "HTTP 503" in out
+    code, out, _ = run(capsys, db_path, "--json", "sources")
+    [entry] = json.loads(out)
+    assert entry["location"] == "https://news.example/live/feed.xml" and entry["posts"] == 0
