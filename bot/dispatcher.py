@@ -6,12 +6,14 @@ How it works, and why:
   ordered by (order_key = published_at, id). A target has at most one delivery in flight and never gets a
   later one while an earlier one is pending, so posts reach a chat in the order they were published.
   Nothing is marked 'sending' in the database: after a crash every unsettled delivery is simply pending.
-- **Batches both ways.** Ready deliveries are claimed in batches (one SELECT re-reads them with their
-  subscription's current target and state), and outcomes are written in group commits (every ~50 ms or
-  `concurrency` outcomes, at once when nothing else is in flight).
+- **Batches both ways, off the sending path.** Ready deliveries are claimed in batches (one SELECT
+  re-reads them with their subscription's current target and state) up to `concurrency` ahead of the
+  sends, so `concurrency` long-lived workers always find the next one waiting; outcomes are written in
+  group commits (every ~50 ms or `concurrency / 2` outcomes, at once when nothing else is in flight or
+  a worker waits for one).
 - **Bounded duplicates.** A delivery is marked sent only after its adapter returned. At most
-  `concurrency` deliveries are in flight and at most `2 × concurrency` are sent-or-sending but not yet
-  committed, so a crash re-sends at most that many.
+  `concurrency` deliveries are in flight, and a worker starts a send only while fewer than
+  `2 × concurrency` are sent-or-sending but not yet committed, so a crash re-sends at most that many.
 - **Rate limits before sending.** Each adapter's `capabilities.rate_limits` (overall, per target, per kind
   of target) are enforced by `bot.ratelimit.RateLimiter` right before the call, with no await in between.
   A 429 that happens anyway blocks that target (or the whole platform when it says so) for its retry-after.
@@ -31,8 +33,10 @@ import logging
 import math
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from itertools import count
 
 from bot.adapters.base import (
@@ -49,7 +53,7 @@ from bot.config import DispatchSettings
 from bot.models import Card, EditPolicy
 from bot.ratelimit import Check, Permit, RateLimiter
 from storage.db import Database
-from storage.posts import to_db_time, utc_now
+from storage.posts import to_db_time
 from storage.search import CompiledQuery, QueryError, compile_query, matched_terms
 from storage.subscriptions import (
     PENDING,
@@ -70,7 +74,48 @@ GROUP_COMMIT_WINDOW = 0.05  # seconds an outcome may wait for others to share it
 FULL_RESYNC_INTERVAL = 5.0  # seconds between full reloads of the pending set
 LOAD_PAGE = 5000
 SHORT_WAIT = 0.05  # a rate-limit wait this short is slept by the worker that holds the delivery
+CLAIM_FRACTION = 0.25
+FLUSH_FRACTION = 0.5
 PROBE_INTERVAL = 0.02  # how often `PRAGMA data_version` is asked whether another process committed
+
+
+class _Signal:
+    """A flag one task waits for, with a timeout: `asyncio.wait_for(event.wait(), t)` would create a
+    task per wait, and the dispatcher waits thousands of times a second."""
+
+    __slots__ = ("_flag", "_waiter")
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def set(self) -> None:
+        self._flag = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._flag = False
+
+    async def wait(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        """Return when set (at once if it is) or after `timeout` seconds."""
+        if self._flag:
+            return
+        loop = asyncio.get_running_loop()
+        self._waiter = waiter = loop.create_future()
+        timer = None if timeout is None else loop.call_later(timeout, _resolve, waiter)
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 @dataclass(slots=True)
@@ -147,13 +192,17 @@ class Dispatcher:
         # must see them, or it would send the post a second time.
         self._unrecorded: dict[tuple[int, int], SentRef] = {}
         self._unrecorded_keys: list[tuple[int, int]] = []
-        self._tasks: set[asyncio.Task[None]] = set()
+        # Claimed deliveries waiting for a worker, and the workers waiting for one.
+        self._ready: deque[tuple[_TargetQueue, _Item, DeliveryJob]] = deque()
+        self._idle_workers: deque[
+            asyncio.Future[tuple[_TargetQueue, _Item, DeliveryJob] | None]
+        ] = deque()
+        self._sending = 0
+        self._closing = False
         self._watermark = 0
         self._seq = count()
-        self._wake = asyncio.Event()
-        self._result_added = asyncio.Event()
-        self._flush_needed = asyncio.Event()
-        self._flushed = asyncio.Event()
+        self._wake = _Signal()
+        self._flush_signal = _Signal()
         self._io_lock = asyncio.Lock()
         self._stopped = asyncio.Event()
         self._woken = False
@@ -167,6 +216,8 @@ class Dispatcher:
         self._posts: dict[int, PostForCard] = {}
         self._queries: dict[str, CompiledQuery | None] = {}
         self._cards: dict[tuple[str, int, tuple[str, ...], bool], Card] = {}
+        self._stamp_time = 0.0
+        self._stamp = ""
         self.sent = 0  # deliveries sent or edited since start (for benchmarks and logs)
 
     # --- public -------------------------------------------------------------------------------------
@@ -215,6 +266,8 @@ class Dispatcher:
 
     async def _main(self, *, until_idle: bool) -> None:
         loop = asyncio.get_running_loop()
+        self._closing = False
+        workers = [asyncio.create_task(self._worker()) for _ in range(self.settings.concurrency)]
         flusher = asyncio.create_task(self._flusher())
         try:
             next_poll = next_probe = 0.0
@@ -243,30 +296,35 @@ class Dispatcher:
                 if next_due is not None:
                     delay = min(delay, next_due - now)
                 if delay > 0:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), delay)
+                    await self._wake.wait(delay)
         finally:
-            await self._drain()
+            await self._drain(workers)
             self._flusher_stop = True
-            self._flush_needed.set()
+            self._flush_signal.set()
             try:
                 await flusher
             finally:
                 self._flusher_stop = False
                 await self._flush()
 
-    async def _drain(self, grace: float = 10.0) -> None:
+    async def _drain(self, workers: list[asyncio.Task[None]], grace: float = 10.0) -> None:
         """Let in-flight sends finish; after `grace` seconds cancel them (they stay pending)."""
-        if not self._tasks:
-            return
-        _, late = await asyncio.wait(set(self._tasks), timeout=grace)
+        self._closing = True
+        while self._ready:  # claimed but not started: they stay pending
+            tq, item, _ = self._ready.popleft()
+            self._release(tq, item, requeue=True)
+        while self._idle_workers:
+            waiter = self._idle_workers.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+        _, late = await asyncio.wait(workers, timeout=grace)
         for task in late:
             task.cancel()
         if late:
             await asyncio.wait(late)
 
     def _idle(self, now: float) -> bool:
-        if self._taken or self._tasks or len(self._results) or self._settling:
+        if self._taken or self._sending or len(self._results) or self._settling:
             return False
         if self._flushing or self._resync_needed:
             return False
@@ -365,15 +423,24 @@ class Dispatcher:
     # --- choosing what to send ------------------------------------------------------------------------
 
     def _room(self) -> int:
-        concurrency = self.settings.concurrency
-        unsettled = len(self._taken) + len(self._settling)
-        return min(concurrency - len(self._taken), 2 * concurrency - unsettled, 512)
+        """How many more deliveries may be taken: `concurrency` sending and as many claimed ahead."""
+        return min(2 * self.settings.concurrency - len(self._taken), 512)
+
+    def _worth_pumping(self) -> bool:
+        """Room for a batch, or workers with nothing to do: claiming one delivery at a time while the
+        workers are busy would put a database round trip on every delivery."""
+        room = self._room()
+        return room > 0 and (
+            room >= max(1, int(self.settings.concurrency * CLAIM_FRACTION)) or not self._ready
+        )
 
     def _pump(self, now: float) -> tuple[list[tuple[_TargetQueue, _Item]], float | None]:
         """Take ready deliveries (due, target free, within rate limits) up to the free room."""
-        room = self._room()
         batch: list[tuple[_TargetQueue, _Item]] = []
         next_due: float | None = None
+        if not self._worth_pumping():
+            return batch, next_due  # a release wakes the loop when there is
+        room = self._room()
 
         def later(t: float) -> None:
             nonlocal next_due
@@ -421,7 +488,7 @@ class Dispatcher:
         return batch, next_due
 
     async def _launch(self, batch: list[tuple[_TargetQueue, _Item]]) -> None:
-        """Re-read the batch with one SELECT, then start a worker per delivery."""
+        """Re-read the batch with one SELECT, then hand it to the workers."""
         try:
             jobs = {job.id: job for job in await self.outbox.claim([item.id for _, item in batch])}
             stale = {
@@ -449,9 +516,8 @@ class Dispatcher:
                 self._release(tq, item, requeue=False)
                 continue
             item.attempts = max(item.attempts, job.attempts)
-            task = asyncio.create_task(self._deliver(tq, item, job))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._ready.append((tq, item, job))
+        self._hand_out()
 
     def _release(self, tq: _TargetQueue, item: _Item, *, requeue: bool) -> None:
         self._taken.discard(item.id)
@@ -461,7 +527,69 @@ class Dispatcher:
         tq.busy = False
         self._schedule(tq)
         self._drop_if_empty(tq)
-        self._wake.set()
+        if self._worth_pumping():
+            self._wake.set()
+
+    # --- the workers ------------------------------------------------------------------------------------
+
+    def _may_send(self) -> bool:
+        """The duplicate bound: sends in flight plus outcomes not yet committed stay below
+        2 × concurrency (a crash re-sends at most those)."""
+        return self._sending + len(self._settling) < 2 * self.settings.concurrency
+
+    def _hand_out(self) -> None:
+        """Give claimed deliveries to idle workers."""
+        while self._ready and self._idle_workers and not self._closing:
+            if not self._may_send():
+                self._flush_signal.set()  # a commit frees the room
+                return
+            waiter = self._idle_workers.popleft()
+            if waiter.done():
+                continue
+            self._sending += 1
+            waiter.set_result(self._ready.popleft())
+
+    async def _worker(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._closing:
+            if self._ready and self._may_send():
+                entry: tuple[_TargetQueue, _Item, DeliveryJob] | None = self._ready.popleft()
+                self._sending += 1
+            else:
+                if self._ready:
+                    self._flush_signal.set()  # held back by uncommitted outcomes
+                waiter: asyncio.Future[tuple[_TargetQueue, _Item, DeliveryJob] | None]
+                waiter = loop.create_future()
+                self._idle_workers.append(waiter)
+                entry = await waiter  # counted in `_sending` by whoever handed it over
+            if entry is None:
+                return
+            tq, item, job = entry
+            try:
+                until = self._held_until(tq)
+                if until is None:
+                    await self._deliver(tq, item, job)
+                else:  # limits closed since it was claimed: back to the schedule, not asleep here
+                    self._release(tq, item, requeue=True)
+                    self._schedule(tq, until)
+                    self._wake.set()
+            finally:
+                self._sending -= 1
+
+    def _held_until(self, tq: _TargetQueue) -> float | None:
+        """When a claimed delivery would wait more than SHORT_WAIT for its limits: when it may go."""
+        lane = tq.lane
+        now = self.clock()
+        wait = self.limiter.delay([(lane.key, lane.overall), (tq.key, tq.rate)], now)
+        if wait == math.inf:  # a slot held by a send in flight: `_acquire` waits for it
+            wait = 0.0
+        blocked = max(
+            self.limiter.blocked_until(lane.key),
+            self.limiter.blocked_until(tq.key),
+            lane.gate_until,
+        )
+        wait = max(wait, blocked - now)
+        return now + wait if wait > SHORT_WAIT else None
 
     # --- one delivery ---------------------------------------------------------------------------------
 
@@ -572,7 +700,7 @@ class Dispatcher:
             )
             return self._retry(item, job, f"{type(exc).__name__}: {exc}", None)
         self.sent += 1
-        self._results.sent.append((job.id, reference, post.version, to_db_time(utc_now())))
+        self._results.sent.append((job.id, reference, post.version, self._sent_at()))
         self._unrecorded[(job.subscription_id, job.post_rowid)] = SentRef(reference, post.version)
         self._unrecorded_keys.append((job.subscription_id, job.post_rowid))
         self._settle(job.id)
@@ -624,6 +752,14 @@ class Dispatcher:
         self._settle(job.id)
         return True
 
+    def _sent_at(self) -> str:
+        """Now, as stored; formatted at most once a millisecond (strftime per delivery shows up)."""
+        now = time.time()
+        if now - self._stamp_time >= 0.001:
+            self._stamp_time = now
+            self._stamp = to_db_time(datetime.fromtimestamp(now, UTC))
+        return self._stamp
+
     def _record_skip(self, delivery_id: int, reason: str) -> None:
         self._results.skipped.append((delivery_id, reason))
         self._settle(delivery_id)
@@ -634,8 +770,8 @@ class Dispatcher:
         self._added()
 
     def _added(self) -> None:
-        self._result_added.set()
-        self._flush_needed.set()
+        if len(self._results) == 1 or self._flush_due():
+            self._flush_signal.set()  # the first outcome opens the window
 
     def _card(self, found: PostForCard, query: str | None, is_update: bool) -> Card:
         post = found.post
@@ -662,23 +798,28 @@ class Dispatcher:
 
     # --- writing outcomes ---------------------------------------------------------------------------
 
+    def _flush_due(self) -> bool:
+        """Commit now rather than wait for the window: enough outcomes, nothing else in flight, or
+        a worker held back by the duplicate bound."""
+        return (
+            len(self._results) >= max(1, int(self.settings.concurrency * FLUSH_FRACTION))
+            or not self._taken
+            or (bool(self._ready) and not self._may_send())
+            or self._flusher_stop
+        )
+
     async def _flusher(self) -> None:
         loop = asyncio.get_running_loop()
         while not self._flusher_stop:
-            await self._flush_needed.wait()
+            await self._flush_signal.wait()
+            self._flush_signal.clear()
             deadline = loop.time() + GROUP_COMMIT_WINDOW
-            while (
-                len(self._results) < self.settings.concurrency
-                and self._taken
-                and (left := deadline - loop.time()) > 0
-            ):
-                self._result_added.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._result_added.wait(), left)
+            while not self._flush_due() and (left := deadline - loop.time()) > 0:
+                await self._flush_signal.wait(left)
+                self._flush_signal.clear()
             await self._flush()
 
     async def _flush(self) -> None:
-        self._flush_needed.clear()
         if not len(self._results):
             return
         results, ids, sent_keys = self._results, self._result_ids, self._unrecorded_keys
@@ -697,10 +838,11 @@ class Dispatcher:
             _merge(self._results, results)
             self._result_ids.extend(ids)
             self._unrecorded_keys.extend(sent_keys)
-            self._flush_needed.set()
+            self._flush_signal.set()
             await asyncio.sleep(0.5)
         finally:
             self._flushing -= 1
+        self._hand_out()
         self._wake.set()
 
 

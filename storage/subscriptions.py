@@ -569,25 +569,24 @@ class Outbox:
 
     async def pending_after(self, after_id: int, limit: int = 5000) -> list[PendingDelivery]:
         """Pending deliveries of active subscriptions with id > after_id, by id."""
-        async with self.db.reader.execute(
+        rows = await self.db.reader.execute_fetchall(
             f"SELECT {_PENDING_COLUMNS} FROM deliveries d "
             "JOIN subscriptions s ON s.id = d.subscription_id "
             "WHERE d.id > ? AND d.state = 'pending' AND s.state = 'active' ORDER BY d.id LIMIT ?",
             (after_id, limit),
-        ) as cur:
-            return [PendingDelivery(*r) for r in await cur.fetchall()]
+        )
+        return [PendingDelivery(*r) for r in rows]
 
     async def data_version(self) -> int:
         """Changes whenever another connection commits (SQLite's `PRAGMA data_version`)."""
-        async with self.db.reader.execute("PRAGMA data_version") as cur:
-            row = await cur.fetchone()
-        return int(row[0]) if row else 0
+        rows = list(await self.db.reader.execute_fetchall("PRAGMA data_version"))
+        return int(rows[0][0]) if rows else 0
 
     async def pending_ids(self) -> set[int]:
-        async with self.db.reader.execute(
+        rows = await self.db.reader.execute_fetchall(
             "SELECT id FROM deliveries WHERE state = 'pending'"
-        ) as cur:
-            return {r[0] for r in await cur.fetchall()}
+        )
+        return {r[0] for r in rows}
 
     async def pending_by_ids(self, ids: Iterable[int]) -> list[PendingDelivery]:
         out: list[PendingDelivery] = []
@@ -595,13 +594,13 @@ class Outbox:
         for start in range(0, len(wanted), _CHUNK):
             chunk = wanted[start : start + _CHUNK]
             marks = ",".join("?" * len(chunk))
-            async with self.db.reader.execute(
+            rows = await self.db.reader.execute_fetchall(
                 f"SELECT {_PENDING_COLUMNS} FROM deliveries d "
                 "JOIN subscriptions s ON s.id = d.subscription_id "
                 f"WHERE d.id IN ({marks}) AND d.state = 'pending' AND s.state = 'active'",
                 chunk,
-            ) as cur:
-                out.extend(PendingDelivery(*r) for r in await cur.fetchall())
+            )
+            out.extend(PendingDelivery(*r) for r in rows)
         return out
 
     async def claim(self, ids: Sequence[int]) -> list[DeliveryJob]:
@@ -610,32 +609,32 @@ class Outbox:
         for start in range(0, len(ids), _CHUNK):
             chunk = list(ids[start : start + _CHUNK])
             marks = ",".join("?" * len(chunk))
-            async with self.db.reader.execute(
+            rows = await self.db.reader.execute_fetchall(
                 "SELECT d.id, d.subscription_id, d.post_rowid, d.version, d.event, d.attempts, "
                 "d.state, s.state, s.platform, s.address, s.thread, s.target_kind, s.options, "
                 "s.source_id, s.query, s.edit_policy, p.version FROM deliveries d "
                 "JOIN subscriptions s ON s.id = d.subscription_id "
                 f"JOIN posts p ON p.rowid = d.post_rowid WHERE d.id IN ({marks})",
                 chunk,
-            ) as cur:
-                for r in await cur.fetchall():
-                    jobs.append(
-                        DeliveryJob(
-                            id=r[0],
-                            subscription_id=r[1],
-                            post_rowid=r[2],
-                            version=r[3],
-                            post_version=r[16],
-                            event=r[4],
-                            attempts=r[5],
-                            state=r[6],
-                            subscription_state=r[7],
-                            target=_target(r[8], r[9], r[10], r[11], r[12]),
-                            source_id=r[13],
-                            query=r[14],
-                            edit_policy=EditPolicy(r[15]),
-                        )
+            )
+            for r in rows:
+                jobs.append(
+                    DeliveryJob(
+                        id=r[0],
+                        subscription_id=r[1],
+                        post_rowid=r[2],
+                        version=r[3],
+                        post_version=r[16],
+                        event=r[4],
+                        attempts=r[5],
+                        state=r[6],
+                        subscription_state=r[7],
+                        target=_target(r[8], r[9], r[10], r[11], r[12]),
+                        source_id=r[13],
+                        query=r[14],
+                        edit_policy=EditPolicy(r[15]),
                     )
+                )
         return jobs
 
     async def posts(self, rowids: Iterable[int]) -> dict[int, PostForCard]:
