@@ -138,6 +138,7 @@ class _TargetQueue:
     lane: _Lane
     rate: Rate | None
     items: list[_Item] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)  # what a send to it takes: platform, target
     busy: bool = False
     scheduled: float | None = None  # the due time of its live entry in the lane heap
 
@@ -216,6 +217,8 @@ class Dispatcher:
         self._posts: dict[int, PostForCard] = {}
         self._queries: dict[str, CompiledQuery | None] = {}
         self._cards: dict[tuple[str, int, tuple[str, ...], bool], Card] = {}
+        self._flush_batch = max(1, int(settings.concurrency * FLUSH_FRACTION))
+        self._claim_batch = max(1, int(settings.concurrency * CLAIM_FRACTION))
         self._stamp_second = -1
         self._stamp_prefix = ""
         # Sends in flight by worker task, with the loop time they time out at.
@@ -387,6 +390,7 @@ class Dispatcher:
             limits = lane.adapter.capabilities.rate_limits
             rate = limits.per_kind.get(row.target_kind, limits.per_target)
             tq = self._queues[key] = _TargetQueue(key, lane, rate)
+            tq.checks = [(lane.key, lane.overall), (key, rate)]
         item = _Item(row.id, row.subscription_id, row.order_key, row.next_attempt_at)
         self._known[row.id] = item
         bisect.insort(tq.items, item, key=_Item.sort_key)
@@ -435,9 +439,7 @@ class Dispatcher:
         """Room for a batch, or workers with nothing to do: claiming one delivery at a time while the
         workers are busy would put a database round trip on every delivery."""
         room = self._room()
-        return room > 0 and (
-            room >= max(1, int(self.settings.concurrency * CLAIM_FRACTION)) or not self._ready
-        )
+        return room > 0 and (room >= self._claim_batch or not self._ready)
 
     def _pump(self, now: float) -> tuple[list[tuple[_TargetQueue, _Item]], float | None]:
         """Take ready deliveries (due, target free, within rate limits) up to the free room."""
@@ -585,7 +587,7 @@ class Dispatcher:
         """When a claimed delivery would wait more than SHORT_WAIT for its limits: when it may go."""
         lane = tq.lane
         now = self.clock()
-        wait = self.limiter.delay([(lane.key, lane.overall), (tq.key, tq.rate)], now)
+        wait = self.limiter.delay(tq.checks, now)
         if wait == math.inf:  # a slot held by a send in flight: `_acquire` waits for it
             wait = 0.0
         blocked = max(
@@ -638,7 +640,7 @@ class Dispatcher:
             else:
                 is_update = True  # an "Updated:" follow-up
         card = self._card(found, job.query, is_update)
-        checks: list[Check] = [(lane.key, lane.overall), (tq.key, tq.rate)]
+        checks = tq.checks
         try:
             if edit_ref is not None:
                 ref = edit_ref
@@ -714,7 +716,9 @@ class Dispatcher:
     async def _limited(self, checks: list[Check], call: Callable[[], Awaitable[str]]) -> str:
         """Take rate-limit slots, then call the adapter at once (no await between: the platform sees
         the request in the order and at the time the slots were taken); free the slots when done."""
-        permit = await self._acquire(checks)
+        _, permit = self.limiter.acquire(checks)
+        if permit is None:
+            permit = await self._acquire(checks)
         task = asyncio.current_task()
         assert task is not None
         self._deadlines[task] = asyncio.get_running_loop().time() + self.send_timeout
@@ -802,7 +806,7 @@ class Dispatcher:
         self._added()
 
     def _added(self) -> None:
-        if len(self._results) == 1 or self._flush_due():
+        if len(self._result_ids) <= 1 or self._flush_due():
             self._flush_signal.set()  # the first outcome opens the window
 
     def _card(self, found: PostForCard, query: str | None, is_update: bool) -> Card:
@@ -834,7 +838,7 @@ class Dispatcher:
         """Commit now rather than wait for the window: enough outcomes, nothing else in flight, or
         a worker held back by the duplicate bound."""
         return (
-            len(self._results) >= max(1, int(self.settings.concurrency * FLUSH_FRACTION))
+            len(self._result_ids) >= self._flush_batch
             or not self._taken
             or (bool(self._ready) and not self._may_send())
             or self._flusher_stop

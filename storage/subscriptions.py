@@ -589,53 +589,44 @@ class Outbox:
         return {r[0] for r in rows}
 
     async def pending_by_ids(self, ids: Iterable[int]) -> list[PendingDelivery]:
-        out: list[PendingDelivery] = []
-        wanted = list(ids)
-        for start in range(0, len(wanted), _CHUNK):
-            chunk = wanted[start : start + _CHUNK]
-            marks = ",".join("?" * len(chunk))
-            rows = await self.db.reader.execute_fetchall(
-                f"SELECT {_PENDING_COLUMNS} FROM deliveries d "
-                "JOIN subscriptions s ON s.id = d.subscription_id "
-                f"WHERE d.id IN ({marks}) AND d.state = 'pending' AND s.state = 'active'",
-                chunk,
-            )
-            out.extend(PendingDelivery(*r) for r in rows)
-        return out
+        rows = await self.db.reader.execute_fetchall(
+            f"SELECT {_PENDING_COLUMNS} FROM deliveries d "
+            "JOIN subscriptions s ON s.id = d.subscription_id "
+            "WHERE d.id IN (SELECT value FROM json_each(?)) "
+            "AND d.state = 'pending' AND s.state = 'active'",
+            (_id_list(ids),),
+        )
+        return [PendingDelivery(*r) for r in rows]
 
     async def claim(self, ids: Sequence[int]) -> list[DeliveryJob]:
         """The current rows of these deliveries with their subscriptions (one SELECT per batch)."""
-        jobs: list[DeliveryJob] = []
-        for start in range(0, len(ids), _CHUNK):
-            chunk = list(ids[start : start + _CHUNK])
-            marks = ",".join("?" * len(chunk))
-            rows = await self.db.reader.execute_fetchall(
-                "SELECT d.id, d.subscription_id, d.post_rowid, d.version, d.event, d.attempts, "
-                "d.state, s.state, s.platform, s.address, s.thread, s.target_kind, s.options, "
-                "s.source_id, s.query, s.edit_policy, p.version FROM deliveries d "
-                "JOIN subscriptions s ON s.id = d.subscription_id "
-                f"JOIN posts p ON p.rowid = d.post_rowid WHERE d.id IN ({marks})",
-                chunk,
+        rows = await self.db.reader.execute_fetchall(
+            "SELECT d.id, d.subscription_id, d.post_rowid, d.version, d.event, d.attempts, "
+            "d.state, s.state, s.platform, s.address, s.thread, s.target_kind, s.options, "
+            "s.source_id, s.query, s.edit_policy, p.version FROM deliveries d "
+            "JOIN subscriptions s ON s.id = d.subscription_id "
+            "JOIN posts p ON p.rowid = d.post_rowid "
+            "WHERE d.id IN (SELECT value FROM json_each(?))",
+            (_id_list(ids),),
+        )
+        return [
+            DeliveryJob(
+                id=r[0],
+                subscription_id=r[1],
+                post_rowid=r[2],
+                version=r[3],
+                post_version=r[16],
+                event=r[4],
+                attempts=r[5],
+                state=r[6],
+                subscription_state=r[7],
+                target=_target(r[8], r[9], r[10], r[11], r[12]),
+                source_id=r[13],
+                query=r[14],
+                edit_policy=_EDIT_POLICIES[r[15]],
             )
-            for r in rows:
-                jobs.append(
-                    DeliveryJob(
-                        id=r[0],
-                        subscription_id=r[1],
-                        post_rowid=r[2],
-                        version=r[3],
-                        post_version=r[16],
-                        event=r[4],
-                        attempts=r[5],
-                        state=r[6],
-                        subscription_state=r[7],
-                        target=_target(r[8], r[9], r[10], r[11], r[12]),
-                        source_id=r[13],
-                        query=r[14],
-                        edit_policy=EditPolicy(r[15]),
-                    )
-                )
-        return jobs
+            for r in rows
+        ]
 
     async def posts(self, rowids: Iterable[int]) -> dict[int, PostForCard]:
         """Posts (current text) with their blog's title, by rowid."""
@@ -751,6 +742,14 @@ class Outbox:
             for state, n in await cur.fetchall():
                 out[state] = n
         return out
+
+
+_EDIT_POLICIES = {policy.value: policy for policy in EditPolicy}
+
+
+def _id_list(ids: Iterable[int]) -> str:
+    """Ids as one JSON parameter (`IN (SELECT value FROM json_each(?))`): any number in one query."""
+    return "[" + ",".join(map(str, ids)) + "]"
 
 
 _target_cache: dict[tuple[str, str, str | None, str, str], Target] = {}
