@@ -858,22 +858,33 @@ class Dispatcher:
     async def _flush(self) -> None:
         if not len(self._results):
             return
-        results, ids, sent_keys = self._results, self._result_ids, self._unrecorded_keys
-        self._results, self._result_ids, self._unrecorded_keys = OutboxResults(), [], []
+        batch: list[tuple[OutboxResults, list[int], list[tuple[int, int]]]] = []
+
+        def take() -> OutboxResults:
+            # Called inside the transaction: what arrived while it began goes in this commit.
+            batch.append((self._results, self._result_ids, self._unrecorded_keys))
+            self._results, self._result_ids, self._unrecorded_keys = OutboxResults(), [], []
+            return batch[0][0]
+
         self._flushing += 1
         try:
             async with self._io_lock:
-                await self.outbox.record(results)
+                await self.outbox.record(take)
+                results, ids, sent_keys = batch[0]
                 self._settling.difference_update(ids)
                 for key in sent_keys:  # in the database now
                     self._unrecorded.pop(key, None)
                 if results.moves or results.disable:
                     self._resync_needed = True
         except Exception:
-            log.exception("could not record %d delivery outcomes; will try again", len(results))
-            _merge(self._results, results)
-            self._result_ids.extend(ids)
-            self._unrecorded_keys.extend(sent_keys)
+            if batch:
+                results, ids, sent_keys = batch[0]
+                log.exception("could not record %d delivery outcomes; will try again", len(results))
+                _merge(self._results, results)
+                self._result_ids.extend(ids)
+                self._unrecorded_keys.extend(sent_keys)
+            else:
+                log.exception("could not record delivery outcomes; will try again")
             self._flush_signal.set()
             await asyncio.sleep(0.5)
         finally:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import builtins
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -655,11 +655,14 @@ class Outbox:
             row = await cur.fetchone()
         return SentRef(row[0], row[1]) if row else None
 
-    async def record(self, results: OutboxResults) -> None:
-        """Write a batch of outcomes in one transaction."""
-        if not len(results):
+    async def record(self, results: OutboxResults | Callable[[], OutboxResults]) -> None:
+        """Write a batch of outcomes in one transaction. Given a function, it is called once the
+        transaction has begun, so outcomes that arrive while it begins are written too."""
+        if isinstance(results, OutboxResults) and not len(results):
             return
         async with self.db.write() as conn:
+            if not isinstance(results, OutboxResults):
+                results = results()
             if results.sent:
                 await conn.executemany(
                     "UPDATE deliveries SET state = 'sent', message_ref = ?, version = ?, "
