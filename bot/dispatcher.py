@@ -393,7 +393,11 @@ class Dispatcher:
             tq.checks = [(lane.key, lane.overall), (key, rate)]
         item = _Item(row.id, row.subscription_id, row.order_key, row.next_attempt_at)
         self._known[row.id] = item
-        bisect.insort(tq.items, item, key=_Item.sort_key)
+        items = tq.items
+        if not items or (items[-1].order_key, items[-1].id) < (item.order_key, item.id):
+            items.append(item)  # the usual case: a later post
+        else:
+            bisect.insort(items, item, key=_Item.sort_key)
         self._schedule(tq)
 
     def _forget(self, delivery_id: int) -> None:
