@@ -138,7 +138,6 @@ class _TargetQueue:
     lane: _Lane
     rate: Rate | None
     items: list[_Item] = field(default_factory=list)
-    checks: list[Check] = field(default_factory=list)  # what a send to it takes: platform, target
     busy: bool = False
     scheduled: float | None = None  # the due time of its live entry in the lane heap
 
@@ -390,7 +389,6 @@ class Dispatcher:
             limits = lane.adapter.capabilities.rate_limits
             rate = limits.per_kind.get(row.target_kind, limits.per_target)
             tq = self._queues[key] = _TargetQueue(key, lane, rate)
-            tq.checks = [(lane.key, lane.overall), (key, rate)]
         item = _Item(row.id, row.subscription_id, row.order_key, row.next_attempt_at)
         self._known[row.id] = item
         items = tq.items
@@ -591,7 +589,7 @@ class Dispatcher:
         """When a claimed delivery would wait more than SHORT_WAIT for its limits: when it may go."""
         lane = tq.lane
         now = self.clock()
-        wait = self.limiter.delay(tq.checks, now)
+        wait = self.limiter.delay([(lane.key, lane.overall), (tq.key, tq.rate)], now)
         if wait == math.inf:  # a slot held by a send in flight: `_acquire` waits for it
             wait = 0.0
         blocked = max(
@@ -644,7 +642,7 @@ class Dispatcher:
             else:
                 is_update = True  # an "Updated:" follow-up
         card = self._card(found, job.query, is_update)
-        checks = tq.checks
+        checks: list[Check] = [(lane.key, lane.overall), (tq.key, tq.rate)]
         try:
             if edit_ref is not None:
                 ref = edit_ref

@@ -55,6 +55,7 @@ BACKFILL = "backfill"
 
 MAX_BACKFILL = 50
 _CHUNK = 500  # ids per `IN (...)` list
+_LOAD_CHUNK = 2000  # ids per JSON list when the dispatcher reloads its schedule
 
 
 class SubscriptionError(ValueError):
@@ -589,14 +590,18 @@ class Outbox:
         return {r[0] for r in rows}
 
     async def pending_by_ids(self, ids: Iterable[int]) -> list[PendingDelivery]:
-        rows = await self.db.reader.execute_fetchall(
-            f"SELECT {_PENDING_COLUMNS} FROM deliveries d "
-            "JOIN subscriptions s ON s.id = d.subscription_id "
-            "WHERE d.id IN (SELECT value FROM json_each(?)) "
-            "AND d.state = 'pending' AND s.state = 'active'",
-            (_id_list(ids),),
-        )
-        return [PendingDelivery(*r) for r in rows]
+        out: list[PendingDelivery] = []
+        wanted = list(ids)
+        for start in range(0, len(wanted), _LOAD_CHUNK):  # bounded: the raw rows weigh more
+            rows = await self.db.reader.execute_fetchall(
+                f"SELECT {_PENDING_COLUMNS} FROM deliveries d "
+                "JOIN subscriptions s ON s.id = d.subscription_id "
+                "WHERE d.id IN (SELECT value FROM json_each(?)) "
+                "AND d.state = 'pending' AND s.state = 'active'",
+                (_id_list(wanted[start : start + _LOAD_CHUNK]),),
+            )
+            out.extend(PendingDelivery(*r) for r in rows)
+        return out
 
     async def claim(self, ids: Sequence[int]) -> list[DeliveryJob]:
         """The current rows of these deliveries with their subscriptions (one SELECT per batch)."""
