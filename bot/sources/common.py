@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-from bot.models import Image
+from bot.models import Image, Post
 from bot.sources.text import clean
 
 
@@ -125,3 +125,37 @@ def dedupe_images(images: list[Image]) -> tuple[Image, ...]:
             seen.add(key)
             out.append(image)
     return tuple(out)
+
+
+def join_names(names: tuple[str, ...]) -> str:
+    """ "A", "A and B", "A, B and C"."""
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def entry_post(
+    *,
+    post_id: str,
+    source_id: str,
+    published: datetime,
+    modified: datetime | None,
+    title: str,
+    authors: tuple[str, ...],
+    body: list[str],
+    images: list[Image],
+    permalink: str | None,
+    time_estimated: bool = False,
+) -> Post:
+    """A feed entry (RSS/Atom, JSON Feed, JSON-LD update) as a post, by the rules they share."""
+    return Post(
+        id=post_id,
+        source_id=source_id,
+        published_at=published,
+        updated_at=modified if modified and modified != published else None,
+        title=title,
+        byline=f"By {join_names(authors)}" if authors else None,
+        authors=authors,
+        body=tuple(body),
+        images=dedupe_images(images),
+        permalink=permalink,
+        time_estimated=time_estimated,
+    )

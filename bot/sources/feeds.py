@@ -22,7 +22,7 @@ from bot.models import Image, ImportResult, Post, Source, SourceKind
 from bot.sources.common import (
     PostIds,
     SourceError,
-    dedupe_images,
+    entry_post,
     first_seen,
     from_struct_time,
     split_names,
@@ -181,16 +181,15 @@ def _post(
         # Neither an id nor a date of its own: the feed's date moves on every rebuild, the title does not.
         post_id = ids.own(f"title-{short_hash(title)}")
     authors = _authors(entry)
-    return Post(
-        id=post_id,
+    return entry_post(
+        post_id=post_id,
         source_id=source.id,
-        published_at=published,
-        updated_at=updated if updated and updated != published else None,
+        published=published,
+        modified=updated,
         title=title,
-        byline=f"By {_join(authors)}" if authors else None,
         authors=authors,
-        body=tuple(body),
-        images=dedupe_images(media_images + inline_images),
+        body=body,
+        images=media_images + inline_images,
         permalink=permalink,
         time_estimated=not dated,
     )
@@ -236,10 +235,6 @@ def _authors(entry: Mapping[str, Any]) -> tuple[str, ...]:
     if not names and isinstance(entry.get("author"), str):
         names = list(split_names(html_to_text(entry["author"])))
     return tuple(dict.fromkeys(names))
-
-
-def _join(names: tuple[str, ...]) -> str:
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def _media_images(entry: Mapping[str, Any], texts: _MediaTexts) -> list[Image]:

@@ -9,7 +9,7 @@ from bot.models import Image, ImportResult, Post, Source, SourceKind
 from bot.sources.common import (
     PostIds,
     SourceError,
-    dedupe_images,
+    entry_post,
     first_seen,
     parse_iso,
     title_from_body,
@@ -132,16 +132,15 @@ def _post(
     if native_id is None and not dated:
         native_id = f"title-{short_hash(title)}"  # its stand-in time changes; its title does not
     authors = _authors(item) or feed_authors
-    return Post(
-        id=ids.own(native_id) if native_id else ids.by_time(published),
+    return entry_post(
+        post_id=ids.own(native_id) if native_id else ids.by_time(published),
         source_id=source.id,
-        published_at=published,
-        updated_at=modified if modified and modified != published else None,
+        published=published,
+        modified=modified,
         title=title,
-        byline=("By " + " and ".join(authors)) if authors else None,
         authors=authors,
-        body=tuple(body),
-        images=dedupe_images(images),
+        body=body,
+        images=images,
         permalink=permalink,
         time_estimated=not dated,
     )

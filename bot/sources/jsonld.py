@@ -13,7 +13,7 @@ from html.parser import HTMLParser
 from typing import Any
 
 from bot.models import Image, ImportResult, Post, Source, SourceKind
-from bot.sources.common import PostIds, SourceError, dedupe_images, parse_iso, title_from_body
+from bot.sources.common import PostIds, SourceError, entry_post, parse_iso, title_from_body
 from bot.sources.text import (
     clean,
     html_content,
@@ -199,15 +199,14 @@ def _post(update: dict[str, Any], source: Source, ids: PostIds) -> Post | None:
     authors = _names(update.get("author"))
     native = update.get("@id") or update.get("url")
     native_id = native if isinstance(native, str) and native.strip() else None
-    return Post(
-        id=ids.own(native_id) if native_id else ids.by_time(published),
+    return entry_post(
+        post_id=ids.own(native_id) if native_id else ids.by_time(published),
         source_id=source.id,
-        published_at=published,
-        updated_at=modified if modified and modified != published else None,
+        published=published,
+        modified=modified,
         title=title,
-        byline=("By " + " and ".join(authors)) if authors else None,
         authors=authors,
-        body=tuple(body),
-        images=dedupe_images(images),
+        body=body,
+        images=images,
         permalink=permalink,
     )
