@@ -7,9 +7,7 @@ from __future__ import annotations
 import asyncio
 import warnings
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -29,11 +27,8 @@ from bot.models import (
     Card,
     Image,
     ImportResult,
-    Post,
     Reply,
     Request,
-    Source,
-    SourceKind,
     SubscriptionState,
     Target,
 )
@@ -41,6 +36,7 @@ from handlers import Deps, handle
 from storage.db import Database
 from storage.posts import PostStore
 from storage.subscriptions import SubscriptionStore
+from tests.blog import BLOG, KYIV, POSTS, post
 from tests.fakes.discord import (
     MANAGE_CHANNELS,
     MANAGE_GUILD,
@@ -53,37 +49,12 @@ with warnings.catch_warnings():
     import discord
     from discord.gateway import DiscordWebSocket
 
-KYIV = ZoneInfo("Europe/Kyiv")
-T0 = datetime(2022, 1, 21, 12, 0, tzinfo=UTC)
-BLOG = Source(id="kyiv-live", title="Kyiv live", kind=SourceKind.PAGE_TEXT)
 GUILD = 111111111111111111
 CHANNEL = 222222222222222222
 OTHER_CHANNEL = 222222222222222299
 DM_CHANNEL = 333333333333333333
 ADMIN = 777
 MEMBER = 4242
-
-
-def post(n: int, title: str, *body: str, **extra: object) -> Post:
-    return Post.model_validate(
-        {
-            "id": f"kyiv-{n:03d}",
-            "source_id": BLOG.id,
-            "published_at": T0 + timedelta(minutes=n),
-            "title": title,
-            "body": body or (f"Routine update number {n}.",),
-            "permalink": f"https://news.example/live/kyiv-{n:03d}",
-            **extra,
-        }
-    )
-
-
-POSTS = [
-    post(1, "Blinken meets Lavrov in Geneva", "Talks on sanctions and troops."),
-    post(2, "Sanctions package outlined", "The EU outlines new sanctions on banks."),
-    post(3, "Troops near the border", "Satellite images show troops."),
-    *[post(n, f"Update {n}", f"Routine update number {n} on sanctions.") for n in range(4, 12)],
-]
 
 
 @pytest.fixture

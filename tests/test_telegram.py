@@ -7,8 +7,6 @@ import math
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
@@ -29,11 +27,8 @@ from bot.models import (
     Button,
     Card,
     ImportResult,
-    Post,
     Reply,
     Request,
-    Source,
-    SourceKind,
     SubscriptionState,
     Target,
 )
@@ -41,37 +36,13 @@ from handlers import Deps, handle
 from storage.db import Database
 from storage.posts import PostStore
 from storage.subscriptions import SubscriptionStore
+from tests.blog import BLOG, KYIV, POSTS, T0, post
 from tests.fakes.telegram import FakeTelegram, Limits, Sent
 
 SCALE = 10.0  # the fake and the adapter both run Telegram's limits ten times faster
-KYIV = ZoneInfo("Europe/Kyiv")
-T0 = datetime(2022, 1, 21, 12, 0, tzinfo=UTC)
-BLOG = Source(id="kyiv-live", title="Kyiv live", kind=SourceKind.PAGE_TEXT)
 USER = 4242
 ADMIN = 777
 GROUP = -1001234
-
-
-def post(n: int, title: str, *body: str, **extra: object) -> Post:
-    return Post.model_validate(
-        {
-            "id": f"kyiv-{n:03d}",
-            "source_id": BLOG.id,
-            "published_at": T0 + timedelta(minutes=n),
-            "title": title,
-            "body": body or (f"Routine update number {n}.",),
-            "permalink": f"https://news.example/live/kyiv-{n:03d}",
-            **extra,
-        }
-    )
-
-
-POSTS = [
-    post(1, "Blinken meets Lavrov in Geneva", "Talks on sanctions and troops."),
-    post(2, "Sanctions package outlined", "The EU outlines new sanctions on banks."),
-    post(3, "Troops near the border", "Satellite images show troops."),
-    *[post(n, f"Update {n}", f"Routine update number {n} on sanctions.") for n in range(4, 12)],
-]
 
 
 @pytest.fixture
