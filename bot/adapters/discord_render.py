@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 with warnings.catch_warnings():
@@ -29,7 +29,7 @@ with warnings.catch_warnings():
     import discord
 from discord.utils import escape_markdown
 
-from bot.adapters.text import ELLIPSIS, cut
+from bot.adapters.text import ELLIPSIS, cut, link_url
 from bot.models import Button, Card, Highlighted, Reply
 
 MAX_CONTENT = 2000
@@ -89,16 +89,9 @@ def esc(text: str) -> str:
 
 
 def safe_url(url: str | None) -> str | None:
-    """The URL if Discord will take it (http/https with a host), else None."""
-    if not url:
-        return None
-    try:
-        parts = urlsplit(url.strip())
-    except ValueError:
-        return None
-    if parts.scheme.lower() in ("http", "https") and parts.netloc and size(url) <= 2048:
-        return url.strip()
-    return None
+    """The URL if Discord will take it (http/https with a host, at most 2048), else None."""
+    found = link_url(url)
+    return found if found is not None and size(found) <= 2048 else None
 
 
 def link(label: str, url: str) -> str:

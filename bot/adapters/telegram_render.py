@@ -15,7 +15,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from html.parser import HTMLParser
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from telegram import (
@@ -27,7 +26,7 @@ from telegram import (
 )
 from telegram.constants import ParseMode
 
-from bot.adapters.text import ELLIPSIS, cut
+from bot.adapters.text import ELLIPSIS, cut, link_url
 from bot.models import Button, Card, Highlighted, Reply
 
 MAX_TEXT = 4096
@@ -49,15 +48,7 @@ def esc(text: str) -> str:
 
 def safe_url(url: str | None) -> str | None:
     """The URL if it may become a link (http/https with a host), else None."""
-    if not url:
-        return None
-    try:
-        parts = urlsplit(url.strip())
-    except ValueError:
-        return None
-    if parts.scheme.lower() in ("http", "https") and parts.netloc:
-        return url.strip()
-    return None
+    return link_url(url)
 
 
 def link(url: str, inner_html: str) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 ELLIPSIS = "…"
 
 
@@ -25,3 +27,21 @@ def cut(text: str, limit: int, *, suffix: str = ELLIPSIS) -> str:
 
 def fits(parts: list[str], limit: int) -> bool:
     return sum(len(p) for p in parts) <= limit
+
+
+def link_url(url: str | None, *, max_length: int | None = None) -> str | None:
+    """The URL if it may become a link in a chat (http/https with a host, within length), else None.
+
+    `javascript:`, `data:` and relative URLs never become links, whatever a feed says."""
+    if not url:
+        return None
+    url = url.strip()
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        return None
+    if max_length is not None and len(url) > max_length:
+        return None
+    return url
