@@ -136,6 +136,18 @@ MIGRATIONS: tuple[str, ...] = (
         at            TEXT NOT NULL
     );
     """,
+    """
+    -- The time of a post whose feed gave none is the time it was first seen: an estimate.
+    ALTER TABLE posts ADD COLUMN time_estimated INTEGER NOT NULL DEFAULT 0;
+
+    -- Slack slash-command signatures seen within the 5-minute window: replays are refused
+    -- across restarts and across processes.
+    CREATE TABLE slack_replays (
+        signature     TEXT PRIMARY KEY,
+        seen_at       REAL NOT NULL      -- unix time
+    ) WITHOUT ROWID;
+    CREATE INDEX slack_replays_by_time ON slack_replays(seen_at);
+    """,
 )
 
 
