@@ -7,6 +7,13 @@ A feed item with neither an id, a link nor a date of its own gets `<source id>:t
 
 A feed item with no date at all (nor a feed date) is dated when it was first seen, marked
 `time_estimated`; the store keeps that first time on every later import.
+
+Dates (`settle_dates`, applied to every document): a date before 1900 (a year-999 typo, a `0001-01-01`
+placeholder) or more than a day after the document was fetched is implausible. The post keeps its id
+(ids use the document's own date, so they stay stable) but is dated when it was first seen, marked
+`time_estimated`, with a warning; an implausible modification date is dropped. A date that cannot even
+be converted to UTC (`9999-12-31T23:59:59-05:00`, `0001-01-01T00:00:00+01:00`) is refused with its
+post, with a warning naming the post; a document left with no posts is refused in one line.
 """
 
 from __future__ import annotations
@@ -17,8 +24,14 @@ import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-from bot.models import Image, Post
+from bot.models import Image, ImportResult, Post
 from bot.sources.text import clean
+
+EARLIEST_PLAUSIBLE = datetime(1900, 1, 1, tzinfo=UTC)
+FUTURE_SLACK = timedelta(days=1)
+# What the date readers return for a date that exists in its own zone but not in UTC (or not at all):
+# a marker, so the post carrying it is refused by `settle_dates` and the rest of the document imports.
+OUT_OF_RANGE = datetime.max.replace(tzinfo=UTC)
 
 
 class SourceError(Exception):
@@ -58,13 +71,16 @@ class PostIds:
 
 
 def from_struct_time(value: time.struct_time | None) -> datetime | None:
-    """feedparser's UTC struct_time to an aware datetime; None for missing or absurd dates."""
+    """feedparser's UTC struct_time to an aware datetime; None for a missing date.
+
+    A date outside what a datetime holds (year 0, year 10000 after feedparser's own UTC conversion)
+    is `OUT_OF_RANGE`."""
     if value is None:
         return None
     try:
         return datetime.fromtimestamp(calendar.timegm(value), tz=UTC)
     except (OverflowError, ValueError, OSError):
-        return None
+        return OUT_OF_RANGE
 
 
 def first_seen(seen_at: datetime, position: int) -> datetime:
@@ -83,7 +99,9 @@ def undated_warning(count: int) -> str:
 
 
 def parse_iso(value: object) -> datetime | None:
-    """An RFC 3339 / ISO 8601 date (JSON Feed, JSON-LD) to aware UTC; naive dates are taken as UTC."""
+    """An RFC 3339 / ISO 8601 date (JSON Feed, JSON-LD) to aware UTC; naive dates are taken as UTC.
+
+    None for no date or an unreadable one; `OUT_OF_RANGE` for one that overflows in UTC."""
     if not isinstance(value, str) or not value.strip():
         return None
     text = value.strip().replace("z", "Z")
@@ -95,7 +113,69 @@ def parse_iso(value: object) -> datetime | None:
         return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        return OUT_OF_RANGE
+
+
+def plausible(value: datetime, seen_at: datetime) -> bool:
+    """Whether a post could really have been published (or edited) at `value`; see the module doc."""
+    return EARLIEST_PLAUSIBLE <= value <= seen_at + FUTURE_SLACK and value != OUT_OF_RANGE
+
+
+def day_of(value: datetime) -> str:
+    """`0999-01-01`: always four digits, whatever the platform's strftime does with small years."""
+    return f"{value.year:04d}-{value.month:02d}-{value.day:02d}"
+
+
+def settle_dates(result: ImportResult, *, location: str, seen_at: datetime) -> ImportResult:
+    """Apply the shared rule for dates to an imported document (see the module doc).
+
+    Raises `SourceError` when every post of a document that had posts was refused."""
+    if not result.posts:
+        return result
+    seen_at = seen_at.astimezone(UTC)
+    posts: list[Post] = []
+    refused: list[str] = []
+    implausible: list[datetime] = []
+    changed = False
+    for position, post in enumerate(result.posts):
+        if post.published_at == OUT_OF_RANGE:
+            refused.append(post.title)
+            continue
+        changes: dict[str, object] = {}
+        if post.updated_at is not None and not plausible(post.updated_at, seen_at):
+            changes["updated_at"] = None
+        if not plausible(post.published_at, seen_at):
+            implausible.append(post.published_at)
+            changes["published_at"] = first_seen(seen_at, position)
+            changes["time_estimated"] = True
+        changed = changed or bool(changes)
+        posts.append(post.model_copy(update=changes) if changes else post)
+    if not changed and not refused:
+        return result
+    warnings = list(result.warnings)
+    if implausible:
+        example = day_of(implausible[0])
+        if len(implausible) == 1:
+            warnings.append(
+                f"1 post carries an implausible date ({example}); using the time it was first seen"
+            )
+        else:
+            warnings.append(
+                f"{len(implausible)} posts carry implausible dates (e.g. {example}); "
+                "using the time they were first seen"
+            )
+    if refused:
+        names = ", ".join(f'"{_one_line(title, 60)}"' for title in refused[:3])
+        more = f" and {len(refused) - 3} more" if len(refused) > 3 else ""
+        warnings.append(
+            f"refused {len(refused)} post(s) whose date cannot be converted to UTC: {names}{more}"
+        )
+    if not posts:
+        raise SourceError(location, f"no usable posts ({'; '.join(warnings)})")
+    return result.model_copy(update={"posts": tuple(posts), "warnings": tuple(warnings)})
 
 
 _NAME_SPLIT = re.compile(r"\s*(?:,\s*and\s+|,\s*|\s+and\s+|\s*&\s*)\s*")

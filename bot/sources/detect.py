@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 
 from bot.models import ImportResult
 from bot.sources import feeds, jsonfeed, jsonld, pagetext
-from bot.sources.common import SourceError
+from bot.sources.common import SourceError, settle_dates
 from bot.sources.text import BinaryData, decode
 
 # What may precede the root element: XML declaration, processing instructions, comments, doctype.
@@ -20,6 +20,12 @@ _PROLOGUE = re.compile(r"^(?:\s+|<\?.*?\?>|<!--.*?(?:-->|$)|<!doctype[^>]*>)*", 
 _ROOT = re.compile(r"<([A-Za-z][\w.:-]*)")
 _FEED_ROOTS = frozenset({"rss", "rdf:rdf", "feed", "rdf"})
 _HTML_ROOTS = frozenset({"html", "head", "body"})
+# A JSON `\uXXXX` escape of a UTF-16 surrogate (group 1), unless its backslash is itself escaped;
+# only a high one followed by a low one is a character.
+_SURROGATE_ESCAPE = re.compile(
+    r"(?<!\\)(?:\\\\)*"
+    r"(\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|\\u[dD][89a-fA-F][0-9a-fA-F]{2})"
+)
 
 
 def parse_document(
@@ -32,8 +38,13 @@ def parse_document(
     """Detect the format of `data` and import it; raises `SourceError` with one readable line.
 
     `location` (a path or URL) names the document in messages; `content_type` is the HTTP header, if any;
-    `now` (default: the current time) is when it was fetched, the time given to posts without a date.
+    `now` (default: the current time) is when it was fetched, the time given to posts without a date
+    or with an implausible one (`bot.sources.common.settle_dates`).
+
+    No failure of the parsers escapes as anything but `SourceError`: a lone surrogate, markup the
+    stdlib HTML parser asserts on, a date that overflows, a malformed structure.
     """
+    seen_at = now or datetime.now(UTC)
     if not data.strip(b" \t\r\n\x00\xef\xbb\xbf\xff\xfe"):
         raise SourceError(location, "empty document")
     try:
@@ -43,12 +54,26 @@ def parse_document(
     if _mostly_control(text):
         raise SourceError(location, "not a live blog or feed (binary data)")
     try:
-        return _dispatch(data, text, location, (content_type or "").lower(), now)
+        result = _dispatch(data, text, location, (content_type or "").lower(), seen_at)
+        return settle_dates(result, location=location, seen_at=seen_at)
     except SourceError:
         raise
     except RecursionError:
         raise SourceError(location, "document is nested too deeply to read") from None
-    except (ValueError, TypeError, KeyError, AttributeError) as error:
+    except UnicodeError:
+        # feedparser turns `&#xD800;` into a character it then cannot encode
+        raise SourceError(
+            location, "text with a lone surrogate (not a Unicode character)"
+        ) from None
+    except (
+        ValueError,
+        TypeError,
+        KeyError,
+        AttributeError,
+        AssertionError,
+        OverflowError,
+        IndexError,
+    ) as error:
         # A malformed document the format checks above let through: still one line, no traceback.
         raise SourceError(
             location, f"unreadable document ({type(error).__name__}: {error})"
@@ -56,7 +81,7 @@ def parse_document(
 
 
 def _dispatch(
-    data: bytes, text: str, location: str, content_type: str, now: datetime | None
+    data: bytes, text: str, location: str, content_type: str, now: datetime
 ) -> ImportResult:
     stripped = text.lstrip("\ufeff \t\r\n")
     if stripped[:1] in ("{", "[") or ("json" in content_type and not stripped.startswith("<")):
@@ -76,7 +101,7 @@ def _dispatch(
     raise SourceError(location, "not a live blog or feed (plain text without post times)")
 
 
-def _json(text: str, location: str, now: datetime | None) -> ImportResult:
+def _json(text: str, location: str, now: datetime) -> ImportResult:
     try:
         document = json.loads(text)
     except json.JSONDecodeError as error:
@@ -84,6 +109,7 @@ def _json(text: str, location: str, now: datetime | None) -> ImportResult:
         raise SourceError(
             location, f"{problem} JSON (line {error.lineno}, column {error.colno}: {error.msg})"
         ) from None
+    _refuse_lone_surrogates(text, location)
     if jsonfeed.is_json_feed(document):
         assert isinstance(document, dict)
         return jsonfeed.parse(document, location=location, now=now)
@@ -92,6 +118,21 @@ def _json(text: str, location: str, now: datetime | None) -> ImportResult:
     raise SourceError(
         location, "not a live blog or feed (JSON that is neither JSON Feed nor JSON-LD)"
     )
+
+
+def _refuse_lone_surrogates(text: str, location: str) -> None:
+    """JSON may escape half a UTF-16 pair (`"\\ud800"`); Python keeps it, nothing can store or send it."""
+    if "\\u" not in text:
+        return
+    for match in _SURROGATE_ESCAPE.finditer(text):
+        if len(match.group(1)) == 6:
+            start = match.start(1)
+            line = text.count("\n", 0, start) + 1
+            column = start - (text.rfind("\n", 0, start) + 1) + 1
+            raise SourceError(
+                location,
+                f"malformed JSON (line {line}, column {column}: lone surrogate {match.group(1)})",
+            )
 
 
 def _html(text: str, location: str) -> ImportResult:

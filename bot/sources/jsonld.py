@@ -18,6 +18,7 @@ from bot.sources.text import (
     clean,
     html_content,
     html_to_text,
+    readable_markup,
     safe_url,
     source_id_from_title,
     source_id_from_url,
@@ -63,7 +64,7 @@ class _PageScanner(HTMLParser):
 def scan_html(text: str) -> tuple[list[object], str, str | None, int]:
     """The JSON-LD documents of a page, its title, canonical URL and how many scripts were unreadable."""
     scanner = _PageScanner()
-    scanner.feed(text)
+    scanner.feed(readable_markup(text))
     scanner.close()
     documents: list[object] = []
     broken = 0

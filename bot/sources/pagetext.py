@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 from bot.models import Image, ImportResult, Post, Source, SourceKind
-from bot.sources.common import PostIds, SourceError, split_names
+from bot.sources.common import OUT_OF_RANGE, PostIds, SourceError, day_of, split_names
 from bot.sources.text import clean, source_id_from_title
 
 EASTERN = ZoneInfo("America/New_York")
@@ -58,7 +58,9 @@ def looks_like_page_text(text: str) -> bool:
 
 
 def parse_time_line(line: str) -> datetime | None:
-    """`10:55 a.m. ET, January 21, 2022` to aware UTC (ET follows New York's daylight saving)."""
+    """`10:55 a.m. ET, January 21, 2022` to aware UTC (ET follows New York's daylight saving).
+
+    `OUT_OF_RANGE` for a real time line whose time does not exist in UTC (late on December 31, 9999)."""
     match = TIME_LINE.match(line)
     if match is None:
         return None
@@ -77,7 +79,10 @@ def parse_time_line(line: str) -> datetime | None:
         local = datetime(int(match["year"]), month, int(match["day"]), hour, minute, tzinfo=zone)
     except ValueError:
         return None
-    return local.astimezone(UTC)
+    try:
+        return local.astimezone(UTC)
+    except OverflowError:
+        return OUT_OF_RANGE
 
 
 @dataclass
@@ -139,7 +144,8 @@ def parse(text: str, *, location: str) -> ImportResult:
     for block in blocks:
         post = _post(block, source.id, ids)
         if post is None:
-            warnings.append(f"skipped a post at {block.published_at:%Y-%m-%d %H:%M} UTC: no title")
+            when = f"{day_of(block.published_at)} {block.published_at:%H:%M}"
+            warnings.append(f"skipped a post at {when} UTC: no title")
         else:
             posts.append(post)
     declared = next((_POST_COUNT.match(h) for h in header if _POST_COUNT.match(h)), None)

@@ -210,6 +210,20 @@ class _TextExtractor(HTMLParser):
         self._flush()
 
 
+# `<![` opens a marked section for html.parser only with one of its keywords; anything else (`<![}`,
+# `<![ x]>`) makes it raise AssertionError. HTML5 reads such a construct as a bogus comment up to the
+# next `>`, and so do we: it is dropped before parsing.
+_BOGUS_MARKED_SECTION = re.compile(
+    r"<!\[(?!(?:temp|cdata|ignore|include|rcdata|if|else|endif)(?![-_.a-z0-9]))[^>]*>?",
+    re.IGNORECASE,
+)
+
+
+def readable_markup(markup: str) -> str:
+    """`markup` without the constructs the stdlib HTML parser cannot read (see above)."""
+    return _BOGUS_MARKED_SECTION.sub("", markup) if "<![" in markup else markup
+
+
 def _is_tracking_pixel(attrs: dict[str, str | None]) -> bool:
     return any(
         (attrs.get(side) or "").strip() in ("0", "1", "0px", "1px") for side in ("width", "height")
@@ -221,7 +235,7 @@ def html_content(markup: str, base_url: str | None = None) -> tuple[list[str], l
     if "<" not in markup:
         return paragraphs_of_text(html.unescape(markup)), []
     parser = _TextExtractor(base_url)
-    parser.feed(markup)
+    parser.feed(readable_markup(markup))
     parser.close()
     return parser.out.paragraphs, parser.out.images
 
