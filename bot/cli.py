@@ -39,7 +39,7 @@ from bot.models import (
 )
 from bot.targets import FLAVORS, PLATFORMS, mask_address, operator_target, public_options
 from storage.db import Database
-from storage.posts import FetchState, PostStore
+from storage.posts import FetchState, PostStore, SourceConflict
 
 if TYPE_CHECKING:
     from storage.subscriptions import DeadDelivery
@@ -347,7 +347,7 @@ async def cmd_import(ctx: Ctx, args: argparse.Namespace) -> int:
                             updated=sum(e.kind is EventKind.UPDATED for e in events),
                             warnings=list(fetched.result.warnings),
                         )
-                except SourceError as error:
+                except (SourceError, SourceConflict) as error:
                     report["error"] = one_line(str(error))
                 reports.append(report)
                 if not ctx.json:

@@ -148,6 +148,38 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     CREATE INDEX slack_replays_by_time ON slack_replays(seen_at);
     """,
+    """
+    -- Times are fixed-width text (four-digit years) so they sort as text: older versions wrote a
+    -- year before 1000 as `999-…`, which sorts after every real post. Pad those first.
+    UPDATE posts SET published_at = printf('%04d', CAST(substr(published_at, 1,
+        instr(published_at, '-') - 1) AS INTEGER)) || substr(published_at, instr(published_at, '-'))
+        WHERE published_at NOT GLOB '[0-9][0-9][0-9][0-9]-*';
+    UPDATE posts SET updated_at = printf('%04d', CAST(substr(updated_at, 1,
+        instr(updated_at, '-') - 1) AS INTEGER)) || substr(updated_at, instr(updated_at, '-'))
+        WHERE updated_at NOT GLOB '[0-9][0-9][0-9][0-9]-*';
+    UPDATE post_versions SET updated_at = printf('%04d', CAST(substr(updated_at, 1,
+        instr(updated_at, '-') - 1) AS INTEGER)) || substr(updated_at, instr(updated_at, '-'))
+        WHERE updated_at NOT GLOB '[0-9][0-9][0-9][0-9]-*';
+    UPDATE deliveries SET order_key = printf('%04d', CAST(substr(order_key, 1,
+        instr(order_key, '-') - 1) AS INTEGER)) || substr(order_key, instr(order_key, '-'))
+        WHERE order_key NOT GLOB '[0-9][0-9][0-9][0-9]-*';
+
+    -- The importers' rule for implausible dates, applied to what is already stored: a post dated
+    -- before 1900 or more than a day after it was first seen is dated when it was first seen.
+    UPDATE posts SET time_estimated = 1, published_at = coalesce(
+            (SELECT v.recorded_at FROM post_versions v
+             WHERE v.post_rowid = posts.rowid AND v.version = 1), recorded_at)
+        WHERE published_at < '1900' OR julianday(published_at) > 1 + julianday(coalesce(
+            (SELECT v.recorded_at FROM post_versions v
+             WHERE v.post_rowid = posts.rowid AND v.version = 1), recorded_at));
+    UPDATE posts SET updated_at = NULL
+        WHERE updated_at < '1900' OR julianday(updated_at) > 1 + julianday(recorded_at);
+    UPDATE post_versions SET updated_at = NULL
+        WHERE updated_at < '1900' OR julianday(updated_at) > 1 + julianday(recorded_at);
+    UPDATE deliveries
+        SET order_key = (SELECT p.published_at FROM posts p WHERE p.rowid = deliveries.post_rowid)
+        WHERE order_key < '1900' OR julianday(order_key) > 1 + julianday(created_at);
+    """,
 )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
@@ -22,6 +23,41 @@ def _require_utc(value: datetime) -> datetime:
 
 
 UtcDateTime = Annotated[datetime, AfterValidator(_require_utc)]
+"""An aware datetime, always held in UTC; stored as `utc_text()`."""
+
+_UTC_TEXT = re.compile(r"^(\d{1,4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))?Z$")
+
+
+def utc_text(value: datetime) -> str:
+    """ISO 8601 in UTC with a fixed width (`0999-01-01T10:00:00.000000Z`), so times sort as text.
+
+    The year always has four digits: strftime's `%Y` writes `999` on some platforms, which sorts
+    after every real year."""
+    value = value.astimezone(UTC)
+    return (
+        f"{value.year:04d}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:{value.minute:02d}:"
+        f"{value.second:02d}.{value.microsecond:06d}Z"
+    )
+
+
+def parse_utc_text(text: str) -> datetime:
+    """The inverse of `utc_text`; also reads the short years older versions wrote (`999-01-01…`)
+    and any other ISO 8601 time (naive ones are UTC)."""
+    match = _UTC_TEXT.match(text)
+    if match is None:
+        parsed = datetime.fromisoformat(text)
+        return _require_utc(parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC))
+    year, month, day, hour, minute, second, fraction = match.groups()
+    return datetime(
+        max(1, int(year)),
+        int(month),
+        int(day),
+        int(hour),
+        int(minute),
+        int(second),
+        int((fraction or "0").ljust(6, "0")),
+        tzinfo=UTC,
+    )
 
 
 class Frozen(BaseModel):

@@ -4,15 +4,27 @@
 or *updated* (version + 1, the old text kept in `post_versions`). The delivery rows for every matching
 subscription are written in that same transaction (`storage.subscriptions.enqueue_for_changes`), so a
 crash can neither lose nor invent a notification.
+
+A blog fetched from a URL is bound to that URL. A document from another location that claims the
+same blog (its id comes from the feed's own channel link or title, which any feed can copy) is refused
+with `SourceConflict`, naming both locations: otherwise one feed could rewrite another's posts by
+copying its link and guids. A URL may not take over a blog imported from a file either. Only the
+operator's own files are not bound to one path: a blog read from a file takes updates from any file
+(`blog.txt`, then the re-saved `blog (1).txt`). The same address over http or https, with the host in
+other case or its default port spelled out, is the same location. A blog that really moved to a new
+address whose feed still claims the old one is refused too, rather than guessed: keeping it apart
+under a new id would deliver every one of its posts again.
 """
 
 from __future__ import annotations
 
 import json
+import os.path
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiosqlite
 
@@ -26,6 +38,8 @@ from storage.models import (
     PostVersion,
     Source,
     SourceKind,
+    parse_utc_text,
+    utc_text,
 )
 
 ProgressCallback = Callable[[int, int], None]
@@ -68,17 +82,52 @@ class FetchState:
     last_modified: str | None
 
 
+class SourceConflict(Exception):
+    """A document claims a blog that is bound to another location; `str()` is one readable line."""
+
+    def __init__(self, location: str, bound_to: str, source: Source) -> None:
+        self.location = location
+        self.bound_to = bound_to
+        self.source = source
+        super().__init__(
+            f'{location}: refused: it claims the blog "{source.title}" ({source.id}), '
+            f"which is imported from {bound_to}; one feed may not rewrite another's posts"
+        )
+
+
+def may_update(bound_to: str, location: str) -> bool:
+    """Whether a document from `location` may update a blog bound to `bound_to` (see the module doc)."""
+    first, second = _location_key(bound_to), _location_key(location)
+    return first == second or (first[0] == "file" and second[0] == "file")
+
+
+def _location_key(location: str) -> tuple[str, ...]:
+    text = location.strip()
+    parts = urlsplit(text)
+    if parts.scheme.lower() in ("http", "https") and parts.netloc:
+        host, _, port = parts.netloc.rpartition("@")[2].lower().partition(":")
+        if host.startswith("["):  # an IPv6 literal: [::1]:8080
+            host, _, port = parts.netloc.rpartition("@")[2].lower().partition("]")
+            host, port = host + "]", port.removeprefix(":")
+        if port in ("80", "443"):
+            port = ""
+        return ("url", host, port, parts.path or "/", parts.query)
+    if parts.scheme.lower() == "file":
+        text = parts.path
+    return ("file", os.path.normpath(text))
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
 def to_db_time(value: datetime) -> str:
-    """ISO 8601 in UTC with a fixed width, so times sort as text."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """ISO 8601 in UTC with a fixed width, so times sort as text (`storage.models.utc_text`)."""
+    return utc_text(value)
 
 
 def from_db_time(value: str) -> datetime:
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    return parse_utc_text(value)
 
 
 def _opt_time(value: str | None) -> datetime | None:
@@ -305,6 +354,12 @@ async def _upsert_source(
     location: str | None,
     fetch_state: FetchState | None,
 ) -> None:
+    if location is not None:
+        async with conn.execute("SELECT location FROM sources WHERE id = ?", (source.id,)) as cur:
+            row = await cur.fetchone()
+        bound_to = row["location"] if row is not None else None
+        if bound_to is not None and not may_update(bound_to, location):
+            raise SourceConflict(location, bound_to, source)
     now = to_db_time(utc_now())
     await conn.execute(
         "INSERT INTO sources (id, title, url, kind, location, etag, last_modified, added_at, "
