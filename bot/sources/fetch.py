@@ -1,13 +1,29 @@
-"""Load a blog from a file path or an http(s) URL, with conditional GET so unchanged pages cost nothing."""
+"""Load a blog from a file path or an http(s) URL, with conditional GET so unchanged pages cost nothing.
+
+Redirects: a source the operator configured may redirect (up to 10 hops), but a redirect may not lead
+to an internal address unless the source itself is on one. "The source itself" is the address its own
+host resolves to (or its IP literal), and the rule (`redirect_allowed`) is by class of address: a
+public source's redirects must stay on public addresses; a source on a loopback address may also
+redirect to loopback addresses, one on a private address (RFC 1918, unique-local IPv6, shared
+100.64/10) to private ones, one on a link-local address to link-local ones, and never across: a
+loopback source cannot be turned into a way to reach 10.x or 169.254.169.254. Unspecified, multicast
+and reserved addresses are never followed. Every hop is checked before connecting: an IP literal from
+its `Location`, a name through the resolver the connection uses (so the checked address is the one
+connected to, with no DNS cache between them).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import socket
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from bot.models import ImportResult
 from bot.sources.common import SourceError
@@ -18,6 +34,87 @@ MAX_BYTES = 50 * 1024 * 1024
 # Small documents parse faster than a thread hop; big ones must not stall the event loop.
 THREAD_THRESHOLD = 256 * 1024
 USER_AGENT = "Livedesk/0.1 (+live blog notifications)"
+MAX_REDIRECTS = 10
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+class AddressClass(StrEnum):
+    PUBLIC = "public"
+    LOOPBACK = "loopback"
+    PRIVATE = "private"
+    LINK_LOCAL = "link-local"
+    RESERVED = "reserved"
+
+
+def address_class(address: str) -> AddressClass:
+    """The class of an IP address (IPv4-mapped IPv6 addresses count as their IPv4 address)."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
+        return AddressClass.LOOPBACK
+    if ip.is_link_local:
+        return AddressClass.LINK_LOCAL
+    if ip.is_unspecified or ip.is_multicast or ip.is_reserved:
+        return AddressClass.RESERVED
+    if ip.is_global:
+        return AddressClass.PUBLIC
+    return AddressClass.PRIVATE
+
+
+def redirect_allowed(source: frozenset[AddressClass], target: str) -> bool:
+    """Whether a redirect may connect to `target` (an IP address) for a source whose own addresses
+    are of the classes `source` (see the module doc)."""
+    kind = address_class(target)
+    return kind is AddressClass.PUBLIC or (kind is not AddressClass.RESERVED and kind in source)
+
+
+def _ip_literal(host: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(host.strip("[]")))
+    except ValueError:
+        return None
+
+
+class _RedirectRefused(OSError):
+    """Raised inside the connector when a hop's name resolves only to refused addresses."""
+
+
+class _GuardedResolver(AbstractResolver):
+    """The connector's resolver: learns the source's own address classes on the first hop and refuses
+    a later hop's addresses that `redirect_allowed` refuses, before anything connects to them."""
+
+    def __init__(self, base: AbstractResolver) -> None:
+        self.base = base
+        self.source: set[AddressClass] = set()
+        self.following = False  # False on the first hop: the operator chose that address
+        self.refusal: str | None = None
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self.base.resolve(host, port, family)
+        if not self.following:
+            self.source.update(address_class(r["host"]) for r in results)
+            return results
+        allowed = [r for r in results if redirect_allowed(frozenset(self.source), r["host"])]
+        if not allowed and results:
+            self.refusal = _refusal(host, results[0]["host"], self.source)
+            raise _RedirectRefused(self.refusal)
+        return allowed
+
+    async def close(self) -> None:
+        await self.base.close()
+
+
+def _refusal(host: str, address: str, source: set[AddressClass]) -> str:
+    where = host if host == address else f"{host} ({address})"
+    kinds = sorted(k.value for k in source if k not in (AddressClass.PUBLIC, AddressClass.RESERVED))
+    allowed = " or ".join([*kinds, "public"])
+    return (
+        f"redirect to {where} refused: a {address_class(address).value} address; "
+        f"this source may only redirect to {allowed} addresses"
+    )
 
 
 @dataclass(frozen=True)
@@ -86,35 +183,71 @@ async def _get(
         headers["If-None-Match"] = etag
     if last_modified:
         headers["If-Modified-Since"] = last_modified
+    guard = _GuardedResolver(aiohttp.ThreadedResolver())
     try:
         async with (
-            aiohttp.ClientSession(timeout=limit) as session,
-            session.get(url, headers=headers) as response,
+            asyncio.timeout(limit.total),
+            aiohttp.ClientSession(
+                timeout=limit,
+                connector=aiohttp.TCPConnector(resolver=guard, use_dns_cache=False),
+            ) as session,
         ):
-            if response.status == 304:
-                return None
-            if response.status >= 400:
-                raise SourceError(url, f"HTTP {response.status} {response.reason or ''}".strip())
-            if (response.content_length or 0) > MAX_BYTES:
-                raise SourceError(url, f"response too large (limit {_megabytes(MAX_BYTES)})")
-            chunks: list[bytes] = []
-            received = 0
-            async for chunk in response.content.iter_chunked(64 * 1024):
-                received += len(chunk)
-                if received > MAX_BYTES:
-                    raise SourceError(url, f"response too large (limit {_megabytes(MAX_BYTES)})")
-                chunks.append(chunk)
-            return (
-                b"".join(chunks),
-                response.headers.get("Content-Type"),
-                response.headers.get("ETag"),
-                response.headers.get("Last-Modified"),
-            )
+            current = url
+            for hop in range(MAX_REDIRECTS + 1):
+                guard.following = hop > 0
+                _check_literal(url, current, guard)
+                async with session.get(current, headers=headers, allow_redirects=False) as response:
+                    target = response.headers.get("Location")
+                    if response.status in _REDIRECTS and target:
+                        current = urljoin(current, target.strip())
+                        if not is_http_url(current):
+                            raise SourceError(url, f"redirect to a non-HTTP address ({current})")
+                        continue
+                    return await _body(url, response)
+            raise SourceError(url, f"too many redirects (more than {MAX_REDIRECTS})")
     except TimeoutError:
         raise SourceError(url, f"timed out after {limit.total or 0:g} s") from None
     except aiohttp.ClientError as error:
+        if guard.refusal is not None:
+            raise SourceError(url, guard.refusal) from None
         reason = str(error) or type(error).__name__
         raise SourceError(url, f"cannot fetch ({reason})") from None
+
+
+def _check_literal(url: str, current: str, guard: _GuardedResolver) -> None:
+    """A hop to an IP literal never reaches the resolver: check it here, before connecting."""
+    host = urlsplit(current).hostname or ""
+    literal = _ip_literal(host)
+    if literal is None:
+        return
+    if not guard.following:
+        guard.source.add(address_class(literal))
+    elif not redirect_allowed(frozenset(guard.source), literal):
+        raise SourceError(url, _refusal(literal, literal, guard.source))
+
+
+async def _body(
+    url: str, response: aiohttp.ClientResponse
+) -> tuple[bytes, str | None, str | None, str | None] | None:
+    if response.status == 304:
+        return None
+    if response.status >= 400:
+        raise SourceError(url, f"HTTP {response.status} {response.reason or ''}".strip())
+    if (response.content_length or 0) > MAX_BYTES:
+        raise SourceError(url, f"response too large (limit {_megabytes(MAX_BYTES)})")
+    chunks: list[bytes] = []
+    received = 0
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        received += len(chunk)
+        if received > MAX_BYTES:
+            raise SourceError(url, f"response too large (limit {_megabytes(MAX_BYTES)})")
+        chunks.append(chunk)
+    return (
+        b"".join(chunks),
+        response.headers.get("Content-Type"),
+        response.headers.get("ETag"),
+        response.headers.get("Last-Modified"),
+    )
 
 
 def _megabytes(size: int) -> str:
