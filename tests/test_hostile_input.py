@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -614,7 +615,7 @@ async def test_a_redirect_to_a_name_that_resolves_internal_is_refused_before_con
         "metadata.test": "169.254.169.254",
         "intranet.test": "10.0.0.7",
     }
-    monkeypatch.setattr(fetch_module.aiohttp, "ThreadedResolver", lambda: FakeNames(names))
+    monkeypatch.setattr(aiohttp, "ThreadedResolver", lambda: FakeNames(names))
     base = await serve(redirecting_app("http://metadata.test/latest/meta-data/"))
     port = base.rsplit(":", 1)[1]
     connects = Connects(monkeypatch)
