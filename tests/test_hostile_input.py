@@ -641,3 +641,16 @@ async def test_the_resolver_refuses_a_hop_whose_name_resolves_only_to_internal_a
     with pytest.raises(OSError, match=r"intranet\.test \(10\.0\.0\.7\) refused"):
         await guard.resolve("intranet.test", 80)
     assert guard.refusal is not None and "only redirect to public addresses" in guard.refusal
+
+
+async def test_livedesk_import_refuses_a_redirect_to_the_metadata_address_in_one_line(
+    tmp_path: Path, serve: Callable[[web.Application], Awaitable[str]]
+) -> None:
+    base = await serve(redirecting_app("http://169.254.169.254/latest/meta-data/"))
+    done = await asyncio.to_thread(livedesk, "import", f"{base}/moved", f"{base}/hop", cwd=tmp_path)
+    assert done.code == 1 and "Traceback" not in done.err
+    assert done.err_lines == [
+        f"{base}/moved: redirect to 169.254.169.254 refused: a link-local address; "
+        "this source may only redirect to loopback or public addresses"
+    ]  # the child's own guard would have turned a connect attempt into "cannot fetch (…)"
+    assert f"{base}/hop: 2 new, 0 updated" in done.out
