@@ -17,7 +17,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 
 # --- decoding ----------------------------------------------------------------------------------------
 
-_BOMS: tuple[tuple[bytes, str], ...] = (
+BOMS: tuple[tuple[bytes, str], ...] = (
     (codecs.BOM_UTF32_LE, "utf-32-le"),
     (codecs.BOM_UTF32_BE, "utf-32-be"),
     (codecs.BOM_UTF8, "utf-8"),
@@ -59,7 +59,7 @@ def bom_encoding(data: bytes) -> str | None:
     XML and JSON start with an ASCII character, so UTF-32 and UTF-16 without a BOM give themselves
     away by where the zero bytes fall in the first four (XML 1.0, appendix F; RFC 4627, section 3).
     """
-    for bom, name in _BOMS:
+    for bom, name in BOMS:
         if data.startswith(bom):
             return name
     return _UNMARKED_WIDE.get(tuple(byte == 0 for byte in data[:4]))
@@ -72,7 +72,7 @@ def decode(data: bytes) -> str:
     """
     encoding = bom_encoding(data)
     if encoding is not None:
-        bom = next((b for b, name in _BOMS if data.startswith(b) and name == encoding), b"")
+        bom = next((b for b, name in BOMS if data.startswith(b) and name == encoding), b"")
         return data[len(bom) :].decode(encoding, errors="replace")
     if data.startswith(_BINARY_MAGIC) or b"\x00" in data:
         raise BinaryData("binary data")
@@ -111,8 +111,7 @@ _MARKUP = re.compile(
     r"|<!\[CDATA\[(?P<cdata>.*?)\]\]>|<!doctype\b[^<>]*>|<\?xml\b[^<>]*\?>",
     re.DOTALL | re.IGNORECASE,
 )
-HTML_ELEMENTS = frozenset(
-    """
+_ELEMENT_NAMES = """
     a abbr acronym address applet area article aside audio b base basefont bdi bdo big blink blockquote
     body br button canvas caption center cite code col colgroup data datalist dd del details dfn dialog
     dir div dl dt em embed fieldset figcaption figure font footer form frame frameset h1 h2 h3 h4 h5 h6
@@ -121,8 +120,8 @@ HTML_ELEMENTS = frozenset(
     param picture plaintext pre progress q rb rp rt rtc ruby s samp script search section select slot
     small source span strike strong style sub summary sup svg table tbody td template textarea tfoot th
     thead time title tr track tt u ul var video wbr xmp
-    """.split()
-)
+"""
+HTML_ELEMENTS = frozenset(_ELEMENT_NAMES.split())
 
 
 def _drop_markup(match: re.Match[str]) -> str:
