@@ -57,6 +57,7 @@ _EXPAT_MEANING = {
 _MEDIA_NAMESPACES = ("{http://search.yahoo.com/mrss/}", "{http://search.yahoo.com/mrss}")
 _ENTRY_TAGS = frozenset({"item", "entry"})
 _CONTROL_BYTES = bytes(c for c in range(32) if c not in (9, 10, 13))
+_DECLARED_ENCODING = re.compile(r"""\A(<\?xml[^<>]*?encoding\s*=\s*["'])[A-Za-z0-9._:-]+(["'])""")
 # Comments before the XML declaration (where it may not be), and the declaration itself.
 _MISPLACED_DECLARATION = re.compile(
     r"(?P<before>(?:[ \t\r\n]*<!--.*?-->)+[ \t\r\n]*)(?P<declaration><\?xml[ \t\r\n][^<>]*?\?>)",
@@ -144,12 +145,13 @@ def tidy_prologue(data: bytes) -> bytes:
     encoding = bom_encoding(data) or "utf-8"
     bom = next((mark for mark, name in BOMS if name == encoding and data.startswith(mark)), b"")
     if encoding.startswith(("utf-16", "utf-32")):
+        # Read here and handed on as UTF-8: expat reads UTF-32 only when the declaration names it.
         try:
             text = data[len(bom) :].decode(encoding)
         except UnicodeDecodeError:
             return data
-        tidied = _tidy_prologue_text(text, "\ufeff")
-        return data if tidied == text else bom + tidied.encode(encoding)
+        text = _tidy_prologue_text(text, "\ufeff")
+        return _DECLARED_ENCODING.sub(r"\g<1>utf-8\g<2>", text, count=1).encode("utf-8")
     # Latin-1 maps bytes to characters one to one, so the prologue (ASCII) can be edited as text
     # while every other byte comes back unchanged, whatever the encoding really is.
     text = data[len(bom) :].decode("latin-1")
