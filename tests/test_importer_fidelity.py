@@ -471,3 +471,8 @@ def test_every_post_keeps_the_text_feedparser_reads() -> None:
         short += mismatches
     assert compared >= 300
     assert short == []
+
+
+def test_the_fixture_keeps_the_text_feedparser_reads() -> None:
+    compared, short = compare(FIXTURES / "fidelity.xml")
+    assert (compared, short) == (5, [])
