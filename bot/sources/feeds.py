@@ -60,8 +60,8 @@ _CONTROL_BYTES = bytes(c for c in range(32) if c not in (9, 10, 13))
 _DECLARED_ENCODING = re.compile(r"""\A(<\?xml[^<>]*?encoding\s*=\s*["'])[A-Za-z0-9._:-]+(["'])""")
 # Comments before the XML declaration (where it may not be), and the declaration itself.
 _MISPLACED_DECLARATION = re.compile(
-    r"(?P<before>(?:[ \t\r\n]*<!--.*?-->)+[ \t\r\n]*)(?P<declaration><\?xml[ \t\r\n][^<>]*?\?>)",
-    re.DOTALL,
+    r"(?P<before>(?:[ \t\r\n]*<!--(?:[^-]|-(?!->))*-->)+[ \t\r\n]*)"
+    r"(?P<declaration><\?xml[ \t\r\n][^<>]*?\?>)"
 )
 
 
@@ -168,7 +168,7 @@ def _tidy_prologue_text(text: str, bom: str) -> str:
             break
         start += len(bom)
     text = text[start:]
-    misplaced = _MISPLACED_DECLARATION.match(text)
+    misplaced = _MISPLACED_DECLARATION.match(text[:65536]) if text.startswith("<!--") else None
     if misplaced is not None:
         text = misplaced["declaration"] + misplaced["before"] + text[misplaced.end() :]
     return text
@@ -264,6 +264,7 @@ def _body(
     pictures is not its text; one that describes a video is text only when the entry has no other."""
     best: tuple[int, bool, list[str], list[Image]] | None = None
     described: list[tuple[list[str], list[Image]]] = []
+    pictures: list[Image] = []
     for value, kind in _candidates(entry):
         is_html = kind in _HTML_TYPES
         if is_html:
@@ -274,6 +275,7 @@ def _body(
         if not paragraphs and not images:
             continue
         text = clean(" ".join(paragraphs))
+        pictures = pictures or images
         if text in media_texts:
             if text not in captions:
                 described.append((paragraphs, images))
@@ -281,8 +283,9 @@ def _body(
         if best is None or (len(text), is_html) > best[:2]:
             best = (len(text), is_html, paragraphs, images)
     if best is not None:
-        return best[2], best[3]
-    return described[0] if described else ([], [])
+        # a text-less candidate's pictures (an Atom content that is only an <img>) still count
+        return best[2], best[3] or pictures
+    return described[0] if described else ([], pictures)
 
 
 def _candidates(entry: Mapping[str, Any]) -> list[tuple[str, str]]:

@@ -49,6 +49,9 @@ _UNMARKED_WIDE: dict[tuple[bool, ...], str] = {
 }
 
 
+_DOCUMENT_STARTS = frozenset("<{[ \t\r\n")
+
+
 class BinaryData(ValueError):
     """The bytes are not text in any encoding we read."""
 
@@ -62,7 +65,10 @@ def bom_encoding(data: bytes) -> str | None:
     for bom, name in BOMS:
         if data.startswith(bom):
             return name
-    return _UNMARKED_WIDE.get(tuple(byte == 0 for byte in data[:4]))
+    encoding = _UNMARKED_WIDE.get(tuple(byte == 0 for byte in data[:4]))
+    if encoding is None or data[:4].decode(encoding, errors="replace")[:1] not in _DOCUMENT_STARTS:
+        return None
+    return encoding
 
 
 def decode(data: bytes) -> str:
@@ -105,11 +111,11 @@ _CONTROL = re.compile(
 _SPACES = re.compile(r"[^\S\n]+")
 _ATTRIBUTES = r"""(?:\s+[^\s"'<>/=]+(?:\s*=\s*(?:"[^"]*"|'[^']*'|[^\s"'<>=`]+))?)*\s*/?"""
 # Markup, and only markup: a start or end tag of an HTML element with well-formed attributes, a
-# comment, a doctype, a CDATA marker. "Turnout <half of last year" and "Why <entry> tags matter" are text.
+# doctype, an XML declaration (comments and CDATA markers go first, by `_drop_sections`).
+# "Turnout <half of last year" and "Why <entry> tags matter" are text.
 _MARKUP = re.compile(
-    rf"</?(?P<name>[A-Za-z][A-Za-z0-9]*){_ATTRIBUTES}>|<!--.*?-->"
-    r"|<!\[CDATA\[(?P<cdata>.*?)\]\]>|<!doctype\b[^<>]*>|<\?xml\b[^<>]*\?>",
-    re.DOTALL | re.IGNORECASE,
+    rf"</?(?P<name>[A-Za-z][A-Za-z0-9]*){_ATTRIBUTES}>|<!doctype\b[^<>]*>|<\?xml\b[^<>]*\?>",
+    re.IGNORECASE,
 )
 _ELEMENT_NAMES = """
     a abbr acronym address applet area article aside audio b base basefont bdi bdo big blink blockquote
@@ -128,8 +134,23 @@ def _drop_markup(match: re.Match[str]) -> str:
     name = match.group("name")
     if name is not None and name.lower() not in HTML_ELEMENTS:
         return match.group(0)  # an XML-ish word in angle brackets, not HTML: the reader typed it
-    cdata = match.group("cdata")
-    return f" {cdata} " if cdata is not None else " "
+    return " "
+
+
+def _drop_sections(text: str, start: str, end: str, *, keep_inside: bool) -> str:
+    """Remove `start`…`end` sections (comments, CDATA markers) in one pass; an unclosed one stays."""
+    out: list[str] = []
+    position = 0
+    while (opening := text.find(start, position)) != -1:
+        closing = text.find(end, opening + len(start))
+        if closing == -1:
+            break  # and no later one closes either
+        out += [text[position:opening], " "]
+        if keep_inside:
+            out += [text[opening + len(start) : closing], " "]
+        position = closing + len(end)
+    out.append(text[position:])
+    return "".join(out)
 
 
 def clean(text: str) -> str:
@@ -143,6 +164,8 @@ def clean(text: str) -> str:
     text = unicodedata.normalize("NFC", text)
     text = _CONTROL.sub("", text)
     if "<" in text:
+        text = _drop_sections(text, "<!--", "-->", keep_inside=False)
+        text = _drop_sections(text, "<![CDATA[", "]]>", keep_inside=True)
         text = _MARKUP.sub(_drop_markup, text)
     return _SPACES.sub(" ", text.replace("\n", " ")).strip()
 
