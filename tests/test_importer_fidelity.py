@@ -104,6 +104,20 @@ def test_the_richest_text_is_the_post_whatever_order_the_feed_uses(parts: tuple[
     )
 
 
+def test_a_picture_only_content_keeps_its_picture_beside_the_summary_text() -> None:
+    atom = (
+        '<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom"><title>Desk</title>'
+        "<id>urn:desk</id><updated>2026-12-01T20:00:00Z</updated><entry><id>urn:1</id>"
+        "<title>Harbour at dusk</title><updated>2026-12-01T20:00:00Z</updated>"
+        "<summary>Boats wait for the result in the harbour.</summary>"
+        '<content type="html">&lt;img src="https://t.example/dusk.jpg" alt="Boats"&gt;</content>'
+        "</entry></feed>"
+    )
+    (post,) = parse_document(atom.encode(), location="desk.atom").posts
+    assert post.body == ("Boats wait for the result in the harbour.",)
+    assert [(i.url, i.caption) for i in post.images] == [("https://t.example/dusk.jpg", "Boats")]
+
+
 # --- literal text stays literal -------------------------------------------------------------------
 
 
