@@ -49,8 +49,8 @@ _HTML_TYPES = ("text/html", "application/xhtml+xml", "html", "xhtml")
 _HARMLESS_BOZO = ("CharacterEncodingOverride", "NonXMLContentType")
 # expat's words for the usual faults, in a reader's.
 _EXPAT_MEANING = {
-    "no element found": "cut short, it ends before its elements close",
-    "unclosed token": "cut short, it ends inside a tag",
+    "no element found": "cut short: it ends before its elements close",
+    "unclosed token": "cut short: it ends inside a tag",
     "unbound prefix": "a namespace prefix that is never declared",
     "not well-formed (invalid token)": "a character XML does not allow",
 }
@@ -190,7 +190,7 @@ def _bozo_reason(parsed: Mapping[str, Any]) -> str | None:
     text = reason() if callable(reason) else str(error)
     text = _EXPAT_MEANING.get(text, text)
     line = getattr(error, "getLineNumber", None)
-    where = f" at line {line()}" if callable(line) else ""
+    where = f", at line {line()}" if callable(line) else ""
     return clean(f"{text}{where}") or type(error).__name__
 
 
