@@ -1,8 +1,10 @@
 """RSS 2.0, RSS 1.0 (RDF) and Atom feeds, read by feedparser.
 
 feedparser decodes the bytes itself (BOM, XML declaration, HTTP charset) and sanitises entry HTML; we then
-turn that HTML into plain paragraphs. A feed that is not well-formed but still yields entries imports with
-a warning; one that yields nothing is an error.
+turn that HTML into plain paragraphs. Before that, `tidy_prologue` puts the XML declaration first (feeds
+served with a newline, a second BOM or a comment before it) and hands UTF-16/32 on as UTF-8. A feed that
+is not well-formed but still yields entries imports with a warning; one that yields nothing is an error.
+A post's text is the richest of the entry's texts, whichever key feedparser filed it under.
 
 Media RSS captions (`media:description`) are read with a small ElementTree pass of our own: feedparser
 files them as the entry's summary or content, so they would otherwise become the post's text.
