@@ -19,6 +19,7 @@ def card_from_post(
         title=post.title,
         url=post.permalink,
         published_at=post.published_at,
+        time_estimated=post.time_estimated,
         updated_at=post.updated_at,
         byline=post.byline,
         location=post.location,

@@ -69,13 +69,14 @@ class Ctx:
     def zone(self) -> ZoneInfo:
         return self.settings.zone
 
-    def when(self, value: datetime | None, *, seconds: bool = False) -> str:
-        """A time in the configured zone, as the operator reads it."""
+    def when(self, value: datetime | None, *, seconds: bool = False, about: bool = False) -> str:
+        """A time in the configured zone, as the operator reads it; `about` for an estimated one."""
         if value is None:
             return "–"
-        return value.astimezone(self.zone).strftime(
+        text = value.astimezone(self.zone).strftime(
             "%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M"
         )
+        return f"about {text}" if about else text
 
     def emit_json(self, value: Any) -> None:
         sys.stdout.write(json.dumps(value, ensure_ascii=False, indent=2) + "\n")
@@ -407,7 +408,11 @@ async def cmd_latest(ctx: Ctx, args: argparse.Namespace) -> int:
     if several:
         table.add_column("blog", max_width=30)
     for post in found:
-        row: list[str | Text] = [post_ref(post), ctx.when(post.published_at), Text(post.title)]
+        row: list[str | Text] = [
+            post_ref(post),
+            ctx.when(post.published_at, about=post.time_estimated),
+            Text(post.title),
+        ]
         if several:
             row.append(Text(titles.get(post.source_id, post.source_id)))
         table.add_row(*row)
@@ -545,7 +550,8 @@ def _version_json(versions: list[PostVersion], index: int) -> dict[str, Any]:
 def _print_post(ctx: Ctx, post: Post, source_title: str) -> None:
     out = ctx.out
     out.print(Text(post.title, style="bold"))
-    meta = f"{ctx.when(post.published_at)} · {source_title} · #{post_ref(post)} · {post.id}"
+    when = ctx.when(post.published_at, about=post.time_estimated)
+    meta = f"{when} · {source_title} · #{post_ref(post)} · {post.id}"
     if post.updated_at:
         meta += f" · updated {ctx.when(post.updated_at)}"
     if post.version > 1:

@@ -62,6 +62,7 @@ class Card(Frozen):
     title: str
     url: str | None = None
     published_at: UtcDateTime
+    time_estimated: bool = False  # the feed gave no time: show "about 10:55"
     updated_at: UtcDateTime | None = None
     byline: str | None = None
     location: str | None = None

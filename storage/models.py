@@ -105,7 +105,8 @@ class Post(Frozen):
     version: int = 1
     number: int | None = None  # the store's short number for the post (`/post 42`); not content
     # The document gave no time of its own: published_at is a stand-in (the feed's date, or when
-    # Livedesk first saw the post); the store keeps the first one it stored. Neither content nor stored.
+    # Livedesk first saw the post); the store keeps the first one it stored, and the flag with it
+    # (once a post has a time of its own, it keeps it). Not content: no edit of its own.
     time_estimated: bool = False
 
     @property

@@ -156,12 +156,13 @@ def post_from_row(row: Any) -> Post:
         permalink=row["permalink"],
         version=row["version"],
         number=row["rowid"] if "rowid" in row.keys() else None,  # noqa: SIM118 (Row iterates values)
+        time_estimated=bool(row["time_estimated"]),
     )
 
 
 POST_COLUMNS = (
     "p.rowid AS rowid, p.id, p.source_id, p.published_at, p.updated_at, p.title, p.byline, "
-    "p.authors, p.location, p.body, p.images, p.background, p.permalink, p.version"
+    "p.authors, p.location, p.body, p.images, p.background, p.permalink, p.version, p.time_estimated"
 )
 
 
@@ -259,7 +260,7 @@ class PostStore:
         async with self.db.reader.execute(
             "SELECT v.version, v.recorded_at, v.updated_at, v.title, v.byline, v.authors, "
             "v.location, v.body, v.images, v.background, v.permalink, "
-            "p.id, p.source_id, p.published_at, p.rowid AS rowid "
+            "p.id, p.source_id, p.published_at, p.time_estimated, p.rowid AS rowid "
             "FROM post_versions v JOIN posts p ON p.rowid = v.post_rowid "
             "WHERE p.id = ? ORDER BY v.version",
             (post.id,),
@@ -431,8 +432,8 @@ async def _upsert_posts(
         await conn.execute(
             "UPDATE posts SET published_at = ?, updated_at = ?, title = ?, byline = ?, authors = ?, "
             "location = ?, body = ?, images = ?, background = ?, permalink = ?, content_hash = ?, "
-            "version = ?, recorded_at = ? WHERE rowid = ?",
-            (*_post_row(post, digest, version, now)[2:], rowid),
+            "version = ?, recorded_at = ?, time_estimated = time_estimated AND ? WHERE rowid = ?",
+            (*_post_row(post, digest, version, now)[2:], int(post.time_estimated), rowid),
         )
         await _insert_version(conn, rowid, version, post, digest, now)
         stored = post.model_copy(update={"version": version, "number": rowid})
@@ -451,9 +452,16 @@ async def _upsert_posts(
         for start in range(0, len(new_rows), PROGRESS_CHUNK):
             await conn.executemany(
                 "INSERT INTO posts (id, source_id, published_at, updated_at, title, byline, authors, "
-                "location, body, images, background, permalink, content_hash, version, recorded_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                new_rows[start : start + PROGRESS_CHUNK],
+                "location, body, images, background, permalink, content_hash, version, recorded_at, "
+                "time_estimated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (*row, int(post.time_estimated))
+                    for post, row in zip(
+                        new_posts[start : start + PROGRESS_CHUNK],
+                        new_rows[start : start + PROGRESS_CHUNK],
+                        strict=True,
+                    )
+                ],
             )
             if on_progress is not None:
                 on_progress(min(start + PROGRESS_CHUNK, len(new_rows)), len(new_rows))

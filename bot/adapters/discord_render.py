@@ -144,6 +144,8 @@ def render_card(card: Card, *, zone: ZoneInfo, budget: int = MAX_TOTAL) -> disco
     if author:
         embed.set_author(name=author)
     parts = [card.source_title or "", f"/post {card.ref}"]
+    if card.time_estimated:  # the embed's own timestamp cannot say so
+        parts.append("about " + format_time(card.published_at, zone))
     if card.updated_at is not None:
         parts.append("edited " + format_time(card.updated_at, zone))
     footer = fit(" · ".join(p for p in parts if p), min(MAX_FOOTER, budget // 5))

@@ -193,7 +193,7 @@ def format_time(moment: datetime, zone: ZoneInfo) -> str:
 
 def context_parts(card: Card, zone: ZoneInfo) -> list[str]:
     """Byline, place, time (with the edit time for an update) and blog name: plain, unescaped."""
-    when = format_time(card.published_at, zone)
+    when = ("about " if card.time_estimated else "") + format_time(card.published_at, zone)
     if card.is_update and card.updated_at is not None:
         when += f" (updated {format_time(card.updated_at, zone)})"
     parts = [card.byline, card.location, when, card.source_title]

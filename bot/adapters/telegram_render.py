@@ -124,7 +124,7 @@ def _fit(pieces: list[_Piece], cut_order: Sequence[int], limit: int) -> list[_Pi
 
 
 def _meta_line(card: Card, zone: ZoneInfo) -> str:
-    parts = [format_time(card.published_at, zone)]
+    parts = [("about " if card.time_estimated else "") + format_time(card.published_at, zone)]
     if card.updated_at and card.updated_at != card.published_at:
         parts.append(f"updated {format_time(card.updated_at, zone)}")
     location = card.location if card.location and card.location not in (card.byline or "") else None

@@ -114,7 +114,8 @@ class TerminalAdapter(Adapter):
             title = Text.assemble((banner + " ", "bold magenta"), title)
         parts.append(title)
 
-        meta = [format_time(card.published_at, self.timezone)]
+        when = format_time(card.published_at, self.timezone)
+        meta = [f"about {when}" if card.time_estimated else when]
         if card.updated_at and card.updated_at != card.published_at:
             meta.append(f"updated {format_time(card.updated_at, self.timezone)}")
         if card.byline:

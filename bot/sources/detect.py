@@ -87,7 +87,10 @@ def _dispatch(
     if stripped[:1] in ("{", "[") or ("json" in content_type and not stripped.startswith("<")):
         return _json(stripped, location, now)
     if stripped.startswith("<"):
-        root = _ROOT.match(_PROLOGUE.sub("", stripped[:65536], count=1))
+        after_prologue = _PROLOGUE.sub("", stripped[:65536], count=1)
+        if not after_prologue.strip() and len(stripped) <= 65536:
+            raise SourceError(location, "empty document (nothing after the XML prologue)")
+        root = _ROOT.match(after_prologue)
         name = root.group(1).lower() if root else ""
         if name in _FEED_ROOTS or name.endswith(":rdf"):
             return feeds.parse(data, location=location, content_type=content_type or None, now=now)
@@ -115,6 +118,10 @@ def _json(text: str, location: str, now: datetime) -> ImportResult:
         return jsonfeed.parse(document, location=location, now=now)
     if any(True for _ in jsonld.find_live_blogs(document)):
         return jsonld.parse([document], location=location)
+    if jsonfeed.looks_like_json_feed(document):
+        assert isinstance(document, dict)
+        version = " ".join(str(document["version"]).split())[:80]
+        raise SourceError(location, f"not a JSON Feed version we read (version {version!r})")
     raise SourceError(
         location, "not a live blog or feed (JSON that is neither JSON Feed nor JSON-LD)"
     )

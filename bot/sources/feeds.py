@@ -1,8 +1,10 @@
 """RSS 2.0, RSS 1.0 (RDF) and Atom feeds, read by feedparser.
 
 feedparser decodes the bytes itself (BOM, XML declaration, HTTP charset) and sanitises entry HTML; we then
-turn that HTML into plain paragraphs. A feed that is not well-formed but still yields entries imports with
-a warning; one that yields nothing is an error.
+turn that HTML into plain paragraphs. Before that, `tidy_prologue` puts the XML declaration first (feeds
+served with a newline, a second BOM or a comment before it) and hands UTF-16/32 on as UTF-8. A feed that
+is not well-formed but still yields entries imports with a warning; one that yields nothing is an error.
+A post's text is the richest of the entry's texts, whichever key feedparser filed it under.
 
 Media RSS captions (`media:description`) are read with a small ElementTree pass of our own: feedparser
 files them as the entry's summary or content, so they would otherwise become the post's text.
@@ -10,6 +12,7 @@ files them as the entry's summary or content, so they would otherwise become the
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,6 +33,8 @@ from bot.sources.common import (
     undated_warning,
 )
 from bot.sources.text import (
+    BOMS,
+    bom_encoding,
     clean,
     html_content,
     html_to_text,
@@ -44,9 +49,22 @@ from bot.sources.text import (
 _HTML_TYPES = ("text/html", "application/xhtml+xml", "html", "xhtml")
 # feedparser flags these although the text was read fine: not worth a warning on every poll.
 _HARMLESS_BOZO = ("CharacterEncodingOverride", "NonXMLContentType")
+# expat's words for the usual faults, in a reader's.
+_EXPAT_MEANING = {
+    "no element found": "cut short: it ends before its elements close",
+    "unclosed token": "cut short: it ends inside a tag",
+    "unbound prefix": "a namespace prefix that is never declared",
+    "not well-formed (invalid token)": "a character XML does not allow",
+}
 _MEDIA_NAMESPACES = ("{http://search.yahoo.com/mrss/}", "{http://search.yahoo.com/mrss}")
 _ENTRY_TAGS = frozenset({"item", "entry"})
 _CONTROL_BYTES = bytes(c for c in range(32) if c not in (9, 10, 13))
+_DECLARED_ENCODING = re.compile(r"""\A(<\?xml[^<>]*?encoding\s*=\s*["'])[A-Za-z0-9._:-]+(["'])""")
+# Comments before the XML declaration (where it may not be), and the declaration itself.
+_MISPLACED_DECLARATION = re.compile(
+    r"(?P<before>(?:[ \t\r\n]*<!--(?:[^-]|-(?!->))*-->)+[ \t\r\n]*)"
+    r"(?P<declaration><\?xml[ \t\r\n][^<>]*?\?>)"
+)
 
 
 @dataclass
@@ -64,6 +82,7 @@ def parse(
 ) -> ImportResult:
     """Import a feed; `now` (the fetch time) dates the items that carry no date at all."""
     headers = {"content-type": content_type} if content_type else None
+    data = tidy_prologue(data)
     parsed = feedparser.parse(data, response_headers=headers, sanitize_html=True)
     feed: Mapping[str, Any] = parsed.get("feed", {})
     entries: list[Mapping[str, Any]] = list(parsed.get("entries", []))
@@ -118,6 +137,45 @@ def parse(
     return ImportResult(source=source, posts=tuple(posts), warnings=tuple(warnings))
 
 
+def tidy_prologue(data: bytes) -> bytes:
+    """The document with its XML declaration first, where XML wants it.
+
+    Feeds are served with a newline, spaces or a second BOM before `<?xml`, or (feedparser's own test
+    files) a comment; expat calls that not well-formed and would hide the document's real faults
+    behind it. The bytes after the prologue are left as they are, in their own encoding.
+    """
+    encoding = bom_encoding(data) or "utf-8"
+    bom = next((mark for mark, name in BOMS if name == encoding and data.startswith(mark)), b"")
+    if encoding.startswith(("utf-16", "utf-32")):
+        # Read here and handed on as UTF-8: expat reads UTF-32 only when the declaration names it.
+        try:
+            text = data[len(bom) :].decode(encoding)
+        except UnicodeDecodeError:
+            return data
+        text = _tidy_prologue_text(text, "\ufeff")
+        return _DECLARED_ENCODING.sub(r"\g<1>utf-8\g<2>", text, count=1).encode("utf-8")
+    # Latin-1 maps bytes to characters one to one, so the prologue (ASCII) can be edited as text
+    # while every other byte comes back unchanged, whatever the encoding really is.
+    text = data[len(bom) :].decode("latin-1")
+    tidied = _tidy_prologue_text(text, "\xef\xbb\xbf")
+    return data if tidied == text else bom + tidied.encode("latin-1")
+
+
+def _tidy_prologue_text(text: str, bom: str) -> str:
+    start = 0
+    while True:
+        while start < len(text) and text[start] in " \t\r\n":
+            start += 1
+        if not text.startswith(bom, start):
+            break
+        start += len(bom)
+    text = text[start:]
+    misplaced = _MISPLACED_DECLARATION.match(text[:65536]) if text.startswith("<!--") else None
+    if misplaced is not None:
+        text = misplaced["declaration"] + misplaced["before"] + text[misplaced.end() :]
+    return text
+
+
 def _date(item: Mapping[str, Any], key: str) -> Any:
     # dict.get: feedparser's own get() maps a missing `updated_parsed` to `published_parsed`, with a
     # DeprecationWarning; we want to know which one the feed really gave.
@@ -132,8 +190,9 @@ def _bozo_reason(parsed: Mapping[str, Any]) -> str | None:
         return None
     reason = getattr(error, "getMessage", None)
     text = reason() if callable(reason) else str(error)
+    text = _EXPAT_MEANING.get(text, text)
     line = getattr(error, "getLineNumber", None)
-    where = f" at line {line()}" if callable(line) else ""
+    where = f", at line {line()}" if callable(line) else ""
     return clean(f"{text}{where}") or type(error).__name__
 
 
@@ -198,19 +257,19 @@ def _post(
 def _body(
     entry: Mapping[str, Any], base: str | None, captions: set[str], media_texts: set[str]
 ) -> tuple[list[str], list[Image]]:
-    """The richest text the entry has: full content before its summary.
+    """The richest text the entry has: the longest of its contents and its summary.
 
-    A media description that captions one of the post's pictures is not its text; one that describes a
-    video is text only when the entry has no other."""
-    candidates: list[Mapping[str, Any]] = list(entry.get("content") or [])
-    if entry.get("summary"):
-        candidates.append(entry.get("summary_detail") or {"value": entry["summary"]})
+    feedparser files an item's texts by the order they come in: `content:encoded`, `description`,
+    `itunes:summary` and an empty `media:description` land in `content` or `summary` (whose `_detail`
+    may even hold another one's value), so none of them can be trusted by its key alone. On equal
+    length HTML beats plain text, then the first. A media description that captions one of the post's
+    pictures is not its text; one that describes a video is text only when the entry has no other."""
+    best: tuple[int, bool, list[str], list[Image]] | None = None
     described: list[tuple[list[str], list[Image]]] = []
-    for candidate in candidates:
-        value = candidate.get("value")
-        if not isinstance(value, str) or not value.strip():
-            continue
-        if candidate.get("type", "text/html") in _HTML_TYPES:
+    pictures: list[Image] = []
+    for value, kind in _candidates(entry):
+        is_html = kind in _HTML_TYPES
+        if is_html:
             paragraphs, found = html_content(value, base)
             images = [Image(url=i.url, caption=i.caption) for i in found]
         else:
@@ -218,11 +277,34 @@ def _body(
         if not paragraphs and not images:
             continue
         text = clean(" ".join(paragraphs))
-        if text not in media_texts:
-            return paragraphs, images
-        if text not in captions:
-            described.append((paragraphs, images))
-    return described[0] if described else ([], [])
+        pictures = pictures or images
+        if text in media_texts:
+            if text not in captions:
+                described.append((paragraphs, images))
+            continue
+        if best is None or (len(text), is_html) > best[:2]:
+            best = (len(text), is_html, paragraphs, images)
+    if best is not None:
+        # a text-less candidate's pictures (an Atom content that is only an <img>) still count
+        return best[2], best[3] or pictures
+    return described[0] if described else ([], pictures)
+
+
+def _candidates(entry: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(value, content type) of every text feedparser kept for the entry, contents first."""
+    found: list[tuple[object, str]] = []
+    for content in entry.get("content") or []:
+        if isinstance(content, Mapping):
+            found.append((content.get("value"), str(content.get("type") or "text/html")))
+    detail = entry.get("summary_detail") or {}
+    kind = str(detail.get("type") or "text/html")
+    found.append((entry.get("summary"), kind))
+    found.append((detail.get("value"), kind))
+    unique: dict[str, str] = {}
+    for value, kind in found:
+        if isinstance(value, str) and value.strip():
+            unique.setdefault(value, kind)
+    return list(unique.items())
 
 
 def _authors(entry: Mapping[str, Any]) -> tuple[str, ...]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,11 +27,28 @@ from bot.sources.text import (
 )
 
 VERSION_PREFIX = "https://jsonfeed.org/version/"
+# The spec's URL (http or https), or the bare number that some generators write instead ("1.1").
+_VERSION = re.compile(
+    r"(?:https?://(?:www\.)?jsonfeed\.org/version/)?v?1(?:\.\d+)?/?", re.IGNORECASE
+)
 
 
 def is_json_feed(document: object) -> bool:
-    return isinstance(document, dict) and str(document.get("version", "")).startswith(
-        VERSION_PREFIX
+    """A JSON object whose `version` names JSON Feed 1.x, as the spec's URL or as a bare number."""
+    if not isinstance(document, dict):
+        return False
+    version = document.get("version")
+    if isinstance(version, int | float) and not isinstance(version, bool):
+        version = str(version)
+    return isinstance(version, str) and _VERSION.fullmatch(version.strip()) is not None
+
+
+def looks_like_json_feed(document: object) -> bool:
+    """A JSON object with a `version` and an `items` list, whatever version it claims."""
+    return (
+        isinstance(document, dict)
+        and "version" in document
+        and isinstance(document.get("items"), list)
     )
 
 

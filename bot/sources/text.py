@@ -17,7 +17,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 
 # --- decoding ----------------------------------------------------------------------------------------
 
-_BOMS: tuple[tuple[bytes, str], ...] = (
+BOMS: tuple[tuple[bytes, str], ...] = (
     (codecs.BOM_UTF32_LE, "utf-32-le"),
     (codecs.BOM_UTF32_BE, "utf-32-be"),
     (codecs.BOM_UTF8, "utf-8"),
@@ -40,20 +40,35 @@ _BINARY_MAGIC = (
 )
 
 
+# Where the NUL bytes fall in the first four bytes of text that starts with an ASCII character.
+_UNMARKED_WIDE: dict[tuple[bool, ...], str] = {
+    (False, True, True, True): "utf-32-le",
+    (True, True, True, False): "utf-32-be",
+    (False, True, False, True): "utf-16-le",
+    (True, False, True, False): "utf-16-be",
+}
+
+
+_DOCUMENT_STARTS = frozenset("<{[ \t\r\n")
+
+
 class BinaryData(ValueError):
     """The bytes are not text in any encoding we read."""
 
 
 def bom_encoding(data: bytes) -> str | None:
-    for bom, name in _BOMS:
+    """The encoding a byte-order mark names, or that the NUL pattern of the first character shows.
+
+    XML and JSON start with an ASCII character, so UTF-32 and UTF-16 without a BOM give themselves
+    away by where the zero bytes fall in the first four (XML 1.0, appendix F; RFC 4627, section 3).
+    """
+    for bom, name in BOMS:
         if data.startswith(bom):
             return name
-    # UTF-16 XML without a BOM still starts with "<?" in two-byte units.
-    if data.startswith(b"<\x00?\x00"):
-        return "utf-16-le"
-    if data.startswith(b"\x00<\x00?"):
-        return "utf-16-be"
-    return None
+    encoding = _UNMARKED_WIDE.get(tuple(byte == 0 for byte in data[:4]))
+    if encoding is None or data[:4].decode(encoding, errors="replace")[:1] not in _DOCUMENT_STARTS:
+        return None
+    return encoding
 
 
 def decode(data: bytes) -> str:
@@ -63,7 +78,7 @@ def decode(data: bytes) -> str:
     """
     encoding = bom_encoding(data)
     if encoding is not None:
-        bom = next((b for b, name in _BOMS if data.startswith(b) and name == encoding), b"")
+        bom = next((b for b, name in BOMS if data.startswith(b) and name == encoding), b"")
         return data[len(bom) :].decode(encoding, errors="replace")
     if data.startswith(_BINARY_MAGIC) or b"\x00" in data:
         raise BinaryData("binary data")
@@ -87,23 +102,71 @@ def decode(data: bytes) -> str:
 
 # --- cleaning ----------------------------------------------------------------------------------------
 
-# C0/C1 controls except \n and \t, plus invisible format characters that only confuse chats.
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\u2028\u2029\ufeff\ufffe\uffff]")
+# C0/C1 controls except \n and \t, invisible format characters that only confuse chats, and the bidi
+# embedding, override and isolate controls (U+202A-202E, U+2066-2069), which can make a chat show text
+# in an order other than the one it is stored in.
+_CONTROL = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff\ufffe\uffff]"
+)
 _SPACES = re.compile(r"[^\S\n]+")
-_TAG_LIKE = re.compile(r"</?[A-Za-z!][^<>]*(?:>|$)")
-_SCRIPT_URL = re.compile(r"(?i)\b(java|vb)script\s*:")
+_ATTRIBUTES = r"""(?:\s+[^\s"'<>/=]+(?:\s*=\s*(?:"[^"]*"|'[^']*'|[^\s"'<>=`]+))?)*\s*/?"""
+# Markup, and only markup: a start or end tag of an HTML element with well-formed attributes, a
+# doctype, an XML declaration (comments and CDATA markers go first, by `_drop_sections`).
+# "Turnout <half of last year" and "Why <entry> tags matter" are text.
+_MARKUP = re.compile(
+    rf"</?(?P<name>[A-Za-z][A-Za-z0-9]*){_ATTRIBUTES}>|<!doctype\b[^<>]*>|<\?xml\b[^<>]*\?>",
+    re.IGNORECASE,
+)
+_ELEMENT_NAMES = """
+    a abbr acronym address applet area article aside audio b base basefont bdi bdo big blink blockquote
+    body br button canvas caption center cite code col colgroup data datalist dd del details dfn dialog
+    dir div dl dt em embed fieldset figcaption figure font footer form frame frameset h1 h2 h3 h4 h5 h6
+    head header hgroup hr html i iframe img input ins kbd keygen label legend li link main map mark
+    marquee math menu meta meter nav nobr noembed noframes noscript object ol optgroup option output p
+    param picture plaintext pre progress q rb rp rt rtc ruby s samp script search section select slot
+    small source span strike strong style sub summary sup svg table tbody td template textarea tfoot th
+    thead time title tr track tt u ul var video wbr xmp
+"""
+HTML_ELEMENTS = frozenset(_ELEMENT_NAMES.split())
+
+
+def _drop_markup(match: re.Match[str]) -> str:
+    name = match.group("name")
+    if name is not None and name.lower() not in HTML_ELEMENTS:
+        return match.group(0)  # an XML-ish word in angle brackets, not HTML: the reader typed it
+    return " "
+
+
+def _drop_sections(text: str, start: str, end: str, *, keep_inside: bool) -> str:
+    """Remove `start`…`end` sections (comments, CDATA markers) in one pass; an unclosed one stays."""
+    out: list[str] = []
+    position = 0
+    while (opening := text.find(start, position)) != -1:
+        closing = text.find(end, opening + len(start))
+        if closing == -1:
+            break  # and no later one closes either
+        out += [text[position:opening], " "]
+        if keep_inside:
+            out += [text[opening + len(start) : closing], " "]
+        position = closing + len(end)
+    out.append(text[position:])
+    return "".join(out)
 
 
 def clean(text: str) -> str:
     """One line of plain text: NFC, no control characters, whitespace (NBSP too) folded to one space.
 
-    Text that still looks like markup after decoding (an escaped `<b>` in a title, an escaped
-    `<script>`) is dropped: the output is plain text and must never carry a tag into a chat.
+    Markup that is still there after decoding (an escaped `<b>` in a title, an escaped `<script>`)
+    is dropped: the output is plain text and must never carry a tag into a chat. A lone `<` and
+    angle-bracketed words that are no HTML element stay, and so does prose such as "JavaScript: the
+    good parts"; script URLs are a matter for `safe_url`, which keeps only http(s).
     """
     text = unicodedata.normalize("NFC", text)
     text = _CONTROL.sub("", text)
-    text = _TAG_LIKE.sub(" ", text)
-    text = _SCRIPT_URL.sub(r"\1script ", text)
+    if "<" in text:
+        text = _drop_sections(text, "<!--", "-->", keep_inside=False)
+        text = _drop_sections(text, "<![CDATA[", "]]>", keep_inside=True)
+        text = _MARKUP.sub(_drop_markup, text)
     return _SPACES.sub(" ", text.replace("\n", " ")).strip()
 
 
