@@ -63,9 +63,9 @@ async def test_the_replay_is_done_after_its_last_post_and_every_panel_shows_the_
         assert len(panels) == len(document.posts) + 1
         for heading, footer in panels:
             assert heading == footer
-            post = await posts.get(heading)
-            assert post is not None  # `/post N` opens exactly that post
-            assert post.title in shown
+            opened = await posts.get(heading)
+            assert opened is not None  # `/post N` opens exactly that post
+            assert opened.title in shown
         # The terminal channel went with the demo.
         assert await SubscriptionStore(db).list() == []
     finally:
