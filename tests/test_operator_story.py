@@ -6,13 +6,17 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import signal
+import socket
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
-from tests.cli_process import Finished, livedesk
+import pytest
+
+from tests.cli_process import Finished, livedesk, spawn
 from tests.conftest import FIXTURES
 from tests.fakes.webhooks import WebhookReceiver
 
@@ -224,3 +228,32 @@ async def test_edit_in_place_is_refused_for_webhooks_in_one_line(tmp_path: Path)
         for s in json.loads((await run("--json", "subscriptions", cwd=tmp_path)).out)
     }
     assert policies == {"slack": "ignore", "telegram": "edit"}  # Telegram edits in place
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_a_running_livedesk_delivers_webhooks_and_serves_no_unsigned_endpoint(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    async with WebhookReceiver() as hooks:
+        url = hooks.url("desk")
+        assert (await run("import", BLOG, cwd=tmp_path)).code == 0
+        assert (await run("subscribe", "slack", url, cwd=tmp_path)).code == 0
+        child = spawn("run", cwd=tmp_path, env={"LIVEDESK_HTTP_PORT": str(port)})
+        try:
+            payloads = await hooks.wait_for(url, 3, within=60)
+            assert titles_in(payloads, BLOG_TITLES) == list(BLOG_TITLES[:3])
+            # No signing secret: the slash-command endpoint is not served at all.
+            with pytest.raises(OSError):
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+        finally:
+            child.send_signal(signal.SIGTERM)
+            out, err = await asyncio.to_thread(child.communicate, timeout=60)
+    assert child.returncode == 0, err
+    assert "demo" not in out + err and url not in out + err
