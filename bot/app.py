@@ -1,9 +1,13 @@
 """The composition root: one object owns the lifecycle of everything `livedesk run` starts.
 
-Start order: database → stores → adapters → dispatcher → poller (→ demo replay). Stop is the exact
+Start order: database → stores → subscriptions from the settings → adapters → dispatcher → poller
+(→ demo replay). Which adapters start is read from `bot.platforms`: those whose section is set, and
+those that need no token (incoming webhooks) whenever the store has subscriptions for them; the
+subscriptions of a platform still waiting for its token are named in one line each. Stop is the exact
 reverse, driven by an `AsyncExitStack`: the poller and the replay stop importing, the dispatcher lets
-in-flight sends finish (the rest stay pending in the outbox), adapters disconnect, the database closes.
-SIGINT and SIGTERM ask for that stop; no library owns the event loop.
+in-flight sends finish (the rest stay pending in the outbox), adapters disconnect, the demo's terminal
+subscriptions are removed, the database closes. SIGINT and SIGTERM ask for that stop; no library owns
+the event loop.
 """
 
 from __future__ import annotations

@@ -211,7 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         err.print(Text(one_line(str(error)), style="red"), soft_wrap=True)
         return EXIT_BAD_INPUT
     configure_logging(
-        "DEBUG" if args.verbose else _log_level(settings, args.command), _secrets(settings)
+        "DEBUG" if args.verbose else _log_level(settings, args.command),
+        configured_secrets(settings),
     )
     ctx = Ctx(
         settings=settings,
@@ -257,11 +258,6 @@ def _log_level(settings: Settings, command: str) -> str:
     if settings.demo_mode and "log_level" not in settings.model_fields_set:
         return "WARNING"
     return settings.log_level
-
-
-def _secrets(settings: Settings) -> list[str]:
-    """Every configured secret, so that no log line can carry one."""
-    return configured_secrets(settings)
 
 
 @asynccontextmanager

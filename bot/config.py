@@ -1,7 +1,8 @@
 """Settings from the environment and `.env`: prefix `LIVEDESK_`, `__` for nesting.
 
-An adapter is on when its section is set (e.g. `LIVEDESK_TELEGRAM__TOKEN`). Tokens and webhook URLs are
-`SecretStr`: they never appear in a repr, a log line or an error message.
+An adapter is on when its section is set (e.g. `LIVEDESK_TELEGRAM__TOKEN`; `bot.platforms` names the
+sections, each a `PlatformSettings`). Tokens and webhook URLs are `SecretStr`: they never appear in a
+repr, a log line or an error message.
 """
 
 from __future__ import annotations
