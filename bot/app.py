@@ -1,9 +1,13 @@
 """The composition root: one object owns the lifecycle of everything `livedesk run` starts.
 
-Start order: database → stores → adapters → dispatcher → poller (→ demo replay). Stop is the exact
+Start order: database → stores → subscriptions from the settings → adapters → dispatcher → poller
+(→ demo replay). Which adapters start is read from `bot.platforms`: those whose section is set, and
+those that need no token (incoming webhooks) whenever the store has subscriptions for them; the
+subscriptions of a platform still waiting for its token are named in one line each. Stop is the exact
 reverse, driven by an `AsyncExitStack`: the poller and the replay stop importing, the dispatcher lets
-in-flight sends finish (the rest stay pending in the outbox), adapters disconnect, the database closes.
-SIGINT and SIGTERM ask for that stop; no library owns the event loop.
+in-flight sends finish (the rest stay pending in the outbox), adapters disconnect, the demo's terminal
+subscriptions are removed, the database closes. SIGINT and SIGTERM ask for that stop; no library owns
+the event loop.
 """
 
 from __future__ import annotations
@@ -11,32 +15,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import importlib
-import inspect
 import logging
 import signal
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AsyncExitStack
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
 from rich.console import Console
 from rich.text import Text
 
 from bot.adapters.base import Adapter, AdapterContext, StartupError
+from bot.adapters.terminal import TerminalAdapter
 from bot.config import ConfigError, Settings
+from bot.demo import PROMPT_HINT, SAMPLE_LOCATION, TERMINAL_TARGET, DemoReplay
 from bot.models import PostEvent, Reply, Request
+from bot.platforms import CONFIGURABLE, Platform, waiting_lines
+from bot.provision import provision
 
 log = logging.getLogger(__name__)
-
-# platform → (settings attribute, module, class). Imported lazily: a broken platform module
-# must not take the others down.
-PLATFORM_ADAPTERS: tuple[tuple[str, str, str], ...] = (
-    ("telegram", "bot.adapters.telegram", "TelegramAdapter"),
-    ("discord", "bot.adapters.discord", "DiscordAdapter"),
-    ("slack", "bot.adapters.slack", "SlackAdapter"),
-)
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -125,6 +124,9 @@ class App:
     def _say(self, message: str) -> None:
         self.console.print(Text(message, style="dim"), soft_wrap=True)
 
+    def _warn(self, message: str) -> None:
+        self.errors.print(Text(" ".join(message.split()), style="yellow"), soft_wrap=True)
+
     # --- start, in order; each step registers its own stop --------------------------------------------
 
     async def _start(self, stack: AsyncExitStack) -> None:
@@ -140,6 +142,7 @@ class App:
         stack.enter_context(_run_lock(settings.db_path))
         self.db = db = await Database.open(settings.db_path)
         stack.push_async_callback(db.close)
+        stack.push_async_callback(self._end_demo)  # after everything else stopped
         self.posts = PostStore(db)
         self.subscriptions = SubscriptionStore(db)
         deps = Deps(
@@ -153,12 +156,27 @@ class App:
         async def handle_request(request: Request) -> Reply:
             return await handle(request, deps)
 
-        context = AdapterContext(handle=handle_request)
-        for adapter in self._build_adapters():
+        context = AdapterContext(
+            handle=handle_request,
+            timezone=settings.zone,
+            http_host=settings.http_host,
+            http_port=settings.http_port,
+            source_names=self._source_names,
+        )
+        await provision(self.subscriptions, settings)
+        active = await self.subscriptions.count_by_platform(active_only=True)
+        for line in waiting_lines(settings, active):
+            self._warn(line)
+        sections = self._sections(active)
+        alone = not sections and not self.extra_adapters
+        demo_on = await self._demo_allowed(
+            settings.demo if settings.demo is not None else alone,
+            nothing_else=alone and not settings.sources,
+        )
+        for adapter in self._build_adapters(sections, demo=demo_on):
             await self._start_adapter(adapter, context)
             stack.push_async_callback(self._stop_adapter, adapter)
             self.adapters[adapter.platform] = adapter
-        await self._sync_slack_webhooks()
 
         self.dispatcher = dispatcher = Dispatcher(db, dict(self.adapters), settings.dispatch)
         if not self.once:
@@ -168,19 +186,23 @@ class App:
         def wake(events: list[PostEvent]) -> None:
             dispatcher.wake()
 
-        self.poller = poller = Poller(self.posts, settings.sources, on_import=wake)
+        self.poller = poller = Poller(
+            self.posts,
+            settings.sources,
+            on_import=wake,
+            new_source_backfill=settings.new_source_backfill,
+        )
         if not self.once:
             poller.start()
         stack.push_async_callback(poller.stop)
 
-        if settings.demo_mode:
-            from bot.demo import DemoReplay
-
+        if demo_on:
             self.demo = demo = DemoReplay(
                 self.posts,
                 self.subscriptions,
                 step_seconds=0.0 if self.once else self.demo_step,
                 on_import=wake,
+                settle=partial(self._settle, dispatcher),
                 say=self._say,
             )
             await demo.prepare()
@@ -192,49 +214,84 @@ class App:
             "running: adapters %s, %d sources%s",
             ", ".join(self.adapters) or "none",
             len(settings.sources),
-            ", demo replay" if settings.demo_mode else "",
+            ", demo replay" if demo_on else "",
         )
 
-    def _build_adapters(self) -> list[Adapter]:
+    def _sections(self, active: dict[str, int]) -> list[tuple[Platform, BaseModel]]:
+        """The platforms to start, with their settings: those configured, and those that need no
+        token (incoming webhooks) whenever the store has subscriptions for them."""
+        chosen: list[tuple[Platform, BaseModel]] = []
+        for entry in CONFIGURABLE:
+            section = entry.settings_of(self.settings)
+            if section is None and not entry.needs_token and active.get(entry.name):
+                assert entry.settings_class is not None
+                section = entry.settings_class()
+            if section is not None:
+                chosen.append((entry, section))
+        return chosen
+
+    async def _demo_allowed(self, wanted: bool, *, nothing_else: bool) -> bool:
+        """The demo runs only on a database that is new or its own (holding nothing but the sample
+        blog and terminal subscriptions): it never writes an operator's data. Refused with nothing
+        else to run, `livedesk run` stops with that one line (exit 2) instead of idling."""
+        if not wanted:
+            return False
+        sources = await self.posts.sources()
+        failing = await self.posts.failing_locations()
+        platforms = await self.subscriptions.count_by_platform()
+        foreign_sources = [s for s in sources if s.location != SAMPLE_LOCATION] or failing
+        foreign_subscriptions = {p for p in platforms if p != TERMINAL_TARGET.platform}
+        if not foreign_sources and not foreign_subscriptions:
+            return True
+        refusal = (
+            "this database has real blogs or subscriptions: the demo does not run here; "
+            f"configure a platform, or give the demo another --db (not {self.settings.db_path})"
+        )
+        if nothing_else:
+            raise ConfigError(refusal)
+        self._warn(refusal)
+        return False
+
+    async def _end_demo(self) -> None:
+        """The terminal channel lives as long as the demo: its subscriptions go with it."""
+        if self.demo is not None:
+            try:
+                await self.demo.forget_terminal()
+            except Exception:
+                log.exception("could not remove the demo's terminal subscription")
+
+    async def _settle(self, dispatcher: Any) -> None:
+        """Until what is due now is delivered (the demo's last post before its "done" line)."""
+        with contextlib.suppress(TimeoutError):
+            await dispatcher.run_until_idle(timeout=self.idle_timeout)
+
+    def _build_adapters(
+        self, sections: Sequence[tuple[Platform, BaseModel]], *, demo: bool
+    ) -> list[Adapter]:
         settings = self.settings
         adapters: list[Adapter] = []
-        if settings.demo_mode:
-            from bot.adapters.terminal import TerminalAdapter
-
+        if demo:
             adapters.append(
                 TerminalAdapter(
                     timezone=settings.zone,
                     prompt=self.prompt,
                     on_quit=self.stop,
                     console=self.console,
+                    hint=PROMPT_HINT,
                 )
             )
         adapters.extend(self.extra_adapters)
-        for name, module_name, class_name in PLATFORM_ADAPTERS:
-            section = getattr(settings, name)
-            if section is None:
-                continue
+        for entry, section in sections:
             try:
-                factory: Callable[..., Adapter] = getattr(
-                    importlib.import_module(module_name), class_name
-                )
+                factory = entry.adapter_class()
             except Exception as error:
-                log.error("the %s adapter cannot be loaded, running without it: %s", name, error)
-                self._fail(f"{name}: adapter cannot be loaded ({error}); running without it")
+                log.error(
+                    "the %s adapter cannot be loaded, running without it: %s", entry.name, error
+                )
+                self._fail(f"{entry.name}: adapter cannot be loaded ({error}); running without it")
                 continue
-            adapters.append(factory(section, **self._adapter_options(factory)))
+            adapters.append(factory(section))
         return adapters
-
-    def _adapter_options(self, factory: Callable[..., Adapter]) -> dict[str, Any]:
-        """timezone for every adapter; the shared HTTP address and the blog names to those that take them."""
-        offered: dict[str, Any] = {
-            "http_host": self.settings.http_host,
-            "http_port": self.settings.http_port,
-            "source_names": self._source_names,
-        }
-        accepted = inspect.signature(factory).parameters
-        options = {name: value for name, value in offered.items() if name in accepted}
-        return {"timezone": self.settings.zone, **options}
 
     async def _source_names(self) -> list[str]:
         """Blog titles, for adapters that offer them as choices (Discord's autocomplete)."""
@@ -254,18 +311,6 @@ class App:
             await adapter.stop()
         except Exception:
             log.exception("%s adapter did not stop cleanly", adapter.platform)
-
-    async def _sync_slack_webhooks(self) -> None:
-        """Webhooks listed in the settings become subscriptions (when the Slack module offers it)."""
-        slack = self.adapters.get("slack")
-        if slack is None or self.settings.slack is None:
-            return
-        sync = getattr(slack, "sync_configured_webhooks", None)
-        if sync is None:
-            module = importlib.import_module("bot.adapters.slack")
-            sync = getattr(module, "sync_configured_webhooks", None)
-        if sync is not None:
-            await sync(self.subscriptions, self.settings.slack)
 
     async def _stop_dispatcher(self, task: asyncio.Task[None]) -> None:
         await self.dispatcher.stop()

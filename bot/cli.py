@@ -13,6 +13,7 @@ import json
 import logging
 import shlex
 import sys
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -37,7 +38,9 @@ from bot.models import (
     Subscription,
     SubscriptionState,
 )
-from bot.targets import FLAVORS, PLATFORMS, mask_address, operator_target, public_options
+from bot.platforms import NAMES as PLATFORMS
+from bot.platforms import configured_secrets, mask_address, operator_target, platform, waiting_lines
+from bot.targets import FLAVORS, public_options
 from storage.db import Database
 from storage.posts import FetchState, PostStore, SourceConflict
 
@@ -162,8 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--edit-policy",
         choices=[e.value for e in EditPolicy],
-        default=EditPolicy.EDIT.value,
-        help="what an edited post does: edit the message, send a follow-up, or nothing",
+        help="what an edited post does: edit the message (default where the platform can), "
+        "send a follow-up (default for webhooks), or nothing",
     )
     p.add_argument(
         "--from-file",
@@ -209,7 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         err.print(Text(one_line(str(error)), style="red"), soft_wrap=True)
         return EXIT_BAD_INPUT
     configure_logging(
-        "DEBUG" if args.verbose else _log_level(settings, args.command), _secrets(settings)
+        "DEBUG" if args.verbose else _log_level(settings, args.command),
+        configured_secrets(settings),
     )
     ctx = Ctx(
         settings=settings,
@@ -255,22 +259,6 @@ def _log_level(settings: Settings, command: str) -> str:
     if settings.demo_mode and "log_level" not in settings.model_fields_set:
         return "WARNING"
     return settings.log_level
-
-
-def _secrets(settings: Settings) -> list[str]:
-    """Every configured secret, so that no log line can carry one."""
-    found: list[str] = []
-    if settings.telegram:
-        found.append(settings.telegram.token.get_secret_value())
-        if settings.telegram.webhook_secret:
-            found.append(settings.telegram.webhook_secret.get_secret_value())
-    if settings.discord:
-        found.append(settings.discord.token.get_secret_value())
-    if settings.slack:
-        if settings.slack.signing_secret:
-            found.append(settings.slack.signing_secret.get_secret_value())
-        found.extend(hook.url.get_secret_value() for hook in settings.slack.webhooks)
-    return found
 
 
 @asynccontextmanager
@@ -736,7 +724,7 @@ def _describe(sub: Subscription) -> str:
 async def cmd_subscribe(ctx: Ctx, args: argparse.Namespace) -> int:
     from storage.subscriptions import NewSubscription, SubscriptionStore
 
-    policy = EditPolicy(args.edit_policy)
+    policy = platform(args.platform).edit_policy(args.edit_policy)
     backfill = ctx.settings.backfill if args.backfill is None else args.backfill
     if not 0 <= backfill <= 50:
         raise UserError("--backfill is between 0 and 50")
@@ -809,6 +797,9 @@ async def cmd_subscriptions(ctx: Ctx, args: argparse.Namespace) -> int:
 
     async with open_db(ctx) as db:
         subs = await SubscriptionStore(db).list(platform=args.platform)
+    active = Counter(s.target.platform for s in subs if s.state is SubscriptionState.ACTIVE)
+    for line in waiting_lines(ctx.settings, active):
+        ctx.warn(line)
     if ctx.json:
         ctx.emit_json([subscription_json(s) for s in subs])
         return EXIT_OK

@@ -1,7 +1,8 @@
 """Settings from the environment and `.env`: prefix `LIVEDESK_`, `__` for nesting.
 
-An adapter is on when its section is set (e.g. `LIVEDESK_TELEGRAM__TOKEN`). Tokens and webhook URLs are
-`SecretStr`: they never appear in a repr, a log line or an error message.
+An adapter is on when its section is set (e.g. `LIVEDESK_TELEGRAM__TOKEN`; `bot.platforms` names the
+sections, each a `PlatformSettings`). Tokens and webhook URLs are `SecretStr`: they never appear in a
+repr, a log line or an error message.
 """
 
 from __future__ import annotations
@@ -40,7 +41,11 @@ class DispatchSettings(BaseModel):
     poll_interval: float = Field(default=0.25, gt=0)
 
 
-class TelegramSettings(BaseModel):
+class PlatformSettings(BaseModel):
+    """A chat platform's settings section (`bot.platforms` names which attribute holds which)."""
+
+
+class TelegramSettings(PlatformSettings):
     model_config = ConfigDict(extra="forbid")
 
     token: SecretStr
@@ -56,7 +61,7 @@ class TelegramSettings(BaseModel):
     rate_scale: float = Field(default=1.0, gt=0)
 
 
-class DiscordSettings(BaseModel):
+class DiscordSettings(PlatformSettings):
     model_config = ConfigDict(extra="forbid")
 
     token: SecretStr
@@ -75,7 +80,7 @@ class WebhookSetting(BaseModel):
     flavor: Literal["slack", "mattermost", "teams"] = "slack"
 
 
-class SlackSettings(BaseModel):
+class SlackSettings(PlatformSettings):
     model_config = ConfigDict(extra="forbid")
 
     signing_secret: SecretStr | None = None  # turns on POST /slack/commands
@@ -95,6 +100,8 @@ class Settings(BaseSettings):
     sources: list[SourceSetting] = Field(default_factory=list)
     timezone: str = "UTC"  # how times are shown in chats
     backfill: int = Field(default=3, ge=0, le=50)  # latest posts greeting a new subscription
+    # newest posts of a blog's first import sent to existing subscriptions (unset: `backfill`)
+    first_poll_backfill: int | None = Field(default=None, ge=0, le=50)
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)
     log_level: str = "INFO"
@@ -130,7 +137,12 @@ class Settings(BaseSettings):
     def demo_mode(self) -> bool:
         if self.demo is not None:
             return self.demo
-        return self.telegram is None and self.discord is None and self.slack is None
+        return not any(isinstance(value, PlatformSettings) for value in dict(self).values())
+
+    @property
+    def new_source_backfill(self) -> int:
+        """How many of a new blog's newest posts its first poll sends to existing subscriptions."""
+        return self.backfill if self.first_poll_backfill is None else self.first_poll_backfill
 
 
 class ConfigError(Exception):

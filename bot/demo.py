@@ -22,6 +22,12 @@ log = logging.getLogger(__name__)
 
 SAMPLE_LOCATION = "bundled:sample_blog.txt"
 TERMINAL_TARGET = Target(platform="terminal", address="console", kind="terminal")
+# What the prompt suggests typing: each of these finds posts in the sample blog.
+SUGGESTED_SEARCHES = ("flood", '"power outage"')
+PROMPT_HINT = (
+    f"Type a command — help, latest 3, search {SUGGESTED_SEARCHES[0]}, "
+    f"search {SUGGESTED_SEARCHES[1]}, post N (the number on a post), subscribe shelter — or quit."
+)
 EDIT_NOTE = (
     "Update: this post was revised after publication with the latest figures from officials; "
     "the earlier version is kept in its edit history."
@@ -77,12 +83,14 @@ class DemoReplay:
         *,
         step_seconds: float = 5.0,
         on_import: Callable[[list[PostEvent]], None] | None = None,
+        settle: Callable[[], Awaitable[None]] | None = None,
         say: Callable[[str], None] = print,
     ) -> None:
         self.posts = posts
         self.subscriptions = subscriptions
         self.step_seconds = step_seconds
         self.on_import = on_import
+        self.settle = settle  # until the imported posts are delivered (so "done" comes last)
         self.say = say
         self.document = sample_document()
         self.steps = replay_steps(self.document)
@@ -146,10 +154,20 @@ class DemoReplay:
                     self.on_import(events)
                 if after_step is not None:
                     await after_step()
+            if not instant and self.settle is not None:
+                await self.settle()
         finally:
             self.done.set()
         if not instant:
             self.say("The sample blog replay is done.")
+
+    async def forget_terminal(self) -> int:
+        """Remove the terminal's subscriptions (the demo's, and any /subscribe made at its prompt):
+        the terminal channel does not outlive the demo. Returns how many were removed."""
+        removed = 0
+        for sub in await self.subscriptions.list(platform=TERMINAL_TARGET.platform):
+            removed += await self.subscriptions.remove(sub.id)
+        return removed
 
 
 def _settled(post: Post, final: dict[str, Post], stored: dict[str, Post | None]) -> Post:

@@ -2,7 +2,8 @@
 
 Each source runs in its own task, so one slow or failing blog never holds up the others. A failure is
 one warning line in the log and on the source's row (`livedesk sources` shows it); the next try waits
-twice as long as the last, up to a cap, and the first success resets it.
+twice as long as the last, up to a cap, and the first success resets it. A blog's first poll stores
+its whole history but sends existing subscriptions only its newest few posts (`new_source_backfill`).
 """
 
 from __future__ import annotations
@@ -62,8 +63,11 @@ class Poller:
         backoff_cap: float = BACKOFF_CAP,
         timeout: float = 30.0,
         loader: Loader = load,
+        new_source_backfill: int | None = None,
     ) -> None:
         self.posts = posts
+        # A blog new to the store sends only its newest posts to the subscriptions there.
+        self.new_source_backfill = new_source_backfill
         self.on_import = on_import
         self.backoff_cap = backoff_cap
         self.timeout = timeout
@@ -163,6 +167,7 @@ class Poller:
             fetched.result,
             location=location,
             fetch_state=FetchState(fetched.etag, fetched.last_modified),
+            new_source_deliveries=self.new_source_backfill,
         )
         status.file_signature = signature
         created = sum(e.kind is EventKind.CREATED for e in events)

@@ -1,13 +1,13 @@
-"""Targets named by the operator on the command line: validated per platform, webhook URLs masked."""
+"""Targets named by the operator, parsed per platform (`bot.platforms` picks the parser); webhook URLs masked."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from bot.models import Target, TargetKind
 
-PLATFORMS = ("telegram", "discord", "slack", "terminal")
 FLAVORS = ("slack", "mattermost", "teams")
 TERMINAL_ADDRESS = "console"
 
@@ -15,41 +15,37 @@ _TELEGRAM_USERNAME = re.compile(r"@[A-Za-z][A-Za-z0-9_]{3,31}")
 _TELEGRAM_CHAT_ID = re.compile(r"-?[0-9]{1,20}")
 _DISCORD_SNOWFLAKE = re.compile(r"[0-9]{15,21}")
 
+# Each parser takes what the operator typed: the address, a thread, and the platform's own options
+# (only those its registry entry in `bot.platforms` accepts reach it).
 
-def operator_target(
-    platform: str,
-    address: str,
-    *,
-    thread: str | None = None,
-    flavor: str | None = None,
-    webhook: str | None = None,
-) -> Target:
-    """A delivery target from what an operator typed; ValueError (one line) when it cannot be one.
 
-    `webhook` (Discord only) is a channel webhook URL to post through instead of the bot."""
-    platform = platform.strip().lower()
-    address = address.strip()
-    thread = thread.strip() if thread else None
-    if flavor is not None and platform != "slack":
-        raise ValueError("--flavor applies to slack-style webhooks only")
-    if webhook is not None and platform != "discord":
-        raise ValueError("--webhook applies to Discord channels only")
-    if platform == "telegram":
-        return _telegram(address, thread)
-    if platform == "discord":
-        target = _discord(address, thread)
-        if webhook is not None:
-            webhook_id, token = _discord_webhook(webhook)
-            options = {"webhook_id": webhook_id, "webhook_token": token}
-            target = target.model_copy(update={"options": options})
-        return target
-    if platform == "slack":
-        return _slack(address, thread, flavor)
-    if platform == "terminal":
-        if address not in ("", TERMINAL_ADDRESS):
-            raise ValueError(f"the terminal target is {TERMINAL_ADDRESS!r}, not {address!r}")
-        return Target(platform="terminal", address=TERMINAL_ADDRESS, kind="terminal")
-    raise ValueError(f"unknown platform {platform!r}; use one of: {', '.join(PLATFORMS)}")
+def telegram_target(address: str, thread: str | None, options: Mapping[str, str]) -> Target:
+    """An integer chat id (positive: private, negative: group, -100…: channel) or an @username."""
+    return _telegram(address, thread)
+
+
+def discord_target(address: str, thread: str | None, options: Mapping[str, str]) -> Target:
+    """A numeric channel id; with `webhook`, the channel webhook URL to post through."""
+    target = _discord(address, thread)
+    webhook = options.get("webhook")
+    if webhook is not None:
+        webhook_id, token = _discord_webhook(webhook)
+        target = target.model_copy(
+            update={"options": {"webhook_id": webhook_id, "webhook_token": token}}
+        )
+    return target
+
+
+def slack_target(address: str, thread: str | None, options: Mapping[str, str]) -> Target:
+    """An http(s) incoming-webhook URL in one of the FLAVORS."""
+    return _slack(address, thread, options.get("flavor"))
+
+
+def terminal_target(address: str, thread: str | None, options: Mapping[str, str]) -> Target:
+    """The demo's console."""
+    if address not in ("", TERMINAL_ADDRESS):
+        raise ValueError(f"the terminal target is {TERMINAL_ADDRESS!r}, not {address!r}")
+    return Target(platform="terminal", address=TERMINAL_ADDRESS, kind="terminal")
 
 
 def _telegram(address: str, thread: str | None) -> Target:

@@ -179,13 +179,18 @@ class PostStore:
         location: str | None = None,
         fetch_state: FetchState | None = None,
         on_progress: ProgressCallback | None = None,
+        new_source_deliveries: int | None = None,
     ) -> list[PostEvent]:
         """Store one imported document in one transaction; return only what was created or edited.
 
-        `on_progress(stored, total)` is called as new posts are written (in chunks, for big feeds)."""
+        `on_progress(stored, total)` is called as new posts are written (in chunks, for big feeds).
+        `new_source_deliveries`: when the blog is new to the store, each subscription gets only its
+        newest that many matching posts (all are stored), so a first import sends no whole history."""
         # Deliveries go out in publication order, so record events in that order too.
         posts = sorted(result.posts, key=lambda p: (p.published_at, p.id))
         async with self.db.write() as conn:
+            async with conn.execute("SELECT 1 FROM sources WHERE id = ?", (result.source.id,)) as c:
+                is_new_source = await c.fetchone() is None
             await _upsert_source(conn, result.source, location, fetch_state)
             if location is not None:
                 await conn.execute("DELETE FROM fetch_errors WHERE location = ?", (location,))
@@ -194,7 +199,8 @@ class PostStore:
                 # Imported here, not at module top: subscriptions imports this module for its types.
                 from storage.subscriptions import enqueue_for_changes
 
-                await enqueue_for_changes(conn, changes)
+                limit = new_source_deliveries if is_new_source else None
+                await enqueue_for_changes(conn, changes, newest_per_subscription=limit)
         return [c.event for c in changes]
 
     async def record_fetch_error(self, location: str, error: str) -> None:

@@ -176,6 +176,14 @@ class SubscriptionStore:
         ) as cur:
             return [_subscription_from_row(r) for r in await cur.fetchall()]
 
+    async def count_by_platform(self, *, active_only: bool = False) -> dict[str, int]:
+        """How many subscriptions each platform has (only active ones, with `active_only`)."""
+        where = "WHERE state = 'active'" if active_only else ""
+        async with self.db.reader.execute(
+            f"SELECT platform, count(*) AS n FROM subscriptions {where} GROUP BY platform"
+        ) as cur:
+            return {r["platform"]: r["n"] for r in await cur.fetchall()}
+
     async def remove(self, subscription_id: int) -> bool:
         """Delete a subscription and its deliveries."""
         async with self.db.write() as conn:
@@ -392,12 +400,18 @@ class _Candidate:
     edit_policy: str
 
 
-async def enqueue_for_changes(conn: aiosqlite.Connection, changes: Sequence[PostChange]) -> int:
+async def enqueue_for_changes(
+    conn: aiosqlite.Connection,
+    changes: Sequence[PostChange],
+    *,
+    newest_per_subscription: int | None = None,
+) -> int:
     """Write the delivery rows for every active subscription matching these post events.
 
     Called by `PostStore.import_result` inside its write transaction. Active subscriptions are fetched once
     (only those for the changed blogs or for every blog), each distinct query is compiled once, and each
-    changed post is tested once per distinct query. Returns how many deliveries were queued.
+    changed post is tested once per distinct query. `newest_per_subscription` caps the new posts each
+    subscription gets to its newest that many (a blog's first import). Returns how many were queued.
     """
     if not changes:
         return 0
@@ -458,6 +472,8 @@ async def enqueue_for_changes(conn: aiosqlite.Connection, changes: Sequence[Post
                 event = UPDATED
             seen_targets.add(cand.target)
             rows.append((cand.id, change.rowid, post.version, event, order_key, now))
+    if newest_per_subscription is not None:
+        rows = _newest_created(rows, newest_per_subscription)
     if rows:
         await conn.executemany(
             "INSERT INTO deliveries (subscription_id, post_rowid, version, event, order_key, "
@@ -465,6 +481,21 @@ async def enqueue_for_changes(conn: aiosqlite.Connection, changes: Sequence[Post
             rows,
         )
     return len(rows)
+
+
+def _newest_created(rows: list[tuple[Any, ...]], count: int) -> list[tuple[Any, ...]]:
+    """Rows (in publication order) keeping only each subscription's newest `count` new posts."""
+    kept: list[tuple[Any, ...]] = []
+    per_subscription: dict[int, int] = {}
+    for row in reversed(rows):
+        if row[3] == CREATED:
+            seen = per_subscription.get(row[0], 0)
+            per_subscription[row[0]] = seen + 1
+            if seen >= count:
+                continue
+        kept.append(row)
+    kept.reverse()
+    return kept
 
 
 # --- the outbox: read and settled by the dispatcher ------------------------------------------------------

@@ -39,6 +39,14 @@ async def counts(path: Path) -> dict[str, int]:
         await db.close()
 
 
+async def subscriptions(path: Path) -> list[str]:
+    db = await Database.open(path)
+    try:
+        return [s.target.platform for s in await SubscriptionStore(db).list()]
+    finally:
+        await db.close()
+
+
 def test_run_once_in_demo_mode_delivers_every_sample_post_to_the_terminal(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
@@ -49,9 +57,11 @@ def test_run_once_in_demo_mode_delivers_every_sample_post_to_the_terminal(
     assert len(document.posts) >= 10
     for post in document.posts:
         assert post.title in out
+    assert out.count("✎ Updated") == 1  # every post, and the edit
     state = asyncio.run(counts(db_path))
     assert state["pending"] == 0 and state["dead"] == 0
-    assert state["sent"] == len(document.posts) + 1  # every post, and the edit
+    # The terminal's subscription, and its deliveries with it, did not outlive the demo.
+    assert asyncio.run(subscriptions(db_path)) == []
 
     # Again: the store already has it all, so nothing is delivered twice.
     assert main(["--db", str(db_path), "run", "--once"]) == 0

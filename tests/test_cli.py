@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bot.cli import main
-from bot.targets import mask_address, operator_target
+from bot.platforms import mask_address, operator_target
 from tests.conftest import FIXTURES, SEED
 
 BLOG = FIXTURES / "cli_blog.txt"

@@ -85,10 +85,10 @@ async def bot(fake: FakeDiscord, deps: Deps) -> AsyncIterator[DiscordAdapter]:
     async def source_names() -> list[str]:
         return [s.title for s in await deps.posts.all_sources()]
 
-    adapter = DiscordAdapter(
-        settings_for(fake), timezone=KYIV, source_names=source_names, connect_gateway=False
+    adapter = DiscordAdapter(settings_for(fake), connect_gateway=False)
+    await adapter.start(
+        AdapterContext(handle=through_handlers, timezone=KYIV, source_names=source_names)
     )
-    await adapter.start(AdapterContext(handle=through_handlers))
     await adapter.sync_commands()
     try:
         yield adapter
@@ -581,8 +581,8 @@ async def test_through_the_gateway_a_slash_command_is_answered(
     fake: FakeDiscord, deps: Deps, sharded: bool
 ) -> None:
     settings = settings_for(fake, gateway_url=fake.gateway_url, sharded=sharded)
-    adapter = DiscordAdapter(settings, timezone=KYIV)  # connects the gateway, syncs at start
-    await adapter.start(AdapterContext(handle=lambda r: handle(r, deps)))
+    adapter = DiscordAdapter(settings)  # connects the gateway, syncs at start
+    await adapter.start(AdapterContext(handle=lambda r: handle(r, deps), timezone=KYIV))
     try:
         assert fake.commands[None]  # synced at start
         await fake.wait_for(lambda: bool(fake.sessions))

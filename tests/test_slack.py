@@ -24,7 +24,7 @@ from bot.adapters.base import (
     RateLimited,
     TransientError,
 )
-from bot.adapters.slack import SlackAdapter, sync_configured_webhooks
+from bot.adapters.slack import SlackAdapter
 from bot.config import ConfigError, DispatchSettings, SlackSettings, WebhookSetting
 from bot.dispatcher import Dispatcher
 from bot.models import (
@@ -39,6 +39,7 @@ from bot.models import (
     SubscriptionState,
     Target,
 )
+from bot.provision import sync_configured_webhooks
 from storage.db import Database
 from storage.posts import PostStore
 from storage.subscriptions import SubscriptionStore
@@ -64,10 +65,8 @@ async def hooks() -> AsyncIterator[WebhookReceiver]:
 
 @pytest.fixture
 async def slack() -> AsyncIterator[SlackAdapter]:
-    adapter = SlackAdapter(
-        SlackSettings(), timezone=ZoneInfo("Europe/London"), per_hook_rate=SCALED, timeout=2.0
-    )
-    await adapter.start(AdapterContext(handle=no_commands))
+    adapter = SlackAdapter(SlackSettings(), per_hook_rate=SCALED, timeout=2.0)
+    await adapter.start(AdapterContext(handle=no_commands, timezone=ZoneInfo("Europe/London")))
     try:
         yield adapter
     finally:

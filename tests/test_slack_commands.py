@@ -69,12 +69,10 @@ def signed(body: bytes, *, age: float = 0.0, secret: str = SECRET) -> dict[str, 
 async def start_adapter(handler: Handler, **options: Any) -> SlackAdapter:
     adapter = SlackAdapter(
         SlackSettings(signing_secret=SecretStr(SECRET)),
-        http_host="127.0.0.1",
-        http_port=0,
         allow_loopback_responses=True,
         **options,
     )
-    await adapter.start(AdapterContext(handle=handler))
+    await adapter.start(AdapterContext(handle=handler, http_host="127.0.0.1", http_port=0))
     return adapter
 
 
@@ -249,10 +247,8 @@ async def test_a_slow_answer_never_goes_to_a_foreign_response_url(
     client: aiohttp.ClientSession,
 ) -> None:
     recorder = Recorder(Reply(text="secret results"), delay=0.1)
-    adapter = SlackAdapter(
-        SlackSettings(signing_secret=SecretStr(SECRET)), http_port=0, answer_within=0.01
-    )
-    await adapter.start(AdapterContext(handle=recorder))
+    adapter = SlackAdapter(SlackSettings(signing_secret=SecretStr(SECRET)), answer_within=0.01)
+    await adapter.start(AdapterContext(handle=recorder, http_port=0))
     async with WebhookReceiver() as receiver:
         try:
             body = form("latest", response_url=receiver.url("not-slack"))
@@ -285,8 +281,8 @@ def test_response_urls_are_slacks_own_or_loopback_in_tests(
 
 
 async def test_without_a_signing_secret_there_is_no_endpoint() -> None:
-    adapter = SlackAdapter(SlackSettings(), http_port=0)
-    await adapter.start(AdapterContext(handle=Recorder()))
+    adapter = SlackAdapter(SlackSettings())
+    await adapter.start(AdapterContext(handle=Recorder(), http_port=0))
     try:
         assert adapter.http_port is None
     finally:

@@ -73,8 +73,8 @@ Handle = Callable[[Request], Awaitable[Reply]]
 
 
 async def running(fake: FakeTelegram, handler: Handle, **settings: object) -> TelegramAdapter:
-    adapter = TelegramAdapter(settings_for(fake, **settings), timezone=KYIV, poll_timeout=0.5)
-    await adapter.start(AdapterContext(handle=handler))
+    adapter = TelegramAdapter(settings_for(fake, **settings), poll_timeout=0.5)
+    await adapter.start(AdapterContext(handle=handler, timezone=KYIV))
     return adapter
 
 
@@ -203,7 +203,7 @@ async def test_the_command_menu_is_registered(fake: FakeTelegram, bot: TelegramA
 
 async def test_a_wrong_token_is_one_clear_line(fake: FakeTelegram) -> None:
     settings = settings_for(fake, token="999:not-the-token")
-    adapter = TelegramAdapter(settings, timezone=KYIV)
+    adapter = TelegramAdapter(settings)
 
     async def unused(request: Request) -> Reply:
         raise AssertionError("no command may arrive")

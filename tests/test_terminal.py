@@ -54,27 +54,31 @@ def card(**overrides: object) -> Card:
 async def test_post_text_that_looks_like_markup_prints_literally() -> None:
     out = console()
     adapter = TerminalAdapter(console=out, timezone=ZoneInfo("Europe/Kyiv"))
-    ref = await adapter.send(CONSOLE_TARGET, card())
+    ref = await adapter.send(CONSOLE_TARGET, card(number=7))
     text = out.export_text()
-    assert ref == "term-1"
+    assert ref == "term-7"
     assert "Talks in [bold]Geneva[/bold]" in text
     assert "Both sides said [red]nothing[/red] new." in text
     assert "By [i]Staff[/i]" in text
     assert "21 Jan 2022, 14:00 EET" in text  # shown in the adapter's time zone
-    assert "Kyiv live · #1" in text
-    assert "/post kyiv-live-001" in text  # how to open it again
+    assert "Kyiv live · #7" in text  # the post's own number
+    assert "/post 7" in text  # how to open it again
 
 
-async def test_messages_are_numbered_and_an_edit_names_the_one_it_updates() -> None:
+async def test_panels_carry_the_post_number_and_an_edit_names_it() -> None:
     out = console()
     adapter = TerminalAdapter(console=out)
-    first = await adapter.send(CONSOLE_TARGET, card())
-    second = await adapter.send(CONSOLE_TARGET, card(post_id="kyiv-live-002", title="Second"))
-    assert (first, second) == ("term-1", "term-2")
-    edited = await adapter.edit(CONSOLE_TARGET, first, card(title="Talks end", version=2))
+    first = await adapter.send(CONSOLE_TARGET, card(number=12))
+    second = await adapter.send(
+        CONSOLE_TARGET, card(post_id="kyiv-live-002", title="Second", number=3)
+    )
+    assert (first, second) == ("term-12", "term-3")  # what `/post N` opens, not a print count
+    edited = await adapter.edit(
+        CONSOLE_TARGET, first, card(title="Talks end", version=2, number=12)
+    )
     assert edited == first
     text = out.export_text()
-    assert "✎ Updated #1 Talks end" in text
+    assert "✎ Updated #12 Talks end" in text
     assert "v2" in text
     assert adapter.capabilities.can_edit
     assert adapter.capabilities.rate_limits.overall is None

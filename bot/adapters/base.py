@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal
+from zoneinfo import ZoneInfo
 
 from bot.models import Card, Reply, Request, Target
 
@@ -90,13 +91,25 @@ class StartupError(Exception):
 
 
 CommandHandler = Callable[[Request], Awaitable[Reply]]
+SourceNames = Callable[[], Awaitable[list[str]]]
+
+
+UTC = ZoneInfo("UTC")
+
+
+async def _no_source_names() -> list[str]:
+    return []
 
 
 @dataclass(frozen=True, slots=True)
 class AdapterContext:
-    """What the composition root gives an adapter at start."""
+    """What the composition root gives an adapter at start (with its settings, all it gets)."""
 
     handle: CommandHandler  # runs a neutral request through handlers/ and answers a neutral reply
+    timezone: ZoneInfo = UTC  # how times are shown in chats
+    http_host: str = "127.0.0.1"  # where adapters that serve HTTP (Slack's slash command) listen
+    http_port: int = 8080
+    source_names: SourceNames = _no_source_names  # blog titles, offered as choices
 
 
 class Adapter(ABC):

@@ -91,13 +91,11 @@ class DiscordAdapter(Adapter):
         self,
         settings: DiscordSettings,
         *,
-        timezone: ZoneInfo = UTC,
-        source_names: SourceNames | None = None,
         connect_gateway: bool = True,
     ) -> None:
         self.settings = settings
-        self.timezone = timezone
-        self.source_names = source_names or _no_sources
+        self.timezone = UTC  # the operator's zone and blog names come with the context at start
+        self.source_names: SourceNames = _no_sources
         self.connect_gateway = connect_gateway
         self._context: AdapterContext | None = None
         self._client: discord.Client | None = None
@@ -118,6 +116,8 @@ class DiscordAdapter(Adapter):
 
     async def start(self, context: AdapterContext) -> None:
         self._context = context
+        self.timezone = context.timezone
+        self.source_names = context.source_names
         self._redirect()
         intents = discord.Intents.none()
         intents.guilds = True

@@ -34,10 +34,9 @@ from bot.adapters.base import (
 )
 from bot.adapters.slack_commands import ANSWER_WITHIN, SlashCommands
 from bot.adapters.slack_render import FLAVORS, render_card
-from bot.config import ConfigError, SlackSettings
-from bot.models import Card, EditPolicy, Target
+from bot.config import SlackSettings
+from bot.models import Card, Target
 from bot.targets import mask_url
-from storage.subscriptions import NewSubscription, SubscriptionStore, normalize_query
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +59,6 @@ class SlackAdapter(Adapter):
         self,
         settings: SlackSettings,
         *,
-        timezone: ZoneInfo = UTC_ZONE,
-        http_host: str = "127.0.0.1",
-        http_port: int = 8080,
         per_hook_rate: Rate = WEBHOOK_RATE,
         timeout: float = 10.0,
         connections: int = 100,
@@ -70,15 +66,13 @@ class SlackAdapter(Adapter):
         answer_within: float = ANSWER_WITHIN,
     ) -> None:
         self.settings = settings
-        self.zone = timezone
+        self.zone = UTC_ZONE  # the operator's, from the context at start
         self.capabilities = Capabilities(
             max_text=4000,
             markup="mrkdwn",
             can_edit=False,
             rate_limits=RateLimits(per_target=per_hook_rate),
         )
-        self._host = http_host
-        self._port = http_port
         self._timeout = aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 5.0))
         self._connections = connections
         self._allow_loopback = allow_loopback_responses
@@ -93,21 +87,22 @@ class SlackAdapter(Adapter):
         return self._commands.port if self._commands is not None else None
 
     async def start(self, context: AdapterContext) -> None:
+        self.zone = context.timezone
         session = self._client()
         secret = self.settings.signing_secret
-        if secret is not None and secret.get_secret_value():
+        if secret is not None and secret.get_secret_value():  # no secret: webhooks only
             self._commands = SlashCommands(
                 secret.get_secret_value(),
                 context.handle,
                 session,
                 zone=self.zone,
-                host=self._host,
-                port=self._port,
+                host=context.http_host,
+                port=context.http_port,
                 allow_loopback_responses=self._allow_loopback,
                 answer_within=self._answer_within,
             )
             await self._commands.start()
-        log.info("Slack-style webhooks ready (%d configured)", len(self.settings.webhooks))
+        log.info("Slack-style webhooks ready")
 
     async def stop(self) -> None:
         if self._commands is not None:
@@ -197,47 +192,4 @@ def _retry_after(value: str | None, default: float = 1.0) -> float:
         return default
 
 
-async def sync_configured_webhooks(
-    subscriptions: SubscriptionStore, settings: SlackSettings
-) -> int:
-    """Subscribe every webhook named in the settings that has no subscription yet; return how many.
-
-    Idempotent: one already there (in any state: one disabled because its channel was archived stays
-    disabled) is left alone. Bad keywords raise ConfigError naming the hook masked.
-    """
-    seen = {
-        (s.target.address, s.source_id, s.query) for s in await subscriptions.list(platform="slack")
-    }
-    wanted: list[NewSubscription] = []
-    for hook in settings.webhooks:
-        url = hook.url.get_secret_value()
-        if urlsplit(url).scheme not in ("http", "https"):
-            raise ConfigError(f"Slack webhook {mask_url(url)} is not an http(s) URL")
-        query = normalize_query(hook.keywords)
-        source = (hook.source or "").strip() or None
-        if (url, source, query) in seen:
-            continue
-        seen.add((url, source, query))
-        target = Target(
-            platform="slack", address=url, kind="webhook", options={"flavor": hook.flavor}
-        )
-        wanted.append(
-            NewSubscription(
-                target=target,
-                created_by="settings",
-                source_id=source,
-                query=query,
-                edit_policy=EditPolicy.FOLLOW_UP,
-            )
-        )
-    if not wanted:
-        return 0
-    try:
-        await subscriptions.add_many(wanted)
-    except ValueError as exc:  # QueryError / SubscriptionError: one polite line, no URL in it
-        raise ConfigError(f"Slack webhook settings: {exc}") from None
-    log.info("subscribed %d Slack-style webhook(s) from the settings", len(wanted))
-    return len(wanted)
-
-
-__all__ = ["SlackAdapter", "sync_configured_webhooks"]
+__all__ = ["SlackAdapter"]

@@ -159,12 +159,11 @@ class TelegramAdapter(Adapter):
         self,
         settings: TelegramSettings,
         *,
-        timezone: ZoneInfo = UTC_ZONE,
         poll_timeout: float = 10.0,
         connection_pool_size: int = 128,
     ) -> None:
         self.settings = settings
-        self.timezone = timezone
+        self.timezone = UTC_ZONE  # the operator's, from the context at start
         self.capabilities = telegram_capabilities(settings.rate_scale)
         self.poll_timeout = poll_timeout
         self.connection_pool_size = connection_pool_size
@@ -182,6 +181,7 @@ class TelegramAdapter(Adapter):
         if self._app is not None:
             raise RuntimeError("the Telegram adapter is already running")
         self._context = context
+        self.timezone = context.timezone
         _quiet_http_logs()
         webhook = self._webhook_mode()
         app = self._build()

@@ -1,8 +1,8 @@
 """The terminal: posts and replies rendered with rich, and a command prompt for the operator.
 
 Every piece of post text reaches rich as a `Text` object, never as a markup string, so a post that
-contains "[bold]" shows exactly that. Messages are numbered; an edit prints an "✎ Updated" block that
-names the number it replaces.
+contains "[bold]" shows exactly that. A post's panel carries the post's own number (what `/post N`
+opens); an edit prints an "✎ Updated" block that names the same number.
 """
 
 from __future__ import annotations
@@ -50,13 +50,14 @@ class TerminalAdapter(Adapter):
         prompt: bool = False,
         input_stream: TextIO | None = None,
         on_quit: Callable[[], None] | None = None,
+        hint: str = "Type a command — help, latest 3, search WORDS, subscribe — or quit.",
     ) -> None:
         self.console = console or Console(highlight=False)
         self.timezone = timezone
         self.prompt = prompt
         self.input_stream = input_stream
         self.on_quit = on_quit
-        self._count = 0
+        self.hint = hint
         self._more: str | None = None  # the last reply's "More ›" command, run by typing "more"
         self._prompt_task: asyncio.Task[None] | None = None
 
@@ -64,12 +65,7 @@ class TerminalAdapter(Adapter):
 
     async def start(self, context: AdapterContext) -> None:
         if self.prompt:
-            self.console.print(
-                Text(
-                    "Type a command — help, latest 3, search sanctions, subscribe — or quit.",
-                    style=META_STYLE,
-                )
-            )
+            self.console.print(Text(self.hint, style=META_STYLE))
             self._prompt_task = asyncio.create_task(
                 self._run_prompt(context), name="terminal prompt"
             )
@@ -89,21 +85,18 @@ class TerminalAdapter(Adapter):
     # --- sending ------------------------------------------------------------------------------------
 
     async def send(self, target: Target, card: Card) -> str:
-        self._count += 1
-        number = self._count
-        self.console.print(self.render_card(card, number=number))
-        return f"{REFERENCE_PREFIX}{number}"
+        self.console.print(self.render_card(card, numbered=True))
+        return f"{REFERENCE_PREFIX}{card.ref}"
 
     async def edit(self, target: Target, reference: str, card: Card) -> str:
-        number = reference.removeprefix(REFERENCE_PREFIX)
-        label = f"#{number}" if number.isdigit() else reference
-        self.console.print(self.render_card(card, banner=f"✎ Updated {label}"))
+        label = f"#{card.ref}"
+        self.console.print(self.render_card(card, banner=f"✎ Updated {label}", numbered=True))
         return reference
 
     # --- rendering ----------------------------------------------------------------------------------
 
     def render_card(
-        self, card: Card, *, number: int | None = None, banner: str | None = None
+        self, card: Card, *, numbered: bool = False, banner: str | None = None
     ) -> Panel:
         """A post as a panel: title, when/who/where, the text (or a search snippet), images, link."""
         parts: list[RenderableType] = []
@@ -142,7 +135,8 @@ class TerminalAdapter(Adapter):
         if card.url:
             parts.append(Text(card.url, style="underline blue"))
 
-        heading = [x for x in (card.source_title, f"#{number}" if number else None) if x]
+        # The number on a panel is the post's own: what `/post N` opens.
+        heading = [x for x in (card.source_title, f"#{card.ref}" if numbered else None) if x]
         footer = f"/post {card.ref}" + (f" · v{card.version}" if card.version > 1 else "")
         return Panel(
             Group(*parts),
