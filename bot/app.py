@@ -134,6 +134,7 @@ class App:
         from handlers.base import Deps
         from storage.db import Database
         from storage.posts import PostStore
+        from storage.replays import ReplayStore
         from storage.subscriptions import SubscriptionStore
 
         settings = self.settings
@@ -153,7 +154,7 @@ class App:
         async def handle_request(request: Request) -> Reply:
             return await handle(request, deps)
 
-        context = AdapterContext(handle=handle_request)
+        context = AdapterContext(handle=handle_request, first_seen=ReplayStore(db).first_seen)
         for adapter in self._build_adapters():
             await self._start_adapter(adapter, context)
             stack.push_async_callback(self._stop_adapter, adapter)

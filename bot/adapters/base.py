@@ -90,6 +90,7 @@ class StartupError(Exception):
 
 
 CommandHandler = Callable[[Request], Awaitable[Reply]]
+FirstSeen = Callable[[str, float], Awaitable[bool]]  # (signature, now) → not seen in the window yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +98,7 @@ class AdapterContext:
     """What the composition root gives an adapter at start."""
 
     handle: CommandHandler  # runs a neutral request through handlers/ and answers a neutral reply
+    first_seen: FirstSeen | None = None  # signed requests seen, kept in the store (replays refused)
 
 
 class Adapter(ABC):
