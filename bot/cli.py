@@ -37,6 +37,7 @@ from bot.models import (
     Subscription,
     SubscriptionState,
 )
+from bot.redact import printable
 from bot.targets import FLAVORS, PLATFORMS, mask_address, operator_target, public_options
 from storage.db import Database
 from storage.posts import FetchState, PostStore
@@ -88,7 +89,7 @@ class Ctx:
 
 
 def one_line(message: str) -> str:
-    return " ".join(str(message).split())
+    return " ".join(printable(str(message)).split())  # no escape sequence from a remote answer
 
 
 # --- the parser --------------------------------------------------------------------------------------

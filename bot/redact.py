@@ -74,7 +74,9 @@ class Redactor:
     """Replaces every configured secret, and anything shaped like a token, with `[secret]`."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self.secrets = sorted({s for s in secrets if len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True)
+        self.secrets = sorted(
+            {s for s in secrets if len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True
+        )
 
     def __call__(self, text: str) -> str:
         for secret in self.secrets:
@@ -122,10 +124,10 @@ class Outcomes(Protocol):
     disable: list[tuple[str, str, str]]
 
 
-O = TypeVar("O", bound=Outcomes)
+OutcomesT = TypeVar("OutcomesT", bound=Outcomes)
 
 
-def clean_outcomes(results: O) -> O:
+def clean_outcomes(results: OutcomesT) -> OutcomesT:
     """Every failure reason in `results` cleaned in place (`clean`), before the store keeps it."""
     seen: dict[str, str] = {}  # one dead hook fails many deliveries with the same reason
 

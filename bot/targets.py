@@ -6,7 +6,7 @@ import re
 from urllib.parse import urlsplit
 
 from bot.models import Target, TargetKind
-from bot.redact import mask_url as mask_url  # where it always was; the rule lives with the redaction
+from bot.redact import mask_url as mask_url  # its rule lives with the redaction
 
 PLATFORMS = ("telegram", "discord", "slack", "terminal")
 FLAVORS = ("slack", "mattermost", "teams")

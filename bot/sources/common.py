@@ -18,6 +18,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 from bot.models import Image, Post
+from bot.redact import printable
 from bot.sources.text import clean
 
 
@@ -31,7 +32,7 @@ class SourceError(Exception):
 
 
 def _one_line(text: str, limit: int) -> str:
-    line = " ".join(text.split())
+    line = " ".join(printable(text).split())  # a reason phrase may carry terminal escapes
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
