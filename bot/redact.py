@@ -4,7 +4,8 @@ Pure functions shared by the log filter (`bot.logs`), the dispatcher (a failure 
 the store keeps it: `livedesk deliveries --dead` shows what was stored), the CLI and the terminal.
 
 - `mask_url`: a webhook URL as safe to print, `https://hooks.slack.com/…/AbCd`: scheme, host and port,
-  then the last four characters of the path; never the `user:password@`, the query or the fragment.
+  then the last four characters of a path longer than eight; never the `user:password@`, the query or
+  the fragment.
 - `redact`: configured secrets, anything shaped like a token, a URL's `user:password@` and the values of
   query parameters with secret names (`token`, `key`, `sig`, `password`, …) become `[secret]`.
 - `printable`: C0/C1 controls and ANSI/OSC escape sequences removed (newlines and tabs stay), so an HTTP

@@ -19,6 +19,7 @@ import pytest
 from aiohttp import web
 from rich.console import Console
 
+from bot import redact as redaction
 from bot.adapters.discord_render import escape as discord_escape
 from bot.adapters.discord_render import render_card as discord_card
 from bot.adapters.discord_render import render_reply as discord_reply
@@ -291,13 +292,7 @@ def restore_logging() -> Iterator[None]:
             root.removeHandler(handler)
     for handler, kept in filters.items():
         handler.filters[:] = kept
-    configure_logging_secrets_reset()
-
-
-def configure_logging_secrets_reset() -> None:
-    from bot import redact as redaction
-
-    redaction.configure(())
+    redaction.configure(())  # no configured secret left behind for the tests after this one
 
 
 @pytest.mark.usefixtures("restore_logging")

@@ -9,8 +9,9 @@ characters outside the BMP (emoji) can never tip a part over, however Discord co
 Post text is escaped completely (`escape`): a post cannot inject formatting, masked links, headings,
 lists, quotes or mentions. `discord.utils.escape_markdown` is not enough: it escapes only the first `[` of
 `[click](https://evil.example)` on a line, and Discord still shows a live masked link for the second one.
-So every character that Discord markdown reads (`\\ * _ ~ | ` [ ] ( ) < >`) gets a backslash (Discord
-shows any escaped punctuation as itself), line-start `#`, `-`, `+`, `1.` too; a bare URL stays clickable,
+So every character that Discord markdown reads (backslash, `*`, `_`, `~`, `|`, backtick, `[`, `]`, `(`,
+`)`, `<`, `>`) gets a backslash (Discord shows any escaped punctuation as itself), a line-start `#`, `-`,
+`+` or `1.` too; a bare URL stays clickable,
 its `( ) [ ] < > |` and the like percent-encoded so nothing in it can open or close markup. `@everyone`,
 `@here` and role/user ids get a zero-width space (`discord.utils.escape_mentions`), and the adapter
 disables mentions anyway (`AllowedMentions.none()`), so nobody is pinged.
