@@ -27,6 +27,7 @@ from rich.text import Text
 from bot.adapters.base import Adapter, AdapterContext, StartupError
 from bot.config import ConfigError, Settings
 from bot.models import PostEvent, Reply, Request
+from bot.redact import printable
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,7 @@ class App:
                 loop.remove_signal_handler(sig)
 
     def _fail(self, message: str) -> None:
-        self.errors.print(Text(" ".join(message.split()), style="red"), soft_wrap=True)
+        self.errors.print(Text(" ".join(printable(message).split()), style="red"), soft_wrap=True)
 
     def _say(self, message: str) -> None:
         self.console.print(Text(message, style="dim"), soft_wrap=True)

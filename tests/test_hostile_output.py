@@ -20,6 +20,7 @@ from aiohttp import web
 from rich.console import Console
 
 from bot import redact as redaction
+from bot.adapters.base import Adapter, AdapterContext, Capabilities, StartupError
 from bot.adapters.discord_render import escape as discord_escape
 from bot.adapters.discord_render import render_card as discord_card
 from bot.adapters.discord_render import render_reply as discord_reply
@@ -27,6 +28,8 @@ from bot.adapters.slack_render import mattermost_payload, teams_payload
 from bot.adapters.telegram import TelegramAdapter
 from bot.adapters.telegram_render import MAX_TEXT, UPDATED_PREFIX
 from bot.adapters.terminal import TerminalAdapter
+from bot.app import App
+from bot.config import load_settings
 from bot.logs import RedactSecrets, configure_logging
 from bot.models import Card, Image, Reply, Target
 from bot.redact import clean_outcomes, mask_url, printable, redact
@@ -469,3 +472,30 @@ async def test_a_failure_reason_with_the_webhook_url_is_stored_and_shown_redacte
             assert secret not in shown, (secret, shown)
         no_controls(result)
     assert "\\u001b" not in dead_json.out
+
+
+class RefusedAtStart(Adapter):
+    """A platform whose error answer at start carries escape sequences (a proxy's, say)."""
+
+    platform = "refusing"
+    capabilities = Capabilities(max_text=100, markup="plain", can_edit=False)
+
+    async def start(self, context: AdapterContext) -> None:
+        raise StartupError(f"refusing: the API said {HOSTILE_REASON}")
+
+    async def stop(self) -> None:
+        pass
+
+    async def send(self, target: Target, card: Card) -> str:
+        raise AssertionError("never started")
+
+
+async def test_a_startup_error_from_a_platform_is_printed_without_escapes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = load_settings(db_path=tmp_path / "app.db", demo=False)
+    app = App(settings, once=True, extra_adapters=[RefusedAtStart()])
+    assert await app.run() != 0
+    shown = capsys.readouterr().err
+    assert "refusing: the API said" in shown
+    assert "\x1b" not in shown and "\x07" not in shown
