@@ -34,6 +34,7 @@ from bot.demo import PROMPT_HINT, SAMPLE_LOCATION, TERMINAL_TARGET, DemoReplay
 from bot.models import PostEvent, Reply, Request
 from bot.platforms import CONFIGURABLE, Platform, waiting_lines
 from bot.provision import provision
+from bot.redact import printable
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ class App:
                 loop.remove_signal_handler(sig)
 
     def _fail(self, message: str) -> None:
-        self.errors.print(Text(" ".join(message.split()), style="red"), soft_wrap=True)
+        self.errors.print(Text(" ".join(printable(message).split()), style="red"), soft_wrap=True)
 
     def _say(self, message: str) -> None:
         self.console.print(Text(message, style="dim"), soft_wrap=True)
@@ -136,6 +137,7 @@ class App:
         from handlers.base import Deps
         from storage.db import Database
         from storage.posts import PostStore
+        from storage.replays import ReplayStore
         from storage.subscriptions import SubscriptionStore
 
         settings = self.settings
@@ -162,6 +164,7 @@ class App:
             http_host=settings.http_host,
             http_port=settings.http_port,
             source_names=self._source_names,
+            first_seen=ReplayStore(db).first_seen,
         )
         await provision(self.subscriptions, settings)
         active = await self.subscriptions.count_by_platform(active_only=True)

@@ -40,6 +40,7 @@ from bot.models import (
 )
 from bot.platforms import NAMES as PLATFORMS
 from bot.platforms import configured_secrets, mask_address, operator_target, platform, waiting_lines
+from bot.redact import printable
 from bot.targets import FLAVORS, public_options
 from storage.db import Database
 from storage.posts import FetchState, PostStore, SourceConflict
@@ -92,7 +93,7 @@ class Ctx:
 
 
 def one_line(message: str) -> str:
-    return " ".join(str(message).split())
+    return " ".join(printable(str(message)).split())  # no escape sequence from a remote answer
 
 
 # --- the parser --------------------------------------------------------------------------------------

@@ -52,6 +52,7 @@ from bot.cards import card_from_post
 from bot.config import DispatchSettings
 from bot.models import Card, EditPolicy
 from bot.ratelimit import Check, Permit, RateLimiter
+from bot.redact import clean_outcomes
 from storage.db import Database
 from storage.posts import to_db_time
 from storage.search import CompiledQuery, QueryError, compile_query, matched_terms
@@ -871,7 +872,7 @@ class Dispatcher:
         self._flushing += 1
         try:
             async with self._io_lock:
-                await self.outbox.record(take)
+                await self.outbox.record(lambda: clean_outcomes(take()))  # no secret stored
                 results, ids, sent_keys = batch[0]
                 self._settling.difference_update(ids)
                 for key in sent_keys:  # in the database now

@@ -3,36 +3,26 @@
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from collections.abc import Iterable
 
-# Telegram bot tokens (in Bot API URLs), Discord bot tokens, Slack webhook paths and signatures.
-_SECRET_PATTERNS = (
-    re.compile(r"\d{5,}:[A-Za-z0-9_-]{30,}"),
-    re.compile(r"[A-Za-z0-9_-]{24,}\.[A-Za-z0-9_-]{6}\.[A-Za-z0-9_-]{27,}"),
-    re.compile(r"(hooks\.slack\.com/services/)[^\s'\"]+"),
-    re.compile(r"(/hooks/)[A-Za-z0-9]{8,}"),
-    re.compile(r"(/webhooks/[0-9]+/)[A-Za-z0-9_-]{20,}"),
-    re.compile(r"(v0=)[0-9a-f]{64}"),
-)
+from bot import redact as redaction
+
 # Loggers that print request URLs or SQL parameters (webhook URLs are stored as subscription targets).
 _CHATTY = ("aiosqlite", "httpx", "httpcore", "hpack", "discord.http", "slack_sdk")
 
 
 class RedactSecrets(logging.Filter):
-    """Replaces every configured secret, and anything shaped like a token, with `[secret]`."""
+    """Replaces every configured secret, and anything shaped like a token (a URL's `user:password@`,
+    a `?token=` value), with `[secret]`; strips terminal control sequences a remote answer carried."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
-        self.secrets = sorted({s for s in secrets if len(s) >= 6}, key=len, reverse=True)
+        self._redactor = redaction.Redactor(secrets)
+        self.secrets = self._redactor.secrets
 
     def redact(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "[secret]")
-        for pattern in _SECRET_PATTERNS:
-            text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + "[secret]", text)
-        return text
+        return redaction.printable(self._redactor(text))
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
@@ -49,6 +39,8 @@ class RedactSecrets(logging.Filter):
 def configure_logging(level: str | int, secrets: Iterable[str] = ()) -> None:
     """Log to stderr at `level`; libraries that echo URLs or SQL parameters stay at INFO or above."""
     root = logging.getLogger()
+    secrets = list(secrets)
+    redaction.configure(secrets)  # stored failure reasons get the same redaction as log lines
     redact = RedactSecrets(secrets)
     if not root.handlers:
         stream = logging.StreamHandler(sys.stderr)

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from bot.models import Target, TargetKind
+from bot.redact import mask_url as mask_url  # its rule lives with the redaction
 
 FLAVORS = ("slack", "mattermost", "teams")
 TERMINAL_ADDRESS = "console"
@@ -108,19 +109,3 @@ def _slack(address: str, thread: str | None, flavor: str | None) -> Target:
     return Target(
         platform="slack", address=address, thread=thread, kind="webhook", options={"flavor": chosen}
     )
-
-
-def mask_url(url: str) -> str:
-    """`https://hooks.slack.com/…/XXXX`: scheme and host, then only the last four characters."""
-    parts = urlsplit(url)
-    tail = url.rstrip("/")[-4:]
-    if parts.scheme and parts.netloc:
-        return f"{parts.scheme}://{parts.netloc}/…/{tail}"
-    return f"…{tail}"
-
-
-def mask_address(target: Target) -> str:
-    """The target's address as safe to print: webhook URLs are secrets and show masked."""
-    if target.kind == "webhook" or target.address.startswith(("http://", "https://")):
-        return mask_url(target.address)
-    return target.address

@@ -453,8 +453,8 @@ async def test_mentions_in_a_post_ping_nobody_and_markdown_stays_text(
     [message] = fake.in_channel(CHANNEL)
     assert message.allowed_mentions == {"parse": []}
     [embed] = message.embeds
-    assert embed["title"] == "\\*\\*Breaking\\*\\* @everyone"
-    assert "\\[click](https://evil.example)" in embed["description"]  # no masked link
+    assert embed["title"] == "\\*\\*Breaking\\*\\* @\u200beveryone"
+    assert "\\[click\\]\\(https://evil.example\\)" in embed["description"]  # no masked link
 
     [answer] = await slash(fake, bot, "post", id="kyiv-070")
     assert answer.allowed_mentions == {"parse": []}

@@ -132,11 +132,11 @@ def test_a_short_post_shows_everything() -> None:
     ("text", "shown"),
     [
         ("**bold** claim", "\\*\\*bold\\*\\* claim"),
-        ("[click](https://evil.example)", "\\[click](https://evil.example)"),
+        ("[click](https://evil.example)", "\\[click\\]\\(https://evil.example\\)"),
         ("# Heading", "\\# Heading"),
         ("> quote", "\\> quote"),
         ("snake_case_name", "snake\\_case\\_name"),
-        ("@everyone <@&123>", "@everyone <@&123>"),  # shown, but the adapter disables mentions
+        ("@everyone <@&123>", "@\u200beveryone \\<@&123\\>"),  # and the adapter disables mentions
     ],
 )
 def test_post_text_cannot_inject_formatting(text: str, shown: str) -> None:

@@ -101,6 +101,9 @@ async def _no_source_names() -> list[str]:
     return []
 
 
+FirstSeen = Callable[[str, float], Awaitable[bool]]  # (signature, now) → not seen in the window yet
+
+
 @dataclass(frozen=True, slots=True)
 class AdapterContext:
     """What the composition root gives an adapter at start (with its settings, all it gets)."""
@@ -110,6 +113,7 @@ class AdapterContext:
     http_host: str = "127.0.0.1"  # where adapters that serve HTTP (Slack's slash command) listen
     http_port: int = 8080
     source_names: SourceNames = _no_source_names  # blog titles, offered as choices
+    first_seen: FirstSeen | None = None  # signed requests seen, kept in the store (replays refused)
 
 
 class Adapter(ABC):

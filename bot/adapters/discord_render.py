@@ -6,8 +6,15 @@ title 256, description 4096, ≤ 25 fields (name 256, value 1024), footer 2048, 
 embeds of a message, content 2000, ≤ 10 embeds. Lengths are checked in UTF-16 code units too, so that
 characters outside the BMP (emoji) can never tip a part over, however Discord counts them.
 
-Post text is escaped with `discord.utils.escape_markdown`: a post cannot inject formatting or masked links.
-Mentions in it stay as text; the adapter disables them (`AllowedMentions.none()`), so nobody is pinged.
+Post text is escaped completely (`escape`): a post cannot inject formatting, masked links, headings,
+lists, quotes or mentions. `discord.utils.escape_markdown` is not enough: it escapes only the first `[` of
+`[click](https://evil.example)` on a line, and Discord still shows a live masked link for the second one.
+So every character that Discord markdown reads (backslash, `*`, `_`, `~`, `|`, backtick, `[`, `]`, `(`,
+`)`, `<`, `>`) gets a backslash (Discord shows any escaped punctuation as itself), a line-start `#`, `-`,
+`+` or `1.` too; a bare URL stays clickable,
+its `( ) [ ] < > |` and the like percent-encoded so nothing in it can open or close markup. `@everyone`,
+`@here` and role/user ids get a zero-width space (`discord.utils.escape_mentions`), and the adapter
+disables mentions anyway (`AllowedMentions.none()`), so nobody is pinged.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ with warnings.catch_warnings():
     # discord.py imports the stdlib's deprecated audioop (voice); we use no voice
     warnings.simplefilter("ignore", DeprecationWarning)
     import discord
-from discord.utils import escape_markdown
+from discord.utils import escape_mentions
 
 from bot.adapters.text import ELLIPSIS, cut, link_url
 from bot.models import Button, Card, Highlighted, Reply
@@ -84,8 +91,41 @@ def fit(text: str, limit: int, *, suffix: str = "") -> str:
     return cut(suffix, limit) if suffix else ""
 
 
+# Discord's own autolink rule (a bare URL, or one in <…> that suppresses its preview)
+_URL = re.compile(r"<https?://[^\s<>]+>|https?://[^\s<]+[^<.,:;\"')\]\s]")
+_SPECIAL = re.compile(r"([\\*_~|`\[\]()<>])")
+_LINE_START = re.compile(r"^([^\S\n]*)([#+-]|\d+(?=\.))", re.MULTILINE)
+
+
+def _escape_plain(text: str) -> str:
+    return escape_mentions(_SPECIAL.sub(r"\\\1", text))
+
+
+def _escape_url(url: str) -> str:
+    if url.startswith("<"):
+        return "<" + quote(url[1:-1], safe=URL_SAFE) + ">"
+    return quote(url, safe=URL_SAFE)
+
+
+def escape(text: str) -> str:
+    """Post text as inert Discord markdown: it shows as written, formats nothing, links only bare URLs."""
+    out: list[str] = []
+    last = 0
+    for match in _URL.finditer(text):
+        out.append(_escape_plain(text[last : match.start()]))
+        out.append(_escape_url(match.group()))
+        last = match.end()
+    out.append(_escape_plain(text[last:]))
+    return _LINE_START.sub(_escape_line_start, "".join(out))
+
+
+def _escape_line_start(match: re.Match[str]) -> str:
+    lead, marker = match.groups()
+    return f"{lead}{marker}\\" if marker[0].isdigit() else f"{lead}\\{marker}"
+
+
 def esc(text: str) -> str:
-    return escape_markdown(text)
+    return escape(text)
 
 
 def safe_url(url: str | None) -> str | None:
@@ -184,13 +224,13 @@ def _fields(card: Card, url: str | None) -> list[tuple[str, str]]:
         more = f"\n{link('More', url)}" if url else ""
         fields.append((BACKGROUND, fit(esc(card.background), MAX_FIELD_VALUE, suffix=more)))
     captions = [
-        " — ".join(p for p in (i.caption.strip(), i.credit and f"({i.credit})") if p)
+        " — ".join(p for p in (esc(i.caption.strip()), i.credit and f"({esc(i.credit)})") if p)
         for i in card.images
     ]
     captions = [c for c in captions if c]
     if captions:
         name = "Photo" if len(card.images) == 1 else f"Photos ({len(card.images)})"
-        text = esc(captions[0])
+        text = captions[0]
         if len(card.images) > 1:
             text += f"\n+{len(card.images) - 1} more at the post"
         fields.append((name, fit(text, MAX_FIELD_VALUE)))

@@ -100,6 +100,7 @@ class SlackAdapter(Adapter):
                 port=context.http_port,
                 allow_loopback_responses=self._allow_loopback,
                 answer_within=self._answer_within,
+                first_seen=context.first_seen,
             )
             await self._commands.start()
         log.info("Slack-style webhooks ready")

@@ -1,8 +1,10 @@
 """`POST /slack/commands`: Slack slash commands, verified, answered through the shared handlers.
 
 Every request must carry Slack's signature: `X-Slack-Signature = "v0=" + HMAC-SHA256(signing secret,
-"v0:{X-Slack-Request-Timestamp}:{body}")`, compared in constant time, with a timestamp at most five minutes
-off; an exact replay inside that window is refused too. Anything else is a 401 and runs nothing.
+"v0:{X-Slack-Request-Timestamp}:{body}")`, compared in constant time, with a timestamp (ASCII digits, Unix
+seconds) at most five minutes off; an exact replay inside that window is refused too, after a restart as
+well (the composition root keeps the signatures seen in the store). Anything else — a timestamp in other
+digits, huge, negative or a float, a signature that is not ASCII — is a 401 and runs nothing.
 
 Slack waits 3 seconds for an answer. A handler that finishes within `answer_within` (2.5 s) is answered
 directly; a slower one gets an acknowledgement, and its reply is POSTed to the request's `response_url`
@@ -15,6 +17,7 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import re
 import time
 from collections.abc import Callable
 from ipaddress import ip_address
@@ -24,7 +27,7 @@ from zoneinfo import ZoneInfo
 import aiohttp
 from aiohttp import web
 
-from bot.adapters.base import CommandHandler
+from bot.adapters.base import CommandHandler, FirstSeen
 from bot.adapters.slack_render import Payload, slack_reply
 from bot.models import ChatKind, Reply, Request, Target
 from bot.targets import mask_url
@@ -37,6 +40,8 @@ MAX_AGE = 300.0  # seconds a signed request stays valid
 ANSWER_WITHIN = 2.5  # Slack gives up after 3 s
 MAX_BODY = 64 * 1024
 SLACK_RESPONSE_HOST = "hooks.slack.com"
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")  # ASCII only: str.isdigit() takes "١٢٣" and "²" too
+_SIGNATURE = re.compile(r"v0=[0-9a-f]{64}")
 
 SUBSCRIBE_HELP = (
     "Slack channels get new posts through an incoming webhook that the operator of this Livedesk "
@@ -57,11 +62,29 @@ def verify(
     secret: str, timestamp: str | None, given: str | None, body: bytes, *, now: float
 ) -> bool:
     """True when `given` is Slack's signature of `body` and the timestamp is within five minutes."""
-    if not timestamp or not given or not timestamp.isdigit():
+    if timestamp is None or given is None:
+        return False
+    if not _TIMESTAMP.fullmatch(timestamp) or not _SIGNATURE.fullmatch(given):
         return False
     if abs(now - int(timestamp)) > MAX_AGE:
         return False
-    return hmac.compare_digest(signature(secret, timestamp, body), given)
+    return hmac.compare_digest(signature(secret, timestamp, body).encode(), given.encode())
+
+
+class RecentSignatures:
+    """Signatures seen within the window, in memory: the fallback when no store keeps them."""
+
+    def __init__(self, window: float = 2 * MAX_AGE) -> None:
+        self.window = window
+        self._seen: dict[str, float] = {}
+
+    async def first_seen(self, given: str, now: float) -> bool:
+        for old in [s for s, t in self._seen.items() if now - t > self.window]:
+            del self._seen[old]
+        if given in self._seen:
+            return False
+        self._seen[given] = now
+        return True
 
 
 def response_url_allowed(url: str, *, allow_loopback: bool) -> bool:
@@ -93,6 +116,7 @@ class SlashCommands:
         allow_loopback_responses: bool = False,
         answer_within: float = ANSWER_WITHIN,
         clock: Callable[[], float] = time.time,
+        first_seen: FirstSeen | None = None,
     ) -> None:
         self._secret = signing_secret
         self._handle = handle
@@ -103,7 +127,7 @@ class SlashCommands:
         self._allow_loopback = allow_loopback_responses
         self._answer_within = answer_within
         self._clock = clock
-        self._seen: dict[str, float] = {}  # signature → timestamp, refusing replays
+        self._first_seen = first_seen or RecentSignatures().first_seen  # refuses replays
         self._later: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
 
@@ -136,12 +160,15 @@ class SlashCommands:
         stamp = http.headers.get("X-Slack-Request-Timestamp")
         given = http.headers.get("X-Slack-Signature")
         now = self._clock()
-        if not verify(self._secret, stamp, given, body, now=now) or given in self._seen:
+        if (
+            not verify(self._secret, stamp, given, body, now=now)
+            or given is None
+            or not await self._first_seen(given, now)
+        ):
             log.warning(
                 "refused a slash command with a missing, wrong, stale or replayed signature"
             )
             return web.Response(status=401, text="invalid signature")
-        self._remember(given, now)
         form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items() if v}
         channel, user = form.get("channel_id"), form.get("user_id")
         if not channel or not user:
@@ -166,13 +193,6 @@ class SlashCommands:
         self._later.add(later)
         later.add_done_callback(self._later.discard)
         return web.json_response({"response_type": "ephemeral", "text": "Working on it…"})
-
-    def _remember(self, given: str | None, now: float) -> None:
-        if given is None:
-            return
-        for old in [s for s, t in self._seen.items() if now - t > MAX_AGE]:
-            del self._seen[old]
-        self._seen[given] = now
 
     async def _answer(self, request: Request, slash: str) -> Payload:
         if request.command in ("subscribe", "unsubscribe"):

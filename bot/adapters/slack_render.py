@@ -12,6 +12,8 @@ Post text is never trusted. Per flavor:
   `<https://…|x>`) still gets a word joiner (U+2060) after it in case a client parses it.
 - **Markdown** (Mattermost, Rocket.Chat, Teams): markdown specials get a backslash, line-start list and
   heading markers too, entity-like `&x;` gets `\\&`, so `[x](y)`, `**bold**` and `<url>` stay literal.
+  Our own links (`[Read the full post ›](permalink)`) percent-encode the permalink's `(`, `)`, `[`, `]`,
+  `\\`, spaces and `<`, `>`, so a permalink cannot close the link early and append markup of its own.
 - **Mentions** everywhere: `@word` (`@channel`, `@here`, `@all`, `@user`) gets a word joiner after the `@`:
   it reads the same and pings nobody.
 
@@ -25,7 +27,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo
 
 from bot.adapters.text import cut
@@ -49,6 +51,7 @@ MORE_LABEL = "Read the full post"
 MATTERMOST_COLOR = "#1d4ed8"
 
 WORD_JOINER = "\u2060"
+URL_SAFE = ":/?#@!$&'*+,;=%~.-_"  # kept as they are in a markdown link's URL; `()[]\\<>` and spaces are not
 _MENTION = re.compile(r"(?<!\w)@(?=\w)")
 _SLACK_CONTROL = str.maketrans({"*": "＊", "_": "＿", "~": "～", "`": "｀"})
 _SLACK_QUOTE = re.compile(r"^(\s*)&gt;", re.MULTILINE)
@@ -279,8 +282,13 @@ def slack_payload(card: Card, zone: ZoneInfo) -> Payload:
 # --- Mattermost / Rocket.Chat ------------------------------------------------------------------------
 
 
+def md_url(url: str) -> str:
+    """A URL that stays whole inside markdown's `[label](url)`: nothing in it can end the link."""
+    return quote(url, safe=URL_SAFE)
+
+
 def _md_more(url: str) -> str:
-    return f"[{MORE_LABEL} ›]({url})"
+    return f"[{MORE_LABEL} ›]({md_url(url)})"
 
 
 def mattermost_payload(card: Card, zone: ZoneInfo) -> Payload:
@@ -292,7 +300,7 @@ def mattermost_payload(card: Card, zone: ZoneInfo) -> Payload:
     link = safe_link(card.url)
     extra = [f"_{footer}_"] if footer else []
     if link:
-        extra.append(f"[{OPEN_LABEL}]({link})")
+        extra.append(f"[{OPEN_LABEL}]({md_url(link)})")
     tail = "\n\n" + " · ".join(extra) if extra else ""
     room = MARKDOWN_TEXT_MAX - len(head) - len(tail)
     body = render_body(card, room, escape=escape_markdown, bold=_md_bold, more=_md_more)

@@ -115,7 +115,8 @@ def _fit(pieces: list[_Piece], cut_order: Sequence[int], limit: int) -> list[_Pi
         if total <= limit:
             break
         piece = pieces[index]
-        room = limit - (total - piece.visible)
+        # the prefix ("✎ Updated: ") is visible too, and never cut: only the text gets the room left
+        room = limit - (total - piece.visible) - visible_length(piece.prefix)
         if piece.fixed_html is None and room > len(ELLIPSIS) + 10:
             pieces[index] = replace(piece, text=_cut_visible(piece.text, room))
         else:
@@ -195,16 +196,16 @@ def render_highlighted(text: Highlighted) -> str:
     return "".join(f"<b>{esc(run)}</b>" if hit else esc(run) for run, hit in text.segments if run)
 
 
-def render_hit(card: Card, zone: ZoneInfo) -> str:
+def render_hit(card: Card, zone: ZoneInfo, *, limit: int = MAX_TEXT) -> str:
     """A search result: bold linked title, time line, and the snippet with its matches in bold."""
+    snippet = card.snippet if card.snippet and card.snippet.plain.strip() else None
+    room = limit - (visible_length(snippet.plain) + 1 if snippet else 0)
     pieces = [
         _title_piece(card),
         _Piece(text=f"{_meta_line(card, zone)} · /post {card.ref}", before="<i>", after="</i>"),
     ]
-    head, _ = _join(pieces)
-    if card.snippet and card.snippet.plain.strip():
-        return f"{head}\n{render_highlighted(card.snippet)}"
-    return head
+    head, _ = _join(_fit(pieces, cut_order=(0, 1), limit=room))
+    return f"{head}\n{render_highlighted(snippet)}" if snippet else head
 
 
 def _split_text(text: str, limit: int) -> list[str]:
@@ -235,7 +236,7 @@ def render_reply(reply: Reply, zone: ZoneInfo, *, limit: int = MAX_TEXT) -> list
     ]
     for card in reply.cards:
         if card.snippet is not None:
-            rendered = render_hit(card, zone)
+            rendered = render_hit(card, zone, limit=limit)
         else:
             rendered = render_card(card, zone, limit=limit)
         blocks.append((rendered, visible_length(html_to_text(rendered))))

@@ -1,8 +1,10 @@
 """The terminal: posts and replies rendered with rich, and a command prompt for the operator.
 
 Every piece of post text reaches rich as a `Text` object, never as a markup string, so a post that
-contains "[bold]" shows exactly that. A post's panel carries the post's own number (what `/post N`
-opens); an edit prints an "✎ Updated" block that names the same number.
+contains "[bold]" shows exactly that; and without control characters or escape sequences (rich passes
+ESC through), so nothing a feed or a platform said can clear the screen or retitle the window. A
+post's panel carries the post's own number (what `/post N` opens); an edit prints an "✎ Updated"
+block that names the same number.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from rich.text import Text
 
 from bot.adapters.base import Adapter, AdapterContext, Capabilities
 from bot.models import Card, ChatKind, Highlighted, Reply, Request, Target
+from bot.redact import printable
 from handlers.base import format_time, split_command_line
 
 log = logging.getLogger(__name__)
@@ -100,7 +103,7 @@ class TerminalAdapter(Adapter):
     ) -> Panel:
         """A post as a panel: title, when/who/where, the text (or a search snippet), images, link."""
         parts: list[RenderableType] = []
-        title = Text(card.title, style="bold")
+        title = Text(printable(card.title), style="bold")
         if card.is_update:
             title = Text.assemble(("Updated: ", "bold magenta"), title)
         if banner:
@@ -115,7 +118,7 @@ class TerminalAdapter(Adapter):
             meta.append(card.byline)
         if card.location and card.location not in (card.byline or ""):
             meta.append(card.location)
-        parts.append(Text(" · ".join(meta), style=META_STYLE))
+        parts.append(Text(printable(" · ".join(meta)), style=META_STYLE))
 
         if card.snippet is not None and card.snippet.segments:
             parts.append(Text())
@@ -123,26 +126,30 @@ class TerminalAdapter(Adapter):
         else:
             for paragraph in card.body:
                 parts.append(Text())
-                parts.append(Text(paragraph))
+                parts.append(Text(printable(paragraph)))
         for image in card.images:
             caption = " — ".join(x for x in (image.caption, image.credit) if x) or "image"
-            parts.append(Text.assemble(("🖼 ", ""), (caption, "italic")))
+            parts.append(Text.assemble(("🖼 ", ""), (printable(caption), "italic")))
         if card.background:
             parts.append(Text())
-            parts.append(Text.assemble(("Background: ", "bold dim"), (card.background, "dim")))
+            parts.append(
+                Text.assemble(("Background: ", "bold dim"), (printable(card.background), "dim"))
+            )
         if card.matched_terms:
-            parts.append(Text("matched: " + ", ".join(card.matched_terms), style="green"))
+            parts.append(
+                Text(printable("matched: " + ", ".join(card.matched_terms)), style="green")
+            )
         if card.url:
-            parts.append(Text(card.url, style="underline blue"))
+            parts.append(Text(printable(card.url), style="underline blue"))
 
         # The number on a panel is the post's own: what `/post N` opens.
         heading = [x for x in (card.source_title, f"#{card.ref}" if numbered else None) if x]
         footer = f"/post {card.ref}" + (f" · v{card.version}" if card.version > 1 else "")
         return Panel(
             Group(*parts),
-            title=Text(" · ".join(heading)) if heading else None,
+            title=Text(printable(" · ".join(heading))) if heading else None,
             title_align="left",
-            subtitle=Text(footer, style=META_STYLE),
+            subtitle=Text(printable(footer), style=META_STYLE),
             subtitle_align="right",
             border_style="magenta" if (card.is_update or banner) else "cyan",
         )
@@ -150,11 +157,15 @@ class TerminalAdapter(Adapter):
     def render_reply(self, reply: Reply) -> Group:
         parts: list[RenderableType] = []
         if reply.text:
-            parts.append(Text(reply.text, style=ERROR_STYLE if reply.error else ""))
+            parts.append(Text(printable(reply.text), style=ERROR_STYLE if reply.error else ""))
         parts.extend(self.render_card(card) for card in reply.cards)
         for button in reply.buttons:
             hint = "type: more" if button.label.startswith("More") else f"type: {button.command}"
-            parts.append(Text.assemble((f"[{button.label}]", "bold"), (f"  {hint}", META_STYLE)))
+            parts.append(
+                Text.assemble(
+                    (printable(f"[{button.label}]"), "bold"), (printable(f"  {hint}"), META_STYLE)
+                )
+            )
         return Group(*parts)
 
     def print_reply(self, reply: Reply) -> None:
@@ -174,7 +185,7 @@ class TerminalAdapter(Adapter):
             if not command:
                 continue
             if echo:
-                self.console.print(Text(f"› {line.strip()}", style="bold"))
+                self.console.print(Text(printable(f"› {line.strip()}"), style="bold"))
             if command in QUIT_COMMANDS:
                 if self.on_quit is not None:
                     self.on_quit()
@@ -209,7 +220,7 @@ def highlighted_text(value: Highlighted) -> Text:
     """Highlight markers as styled runs; the text itself is never read as markup."""
     text = Text()
     for segment, marked in value.segments:
-        text.append(segment, style=HIGHLIGHT_STYLE if marked else "")
+        text.append(printable(segment), style=HIGHLIGHT_STYLE if marked else "")
     return text
 
 

@@ -25,6 +25,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 from bot.models import Image, ImportResult, Post
+from bot.redact import printable
 from bot.sources.text import clean
 
 EARLIEST_PLAUSIBLE = datetime(1900, 1, 1, tzinfo=UTC)
@@ -44,7 +45,7 @@ class SourceError(Exception):
 
 
 def _one_line(text: str, limit: int) -> str:
-    line = " ".join(text.split())
+    line = " ".join(printable(text).split())  # a reason phrase may carry terminal escapes
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
