@@ -13,12 +13,13 @@ import json
 import logging
 import shlex
 import sys
+from importlib import metadata
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 from zoneinfo import ZoneInfo
 
 from rich.console import Console
@@ -40,6 +41,7 @@ from bot.models import (
 from bot.targets import FLAVORS, PLATFORMS, mask_address, operator_target, public_options
 from storage.db import Database
 from storage.posts import FetchState, PostStore
+from storage.search import MAX_PER_PAGE
 
 if TYPE_CHECKING:
     from storage.subscriptions import DeadDelivery
@@ -54,7 +56,11 @@ HIGHLIGHT = "bold yellow"
 
 
 class UserError(Exception):
-    """Bad input from the operator: printed as one line, exit code 2."""
+    """Bad input from the operator: printed as one line (after one line per detail), exit code 2."""
+
+    def __init__(self, message: str, details: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.details = tuple(details)
 
 
 @dataclass
@@ -80,8 +86,9 @@ class Ctx:
     def emit_json(self, value: Any) -> None:
         sys.stdout.write(json.dumps(value, ensure_ascii=False, indent=2) + "\n")
 
-    def error(self, message: str) -> None:
-        self.err.print(Text(one_line(message), style="red"), soft_wrap=True)
+    def error(self, message: str, details: Sequence[str] = ()) -> None:
+        """An error: red lines on stderr, or `{"error": …}` on stdout under --json."""
+        report_error(self.json, self.err, message, details)
 
     def warn(self, message: str) -> None:
         self.err.print(Text(one_line(message), style="yellow"), soft_wrap=True)
@@ -93,6 +100,32 @@ def one_line(message: str) -> str:
 
 # --- the parser --------------------------------------------------------------------------------------
 
+QUERY_HELP = """\
+query language:
+  words            every word must appear: Lavrov Blinken
+  "a phrase"       these words together, in this order
+  A OR B           either side (in capitals: a lowercase "or" is a plain word)
+  -word, NOT word  leave out posts with the word: Lavrov -Blinken
+  prefix*          words that start so: Blink*
+Words match their other forms (sanction, sanctions); case and accents do not matter.
+Quotes are needed only for phrases: `livedesk search Lavrov -Blinken` works as typed.
+"""
+
+
+class UsageError(Exception):
+    """A command line argparse refuses; main() prints it as argparse would, or as JSON."""
+
+    def __init__(self, parser: argparse.ArgumentParser, message: str) -> None:
+        super().__init__(message)
+        self.parser = parser
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse without its exit on bad input, so that `--json` can answer in JSON."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(self, message)
+
 
 def build_parser() -> argparse.ArgumentParser:
     # Global options work before or after the command (`livedesk --json latest`, `livedesk latest
@@ -102,40 +135,81 @@ def build_parser() -> argparse.ArgumentParser:
         def default(value: object) -> object:
             return argparse.SUPPRESS if suppress else value
 
-        parser.add_argument("--db", type=Path, default=default(None), help="SQLite database path")
         parser.add_argument(
-            "--json", action="store_true", default=default(False), help="machine-readable output"
+            "--db",
+            type=Path,
+            default=default(None),
+            metavar="PATH",
+            help="SQLite database file (default: LIVEDESK_DB_PATH or livedesk.db)",
+        )
+        parser.add_argument(
+            "--json",
+            action="store_true",
+            default=default(False),
+            help='machine-readable output on stdout; errors too, as {"error": ...}',
         )
         parser.add_argument(
             "-v", "--verbose", action="store_true", default=default(False), help="log more"
         )
 
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False, allow_abbrev=False)
     global_options(common, suppress=True)
-    parser = argparse.ArgumentParser(
-        prog="livedesk", description="Live news blogs to chat notifications."
+    parser = Parser(
+        prog="livedesk", description="Live news blogs to chat notifications.", allow_abbrev=False
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"livedesk {_version()}", help="show the version"
     )
     global_options(parser, suppress=False)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, help_text: str) -> argparse.ArgumentParser:
-        return commands.add_parser(name, help=help_text, description=help_text, parents=[common])
+    def command(name: str, help_text: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return commands.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            parents=[common],
+            allow_abbrev=False,
+            **kwargs,
+        )
+
+    source_help = "only this blog: its number, id, or a unique word or beginning of its title"
 
     p = command("import", "import live blogs from files or URLs")
-    p.add_argument("locations", nargs="+", metavar="PATH_OR_URL")
+    p.add_argument(
+        "locations", nargs="+", metavar="PATH_OR_URL", help="a file or http(s) URL of a live blog"
+    )
 
     p = command("latest", "the newest posts")
-    p.add_argument("-n", type=int, default=5, help="how many (default 5)")
-    p.add_argument("--source", help="only this blog (id or title)")
+    p.add_argument(
+        "-n", "--limit", type=int, default=5, metavar="N", help="how many posts (default 5)"
+    )
+    p.add_argument("--source", metavar="BLOG", help=source_help)
 
-    p = command("search", "full-text search over every post")
-    p.add_argument("query", nargs="+", metavar="QUERY")
-    p.add_argument("--page", type=int, default=1)
-    p.add_argument("--per-page", type=int, default=5)
-    p.add_argument("--source", help="only this blog (id or title)")
+    p = command(
+        "search",
+        "full-text search over every post",
+        epilog=QUERY_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("query", nargs="+", metavar="QUERY", help="what to look for (see below)")
+    p.add_argument("--page", type=int, default=1, metavar="N", help="which page (default 1)")
+    p.add_argument(
+        "-n",
+        "--limit",
+        "--per-page",
+        dest="limit",
+        type=int,
+        default=5,
+        metavar="N",
+        help=f"results per page (default 5, at most {MAX_PER_PAGE})",
+    )
+    p.add_argument("--source", metavar="BLOG", help=source_help)
 
     p = command("post", "one post with its edit history")
-    p.add_argument("post_id", metavar="ID")
+    p.add_argument(
+        "post_id", metavar="ID", help="the post's number (as `latest` shows it) or its id"
+    )
 
     command("sources", "the blogs imported so far")
 
@@ -146,12 +220,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="poll each source once (replay the demo instantly), deliver everything, then exit",
     )
 
-    p = command("subscribe", "subscribe a chat, channel or webhook to posts")
-    p.add_argument("platform", choices=PLATFORMS, metavar="PLATFORM")
+    p = command(
+        "subscribe",
+        "subscribe a chat, channel or webhook to posts",
+        epilog=QUERY_HELP.replace("livedesk search Lavrov -Blinken", "--keywords Lavrov -Blinken"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "platform", choices=PLATFORMS, metavar="PLATFORM", help=f"one of {', '.join(PLATFORMS)}"
+    )
     p.add_argument("target", nargs="?", metavar="TARGET", help="chat id, @channel, webhook URL")
-    p.add_argument("--keywords", help='a query, e.g. "sanctions OR NATO"')
-    p.add_argument("--source", help="only this blog (id or title)")
-    p.add_argument("--thread", help="topic / thread id")
+    p.add_argument(
+        "--keywords", metavar="QUERY", help='only posts that match, e.g. "sanctions OR NATO"'
+    )
+    p.add_argument("--source", metavar="BLOG", help=source_help)
+    p.add_argument("--thread", metavar="ID", help="topic / thread id")
     p.add_argument("--flavor", choices=FLAVORS, help="webhook dialect (slack platform)")
     p.add_argument(
         "--webhook",
@@ -170,10 +253,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="one target per line, optional keywords after whitespace, # comments",
     )
-    p.add_argument("--backfill", type=int, help="latest posts to send at once (default: setting)")
+    p.add_argument(
+        "--backfill",
+        type=int,
+        metavar="N",
+        help="latest posts to send at once, 0 to 50 (default: LIVEDESK_BACKFILL)",
+    )
 
     p = command("subscriptions", "list subscriptions")
-    p.add_argument("--platform", choices=PLATFORMS)
+    p.add_argument("--platform", choices=PLATFORMS, help="only this platform's")
 
     for name, help_text in (
         ("unsubscribe", "remove a subscription"),
@@ -181,16 +269,119 @@ def build_parser() -> argparse.ArgumentParser:
         ("resume", "resume a paused or disabled subscription"),
     ):
         p = command(name, help_text)
-        p.add_argument("subscription_id", type=int, metavar="ID")
+        p.add_argument(
+            "subscription_id", type=int, metavar="ID", help="as `livedesk subscriptions` shows it"
+        )
 
     p = command("deliveries", "delivery counts by state; --dead lists failed ones")
     p.add_argument("--dead", action="store_true", help="list dead deliveries with the reason")
     actions = p.add_subparsers(dest="action", required=False, metavar="ACTION")
     retry = actions.add_parser(
-        "retry", help="queue dead deliveries again", parents=[common], description="retry"
+        "retry",
+        help="queue dead deliveries again",
+        parents=[common],
+        description="queue dead deliveries again: these ids, or every one",
+        allow_abbrev=False,
     )
-    retry.add_argument("ids", nargs="*", type=int, metavar="ID")
+    retry.add_argument(
+        "ids", nargs="*", type=int, metavar="ID", help="as `deliveries --dead` shows them"
+    )
     return parser
+
+
+def _version() -> str:
+    try:
+        return metadata.version("livedesk")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+def query_words_as_typed(argv: Sequence[str], parser: argparse.ArgumentParser) -> list[str]:
+    """Let query words start with '-', as the query language has them.
+
+    `search Lavrov -Blinken` and `subscribe … --keywords -NATO` would otherwise be refused by
+    argparse (it reads `-Blinken` as an option). A word that starts with a single '-' and is not one
+    of the command's options becomes a query word; the real options keep working anywhere."""
+    argv = list(argv)
+    subparsers = next(
+        a for a in parser._actions if isinstance(a, argparse._SubParsersAction)
+    )
+    index = _command_index(argv, parser)
+    if index is None or argv[index] not in ("search", "subscribe"):
+        return argv
+    command = argv[index]
+    sub: argparse.ArgumentParser = subparsers.choices[command]
+    options = sub._option_string_actions
+    head, rest = argv[: index + 1], argv[index + 1 :]
+    kept: list[str] = []
+    words: list[str] = []
+    i = 0
+    while i < len(rest):
+        token = rest[i]
+        i += 1
+        if token == "--":
+            words.extend(rest[i:])
+            break
+        name = token.partition("=")[0]
+        action = options.get(name) if token.startswith("-") else None
+        if action is None and _short_with_value(token, options):
+            kept.append(token)  # -n3
+            continue
+        if action is None:
+            # search: a word, or an unknown --option left for argparse to refuse.
+            is_word = command == "search" and not token.startswith("--")
+            (words if is_word else kept).append(token)
+            continue
+        if action.nargs == 0 or "=" in token or i >= len(rest):
+            kept.append(token)
+            continue
+        value = rest[i]
+        i += 1
+        if name == "--keywords":
+            # Unquoted exclusions after the keywords belong to them: --keywords Lavrov -Blinken.
+            while i < len(rest) and _is_query_word(rest[i], options):
+                value += " " + rest[i]
+                i += 1
+        long_name = next((o for o in action.option_strings if o.startswith("--")), name)
+        kept.append(f"{long_name}={value}")
+    if command == "search":
+        return head + kept + (["--", *words] if words else [])
+    return head + kept + words
+
+
+def _command_index(argv: list[str], parser: argparse.ArgumentParser) -> int | None:
+    """Where the command is in argv, skipping the global options before it."""
+    takes_value = {
+        name for name, action in parser._option_string_actions.items() if action.nargs != 0
+    }
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if not token.startswith("-"):
+            return i
+        i += 2 if token in takes_value else 1
+    return None
+
+
+def _short_with_value(token: str, options: dict[str, argparse.Action]) -> bool:
+    """`-n3`: a short option with its number attached (and not a word like -nato)."""
+    action = options.get(token[:2])
+    return (
+        action is not None
+        and action.nargs != 0
+        and len(token) > 2
+        and token[2:].lstrip("-").isdigit()
+    )
+
+
+def _is_query_word(token: str, options: dict[str, argparse.Action]) -> bool:
+    return (
+        token.startswith("-")
+        and not token.startswith("--")
+        and len(token) > 1
+        and token.partition("=")[0] not in options
+        and not _short_with_value(token, options)
+    )
 
 
 # --- entry point -------------------------------------------------------------------------------------
@@ -198,14 +389,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The `livedesk` console script."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
     out = Console(highlight=False)
     err = Console(stderr=True, highlight=False)
+    json_mode = "--json" in argv[: argv.index("--")] if "--" in argv else "--json" in argv
+    parser = build_parser()
+    try:
+        args = parser.parse_args(query_words_as_typed(argv, parser))
+    except UsageError as error:
+        if json_mode:
+            emit_error_json(str(error))
+        else:
+            error.parser.print_usage(sys.stderr)
+            sys.stderr.write(f"{error.parser.prog}: error: {error}\n")
+        return EXIT_BAD_INPUT
     try:
         settings = load_settings()
     except ConfigError as error:
-        err.print(Text(one_line(str(error)), style="red"), soft_wrap=True)
+        report_error(json_mode, err, str(error))
         return EXIT_BAD_INPUT
     configure_logging(
         "DEBUG" if args.verbose else _log_level(settings, args.command), _secrets(settings)
@@ -227,14 +428,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         ctx.error("interrupted")
         return 130
+    except UserError as error:
+        ctx.error(str(error), details=error.details)
+        return EXIT_BAD_INPUT
     except Exception as error:
         if _is_expected(error):
             ctx.error(str(error))
             return EXIT_BAD_INPUT
-        if args.verbose:
+        if args.verbose and not ctx.json:
             raise
         ctx.error(f"unexpected error: {type(error).__name__}: {error} (run with -v for details)")
         return EXIT_FAILED
+
+
+def emit_error_json(message: str, details: Sequence[str] = ()) -> None:
+    """An error under --json: one JSON object on stdout, where the caller reads the answer."""
+    payload: dict[str, Any] = {"error": one_line(message)}
+    if details:
+        payload["details"] = [one_line(d) for d in details]
+    sys.stdout.write(json.dumps(payload, ensure_ascii=False) + "\n")
+
+
+def report_error(json_mode: bool, err: Console, message: str, details: Sequence[str] = ()) -> None:
+    if json_mode:
+        emit_error_json(message, details)
+        return
+    for line in details:
+        err.print(Text(one_line(line), style="red"), soft_wrap=True)
+    err.print(Text(one_line(message), style="red"), soft_wrap=True)
 
 
 def _is_expected(error: Exception) -> bool:
@@ -293,6 +514,7 @@ async def resolve_source(posts: PostStore, text: str | None) -> str | None:
 # --- import --------------------------------------------------------------------------------------------
 
 
+MAX_LATEST = 1000  # posts `latest` shows at most (the store's own limit)
 BIG_DOCUMENT = 5_000  # posts: a feed this big gets its own progress bar while it is stored
 
 
@@ -386,12 +608,14 @@ def post_json(post: Post) -> dict[str, Any]:
 
 
 async def cmd_latest(ctx: Ctx, args: argparse.Namespace) -> int:
-    if args.n < 1:
-        raise UserError("-n must be at least 1")
+    if args.limit < 1:
+        raise UserError("-n/--limit must be at least 1")
+    if args.limit > MAX_LATEST:
+        ctx.warn(f"showing the latest {MAX_LATEST} posts: -n/--limit is at most {MAX_LATEST}")
     async with open_db(ctx) as db:
         posts = PostStore(db)
         source_id = await resolve_source(posts, args.source)
-        found = await posts.latest(args.n, source_id=source_id)
+        found = await posts.latest(min(args.limit, MAX_LATEST), source_id=source_id)
         titles = {s.id: s.title for s in await posts.all_sources()}
     if ctx.json:
         ctx.emit_json([post_json(p) for p in found])
@@ -427,12 +651,21 @@ async def cmd_search(ctx: Ctx, args: argparse.Namespace) -> int:
     from storage.search import search
 
     query = " ".join(args.query)
-    if args.page < 1 or args.per_page < 1:
-        raise UserError("--page and --per-page start at 1")
+    if args.page < 1 or args.limit < 1:
+        raise UserError("--page and -n/--limit start at 1")
+    if args.limit > MAX_PER_PAGE:
+        ctx.warn(f"showing {MAX_PER_PAGE} results per page: -n/--limit is at most {MAX_PER_PAGE}")
     async with open_db(ctx) as db:
         posts = PostStore(db)
         source_id = await resolve_source(posts, args.source)
-        page = await search(db, query, page=args.page, per_page=args.per_page, source_id=source_id)
+        page = await search(db, query, page=args.page, per_page=args.limit, source_id=source_id)
+    if page.total and not page.hits:
+        pages = -(-page.total // page.per_page)
+        raise UserError(
+            f"page {page.page} is past the end: {page.total_label} "
+            f"result{'s' if page.total != 1 else ''} for “{query}” fill "
+            f"{pages} page{'s' if pages != 1 else ''} of {page.per_page}"
+        )
     if ctx.json:
         ctx.emit_json(
             {
@@ -881,12 +1114,24 @@ async def cmd_resume(ctx: Ctx, args: argparse.Namespace) -> int:
 # --- deliveries --------------------------------------------------------------------------------------
 
 
+DEAD_LISTED = 100_000  # dead deliveries `deliveries --dead` lists (and `retry ID` looks among)
+
+
 async def cmd_deliveries(ctx: Ctx, args: argparse.Namespace) -> int:
     from storage.subscriptions import Outbox
 
     async with open_db(ctx) as db:
         outbox = Outbox(db)
         if args.action == "retry":
+            if args.ids:
+                dead_ids = {item.id for item in await outbox.dead(limit=DEAD_LISTED)}
+                unknown = [i for i in dict.fromkeys(args.ids) if i not in dead_ids]
+                if unknown:
+                    raise UserError(
+                        f"no dead deliver{'y' if len(unknown) == 1 else 'ies'} "
+                        f"{', '.join(f'#{i}' for i in unknown)}; nothing queued "
+                        "(`livedesk deliveries --dead` lists them)"
+                    )
             count = await outbox.retry_dead(ids=args.ids or None)
             if ctx.json:
                 ctx.emit_json({"retried": count})
@@ -894,7 +1139,7 @@ async def cmd_deliveries(ctx: Ctx, args: argparse.Namespace) -> int:
                 ctx.out.print(f"{count} dead deliver{'y' if count == 1 else 'ies'} queued again.")
             return EXIT_OK
         counts = await outbox.counts()
-        dead = await outbox.dead(limit=1000) if args.dead else []
+        dead = await outbox.dead(limit=DEAD_LISTED) if args.dead else []
     if ctx.json:
         payload: dict[str, Any] = {"counts": counts}
         if args.dead:

@@ -117,6 +117,8 @@ def test_query_language_compiles_to_quoted_fts(text: str, match: str) -> None:
         ('"unbalanced', 'unmatched "'),
         ("AND", '"AND" as a plain word'),
         ("OR OR", '"OR" as a plain word'),
+        ("sanctions or NATO", '"or" as a plain word'),
+        ("or and not", '"and" as a plain word'),
         ("NEAR(a b)", '"NEAR(" as plain words'),
         ("title:x", '"title:x" as plain words'),
         ("a OR -b", "exclusion"),
