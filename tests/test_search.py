@@ -101,7 +101,6 @@ def _marked(text: Highlighted) -> list[str]:
         ("CNN's", '"cnn s"'),
         ("CNN’s", '"cnn s"'),
         ("well-known", '"well known"'),
-        ("or and not", '"or" AND "and" AND "not"'),
         ('a "b" OR c -d', '("a" AND "b") OR ("c" NOT "d")'),
     ],
 )
