@@ -13,15 +13,16 @@ import json
 import logging
 import shlex
 import sys
-from importlib import metadata
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 from zoneinfo import ZoneInfo
 
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
@@ -303,9 +304,7 @@ def query_words_as_typed(argv: Sequence[str], parser: argparse.ArgumentParser) -
     argparse (it reads `-Blinken` as an option). A word that starts with a single '-' and is not one
     of the command's options becomes a query word; the real options keep working anywhere."""
     argv = list(argv)
-    subparsers = next(
-        a for a in parser._actions if isinstance(a, argparse._SubParsersAction)
-    )
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     index = _command_index(argv, parser)
     if index is None or argv[index] not in ("search", "subscribe"):
         return argv
@@ -503,12 +502,19 @@ async def open_db(ctx: Ctx) -> AsyncIterator[Database]:
 
 
 async def resolve_source(posts: PostStore, text: str | None) -> str | None:
+    """The id of the blog `--source TEXT` names: its number, id, or a unique word of its title."""
     if text is None:
         return None
-    source = await posts.find_source(text)
-    if source is None:
+    found = await posts.find_sources(text)
+    if not found:
         raise UserError(f"no blog matches {text!r}; `livedesk sources` lists them")
-    return source.id
+    if len(found) > 1:
+        shown = "; ".join(f"#{s.number} {s.source.title} ({s.source.id})" for s in found[:5])
+        more = f"; and {len(found) - 5} more" if len(found) > 5 else ""
+        raise UserError(
+            f"{text!r} matches {len(found)} blogs: {shown}{more}. Give its number or id"
+        )
+    return found[0].source.id
 
 
 # --- import --------------------------------------------------------------------------------------------
@@ -562,8 +568,9 @@ async def cmd_import(ctx: Ctx, args: argparse.Namespace) -> int:
                         )
                         if storing is not None:
                             progress.remove_task(storing)
+                        stored = await posts.source_at(location)
                         report.update(
-                            source=fetched.result.source.id,
+                            source=stored.id if stored else fetched.result.source.id,
                             posts=len(fetched.result.posts),
                             created=sum(e.kind is EventKind.CREATED for e in events),
                             updated=sum(e.kind is EventKind.UPDATED for e in events),
@@ -865,32 +872,37 @@ async def cmd_sources(ctx: Ctx, args: argparse.Namespace) -> int:
         ctx.out.print("No blogs yet. Import one with `livedesk import PATH_OR_URL`.")
         return EXIT_OK
     errors = bool(failing) or any(info.last_error for info in infos)
-    table = Table(title="Blogs", title_justify="left")
-    table.add_column("blog (id, format)", overflow="fold", min_width=30, ratio=1)
-    table.add_column("posts", justify="right")
-    table.add_column("newest post", no_wrap=True)
-    table.add_column("imported", no_wrap=True)
+    # Fits 80 columns: no side borders, the two times stacked in one column, and the title and the
+    # error wrap in the room that is left.
+    table = Table(title="Blogs", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("blog · id · format", overflow="fold", ratio=3, min_width=20)
+    table.add_column("posts", justify="right", no_wrap=True)
+    table.add_column("newest post\nimported", no_wrap=True)
     if errors:
-        table.add_column("last error", overflow="fold", ratio=1)
+        table.add_column("last error", overflow="fold", ratio=2, min_width=12)
     for info in infos:
         row: list[str | Text] = [
+            str(info.number),
             Text(info.source.title)
             + Text(f"\n{info.source.id} · {info.source.kind.value}", style="dim"),
             str(info.posts),
-            ctx.when(info.newest),
-            ctx.when(info.imported_at),
+            Text(ctx.when(info.newest)) + Text(f"\n{ctx.when(info.imported_at)}", style="dim"),
         ]
         if errors:
             row.append(Text(info.last_error or "", style="red"))
         table.add_row(*row)
     for failure in failing:
         table.add_row(
+            "",
             Text(failure.location) + Text("\nnot imported yet", style="dim"),
             "0",
-            "",
-            "",
-            Text(f"{failure.error} ({ctx.when(failure.at)})", style="red"),
+            Text("–") + Text(f"\n{ctx.when(failure.at)}", style="dim"),
+            Text(failure.error, style="red"),
         )
+    # Too wide for the terminal: share the width out by the columns' ratios, so that the title and
+    # the error wrap instead of the table running off the edge.
+    table.expand = ctx.out.measure(table).maximum > ctx.out.width
     ctx.out.print(table)
     return EXIT_OK
 
