@@ -568,9 +568,9 @@ async def cmd_import(ctx: Ctx, args: argparse.Namespace) -> int:
                         )
                         if storing is not None:
                             progress.remove_task(storing)
-                        stored = await posts.source_at(location)
+                        settled = await posts.source_at(location)
                         report.update(
-                            source=stored.id if stored else fetched.result.source.id,
+                            source=settled.id if settled else fetched.result.source.id,
                             posts=len(fetched.result.posts),
                             created=sum(e.kind is EventKind.CREATED for e in events),
                             updated=sum(e.kind is EventKind.UPDATED for e in events),
