@@ -11,6 +11,7 @@ import asyncio
 import difflib
 import json
 import logging
+import re
 import shlex
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
@@ -913,7 +914,10 @@ async def cmd_sources(ctx: Ctx, args: argparse.Namespace) -> int:
 def read_target_file(
     path: Path, platform: str, *, flavor: str | None, thread: str | None
 ) -> list[tuple[Any, str | None]]:
-    """(target, keywords) for each line of FILE; UserError naming the line when one is wrong."""
+    """(target, keywords) for each line of FILE: `TARGET [KEYWORDS] [# comment]`.
+
+    A `#` at the start of a line or after a space starts a comment. Every bad line is reported
+    (UserError with one detail per line), and then nothing is subscribed."""
     from storage.search import QueryError, compile_query
 
     try:
@@ -923,25 +927,30 @@ def read_target_file(
     except UnicodeDecodeError:
         raise UserError(f"{path}: not UTF-8 text") from None
     entries: list[tuple[Any, str | None]] = []
+    problems: list[str] = []
     for number, raw in enumerate(lines, start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
+        line = _INLINE_COMMENT.sub("", raw).strip()
+        if not line:
             continue
-        address, _, rest = line.partition(" ")
-        if "\t" in address:
-            address, _, tail = address.partition("\t")
-            rest = f"{tail} {rest}"
+        address, _, rest = line.replace("\t", " ").partition(" ")
         keywords = rest.strip() or None
         try:
             target = operator_target(platform, address, thread=thread, flavor=flavor)
             if keywords is not None:
                 compile_query(keywords)
         except (QueryError, ValueError) as error:
-            raise UserError(f"{path} line {number}: {one_line(str(error))}") from None
+            problems.append(f"{path} line {number}: {one_line(str(error))}")
+            continue
         entries.append((target, keywords))
+    if problems:
+        count = f"{len(problems)} bad line{'s' if len(problems) != 1 else ''}"
+        raise UserError(f"{path}: {count}, nothing subscribed", details=problems)
     if not entries:
         raise UserError(f"{path}: no targets in it (one per line, # for comments)")
     return entries
+
+
+_INLINE_COMMENT = re.compile(r"(?:^|\s)#.*$")
 
 
 def subscription_json(sub: Subscription) -> dict[str, Any]:
@@ -985,8 +994,6 @@ async def cmd_subscribe(ctx: Ctx, args: argparse.Namespace) -> int:
         raise UserError("give a TARGET (chat id, @channel, webhook URL) or --from-file FILE")
     if args.from_file is not None and args.keywords is not None:
         raise UserError("with --from-file, keywords go on each line after the target")
-    created: list[Subscription] = []
-    existing: list[Subscription] = []
     async with open_db(ctx) as db:
         posts = PostStore(db)
         store = SubscriptionStore(db)
@@ -995,22 +1002,6 @@ async def cmd_subscribe(ctx: Ctx, args: argparse.Namespace) -> int:
             entries = read_target_file(
                 args.from_file, args.platform, flavor=args.flavor, thread=args.thread
             )
-            before = {s.id for s in await store.list()}
-            subs = await store.add_many(
-                [
-                    NewSubscription(
-                        target=target,
-                        created_by="cli",
-                        source_id=source_id,
-                        query=keywords,
-                        edit_policy=policy,
-                    )
-                    for target, keywords in entries
-                ],
-                backfill=backfill,
-            )
-            for sub in subs:
-                (existing if sub.id in before else created).append(sub)
         else:
             target = operator_target(
                 args.platform,
@@ -1019,27 +1010,43 @@ async def cmd_subscribe(ctx: Ctx, args: argparse.Namespace) -> int:
                 flavor=args.flavor,
                 webhook=args.webhook,
             )
-            sub, is_new = await store.add(
-                target,
-                created_by="cli",
-                source_id=source_id,
-                query=args.keywords,
-                edit_policy=policy,
-                backfill=backfill,
-            )
-            (created if is_new else existing).append(sub)
+            entries = [(target, args.keywords)]
+        results = await store.put(
+            [
+                NewSubscription(
+                    target=target,
+                    created_by="cli",
+                    source_id=source_id,
+                    query=keywords,
+                    edit_policy=policy,
+                )
+                for target, keywords in entries
+            ],
+            backfill=backfill,
+        )
+    created = [r for r in results if r.created]
+    existing = [r for r in results if not r.created]
     if ctx.json:
         ctx.emit_json(
             {
-                "created": [subscription_json(s) for s in created],
-                "existing": [subscription_json(s) for s in existing],
+                "created": [subscription_json(r.subscription) for r in created],
+                "existing": [
+                    {**subscription_json(r.subscription), "changed": list(r.changed)}
+                    for r in existing
+                ],
             }
         )
         return EXIT_OK
-    for sub in created:
-        ctx.out.print(Text("Subscribed ", style="green") + Text(_describe(sub)), soft_wrap=True)
-    for sub in existing:
-        ctx.out.print(Text("Already subscribed ") + Text(_describe(sub)), soft_wrap=True)
+    for added in created:
+        ctx.out.print(
+            Text("Subscribed ", style="green") + Text(_describe(added.subscription)),
+            soft_wrap=True,
+        )
+    for added in existing:
+        line = Text("Already subscribed ") + Text(_describe(added.subscription))
+        if added.changed:
+            line += Text("; changed: ", style="yellow") + Text(", ".join(added.changed))
+        ctx.out.print(line, soft_wrap=True)
     return EXIT_OK
 
 
