@@ -39,8 +39,16 @@ from bot.models import (
     PostVersion,
     Subscription,
     SubscriptionState,
+    Target,
 )
-from bot.targets import FLAVORS, PLATFORMS, mask_address, operator_target, public_options
+from bot.targets import (
+    FLAVORS,
+    PLATFORMS,
+    mask_address,
+    mask_url,
+    operator_target,
+    public_options,
+)
 from storage.db import Database
 from storage.posts import FetchState, PostStore
 from storage.search import MAX_PER_PAGE
@@ -960,7 +968,7 @@ def subscription_json(sub: Subscription) -> dict[str, Any]:
         "target": mask_address(sub.target),
         "thread": sub.target.thread,
         "kind": sub.target.kind,
-        "options": public_options(sub.target),
+        "options": options_json(sub.target),
         "source_id": sub.source_id,
         "keywords": sub.query,
         "edit_policy": sub.edit_policy.value,
@@ -971,8 +979,28 @@ def subscription_json(sub: Subscription) -> dict[str, Any]:
     }
 
 
+def masked_webhook(target: Target) -> str | None:
+    """A Discord channel's webhook, masked like every webhook URL: `https://discord.com/…/XXXX`."""
+    hook_id, token = target.options.get("webhook_id"), target.options.get("webhook_token")
+    if not hook_id or not token:
+        return None
+    return mask_url(f"https://discord.com/api/webhooks/{hook_id}/{token}")
+
+
+def options_json(target: Target) -> dict[str, str]:
+    """The target's options, secrets masked the one way webhook URLs are."""
+    options = public_options(target)
+    webhook = masked_webhook(target)
+    if webhook is not None:
+        options.pop("webhook_token", None)
+        options["webhook"] = webhook
+    return options
+
+
 def _describe(sub: Subscription) -> str:
     parts = [f"#{sub.id} {sub.target.platform} {mask_address(sub.target)}"]
+    if (webhook := masked_webhook(sub.target)) is not None:
+        parts[0] += f" via webhook {webhook}"
     if sub.target.thread:
         parts.append(f"thread {sub.target.thread}")
     parts.append(f"keywords {sub.query!r}" if sub.query else "every post")
@@ -1075,6 +1103,8 @@ async def cmd_subscriptions(ctx: Ctx, args: argparse.Namespace) -> int:
         flavor = sub.target.options.get("flavor")
         platform = f"{sub.target.platform}/{flavor}" if flavor and flavor != "slack" else ""
         target = Text(mask_address(sub.target))
+        if (webhook := masked_webhook(sub.target)) is not None:
+            target.append(f" via webhook {webhook}", style="dim")
         if sub.target.thread:
             target.append(f" · thread {sub.target.thread}", style="dim")
         filters = Text(sub.query or "every post")
