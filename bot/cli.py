@@ -853,6 +853,7 @@ async def cmd_sources(ctx: Ctx, args: argparse.Namespace) -> int:
         ctx.emit_json(
             [
                 {
+                    "number": info.number,
                     **info.source.model_dump(mode="json"),
                     "location": info.location,
                     "posts": info.posts,
@@ -864,6 +865,7 @@ async def cmd_sources(ctx: Ctx, args: argparse.Namespace) -> int:
             ]
             + [
                 {
+                    "number": None,
                     "id": None,
                     "title": None,
                     "location": failure.location,
