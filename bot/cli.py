@@ -51,7 +51,7 @@ from bot.targets import (
 )
 from storage.db import Database
 from storage.posts import FetchState, PostStore
-from storage.search import MAX_PER_PAGE
+from storage.search import MAX_PER_PAGE, QueryError, compile_query, search
 
 if TYPE_CHECKING:
     from storage.subscriptions import DeadDelivery
@@ -664,8 +664,6 @@ def highlighted_text(value: Highlighted, *, flat: bool = False) -> Text:
 
 
 async def cmd_search(ctx: Ctx, args: argparse.Namespace) -> int:
-    from storage.search import search
-
     query = " ".join(args.query)
     if args.page < 1 or args.limit < 1:
         raise UserError("--page and -n/--limit start at 1")
@@ -928,8 +926,6 @@ def read_target_file(
 
     A `#` at the start of a line or after a space starts a comment. Every bad line is reported
     (UserError with one detail per line), and then nothing is subscribed."""
-    from storage.search import QueryError, compile_query
-
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as error:
@@ -1054,6 +1050,10 @@ async def cmd_subscribe(ctx: Ctx, args: argparse.Namespace) -> int:
             ],
             backfill=backfill,
         )
+    for _, keywords in entries:
+        notice = compile_query(keywords).notice if keywords else None
+        if notice:  # e.g. a lowercase "or": the operator may have meant OR
+            ctx.warn(f"keywords {keywords!r}: {notice}")
     created = [r for r in results if r.created]
     existing = [r for r in results if not r.created]
     if ctx.json:

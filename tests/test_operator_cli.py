@@ -148,6 +148,9 @@ def test_a_lowercase_operator_is_a_word_with_the_notice_a_lone_AND_gets(
     assert f'Read "{word}" as a plain word.' in done.err
     lone = cli(desk, "search", "Lavrov", "AND")
     assert 'Read "AND" as a plain word.' in lone.err
+    subscribed = cli(desk, "subscribe", "telegram", "@desk", "--keywords", f"Lavrov {word} NATO")
+    assert subscribed.code == 0
+    assert f'Read "{word}" as a plain word.' in subscribed.err
 
 
 def test_a_page_past_the_end_says_so(desk: Path) -> None:
