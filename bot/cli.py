@@ -1,7 +1,9 @@
 """`livedesk …`: the operator's commands. Every expected error is one clear line and a non-zero exit.
 
 Exit codes: 0 done; 1 an operation failed (a file could not be imported, an adapter could not start);
-2 bad input (a setting, a query, a target, an id that does not exist).
+2 bad input (a setting, a query, a target, an id that does not exist, a page past the end).
+Under --json an error is one JSON object on stdout, `{"error": "…"}` (with `"details"`, one per bad
+line, for --from-file), and the exit code is the same.
 """
 
 from __future__ import annotations
@@ -313,6 +315,8 @@ def query_words_as_typed(argv: Sequence[str], parser: argparse.ArgumentParser) -
     argparse (it reads `-Blinken` as an option). A word that starts with a single '-' and is not one
     of the command's options becomes a query word; the real options keep working anywhere."""
     argv = list(argv)
+    # argparse's option tables (`_actions`, `_option_string_actions`) are private but long stable;
+    # reading them keeps this pass in step with the options the parser really has.
     subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     index = _command_index(argv, parser)
     if index is None or argv[index] not in ("search", "subscribe"):

@@ -60,7 +60,7 @@ class SourceInfo:
     imported_at: datetime | None
     last_error: str | None
     number: int = 0
-    """The blog's short number: `--source 3`."""
+    """The blog's short number (its row id): `--source 3`."""
 
 
 @dataclass(frozen=True, slots=True)
