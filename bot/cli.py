@@ -1,7 +1,9 @@
 """`livedesk …`: the operator's commands. Every expected error is one clear line and a non-zero exit.
 
 Exit codes: 0 done; 1 an operation failed (a file could not be imported, an adapter could not start);
-2 bad input (a setting, a query, a target, an id that does not exist).
+2 bad input (a setting, a query, a target, an id that does not exist, a page past the end).
+Under --json an error is one JSON object on stdout, `{"error": "…"}` (with `"details"`, one per bad
+line, for --from-file), and the exit code is the same.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import asyncio
 import difflib
 import json
 import logging
+import re
 import shlex
 import sys
 from collections import Counter
@@ -18,10 +21,12 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 from zoneinfo import ZoneInfo
 
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
@@ -37,13 +42,15 @@ from bot.models import (
     PostVersion,
     Subscription,
     SubscriptionState,
+    Target,
 )
 from bot.platforms import NAMES as PLATFORMS
 from bot.platforms import configured_secrets, mask_address, operator_target, platform, waiting_lines
 from bot.redact import printable
-from bot.targets import FLAVORS, public_options
+from bot.targets import FLAVORS, mask_url, public_options
 from storage.db import Database
 from storage.posts import FetchState, PostStore, SourceConflict
+from storage.search import MAX_PER_PAGE, QueryError, compile_query, search
 
 if TYPE_CHECKING:
     from storage.subscriptions import DeadDelivery
@@ -58,7 +65,11 @@ HIGHLIGHT = "bold yellow"
 
 
 class UserError(Exception):
-    """Bad input from the operator: printed as one line, exit code 2."""
+    """Bad input from the operator: printed as one line (after one line per detail), exit code 2."""
+
+    def __init__(self, message: str, details: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.details = tuple(details)
 
 
 @dataclass
@@ -85,8 +96,9 @@ class Ctx:
     def emit_json(self, value: Any) -> None:
         sys.stdout.write(json.dumps(value, ensure_ascii=False, indent=2) + "\n")
 
-    def error(self, message: str) -> None:
-        self.err.print(Text(one_line(message), style="red"), soft_wrap=True)
+    def error(self, message: str, details: Sequence[str] = ()) -> None:
+        """An error: red lines on stderr, or `{"error": …}` on stdout under --json."""
+        report_error(self.json, self.err, message, details)
 
     def warn(self, message: str) -> None:
         self.err.print(Text(one_line(message), style="yellow"), soft_wrap=True)
@@ -98,6 +110,32 @@ def one_line(message: str) -> str:
 
 # --- the parser --------------------------------------------------------------------------------------
 
+QUERY_HELP = """\
+query language:
+  words            every word must appear: Lavrov Blinken
+  "a phrase"       these words together, in this order
+  A OR B           either side (in capitals: a lowercase "or" is a plain word)
+  -word, NOT word  leave out posts with the word: Lavrov -Blinken
+  prefix*          words that start so: Blink*
+Words match their other forms (sanction, sanctions); case and accents do not matter.
+Quotes are needed only for phrases: `livedesk search Lavrov -Blinken` works as typed.
+"""
+
+
+class UsageError(Exception):
+    """A command line argparse refuses; main() prints it as argparse would, or as JSON."""
+
+    def __init__(self, parser: argparse.ArgumentParser, message: str) -> None:
+        super().__init__(message)
+        self.parser = parser
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse without its exit on bad input, so that `--json` can answer in JSON."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(self, message)
+
 
 def build_parser() -> argparse.ArgumentParser:
     # Global options work before or after the command (`livedesk --json latest`, `livedesk latest
@@ -107,40 +145,81 @@ def build_parser() -> argparse.ArgumentParser:
         def default(value: object) -> object:
             return argparse.SUPPRESS if suppress else value
 
-        parser.add_argument("--db", type=Path, default=default(None), help="SQLite database path")
         parser.add_argument(
-            "--json", action="store_true", default=default(False), help="machine-readable output"
+            "--db",
+            type=Path,
+            default=default(None),
+            metavar="PATH",
+            help="SQLite database file (default: LIVEDESK_DB_PATH or livedesk.db)",
+        )
+        parser.add_argument(
+            "--json",
+            action="store_true",
+            default=default(False),
+            help='machine-readable output on stdout; errors too, as {"error": ...}',
         )
         parser.add_argument(
             "-v", "--verbose", action="store_true", default=default(False), help="log more"
         )
 
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False, allow_abbrev=False)
     global_options(common, suppress=True)
-    parser = argparse.ArgumentParser(
-        prog="livedesk", description="Live news blogs to chat notifications."
+    parser = Parser(
+        prog="livedesk", description="Live news blogs to chat notifications.", allow_abbrev=False
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"livedesk {_version()}", help="show the version"
     )
     global_options(parser, suppress=False)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, help_text: str) -> argparse.ArgumentParser:
-        return commands.add_parser(name, help=help_text, description=help_text, parents=[common])
+    def command(name: str, help_text: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return commands.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            parents=[common],
+            allow_abbrev=False,
+            **kwargs,
+        )
+
+    source_help = "only this blog: its number, id, or a unique word or beginning of its title"
 
     p = command("import", "import live blogs from files or URLs")
-    p.add_argument("locations", nargs="+", metavar="PATH_OR_URL")
+    p.add_argument(
+        "locations", nargs="+", metavar="PATH_OR_URL", help="a file or http(s) URL of a live blog"
+    )
 
     p = command("latest", "the newest posts")
-    p.add_argument("-n", type=int, default=5, help="how many (default 5)")
-    p.add_argument("--source", help="only this blog (id or title)")
+    p.add_argument(
+        "-n", "--limit", type=int, default=5, metavar="N", help="how many posts (default 5)"
+    )
+    p.add_argument("--source", metavar="BLOG", help=source_help)
 
-    p = command("search", "full-text search over every post")
-    p.add_argument("query", nargs="+", metavar="QUERY")
-    p.add_argument("--page", type=int, default=1)
-    p.add_argument("--per-page", type=int, default=5)
-    p.add_argument("--source", help="only this blog (id or title)")
+    p = command(
+        "search",
+        "full-text search over every post",
+        epilog=QUERY_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("query", nargs="+", metavar="QUERY", help="what to look for (see below)")
+    p.add_argument("--page", type=int, default=1, metavar="N", help="which page (default 1)")
+    p.add_argument(
+        "-n",
+        "--limit",
+        "--per-page",
+        dest="limit",
+        type=int,
+        default=5,
+        metavar="N",
+        help=f"results per page (default 5, at most {MAX_PER_PAGE})",
+    )
+    p.add_argument("--source", metavar="BLOG", help=source_help)
 
     p = command("post", "one post with its edit history")
-    p.add_argument("post_id", metavar="ID")
+    p.add_argument(
+        "post_id", metavar="ID", help="the post's number (as `latest` shows it) or its id"
+    )
 
     command("sources", "the blogs imported so far")
 
@@ -151,12 +230,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="poll each source once (replay the demo instantly), deliver everything, then exit",
     )
 
-    p = command("subscribe", "subscribe a chat, channel or webhook to posts")
-    p.add_argument("platform", choices=PLATFORMS, metavar="PLATFORM")
+    p = command(
+        "subscribe",
+        "subscribe a chat, channel or webhook to posts",
+        epilog=QUERY_HELP.replace("livedesk search Lavrov -Blinken", "--keywords Lavrov -Blinken"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "platform", choices=PLATFORMS, metavar="PLATFORM", help=f"one of {', '.join(PLATFORMS)}"
+    )
     p.add_argument("target", nargs="?", metavar="TARGET", help="chat id, @channel, webhook URL")
-    p.add_argument("--keywords", help='a query, e.g. "sanctions OR NATO"')
-    p.add_argument("--source", help="only this blog (id or title)")
-    p.add_argument("--thread", help="topic / thread id")
+    p.add_argument(
+        "--keywords", metavar="QUERY", help='only posts that match, e.g. "sanctions OR NATO"'
+    )
+    p.add_argument("--source", metavar="BLOG", help=source_help)
+    p.add_argument("--thread", metavar="ID", help="topic / thread id")
     p.add_argument("--flavor", choices=FLAVORS, help="webhook dialect (slack platform)")
     p.add_argument(
         "--webhook",
@@ -175,10 +263,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="one target per line, optional keywords after whitespace, # comments",
     )
-    p.add_argument("--backfill", type=int, help="latest posts to send at once (default: setting)")
+    p.add_argument(
+        "--backfill",
+        type=int,
+        metavar="N",
+        help="latest posts to send at once, 0 to 50 (default: LIVEDESK_BACKFILL)",
+    )
 
     p = command("subscriptions", "list subscriptions")
-    p.add_argument("--platform", choices=PLATFORMS)
+    p.add_argument("--platform", choices=PLATFORMS, help="only this platform's")
 
     for name, help_text in (
         ("unsubscribe", "remove a subscription"),
@@ -186,16 +279,119 @@ def build_parser() -> argparse.ArgumentParser:
         ("resume", "resume a paused or disabled subscription"),
     ):
         p = command(name, help_text)
-        p.add_argument("subscription_id", type=int, metavar="ID")
+        p.add_argument(
+            "subscription_id", type=int, metavar="ID", help="as `livedesk subscriptions` shows it"
+        )
 
     p = command("deliveries", "delivery counts by state; --dead lists failed ones")
     p.add_argument("--dead", action="store_true", help="list dead deliveries with the reason")
     actions = p.add_subparsers(dest="action", required=False, metavar="ACTION")
     retry = actions.add_parser(
-        "retry", help="queue dead deliveries again", parents=[common], description="retry"
+        "retry",
+        help="queue dead deliveries again",
+        parents=[common],
+        description="queue dead deliveries again: these ids, or every one",
+        allow_abbrev=False,
     )
-    retry.add_argument("ids", nargs="*", type=int, metavar="ID")
+    retry.add_argument(
+        "ids", nargs="*", type=int, metavar="ID", help="as `deliveries --dead` shows them"
+    )
     return parser
+
+
+def _version() -> str:
+    try:
+        return metadata.version("livedesk")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+def query_words_as_typed(argv: Sequence[str], parser: argparse.ArgumentParser) -> list[str]:
+    """Let query words start with '-', as the query language has them.
+
+    `search Lavrov -Blinken` and `subscribe … --keywords -NATO` would otherwise be refused by
+    argparse (it reads `-Blinken` as an option). A word that starts with a single '-' and is not one
+    of the command's options becomes a query word; the real options keep working anywhere."""
+    argv = list(argv)
+    # argparse's option tables (`_actions`, `_option_string_actions`) are private but long stable;
+    # reading them keeps this pass in step with the options the parser really has.
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    index = _command_index(argv, parser)
+    if index is None or argv[index] not in ("search", "subscribe"):
+        return argv
+    command = argv[index]
+    sub: argparse.ArgumentParser = subparsers.choices[command]
+    options = sub._option_string_actions
+    head, rest = argv[: index + 1], argv[index + 1 :]
+    kept: list[str] = []
+    words: list[str] = []
+    i = 0
+    while i < len(rest):
+        token = rest[i]
+        i += 1
+        if token == "--":
+            words.extend(rest[i:])
+            break
+        name = token.partition("=")[0]
+        action = options.get(name) if token.startswith("-") else None
+        if action is None and _short_with_value(token, options):
+            kept.append(token)  # -n3
+            continue
+        if action is None:
+            # search: a word, or an unknown --option left for argparse to refuse.
+            is_word = command == "search" and not token.startswith("--")
+            (words if is_word else kept).append(token)
+            continue
+        if action.nargs == 0 or "=" in token or i >= len(rest):
+            kept.append(token)
+            continue
+        value = rest[i]
+        i += 1
+        if name == "--keywords":
+            # Unquoted exclusions after the keywords belong to them: --keywords Lavrov -Blinken.
+            while i < len(rest) and _is_query_word(rest[i], options):
+                value += " " + rest[i]
+                i += 1
+        long_name = next((o for o in action.option_strings if o.startswith("--")), name)
+        kept.append(f"{long_name}={value}")
+    if command == "search":
+        return head + kept + (["--", *words] if words else [])
+    return head + kept + words
+
+
+def _command_index(argv: list[str], parser: argparse.ArgumentParser) -> int | None:
+    """Where the command is in argv, skipping the global options before it."""
+    takes_value = {
+        name for name, action in parser._option_string_actions.items() if action.nargs != 0
+    }
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if not token.startswith("-"):
+            return i
+        i += 2 if token in takes_value else 1
+    return None
+
+
+def _short_with_value(token: str, options: dict[str, argparse.Action]) -> bool:
+    """`-n3`: a short option with its number attached (and not a word like -nato)."""
+    action = options.get(token[:2])
+    return (
+        action is not None
+        and action.nargs != 0
+        and len(token) > 2
+        and token[2:].lstrip("-").isdigit()
+    )
+
+
+def _is_query_word(token: str, options: dict[str, argparse.Action]) -> bool:
+    return (
+        token.startswith("-")
+        and not token.startswith("--")
+        and len(token) > 1
+        and token.partition("=")[0] not in options
+        and not _short_with_value(token, options)
+    )
 
 
 # --- entry point -------------------------------------------------------------------------------------
@@ -203,14 +399,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The `livedesk` console script."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
     out = Console(highlight=False)
     err = Console(stderr=True, highlight=False)
+    json_mode = "--json" in argv[: argv.index("--")] if "--" in argv else "--json" in argv
+    parser = build_parser()
+    try:
+        args = parser.parse_args(query_words_as_typed(argv, parser))
+    except UsageError as error:
+        if json_mode:
+            emit_error_json(str(error))
+        else:
+            error.parser.print_usage(sys.stderr)
+            sys.stderr.write(f"{error.parser.prog}: error: {error}\n")
+        return EXIT_BAD_INPUT
     try:
         settings = load_settings()
     except ConfigError as error:
-        err.print(Text(one_line(str(error)), style="red"), soft_wrap=True)
+        report_error(json_mode, err, str(error))
         return EXIT_BAD_INPUT
     configure_logging(
         "DEBUG" if args.verbose else _log_level(settings, args.command),
@@ -233,14 +439,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         ctx.error("interrupted")
         return 130
+    except UserError as error:
+        ctx.error(str(error), details=error.details)
+        return EXIT_BAD_INPUT
     except Exception as error:
         if _is_expected(error):
             ctx.error(str(error))
             return EXIT_BAD_INPUT
-        if args.verbose:
+        if args.verbose and not ctx.json:
             raise
         ctx.error(f"unexpected error: {type(error).__name__}: {error} (run with -v for details)")
         return EXIT_FAILED
+
+
+def emit_error_json(message: str, details: Sequence[str] = ()) -> None:
+    """An error under --json: one JSON object on stdout, where the caller reads the answer."""
+    payload: dict[str, Any] = {"error": one_line(message)}
+    if details:
+        payload["details"] = [one_line(d) for d in details]
+    sys.stdout.write(json.dumps(payload, ensure_ascii=False) + "\n")
+
+
+def report_error(json_mode: bool, err: Console, message: str, details: Sequence[str] = ()) -> None:
+    if json_mode:
+        emit_error_json(message, details)
+        return
+    for line in details:
+        err.print(Text(one_line(line), style="red"), soft_wrap=True)
+    err.print(Text(one_line(message), style="red"), soft_wrap=True)
 
 
 def _is_expected(error: Exception) -> bool:
@@ -272,17 +498,25 @@ async def open_db(ctx: Ctx) -> AsyncIterator[Database]:
 
 
 async def resolve_source(posts: PostStore, text: str | None) -> str | None:
+    """The id of the blog `--source TEXT` names: its number, id, or a unique word of its title."""
     if text is None:
         return None
-    source = await posts.find_source(text)
-    if source is None:
+    found = await posts.find_sources(text)
+    if not found:
         raise UserError(f"no blog matches {text!r}; `livedesk sources` lists them")
-    return source.id
+    if len(found) > 1:
+        shown = "; ".join(f"#{s.number} {s.source.title} ({s.source.id})" for s in found[:5])
+        more = f"; and {len(found) - 5} more" if len(found) > 5 else ""
+        raise UserError(
+            f"{text!r} matches {len(found)} blogs: {shown}{more}. Give its number or id"
+        )
+    return found[0].source.id
 
 
 # --- import --------------------------------------------------------------------------------------------
 
 
+MAX_LATEST = 1000  # posts `latest` shows at most (the store's own limit)
 BIG_DOCUMENT = 5_000  # posts: a feed this big gets its own progress bar while it is stored
 
 
@@ -330,8 +564,9 @@ async def cmd_import(ctx: Ctx, args: argparse.Namespace) -> int:
                         )
                         if storing is not None:
                             progress.remove_task(storing)
+                        settled = await posts.source_at(location)
                         report.update(
-                            source=fetched.result.source.id,
+                            source=settled.id if settled else fetched.result.source.id,
                             posts=len(fetched.result.posts),
                             created=sum(e.kind is EventKind.CREATED for e in events),
                             updated=sum(e.kind is EventKind.UPDATED for e in events),
@@ -376,12 +611,14 @@ def post_json(post: Post) -> dict[str, Any]:
 
 
 async def cmd_latest(ctx: Ctx, args: argparse.Namespace) -> int:
-    if args.n < 1:
-        raise UserError("-n must be at least 1")
+    if args.limit < 1:
+        raise UserError("-n/--limit must be at least 1")
+    if args.limit > MAX_LATEST:
+        ctx.warn(f"showing the latest {MAX_LATEST} posts: -n/--limit is at most {MAX_LATEST}")
     async with open_db(ctx) as db:
         posts = PostStore(db)
         source_id = await resolve_source(posts, args.source)
-        found = await posts.latest(args.n, source_id=source_id)
+        found = await posts.latest(min(args.limit, MAX_LATEST), source_id=source_id)
         titles = {s.id: s.title for s in await posts.all_sources()}
     if ctx.json:
         ctx.emit_json([post_json(p) for p in found])
@@ -418,15 +655,22 @@ def highlighted_text(value: Highlighted, *, flat: bool = False) -> Text:
 
 
 async def cmd_search(ctx: Ctx, args: argparse.Namespace) -> int:
-    from storage.search import search
-
     query = " ".join(args.query)
-    if args.page < 1 or args.per_page < 1:
-        raise UserError("--page and --per-page start at 1")
+    if args.page < 1 or args.limit < 1:
+        raise UserError("--page and -n/--limit start at 1")
+    if args.limit > MAX_PER_PAGE:
+        ctx.warn(f"showing {MAX_PER_PAGE} results per page: -n/--limit is at most {MAX_PER_PAGE}")
     async with open_db(ctx) as db:
         posts = PostStore(db)
         source_id = await resolve_source(posts, args.source)
-        page = await search(db, query, page=args.page, per_page=args.per_page, source_id=source_id)
+        page = await search(db, query, page=args.page, per_page=args.limit, source_id=source_id)
+    if page.total and not page.hits:
+        pages = -(-page.total // page.per_page)
+        raise UserError(
+            f"page {page.page} is past the end: {page.total_label} "
+            f"result{'s' if page.total != 1 else ''} for “{query}” fill "
+            f"{pages} page{'s' if pages != 1 else ''} of {page.per_page}"
+        )
     if ctx.json:
         ctx.emit_json(
             {
@@ -599,6 +843,7 @@ async def cmd_sources(ctx: Ctx, args: argparse.Namespace) -> int:
         ctx.emit_json(
             [
                 {
+                    "number": info.number,
                     **info.source.model_dump(mode="json"),
                     "location": info.location,
                     "posts": info.posts,
@@ -610,6 +855,7 @@ async def cmd_sources(ctx: Ctx, args: argparse.Namespace) -> int:
             ]
             + [
                 {
+                    "number": None,
                     "id": None,
                     "title": None,
                     "location": failure.location,
@@ -627,32 +873,37 @@ async def cmd_sources(ctx: Ctx, args: argparse.Namespace) -> int:
         ctx.out.print("No blogs yet. Import one with `livedesk import PATH_OR_URL`.")
         return EXIT_OK
     errors = bool(failing) or any(info.last_error for info in infos)
-    table = Table(title="Blogs", title_justify="left")
-    table.add_column("blog (id, format)", overflow="fold", min_width=30, ratio=1)
-    table.add_column("posts", justify="right")
-    table.add_column("newest post", no_wrap=True)
-    table.add_column("imported", no_wrap=True)
+    # Fits 80 columns: no side borders, the two times stacked in one column, and the title and the
+    # error wrap in the room that is left.
+    table = Table(title="Blogs", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("blog · id · format", overflow="fold", ratio=3, min_width=20)
+    table.add_column("posts", justify="right", no_wrap=True)
+    table.add_column("newest post\nimported", no_wrap=True)
     if errors:
-        table.add_column("last error", overflow="fold", ratio=1)
+        table.add_column("last error", overflow="fold", ratio=2, min_width=12)
     for info in infos:
         row: list[str | Text] = [
+            str(info.number),
             Text(info.source.title)
             + Text(f"\n{info.source.id} · {info.source.kind.value}", style="dim"),
             str(info.posts),
-            ctx.when(info.newest),
-            ctx.when(info.imported_at),
+            Text(ctx.when(info.newest)) + Text(f"\n{ctx.when(info.imported_at)}", style="dim"),
         ]
         if errors:
             row.append(Text(info.last_error or "", style="red"))
         table.add_row(*row)
     for failure in failing:
         table.add_row(
+            "",
             Text(failure.location) + Text("\nnot imported yet", style="dim"),
             "0",
-            "",
-            "",
-            Text(f"{failure.error} ({ctx.when(failure.at)})", style="red"),
+            Text("–") + Text(f"\n{ctx.when(failure.at)}", style="dim"),
+            Text(failure.error, style="red"),
         )
+    # Too wide for the terminal: share the width out by the columns' ratios, so that the title and
+    # the error wrap instead of the table running off the edge.
+    table.expand = ctx.out.measure(table).maximum > ctx.out.width
     ctx.out.print(table)
     return EXIT_OK
 
@@ -663,9 +914,10 @@ async def cmd_sources(ctx: Ctx, args: argparse.Namespace) -> int:
 def read_target_file(
     path: Path, platform: str, *, flavor: str | None, thread: str | None
 ) -> list[tuple[Any, str | None]]:
-    """(target, keywords) for each line of FILE; UserError naming the line when one is wrong."""
-    from storage.search import QueryError, compile_query
+    """(target, keywords) for each line of FILE: `TARGET [KEYWORDS] [# comment]`.
 
+    A `#` at the start of a line or after a space starts a comment. Every bad line is reported
+    (UserError with one detail per line), and then nothing is subscribed."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as error:
@@ -673,25 +925,30 @@ def read_target_file(
     except UnicodeDecodeError:
         raise UserError(f"{path}: not UTF-8 text") from None
     entries: list[tuple[Any, str | None]] = []
+    problems: list[str] = []
     for number, raw in enumerate(lines, start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
+        line = _INLINE_COMMENT.sub("", raw).strip()
+        if not line:
             continue
-        address, _, rest = line.partition(" ")
-        if "\t" in address:
-            address, _, tail = address.partition("\t")
-            rest = f"{tail} {rest}"
+        address, _, rest = line.replace("\t", " ").partition(" ")
         keywords = rest.strip() or None
         try:
             target = operator_target(platform, address, thread=thread, flavor=flavor)
             if keywords is not None:
                 compile_query(keywords)
         except (QueryError, ValueError) as error:
-            raise UserError(f"{path} line {number}: {one_line(str(error))}") from None
+            problems.append(f"{path} line {number}: {one_line(str(error))}")
+            continue
         entries.append((target, keywords))
+    if problems:
+        count = f"{len(problems)} bad line{'s' if len(problems) != 1 else ''}"
+        raise UserError(f"{path}: {count}, nothing subscribed", details=problems)
     if not entries:
         raise UserError(f"{path}: no targets in it (one per line, # for comments)")
     return entries
+
+
+_INLINE_COMMENT = re.compile(r"(?:^|\s)#.*$")
 
 
 def subscription_json(sub: Subscription) -> dict[str, Any]:
@@ -701,7 +958,7 @@ def subscription_json(sub: Subscription) -> dict[str, Any]:
         "target": mask_address(sub.target),
         "thread": sub.target.thread,
         "kind": sub.target.kind,
-        "options": public_options(sub.target),
+        "options": options_json(sub.target),
         "source_id": sub.source_id,
         "keywords": sub.query,
         "edit_policy": sub.edit_policy.value,
@@ -712,8 +969,28 @@ def subscription_json(sub: Subscription) -> dict[str, Any]:
     }
 
 
+def masked_webhook(target: Target) -> str | None:
+    """A Discord channel's webhook, masked like every webhook URL: `https://discord.com/…/XXXX`."""
+    hook_id, token = target.options.get("webhook_id"), target.options.get("webhook_token")
+    if not hook_id or not token:
+        return None
+    return mask_url(f"https://discord.com/api/webhooks/{hook_id}/{token}")
+
+
+def options_json(target: Target) -> dict[str, str]:
+    """The target's options, secrets masked the one way webhook URLs are."""
+    options = public_options(target)
+    webhook = masked_webhook(target)
+    if webhook is not None:
+        options.pop("webhook_token", None)
+        options["webhook"] = webhook
+    return options
+
+
 def _describe(sub: Subscription) -> str:
     parts = [f"#{sub.id} {sub.target.platform} {mask_address(sub.target)}"]
+    if (webhook := masked_webhook(sub.target)) is not None:
+        parts[0] += f" via webhook {webhook}"
     if sub.target.thread:
         parts.append(f"thread {sub.target.thread}")
     parts.append(f"keywords {sub.query!r}" if sub.query else "every post")
@@ -735,8 +1012,6 @@ async def cmd_subscribe(ctx: Ctx, args: argparse.Namespace) -> int:
         raise UserError("give a TARGET (chat id, @channel, webhook URL) or --from-file FILE")
     if args.from_file is not None and args.keywords is not None:
         raise UserError("with --from-file, keywords go on each line after the target")
-    created: list[Subscription] = []
-    existing: list[Subscription] = []
     async with open_db(ctx) as db:
         posts = PostStore(db)
         store = SubscriptionStore(db)
@@ -745,22 +1020,6 @@ async def cmd_subscribe(ctx: Ctx, args: argparse.Namespace) -> int:
             entries = read_target_file(
                 args.from_file, args.platform, flavor=args.flavor, thread=args.thread
             )
-            before = {s.id for s in await store.list()}
-            subs = await store.add_many(
-                [
-                    NewSubscription(
-                        target=target,
-                        created_by="cli",
-                        source_id=source_id,
-                        query=keywords,
-                        edit_policy=policy,
-                    )
-                    for target, keywords in entries
-                ],
-                backfill=backfill,
-            )
-            for sub in subs:
-                (existing if sub.id in before else created).append(sub)
         else:
             target = operator_target(
                 args.platform,
@@ -769,27 +1028,47 @@ async def cmd_subscribe(ctx: Ctx, args: argparse.Namespace) -> int:
                 flavor=args.flavor,
                 webhook=args.webhook,
             )
-            sub, is_new = await store.add(
-                target,
-                created_by="cli",
-                source_id=source_id,
-                query=args.keywords,
-                edit_policy=policy,
-                backfill=backfill,
-            )
-            (created if is_new else existing).append(sub)
+            entries = [(target, args.keywords)]
+        results = await store.put(
+            [
+                NewSubscription(
+                    target=target,
+                    created_by="cli",
+                    source_id=source_id,
+                    query=keywords,
+                    edit_policy=policy,
+                )
+                for target, keywords in entries
+            ],
+            backfill=backfill,
+        )
+    for _, keywords in entries:
+        notice = compile_query(keywords).notice if keywords else None
+        if notice:  # e.g. a lowercase "or": the operator may have meant OR
+            ctx.warn(f"keywords {keywords!r}: {notice}")
+    created = [r for r in results if r.created]
+    existing = [r for r in results if not r.created]
     if ctx.json:
         ctx.emit_json(
             {
-                "created": [subscription_json(s) for s in created],
-                "existing": [subscription_json(s) for s in existing],
+                "created": [subscription_json(r.subscription) for r in created],
+                "existing": [
+                    {**subscription_json(r.subscription), "changed": list(r.changed)}
+                    for r in existing
+                ],
             }
         )
         return EXIT_OK
-    for sub in created:
-        ctx.out.print(Text("Subscribed ", style="green") + Text(_describe(sub)), soft_wrap=True)
-    for sub in existing:
-        ctx.out.print(Text("Already subscribed ") + Text(_describe(sub)), soft_wrap=True)
+    for added in created:
+        ctx.out.print(
+            Text("Subscribed ", style="green") + Text(_describe(added.subscription)),
+            soft_wrap=True,
+        )
+    for added in existing:
+        line = Text("Already subscribed ") + Text(_describe(added.subscription))
+        if added.changed:
+            line += Text("; changed: ", style="yellow") + Text(", ".join(added.changed))
+        ctx.out.print(line, soft_wrap=True)
     return EXIT_OK
 
 
@@ -821,6 +1100,8 @@ async def cmd_subscriptions(ctx: Ctx, args: argparse.Namespace) -> int:
         flavor = sub.target.options.get("flavor")
         platform = f"{sub.target.platform}/{flavor}" if flavor and flavor != "slack" else ""
         target = Text(mask_address(sub.target))
+        if (webhook := masked_webhook(sub.target)) is not None:
+            target.append(f" via webhook {webhook}", style="dim")
         if sub.target.thread:
             target.append(f" · thread {sub.target.thread}", style="dim")
         filters = Text(sub.query or "every post")
@@ -879,12 +1160,24 @@ async def cmd_resume(ctx: Ctx, args: argparse.Namespace) -> int:
 # --- deliveries --------------------------------------------------------------------------------------
 
 
+DEAD_LISTED = 100_000  # dead deliveries `deliveries --dead` lists (and `retry ID` looks among)
+
+
 async def cmd_deliveries(ctx: Ctx, args: argparse.Namespace) -> int:
     from storage.subscriptions import Outbox
 
     async with open_db(ctx) as db:
         outbox = Outbox(db)
         if args.action == "retry":
+            if args.ids:
+                dead_ids = {item.id for item in await outbox.dead(limit=DEAD_LISTED)}
+                unknown = [i for i in dict.fromkeys(args.ids) if i not in dead_ids]
+                if unknown:
+                    raise UserError(
+                        f"no dead deliver{'y' if len(unknown) == 1 else 'ies'} "
+                        f"{', '.join(f'#{i}' for i in unknown)}; nothing queued "
+                        "(`livedesk deliveries --dead` lists them)"
+                    )
             count = await outbox.retry_dead(ids=args.ids or None)
             if ctx.json:
                 ctx.emit_json({"retried": count})
@@ -892,7 +1185,7 @@ async def cmd_deliveries(ctx: Ctx, args: argparse.Namespace) -> int:
                 ctx.out.print(f"{count} dead deliver{'y' if count == 1 else 'ies'} queued again.")
             return EXIT_OK
         counts = await outbox.counts()
-        dead = await outbox.dead(limit=1000) if args.dead else []
+        dead = await outbox.dead(limit=DEAD_LISTED) if args.dead else []
     if ctx.json:
         payload: dict[str, Any] = {"counts": counts}
         if args.dead:

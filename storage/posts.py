@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import json
 import os.path
+import re
+import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -56,6 +58,14 @@ class PostChange:
 
 
 @dataclass(frozen=True, slots=True)
+class NumberedSource:
+    """A blog with its short number in the store (what `livedesk sources` shows in its # column)."""
+
+    number: int
+    source: Source
+
+
+@dataclass(frozen=True, slots=True)
 class SourceInfo:
     source: Source
     location: str | None
@@ -63,6 +73,8 @@ class SourceInfo:
     newest: datetime | None
     imported_at: datetime | None
     last_error: str | None
+    number: int = 0
+    """The blog's short number (its row id): `--source 3`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,12 +195,15 @@ class PostStore:
     ) -> list[PostEvent]:
         """Store one imported document in one transaction; return only what was created or edited.
 
-        `on_progress(stored, total)` is called as new posts are written (in chunks, for big feeds).
-        `new_source_deliveries`: when the blog is new to the store, each subscription gets only its
-        newest that many matching posts (all are stored), so a first import sends no whole history."""
+        The blog keeps the id it has in the store (see `_settled`), so the events' post ids may
+        differ from the document's. `on_progress(stored, total)` is called as new posts are
+        written (in chunks, for big feeds). `new_source_deliveries`: when the blog is new to the
+        store, each subscription gets only its newest that many matching posts (all are stored),
+        so a first import sends no whole history."""
         # Deliveries go out in publication order, so record events in that order too.
-        posts = sorted(result.posts, key=lambda p: (p.published_at, p.id))
         async with self.db.write() as conn:
+            result = await _settled(conn, result, location)
+            posts = sorted(result.posts, key=lambda p: (p.published_at, p.id))
             async with conn.execute("SELECT 1 FROM sources WHERE id = ?", (result.source.id,)) as c:
                 is_new_source = await c.fetchone() is None
             await _upsert_source(conn, result.source, location, fetch_state)
@@ -242,7 +257,7 @@ class PostStore:
         ) as cur:
             row = await cur.fetchone()
         if row is None and post_id:
-            escaped = post_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            escaped = _like_escape(post_id)
             async with self.db.reader.execute(
                 f"SELECT {POST_COLUMNS} FROM posts p WHERE p.id LIKE ? ESCAPE '\\' LIMIT 2",
                 (escaped + "%",),
@@ -289,7 +304,8 @@ class PostStore:
         return _source_from_row(row) if row else None
 
     async def find_source(self, text: str) -> Source | None:
-        """A source by id, exact title (any case), or a unique id/title prefix."""
+        """A source by id, exact title (any case), or a unique id/title prefix (for chat commands,
+        whose words may be keywords as well as a blog's name)."""
         for source in await self.all_sources():
             if text in (source.id,) or source.title.casefold() == text.casefold():
                 return source
@@ -301,6 +317,48 @@ class PostStore:
         ]
         return candidates[0] if len(candidates) == 1 else None
 
+    async def source_at(self, location: str) -> Source | None:
+        """The blog last imported from `location`."""
+        async with self.db.reader.execute(
+            "SELECT id, title, url, kind FROM sources WHERE location = ? "
+            "ORDER BY imported_at DESC LIMIT 1",
+            (location,),
+        ) as cur:
+            row = await cur.fetchone()
+        return _source_from_row(row) if row else None
+
+    async def find_sources(self, text: str) -> list[NumberedSource]:
+        """Every blog the operator may mean by `text`, best first.
+
+        Its number (`3` or `#3`), its id or its exact title is one blog; otherwise every blog whose
+        id or title begins with `text`, or whose title has a word beginning with each word of
+        `text` (case and accents aside): one entry is a match, several are ambiguous."""
+        text = text.strip()
+        async with self.db.reader.execute(
+            "SELECT rowid, id, title, url, kind FROM sources ORDER BY rowid"
+        ) as cur:
+            known = [NumberedSource(r["rowid"], _source_from_row(r)) for r in await cur.fetchall()]
+        number = text.removeprefix("#")
+        if number.isdigit():
+            by_number = [s for s in known if s.number == int(number)]
+            if by_number:
+                return by_number
+        by_id = [s for s in known if s.source.id == text]
+        if by_id:
+            return by_id
+        folded = _fold(text)
+        by_title = [s for s in known if _fold(s.source.title) == folded]
+        if by_title or not folded:
+            return by_title
+        wanted = _WORD.findall(folded)
+        return [
+            s
+            for s in known
+            if s.source.id.startswith(text)
+            or _fold(s.source.title).startswith(folded)
+            or (wanted and _has_words(_WORD.findall(_fold(s.source.title)), wanted))
+        ]
+
     async def all_sources(self) -> list[Source]:
         async with self.db.reader.execute(
             "SELECT id, title, url, kind FROM sources ORDER BY title"
@@ -310,7 +368,7 @@ class PostStore:
     async def sources(self) -> list[SourceInfo]:
         """Every blog with its post count and newest post time."""
         async with self.db.reader.execute(
-            "SELECT s.id, s.title, s.url, s.kind, s.location, s.imported_at, s.last_error, "
+            "SELECT s.rowid, s.id, s.title, s.url, s.kind, s.location, s.imported_at, s.last_error, "
             "(SELECT count(*) FROM posts p WHERE p.source_id = s.id) AS posts, "
             "(SELECT max(published_at) FROM posts p WHERE p.source_id = s.id) AS newest "
             "FROM sources s ORDER BY s.title"
@@ -324,6 +382,7 @@ class PostStore:
                 newest=_opt_time(r["newest"]),
                 imported_at=_opt_time(r["imported_at"]),
                 last_error=r["last_error"],
+                number=r["rowid"],
             )
             for r in rows
         ]
@@ -353,6 +412,80 @@ class PostStore:
 
 def _source_from_row(row: Any) -> Source:
     return Source(id=row["id"], title=row["title"], url=row["url"], kind=SourceKind(row["kind"]))
+
+
+_WORD = re.compile(r"[^\W_]+")
+
+
+def _fold(text: str) -> str:
+    """Lowercase without accents, spaces collapsed: how a typed blog name is compared."""
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    return " ".join("".join(c for c in decomposed if not unicodedata.combining(c)).split())
+
+
+def _has_words(title_words: list[str], wanted: list[str]) -> bool:
+    """Each wanted word begins a word of the title."""
+    return all(any(word.startswith(w) for word in title_words) for w in wanted)
+
+
+async def _settled(
+    conn: aiosqlite.Connection, result: ImportResult, location: str | None
+) -> ImportResult:
+    """The document with its blog named as the store knows it.
+
+    Importers name a blog by its title's slug. A location imported before keeps the id its blog
+    already has (a retitled live blog is the same blog, and ids stored under older rules stay), and
+    so does a feed that states its own URL, read from anywhere. A new blog whose slug another blog
+    holds gets the slug with -2, -3…; a blog without a URL of its own is known by its title (a copy
+    of a page-text blog is the same blog)."""
+    source = result.source
+    stored: str | None = None
+    if location is not None:
+        stored = await _one_id(conn, "location = ?", location)
+    if stored is None and source.url is not None:
+        stored = await _one_id(conn, "url = ?", source.url)
+    if stored is None:
+        escaped = _like_escape(source.id)
+        async with conn.execute(
+            "SELECT id, url FROM sources WHERE id = ? OR id LIKE ? ESCAPE '\\'",
+            (source.id, escaped + "-%"),
+        ) as cur:
+            family = {r["id"]: r["url"] for r in await cur.fetchall()}
+        suffix = 1
+        while stored is None:
+            candidate = source.id if suffix == 1 else f"{source.id}-{suffix}"
+            if candidate not in family or (source.url is None and family[candidate] is None):
+                stored = candidate
+            suffix += 1
+    if stored == source.id:
+        return result
+    prefix = f"{source.id}:"
+    posts = tuple(
+        post.model_copy(
+            update={
+                "source_id": stored,
+                "id": f"{stored}:{post.id.removeprefix(prefix)}"
+                if post.id.startswith(prefix)
+                else post.id,
+            }
+        )
+        for post in result.posts
+    )
+    return result.model_copy(
+        update={"source": source.model_copy(update={"id": stored}), "posts": posts}
+    )
+
+
+async def _one_id(conn: aiosqlite.Connection, where: str, value: str) -> str | None:
+    async with conn.execute(
+        f"SELECT id FROM sources WHERE {where} ORDER BY imported_at DESC LIMIT 1", (value,)
+    ) as cur:
+        row = await cur.fetchone()
+    return str(row["id"]) if row else None
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 async def _upsert_source(

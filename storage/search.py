@@ -1,6 +1,7 @@
 """Full-text search: the user's query language → a safe FTS5 expression, ranking, highlighted snippets.
 
 The language: words (all must match), "phrases", OR, AND, NOT (in capitals), -exclusion and prefix*.
+A lowercase `or`/`and` is a plain word, with a notice (as is an operator with nothing beside it).
 Anything else is read as plain words (with a notice) or answered with a QueryError whose text says how
 to write the query. Every word reaches FTS5 double-quoted, so no user text is ever FTS5 syntax, and no
 SQL or FTS error ever reaches the user.
@@ -90,6 +91,8 @@ class SearchPage:
 # --- the query language -----------------------------------------------------------------------------
 
 _OPERATORS = frozenset({"OR", "AND", "NOT"})
+# Operators only in capitals; these in any other case are words, with a notice.
+_CAPITALS_ONLY = frozenset({"OR", "AND"})
 # unicode61 keeps letters and numbers and splits on everything else; so do we.
 _PIECE = re.compile(r"[^\W_]+")
 _EDGES = re.compile(r"^[\W_]+|[\W_]+$")
@@ -193,6 +196,9 @@ class _Lexer:
             if raw in _OPERATORS and not negated:
                 tokens.append(_Op(raw))
                 continue
+            if raw.upper() in _CAPITALS_ONLY and not negated:
+                # "sanctions or NATO" most likely meant OR: say that it was read as a word.
+                self._notice(f'Read "{raw}" as a plain word.')
             atom = self._word(raw, negated)
             if atom is not None:
                 tokens.append(atom)

@@ -71,6 +71,16 @@ class NewSubscription:
     edit_policy: EditPolicy = EditPolicy.EDIT
 
 
+@dataclass(frozen=True, slots=True)
+class Added:
+    """What subscribing did: a new subscription, or an existing one and what this changed in it."""
+
+    subscription: Subscription
+    created: bool
+    changed: tuple[str, ...] = ()
+    """For an existing subscription, e.g. ("edits follow-up (was edit)", "resumed (was paused)")."""
+
+
 _SUB_COLUMNS = (
     "id, platform, address, thread, target_kind, options, source_id, query, edit_policy, "
     "created_by, created_at, state, reason"
@@ -135,21 +145,24 @@ class SubscriptionStore:
         """
         item = NewSubscription(target, created_by, source_id, query, edit_policy)
         async with self.db.write() as conn:
-            return await _add(conn, item, backfill)
+            added = await _add(conn, item, backfill)
+        return added.subscription, added.created
 
     async def add_many(
         self, items: Sequence[NewSubscription], *, backfill: int = 0
     ) -> builtins.list[Subscription]:
         """Add many subscriptions in one transaction (existing ones are returned re-activated)."""
+        return [added.subscription for added in await self.put(items, backfill=backfill)]
+
+    async def put(
+        self, items: Sequence[NewSubscription], *, backfill: int = 0
+    ) -> builtins.list[Added]:
+        """Add subscriptions in one transaction, saying for each existing one what it changed."""
         for item in items:  # validate every query before writing anything
             if normalize_query(item.query):
                 _compile(normalize_query(item.query) or "")
-        out: builtins.list[Subscription] = []
         async with self.db.write() as conn:
-            for item in items:
-                sub, _ = await _add(conn, item, backfill)
-                out.append(sub)
-        return out
+            return [await _add(conn, item, backfill) for item in items]
 
     async def get(self, subscription_id: int) -> Subscription | None:
         async with self.db.reader.execute(
@@ -234,9 +247,7 @@ class SubscriptionStore:
             return await move_target(conn, platform, old_address, new_address)
 
 
-async def _add(
-    conn: aiosqlite.Connection, item: NewSubscription, backfill: int
-) -> tuple[Subscription, bool]:
+async def _add(conn: aiosqlite.Connection, item: NewSubscription, backfill: int) -> Added:
     target = item.target
     query = normalize_query(item.query)
     compiled = _compile(query) if query else None
@@ -257,7 +268,8 @@ async def _add(
             f"SELECT {_SUB_COLUMNS} FROM subscriptions WHERE id = ?", (row["id"],)
         ) as cur:
             fresh = await cur.fetchone()
-        return _subscription_from_row(fresh), False
+        before, after = _subscription_from_row(row), _subscription_from_row(fresh)
+        return Added(after, False, _changes(before, after))
 
     cur = await conn.execute(
         "INSERT INTO subscriptions (platform, address, thread, target_kind, options, source_id, "
@@ -285,7 +297,32 @@ async def _add(
         f"SELECT {_SUB_COLUMNS} FROM subscriptions WHERE id = ?", (subscription_id,)
     ) as cur2:
         fresh = await cur2.fetchone()
-    return _subscription_from_row(fresh), True
+    return Added(_subscription_from_row(fresh), True)
+
+
+def _changes(before: Subscription, after: Subscription) -> tuple[str, ...]:
+    """What subscribing again changed in an existing subscription, in words."""
+    changed: list[str] = []
+    if before.edit_policy != after.edit_policy:
+        changed.append(f"edits {after.edit_policy.value} (was {before.edit_policy.value})")
+    old_flavor, new_flavor = before.target.options.get("flavor"), after.target.options.get("flavor")
+    if old_flavor != new_flavor:
+        changed.append(f"flavor {new_flavor or 'none'} (was {old_flavor or 'none'})")
+    old_hook = before.target.options.get("webhook_id"), before.target.options.get("webhook_token")
+    new_hook = after.target.options.get("webhook_id"), after.target.options.get("webhook_token")
+    if old_hook != new_hook:
+        if new_hook[0] is None:
+            changed.append("webhook removed: posts go through the bot")
+        else:
+            changed.append("webhook added" if old_hook[0] is None else "webhook replaced")
+    elif before.target.options != after.target.options:
+        changed.append("target options updated")
+    if before.target.kind != after.target.kind:
+        changed.append(f"kind {after.target.kind} (was {before.target.kind})")
+    if before.state != after.state:
+        reason = f": {before.reason}" if before.reason else ""
+        changed.append(f"resumed (was {before.state.value}{reason})")
+    return tuple(changed)
 
 
 async def _enqueue_backfill(

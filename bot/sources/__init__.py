@@ -5,13 +5,14 @@
   None when the server says nothing changed.
 - `SourceError`: a document or location that cannot be imported; its message is one readable line.
 
-Source ids come from the blog's own URL when the document states one (feed self link, JSON Feed
-`feed_url`, JSON-LD `url`, else its home page): `host-path` slug plus a short hash. Otherwise from the
-blog title's slug (page text). Post ids are `<source id>:<native id>` or, for posts without one,
-`<source id>:<published minute>-<n>`; see `bot.sources.common`, which also holds the one rule for
-implausible dates (before 1900, more than a day ahead: dated when first seen) and dates that overflow
-in UTC (their post is refused). Redirects of fetched sources never reach an internal address unless
-the source itself is on one; see `bot.sources.fetch`.
+Source ids are the slug of the blog's title (`harbour-watch-live`). The store settles the final id
+when it stores a document: a location or feed URL it knows keeps the id its blog has (so a retitled
+blog stays one blog), and a new blog whose slug is taken gets `-2`, `-3`… Post ids are
+`<source id>:<native id>` or, for posts without one, `<source id>:<published minute>-<n>`; see
+`bot.sources.common`, which also holds the one rule for implausible dates (before 1900, more than a
+day ahead: dated when first seen) and dates that overflow in UTC (their post is refused). Redirects
+of fetched sources never reach an internal address unless the source itself is on one; see
+`bot.sources.fetch`.
 """
 
 from bot.sources.common import SourceError

@@ -43,7 +43,6 @@ from bot.sources.text import (
     safe_url,
     short_hash,
     source_id_from_title,
-    source_id_from_url,
 )
 
 _HTML_TYPES = ("text/html", "application/xhtml+xml", "html", "xhtml")
@@ -96,7 +95,7 @@ def parse(
     title = _text(feed, "title") or clean(location.rsplit("/", 1)[-1])
     url = _feed_url(feed)
     source = Source(
-        id=source_id_from_url(url) if url else source_id_from_title(title, location),
+        id=source_id_from_title(title, location),
         title=title,
         url=url,
         kind=SourceKind.ATOM if version.startswith("atom") else SourceKind.RSS,

@@ -23,7 +23,6 @@ from bot.sources.text import (
     safe_url,
     short_hash,
     source_id_from_title,
-    source_id_from_url,
 )
 
 VERSION_PREFIX = "https://jsonfeed.org/version/"
@@ -60,9 +59,8 @@ def parse(document: dict[str, Any], *, location: str, now: datetime | None = Non
     title = _str(document.get("title")) or clean(location.rsplit("/", 1)[-1])
     home = safe_url(_str(document.get("home_page_url")))
     own = safe_url(_str(document.get("feed_url")))
-    url = own or home
     source = Source(
-        id=source_id_from_url(url) if url else source_id_from_title(title, location),
+        id=source_id_from_title(title, location),
         title=title,
         url=home or own,
         kind=SourceKind.JSON_FEED,

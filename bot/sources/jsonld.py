@@ -21,7 +21,6 @@ from bot.sources.text import (
     readable_markup,
     safe_url,
     source_id_from_title,
-    source_id_from_url,
 )
 
 _MAX_DEPTH = 12
@@ -114,7 +113,7 @@ def parse(
     url = safe_url(_url(blog)) or safe_url(canonical)
     title = title or clean(location.rsplit("/", 1)[-1])
     source = Source(
-        id=source_id_from_url(url) if url else source_id_from_title(title, location),
+        id=source_id_from_title(title, location),
         title=title,
         url=url,
         kind=SourceKind.JSON_LD,

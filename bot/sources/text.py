@@ -13,7 +13,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import urljoin, urlsplit
 
 # --- decoding ----------------------------------------------------------------------------------------
 
@@ -340,16 +340,7 @@ def slugify(value: str, max_length: int = 60) -> str:
     return slug
 
 
-def source_id_from_url(url: str) -> str:
-    """`host-path` slug plus a short hash of the normalised URL, e.g. `cnn-com-world-live-1a2b3c4d`."""
-    parts = urlsplit(url.strip())
-    host = parts.netloc.lower().removeprefix("www.")
-    path = re.sub(r"/(index\.html?)?$", "", parts.path)
-    normalised = urlunsplit(("https", host, path, parts.query, ""))
-    slug = slugify(f"{host} {path}", max_length=48) or "blog"
-    return f"{slug}-{short_hash(normalised)}"
-
-
 def source_id_from_title(title: str, fallback: str) -> str:
-    """The title's slug; a hash of `fallback` (the location) when the title has no letters."""
+    """A blog's id: its title's slug (`harbour-watch-live`); a hash of `fallback` (the location)
+    when the title has no letters. The store keeps it unique and stable (`storage.posts`)."""
     return slugify(title) or f"blog-{short_hash(fallback)}"
