@@ -30,7 +30,7 @@ from rich.text import Text
 from bot.adapters.base import Adapter, AdapterContext, StartupError
 from bot.adapters.terminal import TerminalAdapter
 from bot.config import ConfigError, Settings
-from bot.demo import PROMPT_HINT, SAMPLE_LOCATION, TERMINAL_TARGET, DemoReplay
+from bot.demo import PROMPT_HINT, SAMPLE_LOCATION, TERMINAL_TARGET, DemoReplay, forget_terminal
 from bot.models import PostEvent, Reply, Request
 from bot.platforms import CONFIGURABLE, Platform, waiting_lines
 from bot.provision import provision
@@ -60,8 +60,12 @@ class App:
         idle_timeout: float = 60.0,
         console: Console | None = None,
         extra_adapters: Sequence[Adapter] = (),
+        loud_without_demo: bool = False,
     ) -> None:
         self.settings = settings
+        # Logging starts quiet when the demo may run (the terminal shows the posts); when it turns
+        # out not to run, LIVEDESK_LOG_LEVEL applies again.
+        self.loud_without_demo = loud_without_demo
         self.once = once
         self.prompt = prompt and not once
         self.demo_step = demo_step
@@ -180,6 +184,12 @@ class App:
             await self._start_adapter(adapter, context)
             stack.push_async_callback(self._stop_adapter, adapter)
             self.adapters[adapter.platform] = adapter
+        if TERMINAL_TARGET.platform not in self.adapters:
+            # A demo that was killed could not remove its terminal subscription: nothing serves it.
+            if removed := await forget_terminal(self.subscriptions):
+                log.info("removed %d terminal subscription(s) left by an earlier demo", removed)
+        if not demo_on and self.loud_without_demo:
+            logging.getLogger().setLevel(settings.log_level.upper())
 
         self.dispatcher = dispatcher = Dispatcher(db, dict(self.adapters), settings.dispatch)
         if not self.once:
@@ -348,9 +358,9 @@ async def _cancel(task: asyncio.Task[Any]) -> None:
         await task
 
 
-def run_app(settings: Settings, *, once: bool = False) -> int:
+def run_app(settings: Settings, *, once: bool = False, loud_without_demo: bool = False) -> int:
     """`livedesk run`: the app on a fresh event loop; the exit code."""
-    return asyncio.run(App(settings, once=once).run())
+    return asyncio.run(App(settings, once=once, loud_without_demo=loud_without_demo).run())
 
 
 @contextlib.contextmanager

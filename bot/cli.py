@@ -432,7 +432,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "run":
         from bot.app import run_app
 
-        return run_app(settings.model_copy(update={"db_path": ctx.db_path}), once=args.once)
+        return run_app(
+            settings.model_copy(update={"db_path": ctx.db_path}),
+            once=args.once,
+            loud_without_demo=not args.verbose and _quiet_for_demo(settings),
+        )
     handler = COMMANDS[args.command]
     try:
         return asyncio.run(handler(ctx, args))
@@ -483,9 +487,13 @@ def _log_level(settings: Settings, command: str) -> str:
     terminal for the posts unless a level was asked for."""
     if command != "run":
         return "WARNING"
-    if settings.demo_mode and "log_level" not in settings.model_fields_set:
-        return "WARNING"
+    if _quiet_for_demo(settings):
+        return "WARNING"  # until the app knows whether the demo runs
     return settings.log_level
+
+
+def _quiet_for_demo(settings: Settings) -> bool:
+    return settings.demo_mode and "log_level" not in settings.model_fields_set
 
 
 @asynccontextmanager
@@ -561,6 +569,7 @@ async def cmd_import(ctx: Ctx, args: argparse.Namespace) -> int:
                             location=location,
                             fetch_state=FetchState(fetched.etag, fetched.last_modified),
                             on_progress=stored,
+                            new_source_deliveries=ctx.settings.new_source_backfill,
                         )
                         if storing is not None:
                             progress.remove_task(storing)
@@ -891,7 +900,7 @@ async def cmd_sources(ctx: Ctx, args: argparse.Namespace) -> int:
             Text(ctx.when(info.newest)) + Text(f"\n{ctx.when(info.imported_at)}", style="dim"),
         ]
         if errors:
-            row.append(Text(info.last_error or "", style="red"))
+            row.append(Text(printable(info.last_error or ""), style="red"))
         table.add_row(*row)
     for failure in failing:
         table.add_row(
@@ -899,7 +908,7 @@ async def cmd_sources(ctx: Ctx, args: argparse.Namespace) -> int:
             Text(failure.location) + Text("\nnot imported yet", style="dim"),
             "0",
             Text("–") + Text(f"\n{ctx.when(failure.at)}", style="dim"),
-            Text(failure.error, style="red"),
+            Text(printable(failure.error), style="red"),
         )
     # Too wide for the terminal: share the width out by the columns' ratios, so that the title and
     # the error wrap instead of the table running off the edge.
@@ -1096,7 +1105,7 @@ async def cmd_subscriptions(ctx: Ctx, args: argparse.Namespace) -> int:
     for sub in subs:
         state = Text(sub.state.value, style="green" if sub.state.value == "active" else "yellow")
         if sub.reason:
-            state.append(f" ({sub.reason})", style="dim")
+            state.append(f" ({printable(sub.reason)})", style="dim")
         flavor = sub.target.options.get("flavor")
         platform = f"{sub.target.platform}/{flavor}" if flavor and flavor != "slack" else ""
         target = Text(mask_address(sub.target))
@@ -1215,7 +1224,7 @@ async def cmd_deliveries(ctx: Ctx, args: argparse.Namespace) -> int:
                 Text(mask_address(item.target)),
                 Text(item.post_title) + Text(f"\n{item.post_id}", style="dim"),
                 str(item.attempts),
-                Text(item.last_error or "", style="red"),
+                Text(printable(item.last_error or ""), style="red"),
             )
         ctx.out.print(listing)
         ctx.out.print("Queue them again with `livedesk deliveries retry [ID...]`.")

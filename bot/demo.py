@@ -16,11 +16,11 @@ from importlib import resources
 from bot.models import ImportResult, Post, PostEvent, Target
 from bot.sources import parse_document
 from storage.posts import PostStore
-from storage.subscriptions import SubscriptionStore
+from storage.subscriptions import SAMPLE_SCHEME, SubscriptionStore
 
 log = logging.getLogger(__name__)
 
-SAMPLE_LOCATION = "bundled:sample_blog.txt"
+SAMPLE_LOCATION = f"{SAMPLE_SCHEME}sample_blog.txt"
 TERMINAL_TARGET = Target(platform="terminal", address="console", kind="terminal")
 # What the prompt suggests typing: each of these finds posts in the sample blog.
 SUGGESTED_SEARCHES = ("flood", '"power outage"')
@@ -164,10 +164,16 @@ class DemoReplay:
     async def forget_terminal(self) -> int:
         """Remove the terminal's subscriptions (the demo's, and any /subscribe made at its prompt):
         the terminal channel does not outlive the demo. Returns how many were removed."""
-        removed = 0
-        for sub in await self.subscriptions.list(platform=TERMINAL_TARGET.platform):
-            removed += await self.subscriptions.remove(sub.id)
-        return removed
+        return await forget_terminal(self.subscriptions)
+
+
+async def forget_terminal(subscriptions: SubscriptionStore) -> int:
+    """Remove every terminal subscription with its deliveries; how many there were. Also run at a
+    start without the demo: a demo that was killed could not remove its own."""
+    removed = 0
+    for sub in await subscriptions.list(platform=TERMINAL_TARGET.platform):
+        removed += await subscriptions.remove(sub.id)
+    return removed
 
 
 def _settled(post: Post, final: dict[str, Post], stored: dict[str, Post | None]) -> Post:

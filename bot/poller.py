@@ -20,7 +20,7 @@ from bot.config import SourceSetting
 from bot.models import EventKind, PostEvent
 from bot.sources import FetchResult, SourceError, load
 from bot.sources.text import is_http_url
-from storage.posts import FetchState, PostStore
+from storage.posts import FetchState, PostStore, SourceConflict
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +114,9 @@ class Poller:
         except asyncio.CancelledError:
             raise
         except Exception as error:  # isolate failures: log one line and back off
-            message = str(error) if isinstance(error, SourceError) else _describe(error)
-            if not isinstance(error, SourceError):
+            expected = isinstance(error, SourceError | SourceConflict)
+            message = str(error) if expected else _describe(error)
+            if not expected:
                 log.debug("poll of %s failed", status.location, exc_info=True)
             status.failures += 1
             status.delay = min(

@@ -52,6 +52,8 @@ SKIPPED = "skipped"
 CREATED = "created"
 UPDATED = "updated"
 BACKFILL = "backfill"
+# Locations of blogs that ship with Livedesk (the demo's invented sample): never sent to a real chat.
+SAMPLE_SCHEME = "bundled:"
 
 MAX_BACKFILL = 50
 _CHUNK = 500  # ids per `IN (...)` list
@@ -292,7 +294,14 @@ async def _add(conn: aiosqlite.Connection, item: NewSubscription, backfill: int)
     assert subscription_id is not None
     count = max(0, min(backfill, MAX_BACKFILL))
     if count:
-        await _enqueue_backfill(conn, subscription_id, item.source_id, compiled, count)
+        await _enqueue_backfill(
+            conn,
+            subscription_id,
+            item.source_id,
+            compiled,
+            count,
+            with_samples=target.kind == "terminal",
+        )
     async with conn.execute(
         f"SELECT {_SUB_COLUMNS} FROM subscriptions WHERE id = ?", (subscription_id,)
     ) as cur2:
@@ -331,7 +340,11 @@ async def _enqueue_backfill(
     source_id: str | None,
     compiled: CompiledQuery | None,
     count: int,
+    *,
+    with_samples: bool,
 ) -> None:
+    """Queue the latest `count` matching posts to a new subscription. A bundled sample blog's
+    invented posts greet only the terminal: never a real chat or webhook."""
     params: list[Any] = []
     if compiled is None:
         sql = "SELECT p.rowid, p.version, p.published_at FROM posts p"
@@ -343,6 +356,11 @@ async def _enqueue_backfill(
         )
         where = ["posts_fts MATCH ?"]
         params.append(compiled.match)
+    if not with_samples:
+        where.append(
+            "p.source_id NOT IN (SELECT id FROM sources WHERE location LIKE ? ESCAPE '\\')"
+        )
+        params.append(SAMPLE_SCHEME + "%")
     if source_id is not None:
         where.append("p.source_id = ?")
         params.append(source_id)
