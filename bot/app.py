@@ -27,6 +27,7 @@ from rich.text import Text
 from bot.adapters.base import Adapter, AdapterContext, StartupError
 from bot.config import ConfigError, Settings
 from bot.models import PostEvent, Reply, Request
+from bot.ratelimit import SendBudget
 
 log = logging.getLogger(__name__)
 
@@ -153,14 +154,17 @@ class App:
         async def handle_request(request: Request) -> Reply:
             return await handle(request, deps)
 
-        context = AdapterContext(handle=handle_request)
+        budget = SendBudget()  # one per bot and chat: pushes and command replies share it
+        context = AdapterContext(handle=handle_request, pacer=budget)
         for adapter in self._build_adapters():
             await self._start_adapter(adapter, context)
             stack.push_async_callback(self._stop_adapter, adapter)
             self.adapters[adapter.platform] = adapter
         await self._sync_slack_webhooks()
 
-        self.dispatcher = dispatcher = Dispatcher(db, dict(self.adapters), settings.dispatch)
+        self.dispatcher = dispatcher = Dispatcher(
+            db, dict(self.adapters), settings.dispatch, limiter=budget.limiter
+        )
         if not self.once:
             task = asyncio.create_task(dispatcher.run(), name="dispatcher")
             stack.push_async_callback(self._stop_dispatcher, task)

@@ -183,21 +183,23 @@ class Sent:
 @dataclass(frozen=True)
 class Limits:
     """Telegram's limits, `scale` times faster (counts multiplied), with windows a bit forgiving
-    (`tolerance`) for the time a request spends on the wire."""
+    (`tolerance`) for the time a request spends on the wire. Every rule of a chat applies at once
+    (a group is under the overall, its per-chat and its per-group limit), and a command reply counts
+    exactly like a pushed post. `group_window` shortens the per-group minute for tests."""
 
     overall: int = 30
     per_chat: int = 1
     per_group_minute: int = 20
     scale: float = 1.0
     tolerance: float = 0.02
+    group_window: float = 60.0
 
     def rules(self, chat: Chat) -> list[tuple[str, int, float]]:
         rules = [("overall", max(1, round(self.overall * self.scale)), 1.0)]
         rules.append((f"chat:{chat.id}", max(1, round(self.per_chat * self.scale)), 1.0))
         if chat.type != "private":
-            rules.append(
-                (f"group:{chat.id}", max(1, round(self.per_group_minute * self.scale)), 60.0)
-            )
+            count = max(1, round(self.per_group_minute * self.scale))
+            rules.append((f"group:{chat.id}", count, self.group_window))
         return rules
 
 
