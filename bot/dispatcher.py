@@ -176,7 +176,7 @@ class Dispatcher:
         self.settings = settings
         self.clock = clock
         self.send_timeout = send_timeout
-        self.limiter = limiter or RateLimiter(clock)
+        self.limiter = RateLimiter(clock) if limiter is None else limiter  # (len 0 is falsy)
         self._rng = rng or random.Random()
         self._lanes = {
             name: _Lane(

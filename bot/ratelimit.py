@@ -191,7 +191,7 @@ class SendBudget:
     `platform_key` and `target_checks`, so a reply and a push to the same chat count in one window."""
 
     def __init__(self, limiter: RateLimiter | None = None, *, tries: int = REPLY_TRIES) -> None:
-        self.limiter = limiter or RateLimiter()
+        self.limiter = RateLimiter() if limiter is None else limiter
         self.tries = tries
 
     def checks(self, adapter: Adapter, target: Target) -> list[Check]:

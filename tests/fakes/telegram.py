@@ -237,6 +237,7 @@ class FakeTelegram:
         self._message_ids = itertools.count(1)
         self._query_ids = itertools.count(1)
         self._changed = asyncio.Event()
+        self._polls_end = False
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -410,7 +411,7 @@ class FakeTelegram:
         if not self._updates and timeout > 0:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
-                    await self._until(lambda: bool(self._updates))
+                    await self._until(lambda: bool(self._updates) or self._polls_end)
         return list(self._updates[:100])
 
     def _m_getme(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -431,6 +432,12 @@ class FakeTelegram:
     def _m_setwebhook(self, params: dict[str, Any]) -> bool:
         self.webhook = params
         return True
+
+    def end_long_polls(self) -> None:
+        """From now on answer getUpdates at once: a bot process told to stop need not wait out
+        its long poll."""
+        self._polls_end = True
+        self._notify()
 
     def take_updates(self) -> list[dict[str, Any]]:
         """The pending updates, as Telegram would POST them to a webhook (and no longer queued)."""
