@@ -138,8 +138,7 @@ class _Item:
 class _TargetQueue:
     key: TargetKey
     lane: _Lane
-    checks: list[Check]  # the chat's block and limits (shared by its topics and by replies)
-    block_key: Hashable
+    checks: tuple[Check, ...]  # the chat's limits (shared by its topics and by replies)
     items: list[_Item] = field(default_factory=list)
     busy: bool = False
     scheduled: float | None = None  # the due time of its live entry in the lane heap
@@ -392,8 +391,7 @@ class Dispatcher:
         if tq is None:
             limits = lane.adapter.capabilities.rate_limits
             checks = target_checks(row.platform, limits, row.address, row.target_kind)
-            block = chat_key(row.platform, row.address)
-            tq = self._queues[key] = _TargetQueue(key, lane, checks, block)
+            tq = self._queues[key] = _TargetQueue(key, lane, checks)
         item = _Item(row.id, row.subscription_id, row.order_key, row.next_attempt_at)
         self._known[row.id] = item
         items = tq.items
@@ -599,7 +597,7 @@ class Dispatcher:
             wait = 0.0
         blocked = max(
             self.limiter.blocked_until(lane.key),
-            self.limiter.blocked_until(tq.block_key),
+            self.limiter.blocked_until(chat_key(tq.key[0], tq.key[1])),
             lane.gate_until,
         )
         wait = max(wait, blocked - now)
@@ -647,7 +645,8 @@ class Dispatcher:
             else:
                 is_update = True  # an "Updated:" follow-up
         card = self._card(found, job.query, is_update)
-        checks: list[Check] = [(lane.key, lane.overall), *tq.checks]
+        block = chat_key(job.target.platform, job.target.address)
+        checks: list[Check] = [(lane.key, lane.overall), (block, None), *tq.checks]
         try:
             if edit_ref is not None:
                 ref = edit_ref
@@ -668,7 +667,7 @@ class Dispatcher:
             until = self.clock() + exc.retry_after
             if exc.global_:
                 self.limiter.block(lane.key, until)
-            self.limiter.block(tq.block_key, until)  # replies to the chat wait too
+            self.limiter.block(block, until)  # replies to the chat wait too
             log.warning(
                 "%s rate limited subscription %d for %.1fs%s",
                 job.target.platform,

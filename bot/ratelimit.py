@@ -56,12 +56,14 @@ def chat_key(platform: str, address: str) -> Hashable:
     return ("chat", platform, address)
 
 
-def target_checks(platform: str, limits: RateLimits, address: str, kind: str) -> list[Check]:
-    """The checks of one chat: its retry-after block and every limit of its kind, all together."""
+def target_checks(platform: str, limits: RateLimits, address: str, kind: str) -> tuple[Check, ...]:
+    """The limits of one chat, every limit of its kind at once (its retry-after block is checked
+    on `chat_key`). Empty, and shared, when the platform has none."""
+    rates = limits.rates_for(kind)
+    if not rates:
+        return ()
     key = chat_key(platform, address)
-    checks: list[Check] = [(key, None)]
-    checks.extend(((key, rate.count, rate.per), rate) for rate in limits.rates_for(kind))
-    return checks
+    return tuple(((key, rate.count, rate.per), rate) for rate in rates)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,9 +198,11 @@ class SendBudget:
 
     def checks(self, adapter: Adapter, target: Target) -> list[Check]:
         limits = adapter.capabilities.rate_limits
-        checks: list[Check] = [(platform_key(adapter.platform), limits.overall)]
-        checks.extend(target_checks(adapter.platform, limits, target.address, target.kind))
-        return checks
+        return [
+            (platform_key(adapter.platform), limits.overall),
+            (chat_key(adapter.platform, target.address), None),
+            *target_checks(adapter.platform, limits, target.address, target.kind),
+        ]
 
     async def reply(
         self, adapter: Adapter, target: Target, send: Callable[[], Awaitable[Sent]]

@@ -202,8 +202,8 @@ def test_a_waiting_reply_takes_the_next_free_slot_ahead_of_pushes() -> None:
         assert permit is not None
         now[0] = done_at
         limiter.release(permit)
-    reply = overall + target_checks("telegram", limits, "-5", "group")
-    assert [rate for _, rate in reply[1:]] == [None, Rate(1, 1.0), Rate(20, 60.0)]
+    reply = [*overall, *target_checks("telegram", limits, "-5", "group")]
+    assert [rate for _, rate in reply[1:]] == [Rate(1, 1.0), Rate(20, 60.0)]
     limiter.reserve(reply)
     now[0] = 101.0  # one slot opens: it is the reply's
     assert limiter.delay(overall) == pytest.approx(0.5)
