@@ -21,6 +21,7 @@ import warnings
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from datetime import timedelta
+from functools import partial
 from typing import Any, TypeAlias
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
@@ -426,25 +427,25 @@ class TelegramAdapter(Adapter):
         for number, text in enumerate(texts, start=1):
             last = number == len(texts)
             markup = keyboard(reply.buttons, self._callbacks) if last else None
-
-            async def send(text: str = text, markup: InlineKeyboardMarkup | None = markup) -> None:
-                try:
-                    await self._bot().send_message(
-                        _chat_id(target.address),
-                        text,
-                        parse_mode=ParseMode.HTML,
-                        link_preview_options=self.previews,
-                        message_thread_id=int(target.thread) if target.thread else None,
-                        reply_markup=markup,
-                    )
-                except TelegramError as exc:
-                    raise delivery_error(exc) from exc
-
             try:
-                await self._pacer.reply(self, target, send)
+                await self._pacer.reply(self, target, partial(self._say, target, text, markup))
             except DeliveryError as exc:
                 log.warning("Telegram: reply to chat %s failed: %s", target.address, exc)
                 return
+
+    async def _say(self, target: Target, text: str, markup: InlineKeyboardMarkup | None) -> None:
+        """One message of a reply; a Bot API failure as a DeliveryError (a 429 as RateLimited)."""
+        try:
+            await self._bot().send_message(
+                _chat_id(target.address),
+                text,
+                parse_mode=ParseMode.HTML,
+                link_preview_options=self.previews,
+                message_thread_id=int(target.thread) if target.thread else None,
+                reply_markup=markup,
+            )
+        except TelegramError as exc:
+            raise delivery_error(exc) from exc
 
     async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         log.error("Telegram: handling an update failed", exc_info=context.error)
