@@ -58,6 +58,8 @@ def _post(n: int, title: str) -> Post:
 
 
 class Run:
+    """The commands of one phase, and their answers as the fake received them."""
+
     def __init__(self, fake: FakeTelegram) -> None:
         self.fake = fake
         self.asked: list[tuple[int, float, int]] = []  # (chat, asked at, messages there before)

@@ -192,6 +192,26 @@ async def test_per_chat_and_per_group_limits_apply_together(db: Database, deps: 
     assert fake.rate_limited == 0
 
 
+async def test_forum_topics_of_one_group_share_its_chat_limit(db: Database, deps: Deps) -> None:
+    for topic in ("1", "2"):
+        target = Target.model_validate(
+            {"platform": "telegram", "address": str(GROUP), "kind": "group", "thread": topic}
+        )
+        await deps.subscriptions.add(target, created_by="test")
+    async with live_bot(db, deps, Limits()) as (fake, _):
+        fake.chat(GROUP, "supergroup")
+        await publish(deps, 111, 112)
+        await fake.wait_for(lambda: len(pushes(fake)) == 4, timeout=30)
+
+    assert sorted((m.thread_id, m.text.split()[1]) for m in pushes(fake)) == [
+        (1, "111"),
+        (1, "112"),
+        (2, "111"),
+        (2, "112"),
+    ]
+    assert fake.rate_limited == 0  # Telegram counts the chat, whatever the topic
+
+
 def test_a_waiting_reply_takes_the_next_free_slot_ahead_of_pushes() -> None:
     now = [100.0]
     limiter = RateLimiter(lambda: now[0])
