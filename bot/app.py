@@ -34,6 +34,7 @@ from bot.demo import PROMPT_HINT, SAMPLE_LOCATION, TERMINAL_TARGET, DemoReplay, 
 from bot.models import PostEvent, Reply, Request
 from bot.platforms import CONFIGURABLE, Platform, waiting_lines
 from bot.provision import provision
+from bot.ratelimit import SendBudget
 from bot.redact import printable
 
 log = logging.getLogger(__name__)
@@ -162,8 +163,10 @@ class App:
         async def handle_request(request: Request) -> Reply:
             return await handle(request, deps)
 
+        budget = SendBudget()  # one per bot and chat: pushes and command replies share it
         context = AdapterContext(
             handle=handle_request,
+            pacer=budget,
             timezone=settings.zone,
             http_host=settings.http_host,
             http_port=settings.http_port,
@@ -184,14 +187,17 @@ class App:
             await self._start_adapter(adapter, context)
             stack.push_async_callback(self._stop_adapter, adapter)
             self.adapters[adapter.platform] = adapter
-        if TERMINAL_TARGET.platform not in self.adapters:
-            # A demo that was killed could not remove its terminal subscription: nothing serves it.
-            if removed := await forget_terminal(self.subscriptions):
-                log.info("removed %d terminal subscription(s) left by an earlier demo", removed)
+        # A demo that was killed could not remove its terminal subscription: nothing serves it.
+        if TERMINAL_TARGET.platform not in self.adapters and (
+            removed := await forget_terminal(self.subscriptions)
+        ):
+            log.info("removed %d terminal subscription(s) left by an earlier demo", removed)
         if not demo_on and self.loud_without_demo:
             logging.getLogger().setLevel(settings.log_level.upper())
 
-        self.dispatcher = dispatcher = Dispatcher(db, dict(self.adapters), settings.dispatch)
+        self.dispatcher = dispatcher = Dispatcher(
+            db, dict(self.adapters), settings.dispatch, limiter=budget.limiter
+        )
         if not self.once:
             task = asyncio.create_task(dispatcher.run(), name="dispatcher")
             stack.push_async_callback(self._stop_dispatcher, task)

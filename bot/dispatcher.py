@@ -14,9 +14,11 @@ How it works, and why:
 - **Bounded duplicates.** A delivery is marked sent only after its adapter returned. At most
   `concurrency` deliveries are in flight, and a worker starts a send only while fewer than
   `2 × concurrency` are sent-or-sending but not yet committed, so a crash re-sends at most that many.
-- **Rate limits before sending.** Each adapter's `capabilities.rate_limits` (overall, per target, per kind
-  of target) are enforced by `bot.ratelimit.RateLimiter` right before the call, with no await in between.
-  A 429 that happens anyway blocks that target (or the whole platform when it says so) for its retry-after.
+- **Rate limits before sending.** Each adapter's `capabilities.rate_limits` (overall, per target and per
+  kind of target, together) are enforced by `bot.ratelimit.RateLimiter` right before the call, with no
+  await in between. A 429 that happens anyway blocks that chat (or the whole platform when it says so)
+  for its retry-after. The limiter may be shared (`SendBudget.limiter`) with the adapters' command
+  replies: they count in the same windows and take the next free slot ahead of these pushes.
 - **Failure isolation.** Timeouts, network errors, 5xx and any unexpected exception are retried with
   exponential backoff and jitter; after `max_attempts` the delivery is dead (`Outbox.dead()`,
   `Outbox.retry_dead()`). A permanent error disables the target's subscriptions with the reason. One
@@ -51,7 +53,7 @@ from bot.adapters.base import (
 from bot.cards import card_from_post
 from bot.config import DispatchSettings
 from bot.models import Card, EditPolicy
-from bot.ratelimit import Check, Permit, RateLimiter
+from bot.ratelimit import Check, Permit, RateLimiter, chat_key, platform_key, target_checks
 from bot.redact import clean_outcomes
 from storage.db import Database
 from storage.posts import to_db_time
@@ -137,7 +139,7 @@ class _Item:
 class _TargetQueue:
     key: TargetKey
     lane: _Lane
-    rate: Rate | None
+    checks: tuple[Check, ...]  # the chat's limits (shared by its topics and by replies)
     items: list[_Item] = field(default_factory=list)
     busy: bool = False
     scheduled: float | None = None  # the due time of its live entry in the lane heap
@@ -166,6 +168,7 @@ class Dispatcher:
         clock: Callable[[], float] = time.time,
         send_timeout: float = 60.0,
         rng: random.Random | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.db = db
         self.outbox = Outbox(db)
@@ -173,12 +176,12 @@ class Dispatcher:
         self.settings = settings
         self.clock = clock
         self.send_timeout = send_timeout
-        self.limiter = RateLimiter(clock)
+        self.limiter = RateLimiter(clock) if limiter is None else limiter  # (len 0 is falsy)
         self._rng = rng or random.Random()
         self._lanes = {
             name: _Lane(
                 adapter=adapter,
-                key=("platform", name),
+                key=platform_key(name),
                 overall=adapter.capabilities.rate_limits.overall,
             )
             for name, adapter in self.adapters.items()
@@ -388,8 +391,8 @@ class Dispatcher:
         tq = self._queues.get(key)
         if tq is None:
             limits = lane.adapter.capabilities.rate_limits
-            rate = limits.per_kind.get(row.target_kind, limits.per_target)
-            tq = self._queues[key] = _TargetQueue(key, lane, rate)
+            checks = target_checks(row.platform, limits, row.address, row.target_kind)
+            tq = self._queues[key] = _TargetQueue(key, lane, checks)
         item = _Item(row.id, row.subscription_id, row.order_key, row.next_attempt_at)
         self._known[row.id] = item
         items = tq.items
@@ -481,8 +484,8 @@ class Dispatcher:
                         self._schedule(tq, due)
                         later(lane.gate_until)
                         break
-                if tq.rate is not None:
-                    wait = self.limiter.delay([(tq.key, tq.rate)], now)
+                if tq.checks:
+                    wait = self.limiter.delay(tq.checks, now)
                     if (
                         SHORT_WAIT < wait < math.inf
                     ):  # a short wait is cheaper in the worker than a round trip
@@ -590,12 +593,12 @@ class Dispatcher:
         """When a claimed delivery would wait more than SHORT_WAIT for its limits: when it may go."""
         lane = tq.lane
         now = self.clock()
-        wait = self.limiter.delay([(lane.key, lane.overall), (tq.key, tq.rate)], now)
+        wait = self.limiter.delay([(lane.key, lane.overall), *tq.checks], now)
         if wait == math.inf:  # a slot held by a send in flight: `_acquire` waits for it
             wait = 0.0
         blocked = max(
             self.limiter.blocked_until(lane.key),
-            self.limiter.blocked_until(tq.key),
+            self.limiter.blocked_until(chat_key(tq.key[0], tq.key[1])),
             lane.gate_until,
         )
         wait = max(wait, blocked - now)
@@ -643,7 +646,8 @@ class Dispatcher:
             else:
                 is_update = True  # an "Updated:" follow-up
         card = self._card(found, job.query, is_update)
-        checks: list[Check] = [(lane.key, lane.overall), (tq.key, tq.rate)]
+        block = chat_key(job.target.platform, job.target.address)
+        checks: list[Check] = [(lane.key, lane.overall), (block, None), *tq.checks]
         try:
             if edit_ref is not None:
                 ref = edit_ref
@@ -664,6 +668,7 @@ class Dispatcher:
             until = self.clock() + exc.retry_after
             if exc.global_:
                 self.limiter.block(lane.key, until)
+            self.limiter.block(block, until)  # replies to the chat wait too
             log.warning(
                 "%s rate limited subscription %d for %.1fs%s",
                 job.target.platform,

@@ -10,22 +10,60 @@ a burst allowance can: a full bucket plus its refill puts up to 2 × count in on
 send's own duration per window: negligible at real limits (≥ 1 s windows).
 
 `block(key, until)` honours a platform's retry-after for a target or for the whole platform.
+
+Priority: a send that must not wait behind a queue (a command reply) `reserve`s its keys while it waits
+and takes its slots with `priority=True`. Every other send then sees each reserved key with one slot
+fewer per reservation, so the next slot to open goes to the reply — inside the same limits, never past
+them.
+
+`SendBudget` is that one budget per bot (overall) and per chat (every limit of its kind at once), shared
+by the dispatcher's pushes and the adapters' replies; `platform_key` and `target_checks` name its keys.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
-from bot.adapters.base import Rate
+from bot.adapters.base import Adapter, Rate, RateLimited, RateLimits
+from bot.models import Target
+
+log = logging.getLogger(__name__)
 
 Check = tuple[Hashable, Rate | None]
 """(key, rate); a None rate checks only a retry-after block on the key."""
 
 IN_FLIGHT = math.inf
 _PRUNE_EVERY = 4096
+REPLY_TRIES = 5  # a reply met by 429 after 429 is given up (with one log line) after this many
+HELD_POLL = 0.02  # how often a reply whose slot is held by a send in flight looks again
+Sent = TypeVar("Sent")
+
+
+def platform_key(platform: str) -> Hashable:
+    """The key of a platform's overall limit (and of its whole-platform retry-after)."""
+    return ("platform", platform)
+
+
+def chat_key(platform: str, address: str) -> Hashable:
+    """The key of one chat's retry-after; its limits hang below it. Per chat, not per forum topic:
+    Telegram counts a chat's messages whatever topic they go to."""
+    return ("chat", platform, address)
+
+
+def target_checks(platform: str, limits: RateLimits, address: str, kind: str) -> tuple[Check, ...]:
+    """The limits of one chat, every limit of its kind at once (its retry-after block is checked
+    on `chat_key`). Empty, and shared, when the platform has none."""
+    rates = limits.rates_for(kind)
+    if not rates:
+        return ()
+    key = chat_key(platform, address)
+    return tuple(((key, rate.count, rate.per), rate) for rate in rates)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,23 +81,30 @@ class RateLimiter:
         self.margin = margin
         self._slots: dict[Hashable, list[float]] = {}
         self._blocked: dict[Hashable, float] = {}
+        self._reserved: dict[Hashable, int] = {}  # key → priority sends waiting for it
         self._longest = 0.0
         self._since_prune = 0
 
-    def delay(self, checks: Sequence[Check], now: float | None = None) -> float:
+    def delay(
+        self, checks: Sequence[Check], now: float | None = None, *, priority: bool = False
+    ) -> float:
         """Seconds until one more send passes every check: 0.0 now, `math.inf` when it waits for a
-        send in flight to complete. Takes nothing."""
+        send in flight to complete. Without `priority`, reserved slots are not free. Takes nothing."""
         now = self.clock() if now is None else now
         wait = 0.0
+        reserved = None if priority or not self._reserved else self._reserved
         for key, rate in checks:
-            wait = max(wait, self._delay(key, rate, now))
+            skip = reserved.get(key, 0) if reserved is not None else 0
+            wait = max(wait, self._delay(key, rate, now, skip))
         return wait
 
-    def acquire(self, checks: Sequence[Check]) -> tuple[float, Permit | None]:
+    def acquire(
+        self, checks: Sequence[Check], *, priority: bool = False
+    ) -> tuple[float, Permit | None]:
         """Take a slot under every check now, or nothing: (0.0, permit) or (seconds to wait, None).
         Check and take happen with no await between, so concurrent workers never overshoot."""
         now = self.clock()
-        wait = self.delay(checks, now)
+        wait = self.delay(checks, now, priority=priority)
         if wait > 0:
             return wait, None
         taken: list[tuple[list[float], int]] = []
@@ -89,6 +134,21 @@ class RateLimiter:
         for slots, index in permit.slots:
             slots[index] = now
 
+    def reserve(self, checks: Sequence[Check]) -> None:
+        """A priority send waits for these slots: other sends leave the next one to open to it."""
+        for key, rate in checks:
+            if rate is not None:
+                self._reserved[key] = self._reserved.get(key, 0) + 1
+
+    def unreserve(self, checks: Sequence[Check]) -> None:
+        for key, rate in checks:
+            if rate is not None:
+                left = self._reserved.get(key, 0) - 1
+                if left > 0:
+                    self._reserved[key] = left
+                else:
+                    self._reserved.pop(key, None)
+
     def block(self, key: Hashable, until: float) -> None:
         """The platform asked us to wait (a 429's retry-after): nothing passes `key` before `until`."""
         self._blocked[key] = max(until, self._blocked.get(key, 0.0))
@@ -107,10 +167,83 @@ class RateLimiter:
     def __len__(self) -> int:
         return len(self._slots)
 
-    def _delay(self, key: Hashable, rate: Rate | None, now: float) -> float:
+    def _delay(self, key: Hashable, rate: Rate | None, now: float, skip: int = 0) -> float:
+        """The wait for `key`, leaving the first `skip` slots to open to reserved sends."""
         wait = self._blocked.get(key, 0.0) - now
         if rate is not None:
             slots = self._slots.get(key)
-            if slots is not None and len(slots) >= rate.count:
+            if skip:
+                used = slots or []
+                unused = rate.count - len(used)  # never taken: open now
+                if skip >= unused:
+                    opens = sorted(used)
+                    index = skip - unused
+                    if index >= len(opens):
+                        return math.inf
+                    wait = max(wait, opens[index] + rate.per + self.margin - now)
+            elif slots is not None and len(slots) >= rate.count:
                 wait = max(wait, min(slots) + rate.per + self.margin - now)
         return max(wait, 0.0)
+
+
+class SendBudget:
+    """One sending budget per bot and per chat, shared by the dispatcher's pushes (which take from
+    `limiter` directly) and the adapters' command replies (`reply`, the `Pacer` of
+    `bot.adapters.base`). The dispatcher is given this budget's limiter; everything keys by
+    `platform_key` and `target_checks`, so a reply and a push to the same chat count in one window."""
+
+    def __init__(self, limiter: RateLimiter | None = None, *, tries: int = REPLY_TRIES) -> None:
+        self.limiter = RateLimiter() if limiter is None else limiter
+        self.tries = tries
+
+    def checks(self, adapter: Adapter, target: Target) -> list[Check]:
+        limits = adapter.capabilities.rate_limits
+        return [
+            (platform_key(adapter.platform), limits.overall),
+            (chat_key(adapter.platform, target.address), None),
+            *target_checks(adapter.platform, limits, target.address, target.kind),
+        ]
+
+    async def reply(
+        self, adapter: Adapter, target: Target, send: Callable[[], Awaitable[Sent]]
+    ) -> Sent:
+        """Send one reply message within the limits, ahead of queued pushes. A 429 (`send` raises
+        RateLimited) holds the chat (or the platform) for its retry-after, then the reply goes again;
+        after `tries` 429s the last one is raised."""
+        checks = self.checks(adapter, target)
+        limiter = self.limiter
+        for attempt in range(1, self.tries + 1):
+            permit = await self._take(checks)
+            try:
+                return await send()
+            except RateLimited as exc:
+                until = limiter.clock() + exc.retry_after
+                if exc.global_:
+                    limiter.block(platform_key(adapter.platform), until)
+                limiter.block(chat_key(adapter.platform, target.address), until)
+                if attempt >= self.tries:
+                    raise
+                log.info(
+                    "%s: a reply was rate limited; sending it again in %.1fs",
+                    adapter.platform,
+                    exc.retry_after,
+                )
+            finally:
+                limiter.release(permit)
+        raise AssertionError("unreachable: the last try returns or raises")
+
+    async def _take(self, checks: list[Check]) -> Permit:
+        """Wait for a slot under every check, first in line, and take it."""
+        limiter = self.limiter
+        wait, permit = limiter.acquire(checks, priority=True)
+        if permit is not None:
+            return permit
+        limiter.reserve(checks)
+        try:
+            while True:
+                await asyncio.sleep(HELD_POLL if wait == math.inf else wait)
+                wait, permit = limiter.acquire(checks, priority=True)
+                if permit is not None:
+                    return permit
+        finally:
+            limiter.unreserve(checks)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
 from bot.models import Card, Reply, Request, Target
@@ -32,14 +32,21 @@ class Rate:
 
 @dataclass(frozen=True, slots=True)
 class RateLimits:
-    """A platform's sending limits. `per_kind` overrides `per_target` for one kind of target."""
+    """A platform's sending limits. `per_kind` adds a limit for one kind of target: a Telegram group
+    gets both 1/s (per chat) and 20/min (per group); `rates_for` gives every limit that applies."""
 
     overall: Rate | None = None
     per_target: Rate | None = None
     per_kind: dict[str, Rate] = field(default_factory=dict)
 
     def for_target(self, target: Target) -> Rate | None:
+        """The kind's own limit, else the per-target one (the first of `rates_for` to bind)."""
         return self.per_kind.get(target.kind, self.per_target)
+
+    def rates_for(self, kind: str) -> tuple[Rate, ...]:
+        """Every limit a target of this kind is under, all at once."""
+        extra = self.per_kind.get(kind)
+        return tuple(r for r in (self.per_target, extra) if r is not None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +111,19 @@ async def _no_source_names() -> list[str]:
 FirstSeen = Callable[[str, float], Awaitable[bool]]  # (signature, now) → not seen in the window yet
 
 
+Sent = TypeVar("Sent")
+
+
+class Pacer(Protocol):
+    """The bot's sending budget, shared by the dispatcher's pushes and the adapters' command replies
+    (`bot.ratelimit.SendBudget`): a reply takes the next free slot ahead of queued pushes, and one
+    that meets a 429 (`send` raises RateLimited) is sent again after its retry-after."""
+
+    async def reply(
+        self, adapter: Adapter, target: Target, send: Callable[[], Awaitable[Sent]]
+    ) -> Sent: ...
+
+
 @dataclass(frozen=True, slots=True)
 class AdapterContext:
     """What the composition root gives an adapter at start (with its settings, all it gets)."""
@@ -114,6 +134,7 @@ class AdapterContext:
     http_port: int = 8080
     source_names: SourceNames = _no_source_names  # blog titles, offered as choices
     first_seen: FirstSeen | None = None  # signed requests seen, kept in the store (replays refused)
+    pacer: Pacer | None = None  # the budget replies share with pushes (None: the adapter's own)
 
 
 class Adapter(ABC):

@@ -10,6 +10,12 @@ target carries `webhook_id`/`webhook_token` options, through that channel webhoo
 with `AllowedMentions.none()`: an @everyone or a role mention inside a post never pings anyone.
 References are "channel_id:message_id" or "webhook:<webhook id>:<message id>".
 
+Slash-command answers do not take from the bot's send budget (`bot.ratelimit.SendBudget`), unlike
+Telegram's replies: Discord does not count interaction responses and follow-ups against the bot's global
+50/s nor a channel's bucket (they go to /interactions/… and /webhooks/{application}/{token}), and
+discord.py's webhook client already waits out a 429's retry_after and sends again (up to 5 tries);
+what still fails is one log line in `_run`.
+
 `api_base` and `gateway_url` redirect discord.py (process-global class attributes: set at start, restored
 at stop), so the whole bot can run against a local fake.
 """

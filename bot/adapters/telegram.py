@@ -5,9 +5,11 @@ it and its updater (long polling, or a webhook when a public URL and a secret ar
 `run_polling()`. Inbound commands become neutral `Request`s for `handlers/`; replies and posts are
 rendered as Telegram HTML by `bot.adapters.telegram_render`.
 
-Sending is paced by the dispatcher from `capabilities.rate_limits`, so the PTB application gets no
+Sending is paced from `capabilities.rate_limits` by one budget (`bot.ratelimit.SendBudget`) that the
+dispatcher's pushes and this adapter's command replies share, so the PTB application gets no
 `AIORateLimiter`: two limiters would each take their share of the budget and halve throughput, and PTB's
-own 429 retries would hide the retry-after the dispatcher needs to see.
+own 429 retries would hide the retry-after the dispatcher needs to see. A reply goes ahead of queued
+pushes within the same limits, and one that meets a 429 is sent again after its retry-after.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import warnings
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from datetime import timedelta
+from functools import partial
 from typing import Any, TypeAlias
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
@@ -26,6 +29,7 @@ from zoneinfo import ZoneInfo
 from telegram import (
     BotCommand,
     Chat,
+    InlineKeyboardMarkup,
     InlineQueryResultsButton,
     LinkPreviewOptions,
     Message,
@@ -61,6 +65,7 @@ from bot.adapters.base import (
     Capabilities,
     DeliveryError,
     InvalidPayload,
+    Pacer,
     PermanentError,
     Rate,
     RateLimited,
@@ -79,6 +84,7 @@ from bot.adapters.telegram_render import (
 )
 from bot.config import TelegramSettings
 from bot.models import Button, Card, ChatKind, Reply, Request, Target
+from bot.ratelimit import SendBudget
 from handlers import COMMANDS, split_command_line
 
 log = logging.getLogger(__name__)
@@ -171,6 +177,7 @@ class TelegramAdapter(Adapter):
         self._app: PtbApp | None = None
         self._stack = AsyncExitStack()
         self._context: AdapterContext | None = None
+        self._pacer: Pacer = SendBudget()  # until start() brings the bot's shared one
         # chat id → (expiry, its administrators, those of them who may post in a channel)
         self._admins: dict[int, tuple[float, frozenset[int], frozenset[int]]] = {}
         self._callbacks = CallbackCommands()
@@ -182,6 +189,8 @@ class TelegramAdapter(Adapter):
             raise RuntimeError("the Telegram adapter is already running")
         self._context = context
         self.timezone = context.timezone
+        if context.pacer is not None:
+            self._pacer = context.pacer
         _quiet_http_logs()
         webhook = self._webhook_mode()
         app = self._build()
@@ -299,7 +308,7 @@ class TelegramAdapter(Adapter):
         args = split_command_line(f"x {rest}")[1] if rest.strip() else ()
         thread = message.message_thread_id if message.is_topic_message else None
         request = await self._request(chat, update.effective_user, message, command, args, thread)
-        await self._answer(chat.id, thread, await self._handle(request))
+        await self._answer(request.target, await self._handle(request))
 
     async def _on_button(self, update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
         query = update.callback_query
@@ -317,7 +326,7 @@ class TelegramAdapter(Adapter):
         topic = isinstance(message, Message) and message.is_topic_message
         thread = message.message_thread_id if topic and isinstance(message, Message) else None
         request = await self._request(chat, query.from_user, None, command, args, thread)
-        await self._answer(chat.id, thread, await self._handle(request))
+        await self._answer(request.target, await self._handle(request))
 
     async def _on_inline(self, update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
         """Up to 50 posts matching "@bot words", from as many pages of /search as it takes."""
@@ -411,24 +420,32 @@ class TelegramAdapter(Adapter):
         assert self._context is not None
         return await self._context.handle(request)
 
-    async def _answer(self, chat_id: int, thread: int | None, reply: Reply) -> None:
-        """Send a reply; a failure is logged, never raised into PTB."""
+    async def _answer(self, target: Target, reply: Reply) -> None:
+        """Send a reply, each message within the shared budget and again after a 429; a failure
+        is logged (one line), never raised into PTB."""
         texts = render_reply(reply, self.timezone)
         for number, text in enumerate(texts, start=1):
             last = number == len(texts)
             markup = keyboard(reply.buttons, self._callbacks) if last else None
             try:
-                await self._bot().send_message(
-                    chat_id,
-                    text,
-                    parse_mode=ParseMode.HTML,
-                    link_preview_options=self.previews,
-                    message_thread_id=thread,
-                    reply_markup=markup,
-                )
-            except TelegramError as exc:
-                log.warning("Telegram: reply to chat %s failed: %s", chat_id, exc.message)
+                await self._pacer.reply(self, target, partial(self._say, target, text, markup))
+            except DeliveryError as exc:
+                log.warning("Telegram: reply to chat %s failed: %s", target.address, exc)
                 return
+
+    async def _say(self, target: Target, text: str, markup: InlineKeyboardMarkup | None) -> None:
+        """One message of a reply; a Bot API failure as a DeliveryError (a 429 as RateLimited)."""
+        try:
+            await self._bot().send_message(
+                _chat_id(target.address),
+                text,
+                parse_mode=ParseMode.HTML,
+                link_preview_options=self.previews,
+                message_thread_id=int(target.thread) if target.thread else None,
+                reply_markup=markup,
+            )
+        except TelegramError as exc:
+            raise delivery_error(exc) from exc
 
     async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         log.error("Telegram: handling an update failed", exc_info=context.error)

@@ -183,21 +183,23 @@ class Sent:
 @dataclass(frozen=True)
 class Limits:
     """Telegram's limits, `scale` times faster (counts multiplied), with windows a bit forgiving
-    (`tolerance`) for the time a request spends on the wire."""
+    (`tolerance`) for the time a request spends on the wire. Every rule of a chat applies at once
+    (a group is under the overall, its per-chat and its per-group limit), and a command reply counts
+    exactly like a pushed post. `group_window` shortens the per-group minute for tests."""
 
     overall: int = 30
     per_chat: int = 1
     per_group_minute: int = 20
     scale: float = 1.0
     tolerance: float = 0.02
+    group_window: float = 60.0
 
     def rules(self, chat: Chat) -> list[tuple[str, int, float]]:
         rules = [("overall", max(1, round(self.overall * self.scale)), 1.0)]
         rules.append((f"chat:{chat.id}", max(1, round(self.per_chat * self.scale)), 1.0))
         if chat.type != "private":
-            rules.append(
-                (f"group:{chat.id}", max(1, round(self.per_group_minute * self.scale)), 60.0)
-            )
+            count = max(1, round(self.per_group_minute * self.scale))
+            rules.append((f"group:{chat.id}", count, self.group_window))
         return rules
 
 
@@ -235,6 +237,7 @@ class FakeTelegram:
         self._message_ids = itertools.count(1)
         self._query_ids = itertools.count(1)
         self._changed = asyncio.Event()
+        self._polls_end = False
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -408,7 +411,7 @@ class FakeTelegram:
         if not self._updates and timeout > 0:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
-                    await self._until(lambda: bool(self._updates))
+                    await self._until(lambda: bool(self._updates) or self._polls_end)
         return list(self._updates[:100])
 
     def _m_getme(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -429,6 +432,12 @@ class FakeTelegram:
     def _m_setwebhook(self, params: dict[str, Any]) -> bool:
         self.webhook = params
         return True
+
+    def end_long_polls(self) -> None:
+        """From now on answer getUpdates at once: a bot process told to stop need not wait out
+        its long poll."""
+        self._polls_end = True
+        self._notify()
 
     def take_updates(self) -> list[dict[str, Any]]:
         """The pending updates, as Telegram would POST them to a webhook (and no longer queued)."""
