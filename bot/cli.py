@@ -12,13 +12,14 @@ import difflib
 import json
 import logging
 import shlex
+import sqlite3
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 from zoneinfo import ZoneInfo
 
 from rich.console import Console
@@ -38,7 +39,7 @@ from bot.models import (
     SubscriptionState,
 )
 from bot.targets import FLAVORS, PLATFORMS, mask_address, operator_target, public_options
-from storage.db import Database
+from storage.db import Database, DatabaseUnusable, classify
 from storage.posts import FetchState, PostStore
 
 if TYPE_CHECKING:
@@ -93,6 +94,35 @@ def one_line(message: str) -> str:
 
 # --- the parser --------------------------------------------------------------------------------------
 
+BIGGEST = 2**63 - 1  # SQLite's largest integer: every id and count fits below it
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with its errors as one line (the usage is one `--help` away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: {one_line(message)} (see {self.prog} --help)\n")
+
+
+def whole_number(text: str) -> int:
+    """A count or page number as typed: plain digits (an optional minus), no wider than SQLite's."""
+    digits = text.removeprefix("-")
+    if not (digits.isascii() and digits.isdigit()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+    if int(digits) > BIGGEST:
+        raise argparse.ArgumentTypeError(f"{text} is too large")
+    return int(text)
+
+
+def record_id(text: str) -> int:
+    """An id shown by `livedesk subscriptions` or `livedesk deliveries --dead` (`12` or `#12`)."""
+    number = text.removeprefix("#")
+    if not (number.isascii() and number.isdigit()) or int(number) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an id (a number such as 12)")
+    if int(number) > BIGGEST:
+        raise argparse.ArgumentTypeError(f"there is no id {text} (ids are much smaller)")
+    return int(number)
+
 
 def build_parser() -> argparse.ArgumentParser:
     # Global options work before or after the command (`livedesk --json latest`, `livedesk latest
@@ -110,11 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
             "-v", "--verbose", action="store_true", default=default(False), help="log more"
         )
 
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     global_options(common, suppress=True)
-    parser = argparse.ArgumentParser(
-        prog="livedesk", description="Live news blogs to chat notifications."
-    )
+    parser = Parser(prog="livedesk", description="Live news blogs to chat notifications.")
     global_options(parser, suppress=False)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -125,13 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("locations", nargs="+", metavar="PATH_OR_URL")
 
     p = command("latest", "the newest posts")
-    p.add_argument("-n", type=int, default=5, help="how many (default 5)")
+    p.add_argument("-n", type=whole_number, default=5, help="how many (default 5)")
     p.add_argument("--source", help="only this blog (id or title)")
 
     p = command("search", "full-text search over every post")
     p.add_argument("query", nargs="+", metavar="QUERY")
-    p.add_argument("--page", type=int, default=1)
-    p.add_argument("--per-page", type=int, default=5)
+    p.add_argument("--page", type=whole_number, default=1)
+    p.add_argument("--per-page", type=whole_number, default=5)
     p.add_argument("--source", help="only this blog (id or title)")
 
     p = command("post", "one post with its edit history")
@@ -170,7 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="one target per line, optional keywords after whitespace, # comments",
     )
-    p.add_argument("--backfill", type=int, help="latest posts to send at once (default: setting)")
+    p.add_argument(
+        "--backfill", type=whole_number, help="latest posts to send at once (default: setting)"
+    )
 
     p = command("subscriptions", "list subscriptions")
     p.add_argument("--platform", choices=PLATFORMS)
@@ -181,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("resume", "resume a paused or disabled subscription"),
     ):
         p = command(name, help_text)
-        p.add_argument("subscription_id", type=int, metavar="ID")
+        p.add_argument("subscription_id", type=record_id, metavar="ID")
 
     p = command("deliveries", "delivery counts by state; --dead lists failed ones")
     p.add_argument("--dead", action="store_true", help="list dead deliveries with the reason")
@@ -189,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     retry = actions.add_parser(
         "retry", help="queue dead deliveries again", parents=[common], description="retry"
     )
-    retry.add_argument("ids", nargs="*", type=int, metavar="ID")
+    retry.add_argument("ids", nargs="*", type=record_id, metavar="ID")
     return parser
 
 
@@ -227,7 +257,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         ctx.error("interrupted")
         return 130
+    except DatabaseUnusable as error:
+        ctx.error(str(error))
+        return EXIT_FAILED
     except Exception as error:
+        found = classify(ctx.db_path, error) if isinstance(error, sqlite3.Error) else None
+        if found is not None:  # e.g. damage met while reading, past the checks of opening
+            ctx.error(str(found))
+            return EXIT_FAILED
         if _is_expected(error):
             ctx.error(str(error))
             return EXIT_BAD_INPUT
@@ -273,8 +310,9 @@ def _secrets(settings: Settings) -> list[str]:
 
 
 @asynccontextmanager
-async def open_db(ctx: Ctx) -> AsyncIterator[Database]:
-    db = await Database.open(ctx.db_path)
+async def open_db(ctx: Ctx, *, create: bool = False) -> AsyncIterator[Database]:
+    """The store; only commands that add to it (`import`, `subscribe`) may create its folder."""
+    db = await Database.open(ctx.db_path, create=create)
     try:
         yield db
     finally:
@@ -301,7 +339,7 @@ async def cmd_import(ctx: Ctx, args: argparse.Namespace) -> int:
 
     locations: list[str] = args.locations
     reports: list[dict[str, Any]] = []
-    async with open_db(ctx) as db:
+    async with open_db(ctx, create=True) as db:
         posts = PostStore(db)
         progress = Progress(
             TextColumn("{task.description}"),
@@ -742,7 +780,7 @@ async def cmd_subscribe(ctx: Ctx, args: argparse.Namespace) -> int:
         raise UserError("with --from-file, keywords go on each line after the target")
     created: list[Subscription] = []
     existing: list[Subscription] = []
-    async with open_db(ctx) as db:
+    async with open_db(ctx, create=True) as db:
         posts = PostStore(db)
         store = SubscriptionStore(db)
         source_id = await resolve_source(posts, args.source)
