@@ -39,7 +39,7 @@ from bot.models import (
     SubscriptionState,
 )
 from bot.targets import FLAVORS, PLATFORMS, mask_address, operator_target, public_options
-from storage.db import Database, DatabaseUnusable, classify
+from storage.db import Database, DatabaseUnusable, check_location, classify
 from storage.posts import FetchState, PostStore
 
 if TYPE_CHECKING:
@@ -109,7 +109,7 @@ def whole_number(text: str) -> int:
     digits = text.removeprefix("-")
     if not (digits.isascii() and digits.isdigit()):
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
-    if int(digits) > BIGGEST:
+    if len(digits) > 19 or int(digits) > BIGGEST:
         raise argparse.ArgumentTypeError(f"{text} is too large")
     return int(text)
 
@@ -119,7 +119,7 @@ def record_id(text: str) -> int:
     number = text.removeprefix("#")
     if not (number.isascii() and number.isdigit()) or int(number) == 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not an id (a number such as 12)")
-    if int(number) > BIGGEST:
+    if len(number) > 19 or int(number) > BIGGEST:
         raise argparse.ArgumentTypeError(f"there is no id {text} (ids are much smaller)")
     return int(number)
 
@@ -237,6 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         err.print(Text(one_line(str(error)), style="red"), soft_wrap=True)
         return EXIT_BAD_INPUT
+    for warning in settings.warnings:
+        err.print(Text(one_line(warning), style="yellow"), soft_wrap=True)
     configure_logging(
         "DEBUG" if args.verbose else _log_level(settings, args.command), _secrets(settings)
     )
@@ -250,6 +252,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "run":
         from bot.app import run_app
 
+        try:  # before the run lock, which lives in the same folder
+            check_location(ctx.db_path, create=True)
+        except DatabaseUnusable as error:
+            ctx.error(str(error))
+            return EXIT_FAILED
         return run_app(settings.model_copy(update={"db_path": ctx.db_path}), once=args.once)
     handler = COMMANDS[args.command]
     try:

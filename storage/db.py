@@ -180,7 +180,7 @@ class Database:
         error instead of a new, empty store somewhere unexpected.
         """
         path = Path(path)
-        _check_location(path, create=create)
+        check_location(path, create=create)
         writer = await _connect(path)
         try:
             await _migrate(writer, path)
@@ -285,8 +285,9 @@ async def _migrate(conn: aiosqlite.Connection, path: Path) -> None:
         await conn.commit()
 
 
-def _check_location(path: Path, *, create: bool) -> None:
-    """What the file system says before SQLite is asked: a folder, a missing folder, no write access."""
+def check_location(path: Path, *, create: bool) -> None:
+    """DatabaseUnusable when the file system already says no: a folder, a missing folder, no write
+    access. `create` makes a missing folder instead."""
     folder = path.parent
     if path.is_dir():
         raise DatabaseUnusable(f"{path} is a folder, not a database file")
