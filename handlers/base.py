@@ -149,9 +149,11 @@ def split_command_line(line: str) -> tuple[str, tuple[str, ...]]:
 def as_number(text: str) -> int | None:
     """A number as typed in a chat (`12`, `-3`), else None: '²', '1e99' and '١٢' are words here."""
     digits = text.removeprefix("-")
-    if not digits or len(digits) > 100 or not (digits.isascii() and digits.isdigit()):
+    if not (digits.isascii() and digits.isdigit()):
         return None
-    return int(text)
+    if len(digits) > 30:  # more than any count or id; int() refuses past 4,300 digits anyway
+        digits = "1" + "0" * 30
+    return -int(digits) if text.startswith("-") else int(digits)
 
 
 def format_time(value: datetime, zone: ZoneInfo) -> str:

@@ -193,8 +193,10 @@ class Database:
         return cls(path, writer, reader)
 
     async def close(self) -> None:
-        await self._reader.close()
-        await self._writer.close()
+        try:
+            await self._reader.close()
+        finally:
+            await self._writer.close()
 
     async def __aenter__(self) -> Database:
         return self
