@@ -1,6 +1,8 @@
 """Settings from the environment and `.env`: prefix `LIVEDESK_`, `__` for nesting.
 
-An adapter is on when its section is set (e.g. `LIVEDESK_TELEGRAM__TOKEN`). Tokens and webhook URLs are
+Telegram and Discord are on when their token is set (`LIVEDESK_TELEGRAM__TOKEN`), Slack when its
+section is. `NAME=` counts as unset. A wrong value is a ConfigError of one line naming the variable; a
+name Livedesk does not know is a warning naming the closest one it does. Tokens and webhook URLs are
 `SecretStr`: they never appear in a repr, a log line or an error message.
 """
 
@@ -171,8 +173,9 @@ class Settings(BaseSettings):
 
     @field_validator("dispatch", "slack", mode="before")
     @classmethod
-    def _section(cls, value: Any) -> Any:
-        return _from_json(value, '{"name": value, …}')
+    def _section(cls, value: Any, info: ValidationInfo) -> Any:
+        example = '{"concurrency": 8}' if info.field_name == "dispatch" else '{"webhooks": […]}'
+        return _from_json(value, example)
 
     @field_validator("telegram", "discord", mode="before")
     @classmethod
@@ -231,17 +234,16 @@ class ConfigError(Exception):
     """A bad or missing setting, as one line for the operator."""
 
 
-def known_names() -> dict[str, bool]:
-    """Every setting's variable name → whether its value is JSON (a list or a whole section)."""
-    names: dict[str, bool] = {}
+def known_names() -> list[str]:
+    """Every setting's variable name, sections (given as JSON) and the settings inside them."""
+    names: list[str] = []
 
     def walk(model: type[BaseModel], prefix: str) -> None:
         for name, field in model.model_fields.items():
-            full = prefix + name.upper()
+            names.append(prefix + name.upper())
             section = _model_of(field.annotation)
-            names[full] = section is not None or _is_list(field.annotation)
             if section is not None:
-                walk(section, full + NESTING)
+                walk(section, prefix + name.upper() + NESTING)
 
     walk(Settings, PREFIX)
     return names
@@ -252,10 +254,6 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
         if isinstance(candidate, type) and issubclass(candidate, BaseModel):
             return candidate
     return None
-
-
-def _is_list(annotation: Any) -> bool:
-    return getattr(annotation, "__origin__", None) is list
 
 
 def _given(env_file: Path) -> dict[str, str]:
@@ -276,7 +274,7 @@ def _check_given(given: Mapping[str, str]) -> Iterator[str]:
     known = known_names()
     for name, value in sorted(given.items()):
         if name not in known:
-            close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.8)
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
             hint = f"; did you mean {close[0]}?" if close else ""
             yield f"unknown setting {name} is ignored{hint}"
         elif name.endswith(NESTING + "TOKEN") and value == "":  # `NAME=`: unset
@@ -326,7 +324,7 @@ def _one_error(exc: ValidationError) -> str:
     elif first["type"] == "extra_forbidden" and detail:
         message = f"unknown key {detail.pop()!r}"
     elif first["type"] == "extra_forbidden":
-        close = difflib.get_close_matches(where, list(known_names()), n=1, cutoff=0.8)
+        close = difflib.get_close_matches(where, known_names(), n=1, cutoff=0.8)
         message = "unknown setting" + (f"; did you mean {close[0]}?" if close else "")
     if detail:
         message = f"{', '.join(detail)}: {message}"
