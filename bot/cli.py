@@ -15,6 +15,7 @@ import json
 import logging
 import re
 import shlex
+import sqlite3
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
@@ -48,7 +49,7 @@ from bot.platforms import NAMES as PLATFORMS
 from bot.platforms import configured_secrets, mask_address, operator_target, platform, waiting_lines
 from bot.redact import printable
 from bot.targets import FLAVORS, mask_url, public_options
-from storage.db import Database
+from storage.db import Database, DatabaseUnusable, check_location, classify
 from storage.posts import FetchState, PostStore, SourceConflict
 from storage.search import MAX_PER_PAGE, QueryError, compile_query, search
 
@@ -137,6 +138,29 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(self, message)
 
 
+BIGGEST = 2**63 - 1  # SQLite's largest integer: every id and count fits below it
+
+
+def whole_number(text: str) -> int:
+    """A count or page number as typed: plain digits (an optional minus), no wider than SQLite's."""
+    digits = text.removeprefix("-")
+    if not (digits.isascii() and digits.isdigit()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+    if len(digits) > 19 or int(digits) > BIGGEST:
+        raise argparse.ArgumentTypeError(f"{text} is too large")
+    return int(text)
+
+
+def record_id(text: str) -> int:
+    """An id shown by `livedesk subscriptions` or `livedesk deliveries --dead` (`12` or `#12`)."""
+    number = text.removeprefix("#")
+    if not (number.isascii() and number.isdigit()) or int(number) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an id (a number such as 12)")
+    if len(number) > 19 or int(number) > BIGGEST:
+        raise argparse.ArgumentTypeError(f"there is no id {text} (ids are much smaller)")
+    return int(number)
+
+
 def build_parser() -> argparse.ArgumentParser:
     # Global options work before or after the command (`livedesk --json latest`, `livedesk latest
     # --json`). Subcommands get their own copies with SUPPRESS defaults, so an option given before
@@ -192,7 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("latest", "the newest posts")
     p.add_argument(
-        "-n", "--limit", type=int, default=5, metavar="N", help="how many posts (default 5)"
+        "-n",
+        "--limit",
+        type=whole_number,
+        default=5,
+        metavar="N",
+        help="how many posts (default 5)",
     )
     p.add_argument("--source", metavar="BLOG", help=source_help)
 
@@ -203,13 +232,15 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("query", nargs="+", metavar="QUERY", help="what to look for (see below)")
-    p.add_argument("--page", type=int, default=1, metavar="N", help="which page (default 1)")
+    p.add_argument(
+        "--page", type=whole_number, default=1, metavar="N", help="which page (default 1)"
+    )
     p.add_argument(
         "-n",
         "--limit",
         "--per-page",
         dest="limit",
-        type=int,
+        type=whole_number,
         default=5,
         metavar="N",
         help=f"results per page (default 5, at most {MAX_PER_PAGE})",
@@ -265,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--backfill",
-        type=int,
+        type=whole_number,
         metavar="N",
         help="latest posts to send at once, 0 to 50 (default: LIVEDESK_BACKFILL)",
     )
@@ -280,7 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = command(name, help_text)
         p.add_argument(
-            "subscription_id", type=int, metavar="ID", help="as `livedesk subscriptions` shows it"
+            "subscription_id",
+            type=record_id,
+            metavar="ID",
+            help="as `livedesk subscriptions` shows it",
         )
 
     p = command("deliveries", "delivery counts by state; --dead lists failed ones")
@@ -294,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     retry.add_argument(
-        "ids", nargs="*", type=int, metavar="ID", help="as `deliveries --dead` shows them"
+        "ids", nargs="*", type=record_id, metavar="ID", help="as `deliveries --dead` shows them"
     )
     return parser
 
@@ -410,14 +444,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if json_mode:
             emit_error_json(str(error))
         else:
-            error.parser.print_usage(sys.stderr)
-            sys.stderr.write(f"{error.parser.prog}: error: {error}\n")
+            prog = error.parser.prog  # one line: the usage is one `--help` away
+            sys.stderr.write(f"{prog}: {one_line(str(error))} (see {prog} --help)\n")
         return EXIT_BAD_INPUT
     try:
         settings = load_settings()
     except ConfigError as error:
         report_error(json_mode, err, str(error))
         return EXIT_BAD_INPUT
+    for warning in settings.warnings:
+        err.print(Text(one_line(warning), style="yellow"), soft_wrap=True)
     configure_logging(
         "DEBUG" if args.verbose else _log_level(settings, args.command),
         configured_secrets(settings),
@@ -432,6 +468,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "run":
         from bot.app import run_app
 
+        try:  # before the run lock, which lives in the same folder
+            check_location(ctx.db_path, create=True)
+        except DatabaseUnusable as error:
+            ctx.error(str(error))
+            return EXIT_FAILED
         return run_app(
             settings.model_copy(update={"db_path": ctx.db_path}),
             once=args.once,
@@ -446,7 +487,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as error:
         ctx.error(str(error), details=error.details)
         return EXIT_BAD_INPUT
+    except DatabaseUnusable as error:
+        ctx.error(str(error))
+        return EXIT_FAILED
     except Exception as error:
+        found = classify(ctx.db_path, error) if isinstance(error, sqlite3.Error) else None
+        if found is not None:  # e.g. damage met while reading, past the checks of opening
+            ctx.error(str(found))
+            return EXIT_FAILED
         if _is_expected(error):
             ctx.error(str(error))
             return EXIT_BAD_INPUT
@@ -497,8 +545,9 @@ def _quiet_for_demo(settings: Settings) -> bool:
 
 
 @asynccontextmanager
-async def open_db(ctx: Ctx) -> AsyncIterator[Database]:
-    db = await Database.open(ctx.db_path)
+async def open_db(ctx: Ctx, *, create: bool = False) -> AsyncIterator[Database]:
+    """The store; only commands that add to it (`import`, `subscribe`) may create its folder."""
+    db = await Database.open(ctx.db_path, create=create)
     try:
         yield db
     finally:
@@ -533,7 +582,7 @@ async def cmd_import(ctx: Ctx, args: argparse.Namespace) -> int:
 
     locations: list[str] = args.locations
     reports: list[dict[str, Any]] = []
-    async with open_db(ctx) as db:
+    async with open_db(ctx, create=True) as db:
         posts = PostStore(db)
         progress = Progress(
             TextColumn("{task.description}"),
@@ -1021,7 +1070,7 @@ async def cmd_subscribe(ctx: Ctx, args: argparse.Namespace) -> int:
         raise UserError("give a TARGET (chat id, @channel, webhook URL) or --from-file FILE")
     if args.from_file is not None and args.keywords is not None:
         raise UserError("with --from-file, keywords go on each line after the target")
-    async with open_db(ctx) as db:
+    async with open_db(ctx, create=True) as db:
         posts = PostStore(db)
         store = SubscriptionStore(db)
         source_id = await resolve_source(posts, args.source)

@@ -1,24 +1,66 @@
 """Settings from the environment and `.env`: prefix `LIVEDESK_`, `__` for nesting.
 
-An adapter is on when its section is set (e.g. `LIVEDESK_TELEGRAM__TOKEN`; `bot.platforms` names the
-sections, each a `PlatformSettings`). Tokens and webhook URLs are `SecretStr`: they never appear in a
-repr, a log line or an error message.
+Telegram and Discord are on when their token is set (`LIVEDESK_TELEGRAM__TOKEN`), Slack when its
+section is (`bot.platforms` names the sections, each a `PlatformSettings`). `NAME=` counts as unset. A
+wrong value is a ConfigError of one line naming the variable; a name Livedesk does not know is a warning
+naming the closest one it does. Tokens and webhook URLs are `SecretStr`: they never appear in a repr, a
+log line or an error message.
 """
 
 from __future__ import annotations
 
+import difflib
+import json
+import os
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from dotenv import dotenv_values
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+
+PREFIX = "LIVEDESK_"
+NESTING = "__"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _from_json(value: Any, example: str) -> Any:
+    """A setting given as text is JSON; anything else says so, with an example of the shape."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"not JSON ({error.msg} at character {error.pos + 1}); write it like {example}"
+        ) from None
+
+
+def _token(value: Any) -> Any:
+    """Copied tokens often carry spaces or a newline; an empty one is an error, not a login."""
+    text = value.get_secret_value() if isinstance(value, SecretStr) else value
+    if isinstance(text, str):
+        text = text.strip()
+        if not text:
+            raise ValueError("empty")
+    return text
 
 
 class SourceSetting(BaseModel):
     """A blog to poll: a file path or an http(s) URL, with its poll interval in seconds."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     location: str = Field(alias="url")
     interval: float = Field(default=60.0, gt=0)
@@ -31,7 +73,7 @@ class SourceSetting(BaseModel):
 
 
 class DispatchSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     concurrency: int = Field(default=32, ge=1, le=1024)
     max_attempts: int = Field(default=8, ge=1)
@@ -46,7 +88,7 @@ class PlatformSettings(BaseModel):
 
 
 class TelegramSettings(PlatformSettings):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     token: SecretStr
     base_url: str = "https://api.telegram.org/bot"
@@ -60,6 +102,8 @@ class TelegramSettings(PlatformSettings):
     # > 1 speeds the limits up (for tests against a scaled fake server)
     rate_scale: float = Field(default=1.0, gt=0)
 
+    strip_token = field_validator("token", mode="before")(_token)
+
 
 class DiscordSettings(PlatformSettings):
     model_config = ConfigDict(extra="forbid")
@@ -69,6 +113,8 @@ class DiscordSettings(PlatformSettings):
     api_base: str | None = None  # e.g. http://127.0.0.1:9000/api/v10
     gateway_url: str | None = None
     sharded: bool = False
+
+    strip_token = field_validator("token", mode="before")(_token)
 
 
 class WebhookSetting(BaseModel):
@@ -86,14 +132,23 @@ class SlackSettings(PlatformSettings):
     signing_secret: SecretStr | None = None  # turns on POST /slack/commands
     webhooks: list[WebhookSetting] = Field(default_factory=list)
 
+    @field_validator("webhooks", mode="before")
+    @classmethod
+    def _webhooks(cls, value: Any) -> Any:
+        return _from_json(value, '[{"url": "https://hooks.slack.com/services/…"}]')
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="LIVEDESK_",
-        env_nested_delimiter="__",
+        env_prefix=PREFIX,
+        env_nested_delimiter=NESTING,
         env_file=".env",
         env_file_encoding="utf-8",
         extra="ignore",
+        # `NAME=` is an unset setting: every line of .env.example can be uncommented as it is.
+        env_ignore_empty=True,
+        # JSON values are decoded by the validators below, which name a value that is not JSON.
+        enable_decoding=False,
     )
 
     db_path: Path = Path("livedesk.db")
@@ -113,11 +168,38 @@ class Settings(BaseSettings):
     discord: DiscordSettings | None = None
     slack: SlackSettings | None = None
 
+    _warnings: list[str] = PrivateAttr(default_factory=list)
+
     @field_validator("sources", mode="before")
     @classmethod
     def _sources(cls, value: Any) -> Any:
+        value = _from_json(value, '["blogs/ukraine.txt", "https://example.org/live/feed.xml"]')
         if isinstance(value, list):
             return [SourceSetting.parse(v) if isinstance(v, str) else v for v in value]
+        return value
+
+    @field_validator("dispatch", "slack", mode="before")
+    @classmethod
+    def _section(cls, value: Any, info: ValidationInfo) -> Any:
+        example = '{"concurrency": 8}' if info.field_name == "dispatch" else '{"webhooks": […]}'
+        return _from_json(value, example)
+
+    @field_validator("telegram", "discord", mode="before")
+    @classmethod
+    def _chat_section(cls, value: Any, info: ValidationInfo) -> Any:
+        """On when the token is given. Settings at their defaults without a token (a line of
+        .env.example uncommented) leave the platform off; other settings need the token."""
+        value = _from_json(value, '{"token": "…"}')
+        if not isinstance(value, dict) or "token" in value:
+            return value
+        model = TelegramSettings if info.field_name == "telegram" else DiscordSettings
+        rest = {key: item for key, item in value.items() if key != "token"}
+        try:
+            given = model.model_validate({**rest, "token": "-"})
+        except ValidationError:
+            return value  # the errors of those settings come first
+        if all(getattr(given, key) == model.model_fields[key].default for key in rest):
+            return None
         return value
 
     @field_validator("timezone")
@@ -128,6 +210,16 @@ class Settings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown time zone {value!r}") from exc
         return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level == "WARN":
+            level = "WARNING"
+        if level not in LOG_LEVELS:
+            raise ValueError(f"{value!r} is not a log level ({', '.join(LOG_LEVELS[:-1])})")
+        return level
 
     @property
     def zone(self) -> ZoneInfo:
@@ -144,16 +236,108 @@ class Settings(BaseSettings):
         """How many of a new blog's newest posts its first poll sends to existing subscriptions."""
         return self.backfill if self.first_poll_backfill is None else self.first_poll_backfill
 
+    @property
+    def warnings(self) -> list[str]:
+        """Settings that are ignored (an unknown name, an empty token), one line each."""
+        return list(self._warnings)
+
 
 class ConfigError(Exception):
     """A bad or missing setting, as one line for the operator."""
 
 
+def known_names() -> list[str]:
+    """Every setting's variable name, sections (given as JSON) and the settings inside them."""
+    names: list[str] = []
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            names.append(prefix + name.upper())
+            section = _model_of(field.annotation)
+            if section is not None:
+                walk(section, prefix + name.upper() + NESTING)
+
+    walk(Settings, PREFIX)
+    return names
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    for candidate in (annotation, *getattr(annotation, "__args__", ())):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _given(env_file: Path) -> dict[str, str]:
+    """LIVEDESK_* variables as given: .env first, the environment over it (upper-cased names)."""
+    given: dict[str, str] = {}
+    if env_file.is_file():
+        for name, value in dotenv_values(env_file).items():
+            if name.upper().startswith(PREFIX):
+                given[name.upper()] = value or ""
+    for name, value in os.environ.items():
+        if name.upper().startswith(PREFIX):
+            given[name.upper()] = value
+    return given
+
+
+def _check_given(given: Mapping[str, str]) -> Iterator[str]:
+    """Warnings for names that are ignored; ConfigError for a JSON setting that is not JSON."""
+    known = known_names()
+    for name, value in sorted(given.items()):
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            yield f"unknown setting {name} is ignored{hint}"
+        elif name.endswith(NESTING + "TOKEN") and value == "":  # `NAME=`: unset
+            platform = name.removeprefix(PREFIX).split(NESTING)[0].title()
+            yield f"{name} is empty: {platform} stays off"
+
+
 def load_settings(**overrides: Any) -> Settings:
-    """Read settings; raise ConfigError with one readable line (no secret values) when they are wrong."""
+    """Read settings; raise ConfigError with one readable line (no secret values) when they are wrong.
+
+    Ignored settings (a misspelled name, an empty token) are in `settings.warnings`.
+    """
+    env_file = Path(str(Settings.model_config.get("env_file") or ".env"))
     try:
-        return Settings(**overrides)
+        given = _given(env_file)
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"cannot read {env_file}: {error}") from None
+    warnings = list(_check_given(given))
+    try:
+        settings = Settings(**overrides)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = "LIVEDESK_" + "__".join(str(p).upper() for p in first["loc"])
-        raise ConfigError(f"bad setting {where}: {first['msg']}") from None
+        raise ConfigError(_one_error(exc)) from None
+    except SettingsError as exc:  # a value pydantic-settings itself could not read
+        raise ConfigError(f"bad setting: {exc}") from None
+    settings._warnings = warnings
+    return settings
+
+
+def _one_error(exc: ValidationError) -> str:
+    """The most telling error, with the variable to fix: LIVEDESK_SLACK__WEBHOOKS, not a path."""
+    errors = exc.errors()
+    first = next((e for e in errors if e["type"] != "missing"), errors[0])
+    names: list[str] = []
+    detail: list[str] = []
+    for part in first["loc"]:
+        if isinstance(part, int) or detail:  # inside a JSON list: the rest is where in it
+            detail.append(f"item {part + 1}" if isinstance(part, int) else str(part))
+        else:
+            names.append(str(part).upper())
+    where = PREFIX + NESTING.join(names)
+    message = str(first["msg"]).removeprefix("Value error, ")
+    if first["type"] == "missing" and names[-1:] == ["TOKEN"]:
+        platform = names[0].title()
+        message = f"missing; other {platform} settings are set, and {platform} needs its token"
+    elif first["type"] == "missing":
+        message = "missing"
+    elif first["type"] == "extra_forbidden" and detail:
+        message = f"unknown key {detail.pop()!r}"
+    elif first["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(where, known_names(), n=1, cutoff=0.8)
+        message = "unknown setting" + (f"; did you mean {close[0]}?" if close else "")
+    if detail:
+        message = f"{', '.join(detail)}: {message}"
+    return f"bad setting {where}: {message}"

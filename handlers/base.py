@@ -146,6 +146,16 @@ def split_command_line(line: str) -> tuple[str, tuple[str, ...]]:
     return normalize_command(words[0]), tuple(words[1:])
 
 
+def as_number(text: str) -> int | None:
+    """A number as typed in a chat (`12`, `-3`), else None: '²', '1e99' and '١٢' are words here."""
+    digits = text.removeprefix("-")
+    if not (digits.isascii() and digits.isdigit()):
+        return None
+    if len(digits) > 30:  # more than any count or id; int() refuses past 4,300 digits anyway
+        digits = "1" + "0" * 30
+    return -int(digits) if text.startswith("-") else int(digits)
+
+
 def format_time(value: datetime, zone: ZoneInfo) -> str:
     """'21 Jan 2022, 14:05 CET': a time as people read it, in the configured zone."""
     local = value.astimezone(zone)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bot.cards import card_from_post
 from bot.models import Post, PostVersion, Reply, Request
-from handlers.base import Deps, UserError, format_time, plural, quote
+from handlers.base import Deps, UserError, as_number, format_time, plural, quote
 
 DEFAULT_LATEST = 5
 MAX_LATEST = 20
@@ -20,8 +20,9 @@ async def _latest(request: Request, deps: Deps) -> Reply:
     count: int | None = None
     words: list[str] = []
     for arg in request.args:
-        if count is None and _is_int(arg):
-            count = int(arg)
+        number = as_number(arg) if count is None else None
+        if number is not None:
+            count = number
         else:
             words.append(arg.strip('"“”'))
     notes: list[str] = []
@@ -102,7 +103,3 @@ def _what_changed(old: Post, new: Post) -> str:
 
 async def _source_titles(deps: Deps) -> dict[str, str]:
     return {s.id: s.title for s in await deps.posts.all_sources()}
-
-
-def _is_int(text: str) -> bool:
-    return text.lstrip("-").isdigit()

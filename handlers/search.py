@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bot.cards import card_from_post
 from bot.models import Button, Reply, Request
-from handlers.base import Deps, UserError, error_reply, plural, quote
+from handlers.base import Deps, UserError, as_number, error_reply, plural, quote
 from storage.search import QueryError, search
 
 PER_PAGE = 5
@@ -14,8 +14,10 @@ async def handle(request: Request, deps: Deps) -> Reply:
     args = list(request.args)
     page = 1
     # A trailing number is the page ("search sanctions 2"); a lone number is what to look for.
-    if len(args) > 1 and args[-1].isdigit():
-        page = max(1, int(args.pop()))
+    last = as_number(args[-1]) if len(args) > 1 else None
+    if last is not None and last >= 0:
+        args.pop()
+        page = max(1, last)
     text = " ".join(args).strip()
     if not text:
         raise UserError(

@@ -7,7 +7,7 @@ chat and the operator's terminal always may.
 from __future__ import annotations
 
 from bot.models import ChatKind, Reply, Request, Source, Subscription, SubscriptionState, Target
-from handlers.base import Deps, UserError, error_reply, plural, quote
+from handlers.base import Deps, UserError, as_number, error_reply, plural, quote
 from storage.search import QueryError
 from storage.subscriptions import SubscriptionError, normalize_query
 
@@ -89,8 +89,9 @@ async def _unsubscribe(request: Request, deps: Deps) -> Reply:
 
     text = " ".join(request.args).strip()
     number = text.lstrip("#")
-    if number.isdigit():
-        chosen = [s for s in mine if s.id == int(number)]
+    wanted = as_number(number)
+    if wanted is not None and wanted >= 0:
+        chosen = [s for s in mine if s.id == wanted]
         if not chosen:
             raise UserError(f"This chat has no subscription #{number}. See /subscriptions.")
     else:

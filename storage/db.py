@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -183,6 +184,17 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
+class DatabaseUnusable(OSError):
+    """The database file cannot be used (not a Livedesk database, damaged, read-only, a folder, …).
+
+    Its message is one line for the operator and names the file. An `OSError`, because the cause is
+    the file on disk, not the data asked for.
+    """
+
+
+_LIVEDESK_TABLES = frozenset({"sources", "posts", "subscriptions", "deliveries"})
+
+
 class Database:
     """One writer connection behind a lock (`BEGIN IMMEDIATE`), one reader connection for queries."""
 
@@ -193,22 +205,30 @@ class Database:
         self._write_lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, path: Path | str) -> Database:
+    async def open(cls, path: Path | str, *, create: bool = True) -> Database:
+        """Open (and migrate) the database at `path`; DatabaseUnusable when the file cannot serve.
+
+        `create=False` is for commands that only use an existing store: a missing folder is then an
+        error instead of a new, empty store somewhere unexpected.
+        """
         path = Path(path)
-        if path.parent and not path.parent.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
+        check_location(path, create=create)
         writer = await _connect(path)
         try:
-            await _migrate(writer)
+            await _migrate(writer, path)
             reader = await _connect(path)
-        except BaseException:
+        except BaseException as error:
             await writer.close()
+            if isinstance(error, sqlite3.Error):
+                raise unusable(path, error) from None
             raise
         return cls(path, writer, reader)
 
     async def close(self) -> None:
-        await self._reader.close()
-        await self._writer.close()
+        try:
+            await self._reader.close()
+        finally:
+            await self._writer.close()
 
     async def __aenter__(self) -> Database:
         return self
@@ -236,25 +256,58 @@ class Database:
 
 
 async def _connect(path: Path) -> aiosqlite.Connection:
-    conn = await aiosqlite.connect(path, isolation_level=None, timeout=30.0)
-    conn.row_factory = sqlite3.Row
-    await conn.execute("PRAGMA journal_mode=WAL")
-    await conn.execute("PRAGMA synchronous=NORMAL")
-    await conn.execute("PRAGMA foreign_keys=ON")
-    await conn.execute("PRAGMA busy_timeout=30000")
+    """A configured connection; on any failure nothing is left open (an open aiosqlite connection
+    is a thread that keeps the process alive)."""
+    try:
+        conn = await aiosqlite.connect(path, isolation_level=None, timeout=30.0)
+    except sqlite3.Error as error:
+        raise unusable(path, error) from None
+    try:
+        conn.row_factory = sqlite3.Row
+        await conn.execute("PRAGMA busy_timeout=30000")
+        await _identify(conn, path)
+        async with conn.execute("PRAGMA journal_mode=WAL") as cur:
+            row = await cur.fetchone()
+        if row is None or str(row[0]).lower() != "wal":
+            raise DatabaseUnusable(f"{path} is read-only (SQLite cannot switch it to WAL mode)")
+        await conn.execute("PRAGMA synchronous=NORMAL")
+        await conn.execute("PRAGMA foreign_keys=ON")
+    except BaseException as error:
+        await conn.close()
+        if isinstance(error, sqlite3.Error):
+            raise unusable(path, error) from None
+        raise
     return conn
 
 
-async def _migrate(conn: aiosqlite.Connection) -> None:
+async def _user_version(conn: aiosqlite.Connection) -> int:
     async with conn.execute("PRAGMA user_version") as cur:
         row = await cur.fetchone()
-    current = int(row[0]) if row else 0
-    if current > len(MIGRATIONS):
-        raise RuntimeError(
-            f"database schema version {current} is newer than this Livedesk ({len(MIGRATIONS)})"
+    return int(row[0]) if row else 0
+
+
+async def _identify(conn: aiosqlite.Connection, path: Path) -> None:
+    """Refuse an SQLite file that belongs to something else, before changing anything in it."""
+    version = await _user_version(conn)
+    async with conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+    ) as cur:
+        tables = {str(row[0]) for row in await cur.fetchall()}
+    if version == 0 and not tables:
+        return  # a new, empty file: the migrations make it a Livedesk database
+    if version == 0 or not _LIVEDESK_TABLES.issubset(tables):
+        raise DatabaseUnusable(f"{path} is not a Livedesk database (another program's SQLite file)")
+    if version > len(MIGRATIONS):
+        raise DatabaseUnusable(
+            f"{path} has schema version {version}, newer than this Livedesk ({len(MIGRATIONS)}); "
+            "upgrade Livedesk"
         )
+
+
+async def _migrate(conn: aiosqlite.Connection, path: Path) -> None:
+    current = await _user_version(conn)
     for version in range(current, len(MIGRATIONS)):
-        log.info("migrating database to schema version %d", version + 1)
+        log.info("migrating %s to schema version %d", path, version + 1)
         await conn.execute("BEGIN IMMEDIATE")
         try:
             for statement in _split(MIGRATIONS[version]):
@@ -264,6 +317,60 @@ async def _migrate(conn: aiosqlite.Connection) -> None:
             await conn.rollback()
             raise
         await conn.commit()
+
+
+def check_location(path: Path, *, create: bool) -> None:
+    """DatabaseUnusable when the file system already says no: a folder, a missing folder, no write
+    access. `create` makes a missing folder instead."""
+    folder = path.parent
+    if path.is_dir():
+        raise DatabaseUnusable(f"{path} is a folder, not a database file")
+    if not folder.exists():
+        if not create:
+            raise DatabaseUnusable(f"{path}: the folder {folder} does not exist")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise DatabaseUnusable(
+                f"{path}: cannot create the folder {folder} ({error.strerror or error})"
+            ) from None
+    elif not folder.is_dir():
+        raise DatabaseUnusable(f"{path}: {folder} is not a folder")
+    if path.exists():
+        if not os.access(path, os.R_OK):
+            raise DatabaseUnusable(f"{path} cannot be read (permission denied)")
+        if not os.access(path, os.W_OK):
+            raise DatabaseUnusable(f"{path} is read-only")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise DatabaseUnusable(
+            f"{path}: its folder {folder} is read-only "
+            f"(SQLite keeps {path.name}-wal and {path.name}-shm next to the database)"
+        )
+
+
+def unusable(path: Path, error: sqlite3.Error) -> DatabaseUnusable:
+    """SQLite's error about the file at `path` as one line for the operator."""
+    found = classify(path, error)
+    return found if found is not None else DatabaseUnusable(f"cannot use {path}: {error}")
+
+
+def classify(path: Path, error: sqlite3.Error) -> DatabaseUnusable | None:
+    """The one line for an error that is about the database file itself (damaged, read-only, full,
+    locked, unreadable); None for any other SQLite error (a bug, not the file)."""
+    code = (getattr(error, "sqlite_errorcode", None) or 0) & 0xFF  # the primary result code
+    if code == sqlite3.SQLITE_NOTADB:
+        return DatabaseUnusable(f"{path} is not a Livedesk database (not an SQLite file)")
+    if code == sqlite3.SQLITE_CORRUPT:
+        return DatabaseUnusable(f"{path} is damaged ({error}); restore it from a backup")
+    if code == sqlite3.SQLITE_READONLY:
+        return DatabaseUnusable(f"{path} is read-only ({error})")
+    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return DatabaseUnusable(f"{path} is locked by another program ({error})")
+    if code == sqlite3.SQLITE_FULL:
+        return DatabaseUnusable(f"{path}: the disk is full")
+    if code in (sqlite3.SQLITE_PERM, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN):
+        return DatabaseUnusable(f"cannot open {path}: {error}")
+    return None
 
 
 def _split(script: str) -> list[str]:

@@ -250,7 +250,9 @@ class PostStore:
 
     async def get(self, post_id: str) -> Post | None:
         """A post by its id, its number (the store's row number), or a unique prefix of its id."""
-        if post_id.isdigit():
+        if post_id.isascii() and post_id.isdigit():  # '²' is a digit to Python, not a number
+            if len(post_id) > 19 or int(post_id) > 2**63 - 1:  # past SQLite's integers: no row
+                return None
             return await self.get_by_rowid(int(post_id))
         async with self.db.reader.execute(
             f"SELECT {POST_COLUMNS} FROM posts p WHERE p.id = ?", (post_id,)

@@ -19,6 +19,23 @@ REALWORLD = SHARED / "realworld"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
+def _absent(path: Path) -> str:
+    folder = SHARED if not SHARED.is_dir() else path
+    return f"{folder} is absent (shared test data kept beside the clone; CI has it)"
+
+
+def shared(path: Path) -> Path:
+    """`path` from the shared test data; the test skips, naming what is missing, when it is absent."""
+    if not path.exists():
+        pytest.skip(_absent(path))
+    return path
+
+
+def needs_shared(path: Path = SHARED) -> pytest.MarkDecorator:
+    """Skip a test or module, naming the missing folder, when `path` from the shared data is absent."""
+    return pytest.mark.skipif(not path.exists(), reason=_absent(path))
+
+
 class NetworkBlocked(RuntimeError):
     """A test tried to reach something other than 127.0.0.1."""
 

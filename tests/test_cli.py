@@ -11,7 +11,7 @@ import pytest
 
 from bot.cli import main
 from bot.platforms import mask_address, operator_target
-from tests.conftest import FIXTURES, SEED
+from tests.conftest import FIXTURES, SEED, shared
 
 BLOG = FIXTURES / "cli_blog.txt"
 TRAM_POST = "live-city-council-votes-on-the-new-tram-line:20230303T2310Z-1"
@@ -62,7 +62,7 @@ def test_import_reports_new_and_updated_counts(
 def test_import_of_the_seed_warns_that_the_page_is_partial(
     capsys: pytest.CaptureFixture[str], db_path: Path
 ) -> None:
-    code, out, err = run(capsys, db_path, "import", str(SEED))
+    code, out, err = run(capsys, db_path, "import", str(shared(SEED)))
     assert code == 0
     assert "9 new, 0 updated" in out
     assert "partial" in err
@@ -85,7 +85,9 @@ def test_a_bad_file_is_one_red_line_and_the_others_still_import(
 
 
 def test_import_json(capsys: pytest.CaptureFixture[str], db_path: Path, tmp_path: Path) -> None:
-    code, out, _ = run(capsys, db_path, "--json", "import", str(SEED), str(tmp_path / "nope.txt"))
+    code, out, _ = run(
+        capsys, db_path, "--json", "import", str(shared(SEED)), str(tmp_path / "nope.txt")
+    )
     assert code == 1
     report = json.loads(out)
     assert report[0]["created"] == 9
@@ -94,7 +96,7 @@ def test_import_json(capsys: pytest.CaptureFixture[str], db_path: Path, tmp_path
 
 
 def test_latest_json_is_newest_first(capsys: pytest.CaptureFixture[str], db_path: Path) -> None:
-    imported(capsys, db_path, SEED, BLOG)
+    imported(capsys, db_path, shared(SEED), BLOG)
     code, out, _ = run(capsys, db_path, "latest", "-n", "5", "--json")
     assert code == 0
     posts = json.loads(out)
@@ -105,7 +107,7 @@ def test_latest_json_is_newest_first(capsys: pytest.CaptureFixture[str], db_path
 
 
 def test_latest_table_and_source_filter(capsys: pytest.CaptureFixture[str], db_path: Path) -> None:
-    imported(capsys, db_path, SEED, BLOG)
+    imported(capsys, db_path, shared(SEED), BLOG)
     code, out, _ = run(capsys, db_path, "latest", "-n", "2", "--source", "The latest on tensions")
     assert code == 0
     assert "Blinken will brief EU foreign ministers" in out
@@ -119,7 +121,7 @@ def test_latest_table_and_source_filter(capsys: pytest.CaptureFixture[str], db_p
 def test_search_shows_highlighted_snippets(
     capsys: pytest.CaptureFixture[str], db_path: Path
 ) -> None:
-    imported(capsys, db_path, SEED, BLOG)
+    imported(capsys, db_path, shared(SEED), BLOG)
     code, out, _ = run(capsys, db_path, "search", "sanctions")
     assert code == 0
     assert "Blinken will brief EU foreign ministers on Lavrov meeting" in out
@@ -176,7 +178,7 @@ def test_an_unknown_post_id_is_one_line(capsys: pytest.CaptureFixture[str], db_p
 
 
 def test_sources_lists_blogs_with_counts(capsys: pytest.CaptureFixture[str], db_path: Path) -> None:
-    imported(capsys, db_path, SEED, BLOG)
+    imported(capsys, db_path, shared(SEED), BLOG)
     code, out, _ = run(capsys, db_path, "--json", "sources")
     assert code == 0
     counts = {s["title"]: s["posts"] for s in json.loads(out)}

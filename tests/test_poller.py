@@ -17,7 +17,7 @@ from bot.models import Card, EventKind, PostEvent, Target
 from bot.poller import Outcome, Poller
 from storage.db import Database
 from storage.posts import PostStore
-from tests.conftest import FIXTURES, SEED
+from tests.conftest import FIXTURES, SEED, shared
 
 BLOG = FIXTURES / "cli_blog.txt"
 
@@ -61,7 +61,7 @@ async def test_a_file_source_is_imported_and_reread_only_when_it_changes(
 
 async def test_a_running_poller_picks_up_a_file_by_itself(posts: PostStore, tmp_path: Path) -> None:
     blog = tmp_path / "blog.txt"
-    blog.write_text(SEED.read_text())
+    blog.write_text(shared(SEED).read_text())
     poller = Poller(posts, [SourceSetting(url=str(blog), interval=0.05)])
     poller.start()
     try:
@@ -153,7 +153,7 @@ async def test_a_failing_source_backs_off_while_another_still_imports(
     broken = BlogServer(BLOG.read_bytes())
     broken_url = await serve(broken)
     good = tmp_path / "good.txt"
-    good.write_text(SEED.read_text())
+    good.write_text(shared(SEED).read_text())
     poller = Poller(
         posts,
         [SourceSetting(url=broken_url, interval=0.02), SourceSetting(url=str(good), interval=0.02)],

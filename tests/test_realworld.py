@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from bot.sources import SourceError, parse_document
-from tests.conftest import REALWORLD
+from tests.conftest import REALWORLD, needs_shared
+
+pytestmark = needs_shared(REALWORLD)
 
 FILES = sorted(p for p in REALWORLD.rglob("*") if p.is_file() and p.name != "README.md")
 UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]|<script|onclick|javascript:", re.IGNORECASE)

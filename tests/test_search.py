@@ -20,7 +20,7 @@ from storage.search import (
     post_matches,
     search,
 )
-from tests.conftest import SEED
+from tests.conftest import SEED, shared
 
 START = datetime(2022, 1, 21, 12, 0, tzinfo=UTC)
 
@@ -70,7 +70,7 @@ async def fixture_db(db: Database) -> Database:
 
 @pytest.fixture
 async def seed_db(db: Database) -> Database:
-    result = parse_document(SEED.read_bytes(), location=str(SEED))
+    result = parse_document(shared(SEED).read_bytes(), location=str(SEED))
     await PostStore(db).import_result(result)
     return db
 
@@ -268,9 +268,9 @@ async def test_common_words_rank_only_the_newest_matches(
         "\x00\x02\x03",
     ],
 )
-async def test_broken_queries_answer_without_an_sql_error(seed_db: Database, text: str) -> None:
+async def test_broken_queries_answer_without_an_sql_error(fixture_db: Database, text: str) -> None:
     try:
-        page = await search(seed_db, text)
+        page = await search(fixture_db, text)
     except QueryError as error:
         assert str(error) and "\n" not in str(error)
         assert "fts5" not in str(error).lower() and "sql" not in str(error).lower()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import socket
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
@@ -472,9 +471,7 @@ async def test_a_broadcast_to_300_chats_runs_at_the_limit_without_a_429(
             await deps.posts.import_result(
                 ImportResult(source=BLOG, posts=(post(80, "Ceasefire"),))
             )
-            started = time.monotonic()
             await dispatcher(db, adapter).run_until_idle(timeout=30)
-            elapsed = time.monotonic() - started
         finally:
             await adapter.stop()
 
@@ -485,7 +482,7 @@ async def test_a_broadcast_to_300_chats_runs_at_the_limit_without_a_429(
     ideal = (math.ceil(len(chats) / overall.count) - 1) * overall.per
     sends = sorted(m.at for m in fake.sent)
     assert sends[-1] - sends[0] >= 0.9 * ideal  # never faster than Telegram allows
-    assert elapsed <= 1.1 * ideal + 0.5, f"{elapsed:.2f}s for an ideal of {ideal:.2f}s"
+    # How close to the limit it runs is for `bench/` (a loaded machine is only ever slower).
 
 
 # --- errors as the dispatcher sees them ----------------------------------------------------------------

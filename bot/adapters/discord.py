@@ -141,6 +141,15 @@ class DiscordAdapter(Adapter):
             ) from None
         except (aiohttp.ClientError, OSError, discord.HTTPException) as error:
             raise StartupError(f"cannot log in to Discord's API: {error}") from None
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            # not Discord's answer (a proxy's page, another service): discord.py cannot read it
+            log.debug("discord: unreadable log-in answer", exc_info=True)
+            where = self.settings.api_base
+            raise StartupError(
+                f"Discord's API{f' at {where}' if where else ''} answered the log-in with something "
+                f"that is not a Discord answer ({type(error).__name__})"
+                + ("; check LIVEDESK_DISCORD__API_BASE" if where else "")
+            ) from None
         if self.connect_gateway:
             try:
                 await self.sync_commands()
