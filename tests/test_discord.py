@@ -150,12 +150,9 @@ async def _answered(
 
     feed(bot, payload)
     await fake.wait_for(lambda: bool(mine()))
-    while True:  # a reply of several messages: until no more arrive for a moment
-        seen = len(mine())
-        try:
-            await fake.wait_for(lambda seen=seen: len(mine()) > seen, timeout=0.3)  # type: ignore[misc]
-        except TimeoutError:
-            return mine()
+    # A reply of several messages: until the adapter has sent all of it, whatever the load.
+    await asyncio.wait_for(bot.answered(), timeout=30)
+    return mine()
 
 
 # --- start ----------------------------------------------------------------------------------------------

@@ -71,9 +71,14 @@ async def deps(db: Database) -> Deps:
 Handle = Callable[[Request], Awaitable[Reply]]
 
 
+# The adapter serving each fake: a reply is complete when that adapter has no update in hand.
+_SERVING: dict[int, TelegramAdapter] = {}
+
+
 async def running(fake: FakeTelegram, handler: Handle, **settings: object) -> TelegramAdapter:
     adapter = TelegramAdapter(settings_for(fake, **settings), poll_timeout=0.5)
     await adapter.start(AdapterContext(handle=handler, timezone=KYIV))
+    _SERVING[id(fake)] = adapter
     return adapter
 
 
@@ -99,16 +104,11 @@ async def ask(fake: FakeTelegram, chat_id: int, line: str, **kwargs: object) -> 
 
 
 async def _settle(fake: FakeTelegram, chat_id: int) -> None:
-    """A multi-message reply: wait until no more arrive for a moment."""
-
-    def more_than(seen: int) -> Callable[[], bool]:
-        return lambda: len(fake.messages_in(chat_id)) > seen
-
-    while True:
-        try:
-            await fake.wait_for(more_than(len(fake.messages_in(chat_id))), timeout=0.2)
-        except TimeoutError:
-            break
+    """A multi-message reply: until the adapter has finished handling the command (every message of
+    its reply sent), whatever the machine's load."""
+    adapter = _SERVING[id(fake)]
+    # Re-checked at each call the bot makes, and long polling keeps calling getUpdates.
+    await fake.wait_for(lambda: adapter.updates_in_progress == 0, timeout=30)
 
 
 # --- commands -------------------------------------------------------------------------------------------

@@ -104,6 +104,9 @@ class DiscordAdapter(Adapter):
         self.source_names: SourceNames = _no_sources
         self.connect_gateway = connect_gateway
         self._context: AdapterContext | None = None
+        self._answering = 0  # interactions being answered now
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._client: discord.Client | None = None
         self._tree: app_commands.CommandTree[discord.Client] | None = None
         self._gateway: asyncio.Task[None] | None = None
@@ -339,14 +342,34 @@ class DiscordAdapter(Adapter):
         name, args = split_command_line(line)
         await self._run(interaction, name, args)
 
+    async def answered(self) -> None:
+        """Until every interaction in hand is answered (each message of its reply sent)."""
+        await self._idle.wait()
+
     async def _run(
         self, interaction: discord.Interaction[discord.Client], command: str, args: tuple[str, ...]
     ) -> None:
         """Answer one interaction through the shared handlers; never raises."""
         if self._context is None:
             return
+        self._answering += 1
+        self._idle.clear()
+        try:
+            await self._answer_with(self._context, interaction, command, args)
+        finally:
+            self._answering -= 1
+            if not self._answering:
+                self._idle.set()
+
+    async def _answer_with(
+        self,
+        context: AdapterContext,
+        interaction: discord.Interaction[discord.Client],
+        command: str,
+        args: tuple[str, ...],
+    ) -> None:
         request = self._request(interaction, command, args)
-        handling = asyncio.ensure_future(self._context.handle(request))
+        handling = asyncio.ensure_future(context.handle(request))
         # if answering fails early, the handler still finishes (a subscription is still made)
         handling.add_done_callback(lambda task: task.cancelled() or task.exception())
         try:

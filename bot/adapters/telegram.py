@@ -224,6 +224,15 @@ class TelegramAdapter(Adapter):
             raise
         log.info("Telegram: @%s is %s", app.bot.username, "on a webhook" if webhook else "polling")
 
+    @property
+    def updates_in_progress(self) -> int:
+        """Chat updates (commands, button presses) being handled now, their replies included."""
+        if self._app is None:
+            return 0
+        return (
+            self._app.update_processor.current_concurrent_updates + self._app.update_queue.qsize()
+        )
+
     async def stop(self) -> None:
         """Stop receiving, then close the application (in-flight handlers finish first)."""
         self._app = None
