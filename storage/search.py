@@ -254,7 +254,11 @@ def _with_variants(atom: _Atom) -> _Atom:
     table = variants_table.active()
     extra: list[Form] = []
     for form in (atom.pieces, *atom.alternatives):
-        for other in table.of(_folded(form))[1:]:
+        folded = _folded(form)
+        others = table.of(folded)[1:]
+        if not others and len(folded) > 1 and folded[-1] == "s":  # a possessive: Kiev's
+            others = tuple((*other, "s") for other in table.of(folded[:-1])[1:])
+        for other in others:
             if other not in extra and other != atom.pieces and other not in atom.alternatives:
                 extra.append(other)
     if not extra:

@@ -5,6 +5,7 @@ Table-driven over the bundled sample blog and tests/fixtures/search-reader.txt, 
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import sqlite3
@@ -13,7 +14,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
+from bot.cli import MigrationBar
 from bot.sources import parse_document
 from storage import variants
 from storage.db import FTS_COLUMNS, MIGRATIONS, Database, LoggedProgress, _split
@@ -241,6 +244,10 @@ def test_the_bundled_table_folds_what_news_writes() -> None:
     assert len(table) >= 40
 
 
+def test_a_possessive_takes_the_variants_too() -> None:
+    assert compile_query("Kiev's").match == '("kiev s" OR "kyiv s")'
+
+
 def test_a_variant_of_several_words_is_read_from_plain_words() -> None:
     assert compile_query("Czech Republic").match == '("czech republic" OR "czechia")'
     assert compile_query('"Czech Republic" sanctions').match == (
@@ -384,6 +391,16 @@ def test_logged_progress_says_each_tenth_once(caplog: pytest.LogCaptureFixture) 
         for done in range(0, 1001, 10):
             progress("re-indexing", done, 1000)
     assert len(caplog.records) == 11
+
+
+def test_the_progress_bar_counts_up_and_goes_away() -> None:
+    console = Console(record=True, force_terminal=True, width=80, file=io.StringIO())
+    bar = MigrationBar(console)
+    for done in (0, 10, 25):
+        bar("re-indexing posts for search", done, 25)
+    bar.close()
+    bar.close()  # closing twice is harmless
+    assert "re-indexing posts for search" in console.export_text()
 
 
 def test_cli_re_indexes_an_old_database_on_first_use(tmp_path: Path) -> None:

@@ -316,6 +316,8 @@ def inline_article(
 ) -> InlineQueryResultArticle:
     """One post offered in inline mode: its title and snippet to pick, the whole card to share."""
     plain = card.snippet.plain if card.snippet else " ".join(card.body)
+    if card.snippet is not None and card.snippet.label:  # from a caption or the background
+        plain = f"{card.snippet.label} {plain}"
     return InlineQueryResultArticle(
         id=f"{index}:{card.post_id}".encode()[:64].decode(errors="ignore"),
         title=card.title[:256] or "(untitled)",
