@@ -6,6 +6,15 @@ Anything else is read as plain words (with a notice) or answered with a QueryErr
 to write the query. Every word reaches FTS5 double-quoted, so no user text is ever FTS5 syntax, and no
 SQL or FTS error ever reaches the user.
 
+What a reader means is folded in when the query is compiled, so nothing needs re-indexing: `U.S.` and
+`US` are the joined `us`, which the index holds for every dotted abbreviation (storage.index_text);
+`de-escalate` is the phrase `de escalate` or the joined `deescalate`, and `de escalate` may also be
+`deescalate`; a name takes its spelling variants (storage.variants: Kyiv = Kiev). Curly quotes,
+apostrophes and dashes read as straight ones, non-breaking spaces as spaces; FTS5 folds case and
+diacritics. The index covers the title, byline, body, image captions with their credits, the
+background and the location (storage.db.FTS_COLUMNS); a snippet comes from a caption or the
+background, and says so (`Highlighted.where`), when only they matched.
+
 Ranking is bm25 with the title weighted above the byline and the body, ties broken by recency. Ranking
 every match of a common word costs ~200 ms at a million posts, so when a query matches more than
 `RANK_WINDOW` posts only the newest `RANK_WINDOW` matches are ranked and `total` becomes a lower bound.
