@@ -472,6 +472,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         try:  # before the run lock, which lives in the same folder
             check_location(ctx.db_path, create=True)
+            if ctx.db_path.exists() and not ctx.json and err.is_terminal:
+                asyncio.run(_migrate_with_a_bar(ctx))  # else the app logs a re-index's progress
         except DatabaseUnusable as error:
             ctx.error(str(error))
             return EXIT_FAILED
@@ -572,6 +574,12 @@ class MigrationBar:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
+
+
+async def _migrate_with_a_bar(ctx: Ctx) -> None:
+    """Bring an existing store to this version's schema, showing a re-index as a bar."""
+    async with open_db(ctx):
+        pass
 
 
 @asynccontextmanager

@@ -8,7 +8,11 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import pty
 import sqlite3
+import subprocess
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +27,7 @@ from storage.db import FTS_COLUMNS, MIGRATIONS, Database, LoggedProgress, _split
 from storage.models import Highlighted, ImportResult, Post, Source, SourceKind
 from storage.posts import PostStore
 from storage.search import compile_query, matched_terms, search
-from tests.cli_process import livedesk
+from tests.cli_process import child_env, command, livedesk
 from tests.conftest import SEED, shared
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -407,6 +411,50 @@ def test_cli_re_indexes_an_old_database_on_first_use(tmp_path: Path) -> None:
     _schema_4_database(tmp_path / "livedesk.db")
     done = livedesk("search", "Eurofighter", cwd=tmp_path)
     assert done.code == 0 and "Post 3" in done.out and "📷" in done.out
+    assert "re-indexing" not in done.err  # no terminal: no bar
+
+
+def _on_a_terminal(*args: str, cwd: Path) -> tuple[int, str, str]:
+    """Run `livedesk ARGS…` with its stderr on a pseudo-terminal: (exit code, stdout, terminal)."""
+    master, slave = pty.openpty()
+    seen: list[bytes] = []
+
+    def drain() -> None:
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # the child closed its end
+                return
+            if not data:
+                return
+            seen.append(data)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        done = subprocess.run(
+            command(*args),
+            cwd=cwd,
+            env=child_env({"TERM": "xterm"}),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=slave,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(slave)
+        reader.join(timeout=10)
+        os.close(master)
+    return done.returncode, done.stdout.decode(), b"".join(seen).decode(errors="replace")
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="no pseudo-terminals on this system")
+def test_cli_shows_the_re_index_as_a_bar_on_a_terminal(tmp_path: Path) -> None:
+    _schema_4_database(tmp_path / "livedesk.db")
+    code, out, terminal = _on_a_terminal("search", "Eurofighter", cwd=tmp_path)
+    assert code == 0 and "Post 3" in out
+    assert "re-indexing posts for search" in terminal and "25/25" in terminal
 
 
 # --- the seed --------------------------------------------------------------------------------------
