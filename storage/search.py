@@ -166,8 +166,6 @@ _BRACKETS = frozenset("()")
 # What stands between the letters of an abbreviation (U.S.) or the parts of a compound (de-escalate).
 _DOTTED = re.compile(r"^[^\W\d_](?:\.[^\W\d_])+\.?$")
 _HYPHENATED = re.compile(rf"^[^\W_]+(?:[{HYPHENS}][^\W_]+)+$")
-# An abbreviation typed in capitals (US, EU, NATO): its dotted form is worth marking in the text.
-_CAPITALS = re.compile(r"^[^\W\d_a-z]{2,5}$")
 _QUOTES = str.maketrans(
     {
         "\u201c": '"',
@@ -286,7 +284,8 @@ def _word_forms(raw: str) -> tuple[Form, tuple[Form, ...], tuple[Form, ...]]:
         return ("".join(pieces),), (), (pieces,)
     if len(pieces) > 1 and _HYPHENATED.match(word):
         return pieces, (("".join(pieces),),), ()
-    if len(pieces) == 1 and _CAPITALS.match(word):
+    if len(pieces) == 1 and 2 <= len(word) <= 5 and word.isalpha() and word.isupper():
+        # An abbreviation typed in capitals (US, EU): its dotted form is worth marking too.
         return pieces, (), (tuple(pieces[0]),)
     return pieces, (), ()
 
