@@ -140,12 +140,14 @@ class App:
         from bot.poller import Poller
         from handlers import handle
         from handlers.base import Deps
+        from storage import variants
         from storage.db import Database
         from storage.posts import PostStore
         from storage.replays import ReplayStore
         from storage.subscriptions import SubscriptionStore
 
         settings = self.settings
+        variants.use(settings.search.variants)  # the operator's name variants, for every search
         stack.enter_context(_run_lock(settings.db_path))
         self.db = db = await Database.open(settings.db_path)
         stack.push_async_callback(db.close)

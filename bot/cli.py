@@ -49,6 +49,7 @@ from bot.platforms import NAMES as PLATFORMS
 from bot.platforms import configured_secrets, mask_address, operator_target, platform, waiting_lines
 from bot.redact import printable
 from bot.targets import FLAVORS, mask_url, public_options
+from storage import variants as search_variants
 from storage.db import Database, DatabaseUnusable, check_location, classify
 from storage.posts import FetchState, PostStore, SourceConflict
 from storage.search import MAX_PER_PAGE, QueryError, compile_query, search
@@ -454,6 +455,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     for warning in settings.warnings:
         err.print(Text(one_line(warning), style="yellow"), soft_wrap=True)
+    search_variants.use(settings.search.variants)
     configure_logging(
         "DEBUG" if args.verbose else _log_level(settings, args.command),
         configured_secrets(settings),
@@ -470,6 +472,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         try:  # before the run lock, which lives in the same folder
             check_location(ctx.db_path, create=True)
+            if ctx.db_path.exists() and not ctx.json and err.is_terminal:
+                asyncio.run(_migrate_with_a_bar(ctx))  # else the app logs a re-index's progress
         except DatabaseUnusable as error:
             ctx.error(str(error))
             return EXIT_FAILED
@@ -544,10 +548,50 @@ def _quiet_for_demo(settings: Settings) -> bool:
     return settings.demo_mode and "log_level" not in settings.model_fields_set
 
 
+class MigrationBar:
+    """A migration's progress (e.g. re-indexing every post for search) as a bar on a terminal;
+    elsewhere, or under --json, the store logs it instead."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self._progress: Progress | None = None
+        self._task: Any = None
+
+    def __call__(self, what: str, done: int, total: int) -> None:
+        if self._progress is None:
+            self._progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                console=self.console,
+                transient=True,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task(what, total=total)
+        self._progress.update(self._task, description=what, completed=done, total=total)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+async def _migrate_with_a_bar(ctx: Ctx) -> None:
+    """Bring an existing store to this version's schema, showing a re-index as a bar."""
+    async with open_db(ctx):
+        pass
+
+
 @asynccontextmanager
 async def open_db(ctx: Ctx, *, create: bool = False) -> AsyncIterator[Database]:
     """The store; only commands that add to it (`import`, `subscribe`) may create its folder."""
-    db = await Database.open(ctx.db_path, create=create)
+    interactive = not ctx.json and ctx.err.is_terminal
+    bar = MigrationBar(ctx.err) if interactive else None
+    try:
+        db = await Database.open(ctx.db_path, create=create, progress=bar)
+    finally:
+        if bar is not None:
+            bar.close()
     try:
         yield db
     finally:
@@ -707,6 +751,8 @@ async def cmd_latest(ctx: Ctx, args: argparse.Namespace) -> int:
 def highlighted_text(value: Highlighted, *, flat: bool = False) -> Text:
     """Search highlights in rich; `flat` folds paragraph breaks into one running line."""
     text = Text()
+    if value.label:  # a snippet from a caption or the background
+        text.append(value.label + " ", style="dim italic")
     for run, hit in value.segments:
         text.append(" ".join(run.split("\n")) if flat else run, style=HIGHLIGHT if hit else None)
     return text
@@ -743,6 +789,7 @@ async def cmd_search(ctx: Ctx, args: argparse.Namespace) -> int:
                         "post": post_json(hit.post),
                         "title": hit.title.plain,
                         "snippet": hit.snippet.plain,
+                        "snippet_from": hit.snippet.where,
                         "highlights": [t for t, hit_ in hit.snippet.segments if hit_],
                         "rank": hit.rank,
                     }

@@ -30,6 +30,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from storage import variants
+
 PREFIX = "LIVEDESK_"
 NESTING = "__"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -81,6 +83,32 @@ class DispatchSettings(BaseModel):
     backoff_max: float = Field(default=600.0, gt=0)
     # how often imports made by other processes are noticed
     poll_interval: float = Field(default=0.25, gt=0)
+
+
+class SearchSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # a file of name variants (Kyiv = Kiev, one group a line) added to the bundled table
+    variants_file: Path | None = None
+
+    _variants: variants.Variants | None = PrivateAttr(default=None)
+
+    @field_validator("variants_file")
+    @classmethod
+    def _readable(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            try:
+                variants.read(value)
+            except variants.VariantsError as error:
+                raise ValueError(str(error)) from None
+        return value
+
+    @property
+    def variants(self) -> variants.Variants:
+        """The bundled variants table with the operator's file added (read once)."""
+        if self._variants is None:
+            self._variants = variants.load(self.variants_file)
+        return self._variants
 
 
 class PlatformSettings(BaseModel):
@@ -164,6 +192,7 @@ class Settings(BaseSettings):
     demo: bool | None = None
 
     dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
+    search: SearchSettings = Field(default_factory=SearchSettings)
     telegram: TelegramSettings | None = None
     discord: DiscordSettings | None = None
     slack: SlackSettings | None = None
@@ -178,10 +207,13 @@ class Settings(BaseSettings):
             return [SourceSetting.parse(v) if isinstance(v, str) else v for v in value]
         return value
 
-    @field_validator("dispatch", "slack", mode="before")
+    @field_validator("dispatch", "search", "slack", mode="before")
     @classmethod
     def _section(cls, value: Any, info: ValidationInfo) -> Any:
-        example = '{"concurrency": 8}' if info.field_name == "dispatch" else '{"webhooks": […]}'
+        example = {
+            "dispatch": '{"concurrency": 8}',
+            "search": '{"variants_file": "variants.txt"}',
+        }.get(str(info.field_name), '{"webhooks": […]}')
         return _from_json(value, example)
 
     @field_validator("telegram", "discord", mode="before")

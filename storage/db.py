@@ -3,19 +3,162 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiosqlite
 
+from storage.index_text import joined_words
+
 log = logging.getLogger(__name__)
 
+MigrationProgress = Callable[[str, int, int], None]
+"""Told (what, done, total) while a migration works through every post, e.g. re-indexing them."""
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """A migration that needs Python; it runs inside the migration's transaction."""
+
+    run: Callable[[aiosqlite.Connection, MigrationProgress], Awaitable[None]]
+
+
+# --- the search index (schema 5) ----------------------------------------------------------------------
+# Every text a reader sees, weighted by column (see storage/search.py), in one FTS5 table whose content
+# is the `posts_search` view over `posts`: the index stores no second copy of the texts.
+
+FTS_COLUMNS = ("title", "byline", "body", "captions", "background", "location", "joined")
+"""The columns of `posts_fts`, in order: the bm25 weights and snippet column numbers follow it.
+`joined` is hidden from readers: the joined forms of dotted and hyphenated words (index_text)."""
+FTS_OPTIONS = "tokenize='porter unicode61 remove_diacritics 2', prefix='2 3 4'"
+REINDEX_BATCH = 2000
+
+
+def captions_sql(images: str) -> str:
+    """The captions column from a stored images JSON list: `caption (credit)`, one image a line."""
+    return (
+        "coalesce((SELECT group_concat(line, char(10)) FROM (SELECT trim("
+        "trim(coalesce(json_extract(j.value, '$.caption'), '')) || CASE WHEN "
+        "coalesce(json_extract(j.value, '$.credit'), '') = '' THEN '' ELSE "
+        "' (' || json_extract(j.value, '$.credit') || ')' END) AS line "
+        f"FROM json_each(CASE WHEN json_valid({images}) THEN {images} ELSE '[]' END) AS j) "
+        "WHERE line <> ''), '')"
+    )
+
+
+def _fts_values(row: str) -> str:
+    """The index's column values for a posts row named `row` (new, old, or "" for the table)."""
+    prefix = f"{row}." if row else ""
+    values: tuple[str, ...] = (
+        f"{prefix}title",
+        f"coalesce({prefix}byline, '')",
+        f"{prefix}body",
+        captions_sql(prefix + "images"),
+        f"coalesce({prefix}background, '')",
+        f"coalesce({prefix}location, '')",
+        f"coalesce({prefix}joined_words, '')",
+    )
+    if not row:  # the view: FTS5 reads its columns by name
+        values = tuple(f"{v} AS {name}" for v, name in zip(values, FTS_COLUMNS, strict=True))
+    return ", ".join(values)
+
+
+_COLUMN_LIST = ", ".join(FTS_COLUMNS)
+SEARCH_INDEX_SQL = f"""
+    CREATE VIEW posts_search AS SELECT rowid, {_fts_values("")} FROM posts;
+    CREATE VIRTUAL TABLE posts_fts USING fts5(
+        {_COLUMN_LIST},
+        content='posts_search', content_rowid='rowid',
+        {FTS_OPTIONS}
+    );
+"""
+SEARCH_TRIGGERS_SQL = f"""
+    CREATE TRIGGER posts_fts_insert AFTER INSERT ON posts BEGIN
+        INSERT INTO posts_fts(rowid, {_COLUMN_LIST}) VALUES (new.rowid, {_fts_values("new")});
+    END;
+    CREATE TRIGGER posts_fts_delete AFTER DELETE ON posts BEGIN
+        INSERT INTO posts_fts(posts_fts, rowid, {_COLUMN_LIST})
+        VALUES ('delete', old.rowid, {_fts_values("old")});
+    END;
+    CREATE TRIGGER posts_fts_update
+    AFTER UPDATE OF title, byline, body, images, background, location, joined_words ON posts BEGIN
+        INSERT INTO posts_fts(posts_fts, rowid, {_COLUMN_LIST})
+        VALUES ('delete', old.rowid, {_fts_values("old")});
+        INSERT INTO posts_fts(rowid, {_COLUMN_LIST}) VALUES (new.rowid, {_fts_values("new")});
+    END;
+"""
+
+
+async def _index_every_text(conn: aiosqlite.Connection, progress: MigrationProgress) -> None:
+    """Schema 5: index captions and credits, the background, the location and the joined forms of
+    dotted and hyphenated words; re-index every stored post, in batches that report progress."""
+    async with conn.execute("SELECT name FROM pragma_table_info('posts')") as cur:
+        columns = {str(row[0]) for row in await cur.fetchall()}
+    for statement in (
+        "DROP TRIGGER IF EXISTS posts_fts_insert",
+        "DROP TRIGGER IF EXISTS posts_fts_delete",
+        "DROP TRIGGER IF EXISTS posts_fts_update",
+        "DROP TABLE IF EXISTS posts_fts",
+        "DROP VIEW IF EXISTS posts_search",
+    ):
+        await conn.execute(statement)
+    if "joined_words" not in columns:
+        await conn.execute("ALTER TABLE posts ADD COLUMN joined_words TEXT")
+    for statement in _split(SEARCH_INDEX_SQL):
+        await conn.execute(statement)
+    async with conn.execute("SELECT count(*) FROM posts") as cur:
+        row = await cur.fetchone()
+    total = int(row[0]) if row else 0
+    done = 0
+    last = -1
+    progress("re-indexing posts for search", 0, total)
+    while True:
+        async with conn.execute(
+            "SELECT rowid, title, byline, body, images, background, location FROM posts "
+            "WHERE rowid > ? ORDER BY rowid LIMIT ?",
+            (last, REINDEX_BATCH),
+        ) as cur:
+            rows = list(await cur.fetchall())
+        if not rows:
+            break
+        await conn.executemany(
+            "UPDATE posts SET joined_words = ? WHERE rowid = ?",
+            [(joined_words(_texts(r)) or None, r[0]) for r in rows],
+        )
+        first, last = int(rows[0][0]), int(rows[-1][0])
+        await conn.execute(
+            f"INSERT INTO posts_fts(rowid, {_COLUMN_LIST}) SELECT rowid, {_COLUMN_LIST} "
+            "FROM posts_search WHERE rowid BETWEEN ? AND ?",
+            (first, last),
+        )
+        done += len(rows)
+        progress("re-indexing posts for search", done, total)
+    for statement in _split(SEARCH_TRIGGERS_SQL):
+        await conn.execute(statement)
+
+
+def _texts(row: sqlite3.Row) -> list[str | None]:
+    """The texts of a stored post whose dotted and hyphenated words are joined for the index."""
+    from_images: list[str] = []
+    try:
+        images = json.loads(row[4] or "[]")
+    except json.JSONDecodeError:
+        images = []
+    if isinstance(images, list):
+        for image in images:
+            if isinstance(image, dict):
+                from_images += [str(image.get("caption") or ""), str(image.get("credit") or "")]
+    return [row[1], row[2], row[3], *from_images, row[5], row[6]]
+
+
 # Each entry migrates from user_version == index to index + 1. Never edit a shipped entry: append.
-MIGRATIONS: tuple[str, ...] = (
+MIGRATIONS: tuple[str | Step, ...] = (
     """
     CREATE TABLE sources (
         id            TEXT PRIMARY KEY,
@@ -181,6 +324,7 @@ MIGRATIONS: tuple[str, ...] = (
         SET order_key = (SELECT p.published_at FROM posts p WHERE p.rowid = deliveries.post_rowid)
         WHERE order_key < '1900' OR julianday(order_key) > 1 + julianday(created_at);
     """,
+    Step(_index_every_text),
 )
 
 
@@ -205,17 +349,24 @@ class Database:
         self._write_lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, path: Path | str, *, create: bool = True) -> Database:
+    async def open(
+        cls,
+        path: Path | str,
+        *,
+        create: bool = True,
+        progress: MigrationProgress | None = None,
+    ) -> Database:
         """Open (and migrate) the database at `path`; DatabaseUnusable when the file cannot serve.
 
         `create=False` is for commands that only use an existing store: a missing folder is then an
-        error instead of a new, empty store somewhere unexpected.
+        error instead of a new, empty store somewhere unexpected. `progress` is told how a migration
+        that works through every post (a re-index) goes; unset, it is logged (`LoggedProgress`).
         """
         path = Path(path)
         check_location(path, create=create)
         writer = await _connect(path)
         try:
-            await _migrate(writer, path)
+            await _migrate(writer, path, progress)
             reader = await _connect(path)
         except BaseException as error:
             await writer.close()
@@ -304,19 +455,44 @@ async def _identify(conn: aiosqlite.Connection, path: Path) -> None:
         )
 
 
-async def _migrate(conn: aiosqlite.Connection, path: Path) -> None:
+async def _migrate(
+    conn: aiosqlite.Connection, path: Path, progress: MigrationProgress | None = None
+) -> None:
     current = await _user_version(conn)
     for version in range(current, len(MIGRATIONS)):
         log.info("migrating %s to schema version %d", path, version + 1)
+        migration = MIGRATIONS[version]
         await conn.execute("BEGIN IMMEDIATE")
         try:
-            for statement in _split(MIGRATIONS[version]):
-                await conn.execute(statement)
+            if isinstance(migration, Step):
+                await migration.run(conn, progress or LoggedProgress(path))
+            else:
+                for statement in _split(migration):
+                    await conn.execute(statement)
             await conn.execute(f"PRAGMA user_version = {version + 1}")
         except BaseException:
             await conn.rollback()
             raise
         await conn.commit()
+
+
+class LoggedProgress:
+    """A migration's progress as log lines: at the start, at each tenth more, and at the end."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._next = 0
+
+    def __call__(self, what: str, done: int, total: int) -> None:
+        if total == 0:
+            return
+        if done == 0:
+            log.info("%s: %s, %s posts", self.path, what, f"{total:,}")
+        elif done >= total or done >= self._next:
+            log.info("%s: %s, %s of %s done", self.path, what, f"{done:,}", f"{total:,}")
+        else:
+            return
+        self._next = done + max(1, total // 10)
 
 
 def check_location(path: Path, *, create: bool) -> None:

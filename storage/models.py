@@ -167,10 +167,23 @@ Segment = tuple[str, bool]
 """A run of text and whether it is a search match to highlight."""
 
 
+SnippetSource = Literal["text", "caption", "background"]
+"""Where a search snippet comes from: the post's text, an image caption, or its background."""
+
+SNIPPET_LABELS: dict[str, str] = {"caption": "📷", "background": "Background:"}
+
+
 class Highlighted(Frozen):
     """Text with neutral highlight markers; each adapter renders the marked runs its own way."""
 
     segments: tuple[Segment, ...] = ()
+    where: SnippetSource = "text"
+    """A search snippet that matched only a caption or the background says so: see `label`."""
+
+    @property
+    def label(self) -> str | None:
+        """What an adapter shows before a snippet that is not from the text: '📷', 'Background:'."""
+        return SNIPPET_LABELS.get(self.where)
 
     @property
     def plain(self) -> str:

@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 import aiosqlite
 
 from storage.db import Database
+from storage.index_text import joined_words
 from storage.models import (
     EventKind,
     Image,
@@ -573,8 +574,14 @@ async def _upsert_posts(
         await conn.execute(
             "UPDATE posts SET published_at = ?, updated_at = ?, title = ?, byline = ?, authors = ?, "
             "location = ?, body = ?, images = ?, background = ?, permalink = ?, content_hash = ?, "
-            "version = ?, recorded_at = ?, time_estimated = time_estimated AND ? WHERE rowid = ?",
-            (*_post_row(post, digest, version, now)[2:], int(post.time_estimated), rowid),
+            "version = ?, recorded_at = ?, time_estimated = time_estimated AND ?, joined_words = ? "
+            "WHERE rowid = ?",
+            (
+                *_post_row(post, digest, version, now)[2:],
+                int(post.time_estimated),
+                _joined_words(post),
+                rowid,
+            ),
         )
         await _insert_version(conn, rowid, version, post, digest, now)
         stored = post.model_copy(update={"version": version, "number": rowid})
@@ -594,9 +601,10 @@ async def _upsert_posts(
             await conn.executemany(
                 "INSERT INTO posts (id, source_id, published_at, updated_at, title, byline, authors, "
                 "location, body, images, background, permalink, content_hash, version, recorded_at, "
-                "time_estimated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "time_estimated, joined_words) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (*row, int(post.time_estimated))
+                    (*row, int(post.time_estimated), _joined_words(post))
                     for post, row in zip(
                         new_posts[start : start + PROGRESS_CHUNK],
                         new_rows[start : start + PROGRESS_CHUNK],
@@ -634,6 +642,14 @@ async def _upsert_posts(
             )
     changes.sort(key=lambda c: (c.post.published_at, c.post.id))
     return changes
+
+
+def _joined_words(post: Post) -> str | None:
+    """The joined forms of the post's dotted and hyphenated words, for the search index."""
+    texts = [post.title, post.byline, *post.body, post.background, post.location]
+    for image in post.images:
+        texts += [image.caption, image.credit]
+    return joined_words(texts) or None
 
 
 def _post_row(post: Post, digest: str, version: int, now: str) -> tuple[Any, ...]:

@@ -6,6 +6,15 @@ Anything else is read as plain words (with a notice) or answered with a QueryErr
 to write the query. Every word reaches FTS5 double-quoted, so no user text is ever FTS5 syntax, and no
 SQL or FTS error ever reaches the user.
 
+What a reader means is folded in when the query is compiled, so nothing needs re-indexing: `U.S.` and
+`US` are the joined `us`, which the index holds for every dotted abbreviation (storage.index_text);
+`de-escalate` is the phrase `de escalate` or the joined `deescalate`, and `de escalate` may also be
+`deescalate`; a name takes its spelling variants (storage.variants: Kyiv = Kiev). Curly quotes,
+apostrophes and dashes read as straight ones, non-breaking spaces as spaces; FTS5 folds case and
+diacritics. The index covers the title, byline, body, image captions with their credits, the
+background and the location (storage.db.FTS_COLUMNS); a snippet comes from a caption or the
+background, and says so (`Highlighted.where`), when only they matched.
+
 Ranking is bm25 with the title weighted above the byline and the body, ties broken by recency. Ranking
 every match of a common word costs ~200 ms at a million posts, so when a query matches more than
 `RANK_WINDOW` posts only the newest `RANK_WINDOW` matches are ranked and `total` becomes a lower bound.
@@ -19,14 +28,17 @@ import logging
 import re
 import sqlite3
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiosqlite
 
-from storage.db import Database
-from storage.models import Highlighted, Post, Segment
+from storage import variants as variants_table
+from storage.db import FTS_COLUMNS, FTS_OPTIONS, Database
+from storage.index_text import HYPHENS, captions_text, joined_words
+from storage.models import Highlighted, Post, Segment, SnippetSource
 from storage.posts import POST_COLUMNS, post_from_row
+from storage.variants import Form
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +48,51 @@ MAX_TERMS = 32
 MAX_QUERY_CHARS = 1000
 MAX_PER_PAGE = 50
 SNIPPET_TOKENS = 32
-# bm25 weights per posts_fts column: title, byline, body.
-RANK_EXPRESSION = "bm25(posts_fts, 10.0, 2.0, 1.0)"
+# bm25 weights per posts_fts column (storage.db.FTS_COLUMNS): title, byline, body, captions,
+# background, location, joined (the joined forms of dotted and hyphenated words, weighed as body).
+RANK_EXPRESSION = "bm25(posts_fts, 10.0, 5.0, 1.0, 0.5, 0.5, 2.0, 1.0)"
+MAX_JOINED_PAIRS = 3
+"""A word typed apart from the prefix it compounds with is also tried as one word (`de escalate` finds
+`deescalate`): at most this many pairs per query, so a long query does not grow many alternatives."""
+COMPOUND_PREFIXES = frozenset(
+    [
+        "anti",
+        "bi",
+        "co",
+        "counter",
+        "cross",
+        "cyber",
+        "de",
+        "dis",
+        "ex",
+        "extra",
+        "inter",
+        "intra",
+        "macro",
+        "micro",
+        "mid",
+        "mini",
+        "multi",
+        "neo",
+        "non",
+        "over",
+        "pan",
+        "post",
+        "pre",
+        "pro",
+        "re",
+        "semi",
+        "sub",
+        "super",
+        "trans",
+        "tri",
+        "ultra",
+        "un",
+        "under",
+        "vice",
+    ]
+)
+"""The prefixes news writes joined, hyphenated or apart (deescalate, de-escalate, de escalate)."""
 
 HOW_TO = 'Search with words, "a phrase", OR, -word to leave out, or a prefix like Blink*.'
 _MARK_START = "\x02"
@@ -57,6 +112,14 @@ class CompiledQuery:
     """The positive words and phrases, as the user wrote them (phrases in double quotes)."""
     notice: str | None
     """Set when part of the input was reinterpreted, e.g. 'Read "NEAR(" as plain words.'"""
+    highlight: str = ""
+    """`match` with forms only worth marking in the text (`u s` for US: `match` finds U.S. through
+    the joined forms); matches every post `match` does. For highlights and snippets only."""
+
+    @property
+    def marks(self) -> str:
+        """The expression to highlight with."""
+        return self.highlight or self.match
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +163,9 @@ _EDGES = re.compile(r"^[\W_]+|[\W_]+$")
 _SYNTAX = re.compile(r"[:^+{}]")
 _NEAR = re.compile(r"\bNEAR\s*\(", re.IGNORECASE)
 _BRACKETS = frozenset("()")
+# What stands between the letters of an abbreviation (U.S.) or the parts of a compound (de-escalate).
+_DOTTED = re.compile(r"^[^\W\d_](?:\.[^\W\d_])+\.?$")
+_HYPHENATED = re.compile(rf"^[^\W_]+(?:[{HYPHENS}][^\W_]+)+$")
 _QUOTES = str.maketrans(
     {
         "\u201c": '"',
@@ -120,21 +186,54 @@ _QUOTES = str.maketrans(
         "\u2212": "-",
         "\u2013": "-",
         "\uff0a": "*",
+        "\u00a0": " ",
+        "\u2007": " ",
+        "\u202f": " ",
+        "\u200b": " ",
+        "\ufeff": " ",
     }
 )
 
 
+def _quoted(form: Form) -> str:
+    return '"' + " ".join(form) + '"'
+
+
+def _either(forms: tuple[Form, ...]) -> str:
+    if len(forms) == 1:
+        return _quoted(forms[0])
+    return "(" + " OR ".join(_quoted(f) for f in forms) + ")"
+
+
 @dataclass(frozen=True, slots=True)
 class _Atom:
-    pieces: tuple[str, ...]
+    pieces: Form
     prefix: bool
     phrase: bool
     negated: bool
     label: str = ""
+    alternatives: tuple[Form, ...] = ()
+    """Other forms that mean the same (the joined compound, a name's variants): OR'ed in."""
+    marks: tuple[Form, ...] = ()
+    """Forms only worth marking in the text (`u s` for US): in `CompiledQuery.highlight` only."""
 
     @property
     def expression(self) -> str:
-        return '"' + " ".join(self.pieces) + '"' + ("*" if self.prefix else "")
+        if self.prefix:
+            return _quoted(self.pieces) + "*"
+        return _either((self.pieces, *self.alternatives))
+
+    @property
+    def marks_expression(self) -> str:
+        if self.prefix or not self.marks:
+            return self.expression
+        return _either((self.pieces, *self.alternatives, *self.marks))
+
+    @property
+    def plain(self) -> bool:
+        """One word as typed, nothing folded into it: it may join its neighbour (`de escalate`)."""
+        plain = not (self.prefix or self.phrase or self.alternatives or self.marks)
+        return plain and len(self.pieces) == 1
 
     @property
     def display(self) -> str:
@@ -149,6 +248,65 @@ class _Op:
 
 
 _Token = _Atom | _Op
+
+
+def _folded(form: Form) -> Form:
+    return variants_table.fold(" ".join(form))
+
+
+def _with_variants(atom: _Atom) -> _Atom:
+    """The atom with the other spellings of its name (Kiev for Kyiv) among its alternatives."""
+    if atom.prefix:
+        return atom
+    table = variants_table.active()
+    extra: list[Form] = []
+    for form in (atom.pieces, *atom.alternatives):
+        folded = _folded(form)
+        others = table.of(folded)[1:]
+        if not others and len(folded) > 1 and folded[-1] == "s":  # a possessive: Kiev's
+            others = tuple((*other, "s") for other in table.of(folded[:-1])[1:])
+        for other in others:
+            if other not in extra and other != atom.pieces and other not in atom.alternatives:
+                extra.append(other)
+    if not extra:
+        return atom
+    return replace(atom, alternatives=(*atom.alternatives, *extra))
+
+
+def _word_forms(raw: str) -> tuple[Form, tuple[Form, ...], tuple[Form, ...]]:
+    """A typed word's pieces, its alternatives and its marks-only forms.
+
+    `U.S.` is the joined `us` (which the index holds for every `U.S.`), marking `u s` in the text;
+    `de-escalate` is the phrase `de escalate` or the joined `deescalate`; `US` marks `U.S.` too."""
+    word = _EDGES.sub("", raw)
+    pieces = tuple(p.lower() for p in _PIECE.findall(word))
+    if len(pieces) > 1 and _DOTTED.match(word):
+        return ("".join(pieces),), (), (pieces,)
+    if len(pieces) > 1 and _HYPHENATED.match(word):
+        return pieces, (("".join(pieces),),), ()
+    if len(pieces) == 1 and 2 <= len(word) <= 5 and word.isalpha() and word.isupper():
+        # An abbreviation typed in capitals (US, EU): its dotted form is worth marking too.
+        return pieces, (), (tuple(pieces[0]),)
+    return pieces, (), ()
+
+
+def _phrase_forms(inner: str) -> tuple[Form, tuple[Form, ...]]:
+    """A quoted phrase's pieces, and the same phrase with its dotted and hyphenated words joined
+    (`"U.S. sanctions"` is also `"us sanctions"`)."""
+    pieces: list[str] = []
+    joined: list[str] = []
+    for word in inner.split():
+        forms, alternatives, _ = _word_forms(word)
+        word_pieces = [p.lower() for p in _PIECE.findall(word)]
+        pieces += word_pieces
+        if forms != tuple(word_pieces):  # dotted: the joined form is the word's own
+            joined += forms
+        elif alternatives:
+            joined += alternatives[0]
+        else:
+            joined += word_pieces
+    alternatives = (tuple(joined),) if joined != pieces and joined else ()
+    return tuple(pieces), alternatives
 
 
 class _Lexer:
@@ -185,9 +343,12 @@ class _Lexer:
                 prefix = i < n and text[i] == "*"
                 if prefix:
                     i += 1
-                pieces = tuple(p.lower() for p in _PIECE.findall(inner))
+                pieces, alternatives = _phrase_forms(inner)
                 if pieces:
-                    tokens.append(_Atom(pieces, prefix, phrase=True, negated=negated))
+                    atom = _Atom(pieces, prefix, phrase=True, negated=negated)
+                    if not prefix:
+                        atom = _with_variants(replace(atom, alternatives=alternatives))
+                    tokens.append(atom)
                 continue
             start = i
             while i < n and not text[i].isspace() and text[i] not in '"()':
@@ -199,9 +360,9 @@ class _Lexer:
             if raw.upper() in _CAPITALS_ONLY and not negated:
                 # "sanctions or NATO" most likely meant OR: say that it was read as a word.
                 self._notice(f'Read "{raw}" as a plain word.')
-            atom = self._word(raw, negated)
-            if atom is not None:
-                tokens.append(atom)
+            word = self._word(raw, negated)
+            if word is not None:
+                tokens.append(word)
         return tokens
 
     def _word(self, raw: str, negated: bool) -> _Atom | None:
@@ -214,11 +375,61 @@ class _Lexer:
             self._notice(f'Read "{raw}" as plain words.')
         prefix = raw.endswith("*") and _PIECE.search(raw[-2:-1] or "") is not None
         label = _EDGES.sub("", raw).lower() + ("*" if prefix else "")
-        return _Atom(pieces, prefix, phrase=False, negated=negated, label=label)
+        if prefix:
+            return _Atom(pieces, prefix, phrase=False, negated=negated, label=label)
+        forms, alternatives, marks = _word_forms(raw)
+        atom = _Atom(forms, False, False, negated, label, alternatives, marks)
+        return _with_variants(atom)
 
     def _notice(self, text: str) -> None:
         if text not in self.notices:
             self.notices.append(text)
+
+
+def _join_names(tokens: list[_Token]) -> list[_Token]:
+    """Read plain words that together spell a name of several words (Czech Republic) as that name,
+    with its variants (Czechia); the longest name first."""
+    table = variants_table.active()
+    if table.longest < 2:
+        return tokens
+    joined: list[_Token] = []
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        if not isinstance(token, _Atom) or not token.plain:
+            joined.append(token)
+            i += 1
+            continue
+        run = 1
+        while (
+            i + run < len(tokens)
+            and run < table.longest
+            and isinstance(tokens[i + run], _Atom)
+            and _plain_like(tokens[i + run], token.negated)
+        ):
+            run += 1
+        for size in range(run, 1, -1):
+            words = [t for t in tokens[i : i + size] if isinstance(t, _Atom)]
+            form = tuple(p for w in words for p in w.pieces)
+            if len(table.of(_folded(form))) > 1:
+                name = _Atom(
+                    form,
+                    False,
+                    phrase=False,
+                    negated=token.negated,
+                    label=" ".join(w.display for w in words),
+                )
+                joined.append(_with_variants(name))
+                i += size
+                break
+        else:
+            joined.append(token)
+            i += 1
+    return joined
+
+
+def _plain_like(token: _Token, negated: bool) -> bool:
+    return isinstance(token, _Atom) and token.plain and token.negated == negated
 
 
 def _resolve_operators(tokens: list[_Token], notices: list[str]) -> list[_Token]:
@@ -249,6 +460,28 @@ def _resolve_operators(tokens: list[_Token], notices: list[str]) -> list[_Token]
     return resolved
 
 
+def _all_of(expressions: list[str]) -> str:
+    return " AND ".join(expressions)
+
+
+def _group_expression(positives: list[_Atom], marks: bool) -> str:
+    """All the group's words; a prefix and the word after it may also be one joined word
+    (`de escalate` finds `deescalate`), as an alternative beside the words themselves."""
+    parts = [a.marks_expression if marks else a.expression for a in positives]
+    base = _all_of(parts)
+    alternatives: list[str] = []
+    for index in range(len(positives) - 1):
+        first, second = positives[index], positives[index + 1]
+        if len(alternatives) >= MAX_JOINED_PAIRS:
+            break
+        if first.plain and second.plain and first.pieces[0] in COMPOUND_PREFIXES:
+            joined = _quoted((first.pieces[0] + second.pieces[0],))
+            alternatives.append(_all_of([*parts[:index], joined, *parts[index + 2 :]]))
+    if not alternatives:
+        return base
+    return " OR ".join(f"({e})" for e in (base, *alternatives))
+
+
 def compile_query(text: str) -> CompiledQuery:
     """Parse the user's query into a safe FTS5 MATCH expression; raises QueryError with a how-to line."""
     original = text
@@ -258,7 +491,7 @@ def compile_query(text: str) -> CompiledQuery:
     lexer = _Lexer(normalized)
     tokens = lexer.tokens()
     notices = lexer.notices
-    tokens = _resolve_operators(tokens, notices)
+    tokens = _join_names(_resolve_operators(tokens, notices))
 
     groups: list[tuple[list[_Atom], list[_Atom]]] = [([], [])]
     negate_next = False
@@ -289,25 +522,32 @@ def compile_query(text: str) -> CompiledQuery:
             raise QueryError("Put a few letters before *, e.g. Blink*.")
         raise QueryError('Type a word or two to look for, e.g. sanctions or "written response".')
 
-    expressions: list[str] = []
+    def expression(marks: bool) -> str:
+        expressions: list[str] = []
+        for positives, negatives in kept:
+            found = _group_expression(positives, marks)
+            if negatives:
+                if len(positives) > 1 or " OR " in found:
+                    found = f"({found})"
+                # Exclusions never take the marks-only forms: `highlight` must match a superset.
+                found += "".join(f" NOT {a.expression}" for a in negatives)
+            expressions.append(found)
+        several = len(expressions) > 1
+        return " OR ".join(f"({e})" if several else e for e in expressions)
+
     terms: list[str] = []
-    for positives, negatives in kept:
-        expression = " AND ".join(a.expression for a in positives)
-        if negatives:
-            if len(positives) > 1:
-                expression = f"({expression})"
-            expression += "".join(f" NOT {a.expression}" for a in negatives)
-        expressions.append(expression)
+    for positives, _ in kept:
         for atom in positives:
             if atom.display not in terms:
                 terms.append(atom.display)
-    several = len(expressions) > 1
-    match = " OR ".join(f"({e})" if several else e for e in expressions)
+    match = expression(marks=False)
+    marked = expression(marks=True)
     return CompiledQuery(
         text=original,
         match=match,
         terms=tuple(terms),
         notice=" ".join(notices) if notices else None,
+        highlight=marked if marked != match else "",
     )
 
 
@@ -335,7 +575,7 @@ async def search(
         candidates.sort(key=lambda c: (c[2], c[1]), reverse=True)
         candidates.sort(key=lambda c: c[0])
         chosen = candidates[offset : offset + per_page]
-        hits = await _hits(db.reader, query.match, chosen)
+        hits = await _hits(db.reader, query.marks, chosen)
     except sqlite3.OperationalError as error:
         log.warning("search failed for %r (%s): %s", text, query.match, error)
         raise QueryError(f"Couldn't search for that. {HOW_TO}") from error
@@ -387,8 +627,7 @@ async def _hits(
     sql = (
         f"SELECT {POST_COLUMNS}, "
         f"highlight(posts_fts, 0, '{_MARK_START}', '{_MARK_END}') AS marked_title, "
-        f"snippet(posts_fts, 2, '{_MARK_START}', '{_MARK_END}', '…', {SNIPPET_TOKENS}) "
-        "AS marked_snippet "
+        f"{_SNIPPETS_SQL} "
         "FROM posts_fts JOIN posts p ON p.rowid = posts_fts.rowid "
         # One range for FTS5 to walk (an IN list it would answer by re-running the query per
         # rowid, which is costly for prefixes); the IN list, unindexed (+), picks the page's rows.
@@ -406,14 +645,37 @@ async def _hits(
             SearchHit(
                 post=post_from_row(row),
                 title=highlighted(row["marked_title"] or ""),
-                snippet=highlighted(row["marked_snippet"] or ""),
+                snippet=chosen_snippet(row),
                 rank=score,
             )
         )
     return tuple(hits)
 
 
-def highlighted(marked: str) -> Highlighted:
+# The snippet comes from the text; from a caption or the background when only they matched.
+_SNIPPET_SOURCES: tuple[tuple[SnippetSource, str], ...] = (
+    ("text", "body"),
+    ("caption", "captions"),
+    ("background", "background"),
+)
+_SNIPPETS_SQL = ", ".join(
+    f"snippet(posts_fts, {FTS_COLUMNS.index(column)}, '{_MARK_START}', '{_MARK_END}', '…', "
+    f"{SNIPPET_TOKENS}) AS snippet_{where}"
+    for where, column in _SNIPPET_SOURCES
+)
+
+
+def chosen_snippet(row: Any) -> Highlighted:
+    """The body's snippet when the body matched (or nothing else did: a title match shows the
+    text's start), else the caption's or the background's, labelled with where it comes from."""
+    for where, _ in _SNIPPET_SOURCES:
+        marked = row[f"snippet_{where}"] or ""
+        if _MARK_START in marked:
+            return highlighted(marked, where)
+    return highlighted(row["snippet_text"] or "")
+
+
+def highlighted(marked: str, where: SnippetSource = "text") -> Highlighted:
     """Split text with \\x02…\\x03 markers into neutral highlight segments."""
     segments: list[Segment] = []
     inside = False
@@ -438,7 +700,7 @@ def highlighted(marked: str) -> Highlighted:
         else:
             buffer.append(ch)
     flush()
-    return Highlighted(segments=tuple(segments))
+    return Highlighted(segments=tuple(segments), where=where)
 
 
 async def post_matches(conn: aiosqlite.Connection, query: CompiledQuery, post_rowid: int) -> bool:
@@ -461,13 +723,22 @@ def matched_terms(query: CompiledQuery, post: Post) -> tuple[str, ...]:
         return ()
     conn = sqlite3.connect(":memory:")
     try:
+        columns = ", ".join(FTS_COLUMNS)
+        conn.execute(f"CREATE VIRTUAL TABLE t USING fts5({columns}, {FTS_OPTIONS})")
+        texts = [post.title, post.byline, *post.body, post.background, post.location]
+        for image in post.images:
+            texts += [image.caption, image.credit]
         conn.execute(
-            "CREATE VIRTUAL TABLE t USING fts5(title, byline, body, "
-            "tokenize='porter unicode61 remove_diacritics 2')"
-        )
-        conn.execute(
-            "INSERT INTO t (title, byline, body) VALUES (?, ?, ?)",
-            (post.title, post.byline or "", post.text),
+            f"INSERT INTO t ({columns}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                post.title,
+                post.byline or "",
+                post.text,
+                captions_text(post.images),
+                post.background or "",
+                post.location or "",
+                joined_words(texts),
+            ),
         )
         found: list[str] = []
         for term in query.terms:

@@ -26,7 +26,7 @@ from bot.sources import SourceError, load, parse_document
 from bot.sources import fetch as fetch_module
 from bot.sources.fetch import AddressClass, address_class, redirect_allowed
 from handlers import Deps, handle, split_command_line
-from storage.db import Database
+from storage.db import MIGRATIONS, Database
 from storage.posts import PostStore, SourceConflict, may_update
 from storage.subscriptions import SubscriptionStore
 from tests.cli_process import livedesk
@@ -250,7 +250,7 @@ async def test_a_database_with_short_years_is_rewritten_fixed_width_on_open(tmp_
     async with await Database.open(path) as db:
         async with db.reader.execute("PRAGMA user_version") as cur:
             version = await cur.fetchone()
-        assert version is not None and version[0] == 4
+        assert version is not None and version[0] == len(MIGRATIONS)
         async with db.reader.execute(
             "SELECT p.published_at, p.updated_at, p.time_estimated, v.recorded_at, d.order_key "
             "FROM posts p JOIN post_versions v ON v.post_rowid = p.rowid AND v.version = 1 "

@@ -100,7 +100,9 @@ def _marked(text: Highlighted) -> list[str]:
         ("Blink*", '"blink"*'),
         ("CNN's", '"cnn s"'),
         ("CNN’s", '"cnn s"'),
-        ("well-known", '"well known"'),
+        ("well-known", '("well known" OR "wellknown")'),
+        ("U.S.", '"us"'),
+        ("de escalate", '("de" AND "escalate") OR ("deescalate")'),
         ('a "b" OR c -d', '("a" AND "b") OR ("c" NOT "d")'),
     ],
 )

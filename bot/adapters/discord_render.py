@@ -140,9 +140,13 @@ def link(label: str, url: str) -> str:
 
 
 def highlighted(text: Highlighted, limit: int) -> str:
-    """A search excerpt with its matches in bold, cut on a word without breaking the bold markers."""
+    """A search excerpt with its matches in bold, cut on a word without breaking the bold markers;
+    one from a caption or the background starts with its label in italics."""
     out: list[str] = []
     used = 0
+    if text.label and size(text.label) + 3 < limit:
+        out.append(f"*{esc(text.label)}* ")
+        used += size(out[0])
     for run, hit in text.segments:
         piece = esc(run)
         if hit and run.strip():

@@ -158,6 +158,9 @@ def _md_bold(text: str) -> str:
 def _card_text(card: Card) -> tuple[str, tuple[Segment, ...] | None]:
     """The card's readable text, and the search snippet's own highlighting when it has one."""
     if card.snippet is not None and card.snippet.segments:
+        if card.snippet.label:  # from a caption or the background: say so first
+            label = card.snippet.label + " "
+            return label + card.snippet.plain, ((label, False), *card.snippet.segments)
         return card.snippet.plain, card.snippet.segments
     return "\n\n".join(p for p in card.body if p.strip()), None
 

@@ -193,13 +193,18 @@ def render_card(card: Card, zone: ZoneInfo, *, limit: int = MAX_TEXT) -> str:
 
 
 def render_highlighted(text: Highlighted) -> str:
-    return "".join(f"<b>{esc(run)}</b>" if hit else esc(run) for run, hit in text.segments if run)
+    """Matches in bold; a snippet from a caption or the background starts with its label."""
+    label = f"<i>{esc(text.label)}</i> " if text.label else ""
+    return label + "".join(
+        f"<b>{esc(run)}</b>" if hit else esc(run) for run, hit in text.segments if run
+    )
 
 
 def render_hit(card: Card, zone: ZoneInfo, *, limit: int = MAX_TEXT) -> str:
     """A search result: bold linked title, time line, and the snippet with its matches in bold."""
     snippet = card.snippet if card.snippet and card.snippet.plain.strip() else None
-    room = limit - (visible_length(snippet.plain) + 1 if snippet else 0)
+    label = len(snippet.label) + 1 if snippet and snippet.label else 0
+    room = limit - (visible_length(snippet.plain) + 1 + label if snippet else 0)
     pieces = [
         _title_piece(card),
         _Piece(text=f"{_meta_line(card, zone)} · /post {card.ref}", before="<i>", after="</i>"),
@@ -311,6 +316,8 @@ def inline_article(
 ) -> InlineQueryResultArticle:
     """One post offered in inline mode: its title and snippet to pick, the whole card to share."""
     plain = card.snippet.plain if card.snippet else " ".join(card.body)
+    if card.snippet is not None and card.snippet.label:  # from a caption or the background
+        plain = f"{card.snippet.label} {plain}"
     return InlineQueryResultArticle(
         id=f"{index}:{card.post_id}".encode()[:64].decode(errors="ignore"),
         title=card.title[:256] or "(untitled)",

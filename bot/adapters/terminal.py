@@ -219,6 +219,8 @@ class TerminalAdapter(Adapter):
 def highlighted_text(value: Highlighted) -> Text:
     """Highlight markers as styled runs; the text itself is never read as markup."""
     text = Text()
+    if value.label:  # a snippet from a caption or the background
+        text.append(value.label + " ", style="italic " + META_STYLE)
     for segment, marked in value.segments:
         text.append(printable(segment), style=HIGHLIGHT_STYLE if marked else "")
     return text
