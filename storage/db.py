@@ -181,6 +181,57 @@ MIGRATIONS: tuple[str, ...] = (
         SET order_key = (SELECT p.published_at FROM posts p WHERE p.rowid = deliveries.post_rowid)
         WHERE order_key < '1900' OR julianday(order_key) > 1 + julianday(created_at);
     """,
+    """
+    -- Search every text a reader sees: image captions with their credits, the background and the
+    -- location join the title, byline and body. Captions live in the images JSON, so the triggers
+    -- keep them as text in posts.captions, which posts_fts reads for highlights and snippets.
+    -- prefix='2 3 4' answers a 2-4 letter prefix from its own index instead of merging the
+    -- match lists of every word it starts; detail=full keeps phrases.
+    ALTER TABLE posts ADD COLUMN captions TEXT NOT NULL DEFAULT '';
+    UPDATE posts SET captions = coalesce((SELECT group_concat(trim(
+        coalesce(json_extract(i.value, '$.caption'), '') || ' '
+        || coalesce(json_extract(i.value, '$.credit'), '')), char(10))
+        FROM json_each(posts.images) i), '');
+    DROP TRIGGER posts_fts_insert;
+    DROP TRIGGER posts_fts_delete;
+    DROP TRIGGER posts_fts_update;
+    DROP TABLE posts_fts;
+    CREATE VIRTUAL TABLE posts_fts USING fts5(
+        title, byline, body, captions, background, location,
+        content='posts', content_rowid='rowid',
+        tokenize='porter unicode61 remove_diacritics 2', prefix='2 3 4'
+    );
+    CREATE TRIGGER posts_fts_insert AFTER INSERT ON posts BEGIN
+        UPDATE posts SET captions = coalesce((SELECT group_concat(trim(
+            coalesce(json_extract(i.value, '$.caption'), '') || ' '
+            || coalesce(json_extract(i.value, '$.credit'), '')), char(10))
+            FROM json_each(new.images) i), '')
+            WHERE rowid = new.rowid AND new.images <> '[]';
+        INSERT INTO posts_fts(rowid, title, byline, body, captions, background, location)
+        SELECT rowid, title, byline, body, captions, background, location
+        FROM posts WHERE rowid = new.rowid;
+    END;
+    CREATE TRIGGER posts_fts_delete AFTER DELETE ON posts BEGIN
+        INSERT INTO posts_fts(posts_fts, rowid, title, byline, body, captions, background, location)
+        VALUES ('delete', old.rowid, old.title, old.byline, old.body, old.captions,
+            old.background, old.location);
+    END;
+    CREATE TRIGGER posts_fts_update
+        AFTER UPDATE OF title, byline, body, images, background, location ON posts BEGIN
+        INSERT INTO posts_fts(posts_fts, rowid, title, byline, body, captions, background, location)
+        VALUES ('delete', old.rowid, old.title, old.byline, old.body, old.captions,
+            old.background, old.location);
+        UPDATE posts SET captions = coalesce((SELECT group_concat(trim(
+            coalesce(json_extract(i.value, '$.caption'), '') || ' '
+            || coalesce(json_extract(i.value, '$.credit'), '')), char(10))
+            FROM json_each(new.images) i), '')
+            WHERE rowid = new.rowid;
+        INSERT INTO posts_fts(rowid, title, byline, body, captions, background, location)
+        SELECT rowid, title, byline, body, captions, background, location
+        FROM posts WHERE rowid = new.rowid;
+    END;
+    INSERT INTO posts_fts(posts_fts) VALUES ('rebuild');
+    """,
 )
 
 
