@@ -6,11 +6,14 @@ Anything else is read as plain words (with a notice) or answered with a QueryErr
 to write the query. Every word reaches FTS5 double-quoted, so no user text is ever FTS5 syntax, and no
 SQL or FTS error ever reaches the user.
 
-Ranking is bm25 with the title weighted above the byline and the body, ties broken by recency. Ranking
-every match of a common word costs ~200 ms at a million posts, so when a query matches more than
-`RANK_WINDOW` posts only the newest `RANK_WINDOW` matches are ranked and `total` becomes a lower bound.
-bm25 still reads each term's whole match list once per query (its IDF), so a phrase of very common
-words stays costly at a million posts; see bench/store.py for the figures.
+Ranking is by tier, then recency: posts whose title matches first, then those whose byline or
+location does, then the body, then any other match (captions, background, words spread over
+several columns); within a tier the newest first. Each tier is a column-filtered walk of the index
+newest first that stops once the page is full, so nothing is scored and a common word costs what a
+rare one does. bm25 is not used: it reads every match of every term once per query (its IDF), which
+at a million posts costs up to ~300 ms for a common word or a phrase of common words.
+The count is exact up to COUNT_WINDOW matches and an estimate above (labelled "about …");
+see bench/search.py for the figures.
 """
 
 from __future__ import annotations
@@ -30,14 +33,17 @@ from storage.posts import POST_COLUMNS, post_from_row
 
 log = logging.getLogger(__name__)
 
-RANK_WINDOW = 1000  # at 1M posts: a common word p99 ~15 ms here, against ~25 ms with 2,000
-"""Above this many matches, rank only the newest this many (and report total as a lower bound)."""
+COUNT_WINDOW = 1000
+"""Count exactly up to this many matches; above, the count is an estimate (and says so)."""
+TIERS: tuple[str | None, ...] = ("title", "byline location", "body", None)
+"""Rank tiers as posts_fts column filters: title, then byline or location, then body, then any
+match (captions, background, or words spread over several columns). Ties go to the newest."""
 MAX_TERMS = 32
 MAX_QUERY_CHARS = 1000
 MAX_PER_PAGE = 50
 SNIPPET_TOKENS = 32
-# bm25 weights per posts_fts column: title, byline, body.
-RANK_EXPRESSION = "bm25(posts_fts, 10.0, 2.0, 1.0)"
+# bm25 weights per posts_fts column: title, byline, body, captions, background, location.
+RANK_EXPRESSION = "bm25(posts_fts, 10.0, 2.0, 1.0, 0.8, 0.8, 1.0)"
 
 HOW_TO = 'Search with words, "a phrase", OR, -word to leave out, or a prefix like Blink*.'
 _MARK_START = "\x02"
@@ -75,17 +81,22 @@ class SearchPage:
     per_page: int
     total: int
     notice: str | None
-    total_is_lower_bound: bool = False
-    """True when the query matched more than `total` posts and only the newest were ranked."""
+    total_is_estimate: bool = False
+    """True when more than COUNT_WINDOW posts match: `total` is then an estimate (never below
+    COUNT_WINDOW + 1)."""
+    more: bool | None = None
+    """Whether a post follows this page; None: decided by `total`."""
 
     @property
     def has_more(self) -> bool:
+        if self.more is not None:
+            return self.more
         return self.page * self.per_page < self.total
 
     @property
     def total_label(self) -> str:
-        """'12', or '1,000+' when the count is a lower bound."""
-        return f"{self.total:,}+" if self.total_is_lower_bound else f"{self.total:,}"
+        """'12', or 'about 340,000' when the count is an estimate."""
+        return f"about {self.total:,}" if self.total_is_estimate else f"{self.total:,}"
 
 
 # --- the query language -----------------------------------------------------------------------------
@@ -328,42 +339,48 @@ async def search(
     per_page = max(1, min(per_page, MAX_PER_PAGE))
     offset = (page - 1) * per_page
     try:
-        candidates = await _candidates(db.reader, query.match, source_id)
-        lower_bound = len(candidates) > RANK_WINDOW
-        del candidates[RANK_WINDOW:]
-        # Best bm25 first (lower is better); equal scores newest first.
-        candidates.sort(key=lambda c: (c[2], c[1]), reverse=True)
-        candidates.sort(key=lambda c: c[0])
-        chosen = candidates[offset : offset + per_page]
+        ranked = await _candidates(db.reader, query.match, source_id, offset + per_page + 1)
+        chosen = ranked[offset : offset + per_page]
         hits = await _hits(db.reader, query.match, chosen)
+        total, estimated = await _count(db.reader, query.match, source_id)
     except sqlite3.OperationalError as error:
         log.warning("search failed for %r (%s): %s", text, query.match, error)
         raise QueryError(f"Couldn't search for that. {HOW_TO}") from error
+    more = len(ranked) > offset + per_page
+    if not estimated:
+        # Posts imported between the two walks: keep the count and the page in step.
+        total = max(total, len(ranked))
     return SearchPage(
         query=text,
         hits=hits,
         page=page,
         per_page=per_page,
-        total=len(candidates),
+        total=total,
         notice=query.notice,
-        total_is_lower_bound=lower_bound,
+        total_is_estimate=estimated,
+        more=more,
     )
 
 
 _Candidate = tuple[float, str, int]
-"""(bm25 score, published_at, rowid)"""
+"""(tier, published_at, rowid): tier 0 ranks first."""
 
 
-async def _candidates(
-    conn: aiosqlite.Connection, match: str, source_id: str | None
-) -> list[_Candidate]:
-    """The newest RANK_WINDOW + 1 matches with their scores, in one walk of the index.
+def _tier_match(match: str, columns: str | None) -> str:
+    """The query restricted to `columns`; an exclusion still applies to the whole post."""
+    if columns is None:
+        return match
+    restricted = f"{{{columns}}} : ({match})"
+    return f"{restricted} AND ({match})" if " NOT " in match else restricted
 
-    Walking newest first and stopping after RANK_WINDOW + 1 rows keeps a common word as cheap as a
-    rare one: bm25 is computed for at most that many rows, never for every match.
-    """
+
+async def _walk(
+    conn: aiosqlite.Connection, match: str, source_id: str | None, limit: int
+) -> list[tuple[str, int]]:
+    """(published_at, rowid) of the newest `limit` matches: FTS5 walks its index newest first and
+    stops there, so a common word costs what a rare one does, and nothing is scored."""
     sql = (
-        f"SELECT {RANK_EXPRESSION}, p.published_at, posts_fts.rowid "
+        "SELECT p.published_at, posts_fts.rowid "
         "FROM posts_fts JOIN posts p ON p.rowid = posts_fts.rowid WHERE posts_fts MATCH ?"
     )
     params: list[Any] = [match]
@@ -371,9 +388,61 @@ async def _candidates(
         sql += " AND p.source_id = ?"
         params.append(source_id)
     sql += " ORDER BY posts_fts.rowid DESC LIMIT ?"
-    params.append(RANK_WINDOW + 1)
+    params.append(limit)
     async with conn.execute(sql, params) as cur:
-        return [(float(r[0]), str(r[1]), int(r[2])) for r in await cur.fetchall()]
+        return [(str(r[0]), int(r[1])) for r in await cur.fetchall()]
+
+
+async def _candidates(
+    conn: aiosqlite.Connection, match: str, source_id: str | None, need: int
+) -> list[_Candidate]:
+    """The first `need` posts in rank order: tier by tier (title, then byline or location, then
+    body, then the rest), newest first within a tier.
+
+    A tier is only walked while the page is not full, and each walk stops after the rows the page
+    can use, so only candidates that can reach the page are read: a post whose title matches is
+    never lost behind newer body matches, however many there are.
+    """
+    ranked: list[_Candidate] = []
+    seen: set[int] = set()
+    for tier, columns in enumerate(TIERS):
+        wanted = need - len(ranked)
+        if wanted <= 0:
+            break
+        # Rows of earlier tiers match here too (their tiers were walked to the end): skip them.
+        rows = await _walk(conn, _tier_match(match, columns), source_id, wanted + len(seen))
+        window = [(published, rowid) for published, rowid in rows if rowid not in seen]
+        # Newest first by publication time within the walked window (the walk is by rowid,
+        # which is import order).
+        window.sort(reverse=True)
+        for published, rowid in window[:wanted]:
+            ranked.append((float(tier), published, rowid))
+            seen.add(rowid)
+    return ranked
+
+
+async def _count(conn: aiosqlite.Connection, match: str, source_id: str | None) -> tuple[int, bool]:
+    """(count, is an estimate): exact up to COUNT_WINDOW matches; above, the density of matches
+    among the newest posts spread over the whole table, rounded to two significant figures."""
+    rows = await _walk(conn, match, source_id, COUNT_WINDOW + 1)
+    if len(rows) <= COUNT_WINDOW:
+        return len(rows), False
+    boundary = rows[COUNT_WINDOW - 1][1]
+    async with conn.execute("SELECT min(rowid), max(rowid) FROM posts") as cur:
+        row = await cur.fetchone()
+    low, high = (int(row[0]), int(row[1])) if row and row[0] is not None else (boundary, boundary)
+    high = max(high, rows[0][1])
+    spread = COUNT_WINDOW * (high - low + 1) / max(1, high - boundary + 1)
+    return max(COUNT_WINDOW + 1, _two_figures(spread)), True
+
+
+def _two_figures(value: float) -> int:
+    """Round to two significant figures: 338,512 → 340,000."""
+    number = round(value)
+    if number < 100:
+        return number
+    scale = 10 ** (len(str(number)) - 2)
+    return round(number / scale) * scale
 
 
 async def _hits(
