@@ -339,10 +339,14 @@ async def search(
     per_page = max(1, min(per_page, MAX_PER_PAGE))
     offset = (page - 1) * per_page
     try:
-        ranked = await _candidates(db.reader, query.match, source_id, offset + per_page + 1)
+        need = offset + per_page + 1
+        ranked, known = await _candidates(db.reader, query.match, source_id, need)
         chosen = ranked[offset : offset + per_page]
         hits = await _hits(db.reader, query.match, chosen)
-        total, estimated = await _count(db.reader, query.match, source_id)
+        if known is not None and known <= COUNT_WINDOW:
+            total, estimated = known, False
+        else:
+            total, estimated = await _count(db.reader, query.match, source_id)
     except sqlite3.OperationalError as error:
         log.warning("search failed for %r (%s): %s", text, query.match, error)
         raise QueryError(f"Couldn't search for that. {HOW_TO}") from error
@@ -395,9 +399,10 @@ async def _walk(
 
 async def _candidates(
     conn: aiosqlite.Connection, match: str, source_id: str | None, need: int
-) -> list[_Candidate]:
+) -> tuple[list[_Candidate], int | None]:
     """The first `need` posts in rank order: tier by tier (title, then byline or location, then
-    body, then the rest), newest first within a tier.
+    body, then the rest), newest first within a tier; and the number of matches when the walk of
+    the last tier saw them all (else None).
 
     A tier is only walked while the page is not full, and each walk stops after the rows the page
     can use, so only candidates that can reach the page are read: a post whose title matches is
@@ -405,12 +410,16 @@ async def _candidates(
     """
     ranked: list[_Candidate] = []
     seen: set[int] = set()
+    total: int | None = None
     for tier, columns in enumerate(TIERS):
         wanted = need - len(ranked)
         if wanted <= 0:
             break
         # Rows of earlier tiers match here too (their tiers were walked to the end): skip them.
-        rows = await _walk(conn, _tier_match(match, columns), source_id, wanted + len(seen))
+        limit = wanted + len(seen)
+        rows = await _walk(conn, _tier_match(match, columns), source_id, limit)
+        if columns is None and len(rows) < limit:
+            total = len(rows)  # the last tier is the whole query
         window = [(published, rowid) for published, rowid in rows if rowid not in seen]
         # Newest first by publication time within the walked window (the walk is by rowid,
         # which is import order).
@@ -418,7 +427,7 @@ async def _candidates(
         for published, rowid in window[:wanted]:
             ranked.append((float(tier), published, rowid))
             seen.add(rowid)
-    return ranked
+    return ranked, total
 
 
 async def _count(conn: aiosqlite.Connection, match: str, source_id: str | None) -> tuple[int, bool]:
@@ -441,8 +450,8 @@ def _two_figures(value: float) -> int:
     number = round(value)
     if number < 100:
         return number
-    scale = 10 ** (len(str(number)) - 2)
-    return round(number / scale) * scale
+    scale = int(10 ** (len(str(number)) - 2))
+    return int(round(number / scale) * scale)
 
 
 async def _hits(
