@@ -433,14 +433,19 @@ async def _candidates(
 async def _count(conn: aiosqlite.Connection, match: str, source_id: str | None) -> tuple[int, bool]:
     """(count, is an estimate): exact up to COUNT_WINDOW matches; above, the density of matches
     among the newest posts spread over the whole table, rounded to two significant figures."""
-    rows = await _walk(conn, match, source_id, COUNT_WINDOW + 1)
-    if len(rows) <= COUNT_WINDOW:
-        return len(rows), False
-    boundary = rows[COUNT_WINDOW - 1][1]
+    if source_id is None:
+        sql = "SELECT rowid FROM posts_fts WHERE posts_fts MATCH ? ORDER BY rowid DESC LIMIT ?"
+        async with conn.execute(sql, (match, COUNT_WINDOW + 1)) as cur:
+            rowids = [int(r[0]) for r in await cur.fetchall()]
+    else:
+        rowids = [rowid for _, rowid in await _walk(conn, match, source_id, COUNT_WINDOW + 1)]
+    if len(rowids) <= COUNT_WINDOW:
+        return len(rowids), False
+    boundary = rowids[COUNT_WINDOW - 1]
     async with conn.execute("SELECT min(rowid), max(rowid) FROM posts") as cur:
         row = await cur.fetchone()
     low, high = (int(row[0]), int(row[1])) if row and row[0] is not None else (boundary, boundary)
-    high = max(high, rows[0][1])
+    high = max(high, rowids[0])
     spread = COUNT_WINDOW * (high - low + 1) / max(1, high - boundary + 1)
     return max(COUNT_WINDOW + 1, _two_figures(spread)), True
 
@@ -460,21 +465,27 @@ async def _hits(
     """The chosen posts with highlighted title and snippet, made for those rows only."""
     if not chosen:
         return ()
-    rowids = [rowid for _, _, rowid in chosen]
-    marks = ",".join("?" * len(rowids))
-    sql = (
-        f"SELECT {POST_COLUMNS}, "
-        f"highlight(posts_fts, 0, '{_MARK_START}', '{_MARK_END}') AS marked_title, "
-        f"snippet(posts_fts, 2, '{_MARK_START}', '{_MARK_END}', '…', {SNIPPET_TOKENS}) "
-        "AS marked_snippet "
-        "FROM posts_fts JOIN posts p ON p.rowid = posts_fts.rowid "
-        # One range for FTS5 to walk (an IN list it would answer by re-running the query per
-        # rowid, which is costly for prefixes); the IN list, unindexed (+), picks the page's rows.
-        f"WHERE posts_fts MATCH ? AND posts_fts.rowid BETWEEN ? AND ? "
-        f"AND +posts_fts.rowid IN ({marks})"
-    )
-    async with conn.execute(sql, [match, min(rowids), max(rowids), *rowids]) as cur:
-        rows = {int(r["rowid"]): r for r in await cur.fetchall()}
+    # One range per tier for FTS5 to walk (an IN list it would answer by re-running the query per
+    # rowid, which is costly for prefixes; one range over every tier could span the whole index);
+    # the IN list, unindexed (+), picks the page's rows. A tier's rows came from one walk, so its
+    # range holds few other matches.
+    tiers: dict[float, list[int]] = {}
+    for tier, _, rowid in chosen:
+        tiers.setdefault(tier, []).append(rowid)
+    rows: dict[int, Any] = {}
+    for rowids in tiers.values():
+        marks = ",".join("?" * len(rowids))
+        sql = (
+            f"SELECT {POST_COLUMNS}, "
+            f"highlight(posts_fts, 0, '{_MARK_START}', '{_MARK_END}') AS marked_title, "
+            f"snippet(posts_fts, 2, '{_MARK_START}', '{_MARK_END}', '…', {SNIPPET_TOKENS}) "
+            "AS marked_snippet "
+            "FROM posts_fts JOIN posts p ON p.rowid = posts_fts.rowid "
+            f"WHERE posts_fts MATCH ? AND posts_fts.rowid BETWEEN ? AND ? "
+            f"AND +posts_fts.rowid IN ({marks})"
+        )
+        async with conn.execute(sql, [match, min(rowids), max(rowids), *rowids]) as cur:
+            rows.update((int(r["rowid"]), r) for r in await cur.fetchall())
     hits: list[SearchHit] = []
     for score, _, rowid in chosen:
         row = rows.get(rowid)
