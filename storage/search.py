@@ -339,11 +339,19 @@ async def search(
     per_page = max(1, min(per_page, MAX_PER_PAGE))
     offset = (page - 1) * per_page
     try:
-        need = offset + per_page + 1
-        ranked, known = await _candidates(db.reader, query.match, source_id, need)
+        counted: tuple[int, bool] | None = None
+        if offset:  # a later page: nothing to walk when it is past the end
+            counted = await _count(db.reader, query.match, source_id)
+        ranked: list[_Candidate] = []
+        known: int | None = None
+        if counted is None or offset < counted[0]:
+            need = offset + per_page + 1
+            ranked, known = await _candidates(db.reader, query.match, source_id, need)
         chosen = ranked[offset : offset + per_page]
         hits = await _hits(db.reader, query.match, chosen)
-        if known is not None and known <= COUNT_WINDOW:
+        if counted is not None:
+            total, estimated = counted
+        elif known is not None and known <= COUNT_WINDOW:
             total, estimated = known, False
         else:
             total, estimated = await _count(db.reader, query.match, source_id)

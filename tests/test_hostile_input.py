@@ -26,6 +26,7 @@ from bot.sources import SourceError, load, parse_document
 from bot.sources import fetch as fetch_module
 from bot.sources.fetch import AddressClass, address_class, redirect_allowed
 from handlers import Deps, handle, split_command_line
+from storage import db as db_module
 from storage.db import Database
 from storage.posts import PostStore, SourceConflict, may_update
 from storage.subscriptions import SubscriptionStore
@@ -220,8 +221,11 @@ async def test_after_a_year_999_import_latest_sources_and_the_dispatcher_all_wor
     assert row is not None and row[0] == 3
 
 
-async def test_a_database_with_short_years_is_rewritten_fixed_width_on_open(tmp_path: Path) -> None:
+async def test_a_database_with_short_years_is_rewritten_fixed_width_on_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "old.db"
+    monkeypatch.setattr(db_module, "MIGRATIONS", db_module.MIGRATIONS[:4])  # a schema-4 Livedesk
     async with await Database.open(path) as db:
         posts = PostStore(db)
         await SubscriptionStore(db).add(
@@ -247,10 +251,11 @@ async def test_a_database_with_short_years_is_rewritten_fixed_width_on_open(tmp_
             )
             await conn.execute("PRAGMA user_version = 3")
 
+    monkeypatch.undo()
     async with await Database.open(path) as db:
         async with db.reader.execute("PRAGMA user_version") as cur:
             version = await cur.fetchone()
-        assert version is not None and version[0] == 4
+        assert version is not None and version[0] == len(db_module.MIGRATIONS)
         async with db.reader.execute(
             "SELECT p.published_at, p.updated_at, p.time_estimated, v.recorded_at, d.order_key "
             "FROM posts p JOIN post_versions v ON v.post_rowid = p.rowid AND v.version = 1 "
