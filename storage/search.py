@@ -349,10 +349,10 @@ async def search(
             ranked, known = await _candidates(db.reader, query.match, source_id, need)
         chosen = ranked[offset : offset + per_page]
         hits = await _hits(db.reader, query.match, chosen)
-        if counted is not None:
-            total, estimated = counted
-        elif known is not None and known <= COUNT_WINDOW:
+        if known is not None:  # the walk saw every match
             total, estimated = known, False
+        elif counted is not None:
+            total, estimated = counted
         else:
             total, estimated = await _count(db.reader, query.match, source_id)
     except sqlite3.OperationalError as error:

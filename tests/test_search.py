@@ -235,10 +235,12 @@ async def test_common_words_are_counted_as_an_estimate(
     posts = [_post(n, "Update", "Nothing to see.") for n in range(1, 6)]
     posts.append(_post(6, "Update update update", "Update."))
     await PostStore(db).import_result(_result("blog", posts))
-    page = await search(db, "update", per_page=10)
-    assert page.total_is_estimate and page.total_label == f"about {page.total:,}"
-    assert page.total == 6
-    assert _ids(page) == ["blog-6", "blog-5", "blog-4", "blog-3", "blog-2", "blog-1"]
+    page = await search(db, "update", per_page=2)
+    assert page.total_is_estimate and page.total_label == "about 6"
+    assert _ids(page) == ["blog-6", "blog-5"] and page.has_more
+    whole = await search(db, "update", per_page=10)  # the walk saw every match: exact
+    assert not whole.total_is_estimate and whole.total_label == "6"
+    assert _ids(whole) == ["blog-6", "blog-5", "blog-4", "blog-3", "blog-2", "blog-1"]
 
 
 @pytest.mark.parametrize(
