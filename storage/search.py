@@ -8,11 +8,13 @@ SQL or FTS error ever reaches the user.
 
 Ranking is by tier, then recency: posts whose title matches first, then those whose byline or
 location does, then the body, then any other match (captions, background, words spread over
-several columns); within a tier the newest first. Each tier is a column-filtered walk of the index
+several columns); within a tier the newest first. Each tier is a column-filtered walk of an index
 newest first that stops once the page is full, so nothing is scored and a common word costs what a
-rare one does. bm25 is not used: it reads every match of every term once per query (its IDF), which
+rare one does; title, byline and location have a small index of their own (posts_heads), so the
+first tiers stay cheap even when no title matches. bm25 is not used: it reads every match of every term once per query (its IDF), which
 at a million posts costs up to ~300 ms for a common word or a phrase of common words.
-The count is exact up to COUNT_WINDOW matches and an estimate above (labelled "about …");
+The count is exact up to COUNT_WINDOW matches among the newest COUNT_SPAN posts and an estimate
+beyond (labelled "about …");
 see bench/search.py for the figures.
 """
 
@@ -35,9 +37,19 @@ log = logging.getLogger(__name__)
 
 COUNT_WINDOW = 1000
 """Count exactly up to this many matches; above, the count is an estimate (and says so)."""
-TIERS: tuple[str | None, ...] = ("title", "byline location", "body", None)
-"""Rank tiers as posts_fts column filters: title, then byline or location, then body, then any
-match (captions, background, or words spread over several columns). Ties go to the newest."""
+COUNT_SPAN = 100_000
+"""Counting walks only the newest this many posts: beyond, the count is an estimate (and says so).
+A count of a phrase or of words that are each common reads their whole match lists, ~50 ms at a
+million posts; within the span it stays a few milliseconds."""
+TIERS: tuple[tuple[str, str | None], ...] = (
+    ("posts_heads", "title"),
+    ("posts_heads", None),
+    ("posts_fts", "body"),
+    ("posts_fts", None),
+)
+"""Rank tiers, each an index and a column filter: the title, then the byline or location (both in
+the small posts_heads index), then the body, then any match (captions, background, or words spread
+over several columns). Ties go to the newest."""
 MAX_TERMS = 32
 MAX_QUERY_CHARS = 1000
 MAX_PER_PAGE = 50
@@ -359,9 +371,8 @@ async def search(
         log.warning("search failed for %r (%s): %s", text, query.match, error)
         raise QueryError(f"Couldn't search for that. {HOW_TO}") from error
     more = len(ranked) > offset + per_page
-    if not estimated:
-        # Posts imported between the two walks: keep the count and the page in step.
-        total = max(total, len(ranked))
+    # Never fewer than the posts found (an estimate can be low; posts may arrive between walks).
+    total = max(total, len(ranked))
     return SearchPage(
         query=text,
         hits=hits,
@@ -387,22 +398,70 @@ def _tier_match(match: str, columns: str | None) -> str:
 
 
 async def _walk(
-    conn: aiosqlite.Connection, match: str, source_id: str | None, limit: int
+    conn: aiosqlite.Connection,
+    match: str,
+    source_id: str | None,
+    limit: int,
+    table: str = "posts_fts",
 ) -> list[tuple[str, int]]:
     """(published_at, rowid) of the newest `limit` matches: FTS5 walks its index newest first and
     stops there, so a common word costs what a rare one does, and nothing is scored."""
     sql = (
-        "SELECT p.published_at, posts_fts.rowid "
-        "FROM posts_fts JOIN posts p ON p.rowid = posts_fts.rowid WHERE posts_fts MATCH ?"
+        f"SELECT p.published_at, {table}.rowid "
+        f"FROM {table} JOIN posts p ON p.rowid = {table}.rowid WHERE {table} MATCH ?"
     )
     params: list[Any] = [match]
     if source_id is not None:
         sql += " AND p.source_id = ?"
         params.append(source_id)
-    sql += " ORDER BY posts_fts.rowid DESC LIMIT ?"
+    sql += f" ORDER BY {table}.rowid DESC LIMIT ?"
     params.append(limit)
     async with conn.execute(sql, params) as cur:
         return [(str(r[0]), int(r[1])) for r in await cur.fetchall()]
+
+
+async def _whole_post_matches(
+    conn: aiosqlite.Connection, match: str, rows: list[tuple[str, int]]
+) -> list[tuple[str, int]]:
+    """The rows whose whole post matches: a heading match of `a NOT b` may have b in the body."""
+    kept: set[int] = set()
+    for where, params in _row_lookups([rowid for _, rowid in rows]):
+        sql = f"SELECT posts_fts.rowid FROM posts_fts WHERE posts_fts MATCH ? AND {where}"
+        async with conn.execute(sql, [match, *params]) as cur:
+            kept.update(int(r[0]) for r in await cur.fetchall())
+    return [row for row in rows if row[1] in kept]
+
+
+CLUSTER_GAP = 256
+"""Rowids at most this far apart are looked up by walking the range between them."""
+
+
+def _row_lookups(rowids: list[int]) -> list[tuple[str, list[int]]]:
+    """WHERE clauses (with their parameters) that pick these posts_fts rows cheaply.
+
+    FTS5 answers `rowid IN (…)` by re-running the query once per rowid (~0.1-0.4 ms each), and a
+    range by walking every match inside it: rows close together are read as one range, the IN
+    list, unindexed (+), picking them out; rows far apart are looked up one by one.
+    """
+    clusters: list[list[int]] = []
+    for rowid in sorted(rowids):
+        if clusters and rowid - clusters[-1][-1] <= CLUSTER_GAP:
+            clusters[-1].append(rowid)
+        else:
+            clusters.append([rowid])
+    lookups: list[tuple[str, list[int]]] = []
+    single = [c[0] for c in clusters if len(c) == 1]
+    if single:
+        lookups.append((f"posts_fts.rowid IN ({','.join('?' * len(single))})", single))
+    for cluster in (c for c in clusters if len(c) > 1):
+        marks = ",".join("?" * len(cluster))
+        lookups.append(
+            (
+                f"posts_fts.rowid BETWEEN ? AND ? AND +posts_fts.rowid IN ({marks})",
+                [cluster[0], cluster[-1], *cluster],
+            )
+        )
+    return lookups
 
 
 async def _candidates(
@@ -419,43 +478,66 @@ async def _candidates(
     ranked: list[_Candidate] = []
     seen: set[int] = set()
     total: int | None = None
-    for tier, columns in enumerate(TIERS):
+    excludes = " NOT " in match
+    for tier, (table, columns) in enumerate(TIERS):
         wanted = need - len(ranked)
         if wanted <= 0:
             break
         # Rows of earlier tiers match here too (their tiers were walked to the end): skip them.
         limit = wanted + len(seen)
-        rows = await _walk(conn, _tier_match(match, columns), source_id, limit)
-        if columns is None and len(rows) < limit:
+        while True:
+            rows = await _walk(conn, _tier_match(match, columns), source_id, limit, table)
+            exhausted = len(rows) < limit
+            if table != "posts_fts" and excludes:
+                rows = await _whole_post_matches(conn, match, rows)
+            fresh = [(published, rowid) for published, rowid in rows if rowid not in seen]
+            if exhausted or len(fresh) >= wanted:
+                break
+            limit *= 4
+        if table == "posts_fts" and columns is None and exhausted:
             total = len(rows)  # the last tier is the whole query
-        window = [(published, rowid) for published, rowid in rows if rowid not in seen]
         # Newest first by publication time within the walked window (the walk is by rowid,
         # which is import order).
-        window.sort(reverse=True)
-        for published, rowid in window[:wanted]:
+        fresh.sort(reverse=True)
+        for published, rowid in fresh[:wanted]:
             ranked.append((float(tier), published, rowid))
             seen.add(rowid)
     return ranked, total
 
 
 async def _count(conn: aiosqlite.Connection, match: str, source_id: str | None) -> tuple[int, bool]:
-    """(count, is an estimate): exact up to COUNT_WINDOW matches; above, the density of matches
-    among the newest posts spread over the whole table, rounded to two significant figures."""
-    if source_id is None:
-        sql = "SELECT rowid FROM posts_fts WHERE posts_fts MATCH ? ORDER BY rowid DESC LIMIT ?"
-        async with conn.execute(sql, (match, COUNT_WINDOW + 1)) as cur:
-            rowids = [int(r[0]) for r in await cur.fetchall()]
-    else:
-        rowids = [rowid for _, rowid in await _walk(conn, match, source_id, COUNT_WINDOW + 1)]
-    if len(rowids) <= COUNT_WINDOW:
-        return len(rowids), False
-    boundary = rowids[COUNT_WINDOW - 1]
-    async with conn.execute("SELECT min(rowid), max(rowid) FROM posts") as cur:
+    """(count, is an estimate). Only the newest COUNT_SPAN posts are walked, and at most
+    COUNT_WINDOW + 1 matches among them: when every post is within the span and no more match,
+    the count is exact; else the density of matches in what was walked, spread over the whole
+    table and rounded to two significant figures, is the estimate."""
+    async with conn.execute(
+        "SELECT (SELECT min(rowid) FROM posts), (SELECT max(rowid) FROM posts)"
+    ) as cur:
         row = await cur.fetchone()
-    low, high = (int(row[0]), int(row[1])) if row and row[0] is not None else (boundary, boundary)
-    high = max(high, rowids[0])
-    spread = COUNT_WINDOW * (high - low + 1) / max(1, high - boundary + 1)
-    return max(COUNT_WINDOW + 1, _two_figures(spread)), True
+    if row is None or row[0] is None:
+        return 0, False
+    low, high = int(row[0]), int(row[1])
+    floor = high - COUNT_SPAN
+    sql = "SELECT posts_fts.rowid FROM posts_fts"
+    params: list[Any] = [match, floor]
+    if source_id is not None:
+        sql += " JOIN posts p ON p.rowid = posts_fts.rowid"
+    sql += " WHERE posts_fts MATCH ? AND posts_fts.rowid > ?"
+    if source_id is not None:
+        sql += " AND p.source_id = ?"
+        params.append(source_id)
+    sql += " ORDER BY posts_fts.rowid DESC LIMIT ?"
+    params.append(COUNT_WINDOW + 1)
+    async with conn.execute(sql, params) as cur:
+        rowids = [int(r[0]) for r in await cur.fetchall()]
+    if len(rowids) > COUNT_WINDOW:
+        boundary = rowids[COUNT_WINDOW - 1]
+        high = max(high, rowids[0])
+        spread = COUNT_WINDOW * (high - low + 1) / max(1, high - boundary + 1)
+        return max(COUNT_WINDOW + 1, _two_figures(spread)), True
+    if floor < low:
+        return len(rowids), False
+    return _two_figures(len(rowids) * (high - low + 1) / COUNT_SPAN), True
 
 
 def _two_figures(value: float) -> int:
@@ -473,26 +555,17 @@ async def _hits(
     """The chosen posts with highlighted title and snippet, made for those rows only."""
     if not chosen:
         return ()
-    # One range per tier for FTS5 to walk (an IN list it would answer by re-running the query per
-    # rowid, which is costly for prefixes; one range over every tier could span the whole index);
-    # the IN list, unindexed (+), picks the page's rows. A tier's rows came from one walk, so its
-    # range holds few other matches.
-    tiers: dict[float, list[int]] = {}
-    for tier, _, rowid in chosen:
-        tiers.setdefault(tier, []).append(rowid)
+    rowids = [rowid for _, _, rowid in chosen]
+    sql = (
+        f"SELECT {POST_COLUMNS}, "
+        f"highlight(posts_fts, 0, '{_MARK_START}', '{_MARK_END}') AS marked_title, "
+        f"snippet(posts_fts, 2, '{_MARK_START}', '{_MARK_END}', '…', {SNIPPET_TOKENS}) "
+        "AS marked_snippet "
+        "FROM posts_fts JOIN posts p ON p.rowid = posts_fts.rowid WHERE posts_fts MATCH ?"
+    )
     rows: dict[int, Any] = {}
-    for rowids in tiers.values():
-        marks = ",".join("?" * len(rowids))
-        sql = (
-            f"SELECT {POST_COLUMNS}, "
-            f"highlight(posts_fts, 0, '{_MARK_START}', '{_MARK_END}') AS marked_title, "
-            f"snippet(posts_fts, 2, '{_MARK_START}', '{_MARK_END}', '…', {SNIPPET_TOKENS}) "
-            "AS marked_snippet "
-            "FROM posts_fts JOIN posts p ON p.rowid = posts_fts.rowid "
-            f"WHERE posts_fts MATCH ? AND posts_fts.rowid BETWEEN ? AND ? "
-            f"AND +posts_fts.rowid IN ({marks})"
-        )
-        async with conn.execute(sql, [match, min(rowids), max(rowids), *rowids]) as cur:
+    for where, params in _row_lookups(rowids):
+        async with conn.execute(f"{sql} AND {where}", [match, *params]) as cur:
             rows.update((int(r["rowid"]), r) for r in await cur.fetchall())
     hits: list[SearchHit] = []
     for score, _, rowid in chosen:

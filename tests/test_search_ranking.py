@@ -164,6 +164,21 @@ async def test_counts_above_the_window_are_labelled_estimates(
     assert exact.total == 0 and not exact.total_is_estimate
 
 
+async def test_counts_in_a_table_larger_than_the_span_are_labelled_estimates(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(search_module, "COUNT_SPAN", 10)
+    # One post in four matches: three among the newest ten, of forty.
+    await _import(
+        db, [_post(n, "Update", "ceasefire" if n % 4 == 0 else "quiet") for n in range(1, 41)]
+    )
+    page = await search(db, "ceasefire", per_page=1)
+    assert _ids(page) == ["blog-40"] and page.has_more
+    assert page.total_is_estimate and page.total_label == "about 12"
+    whole = await search(db, "ceasefire", per_page=20)  # the walk saw every match: exact
+    assert whole.total == 10 and not whole.total_is_estimate
+
+
 async def test_the_chat_reply_says_about_for_an_estimate(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
