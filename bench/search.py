@@ -52,11 +52,13 @@ SEED = 20220121
 VOCABULARY = 50_000
 SMALL_POSTS = 100_000
 BIG_POSTS = 1_000_000
-IMPORT_POSTS = 100_000
-OPTION_POSTS = 50_000
+IMPORT_POSTS = 20_000
+OPTION_POSTS = 10_000
 DOCUMENT_POSTS = 1_000
 RUNS = 3
-SAMPLES = 60  # per (query kind, engine, run): the same for slow and fast queries
+SAMPLES = {SMALL_POSTS: 40, BIG_POSTS: 15}
+"""Per (query kind, engine, run): the same for slow and fast queries. Raw bm25 takes seconds per
+query at 1M posts, which bounds the samples there."""
 IMPORT_RUNS = 3
 GOAL_MS = 20.0
 CREDITS = ("Getty Images", "Alex Brandon/AP", "Reuters", "AFP via Getty Images", "EPA-EFE")
@@ -545,7 +547,9 @@ def _ms(value: float) -> str:
     return f"{value:.2f}" if value < 10 else f"{value:.0f}"
 
 
-def print_queries(target: Built, figures: dict[str, KindFigures], loads: list[str]) -> None:
+def print_queries(
+    target: Built, figures: dict[str, KindFigures], loads: list[str], samples: int
+) -> None:
     table = Table(title=f"Search at {target.posts:,} posts: top 10, highlighted title and snippet")
     columns = (
         "query",
@@ -585,7 +589,7 @@ def print_queries(target: Built, figures: dict[str, KindFigures], loads: list[st
     )
     tantivy_bytes = _folder_size(target.tantivy)
     console.print(
-        f"milliseconds, median of {len(loads)} runs × {SAMPLES} samples per engine "
+        f"milliseconds, median of {len(loads)} runs × {samples} samples per engine "
         f"({', '.join(loads)}); matches: FTS5 (tantivy where it differs)"
     )
     console.print(
@@ -621,19 +625,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench search", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="100k posts only")
     parser.add_argument("--runs", type=int, default=RUNS, help="runs per figure")
+    parser.add_argument(
+        "--sizes", default=f"{SMALL_POSTS},{BIG_POSTS}", help="database sizes, comma-separated"
+    )
+    parser.add_argument("--no-import", action="store_true", help="skip the import figures")
     args = parser.parse_args(argv)
 
     corpus = Corpus()
     kinds = queries(corpus)
     console.print("queries: " + "; ".join(f"{q.kind} = {q.ours}" for q in kinds))
-    sizes = [SMALL_POSTS] if args.quick else [SMALL_POSTS, BIG_POSTS]
+    sizes = [SMALL_POSTS] if args.quick else [int(n) for n in args.sizes.split(",")]
     for size in sizes:
         target = built(corpus, size)
-        figures, loads = asyncio.run(bench_queries(target, kinds, args.runs, SAMPLES))
-        print_queries(target, figures, loads)
-    option_count = OPTION_POSTS // 5 if args.quick else OPTION_POSTS
-    import_count = IMPORT_POSTS // 5 if args.quick else IMPORT_POSTS
-    print_import(bench_import(corpus, import_count, option_count), import_count, option_count)
+        samples = SAMPLES.get(size, SAMPLES[SMALL_POSTS])
+        figures, loads = asyncio.run(bench_queries(target, kinds, args.runs, samples))
+        print_queries(target, figures, loads, samples)
+    if not args.no_import:
+        option_count = OPTION_POSTS // 2 if args.quick else OPTION_POSTS
+        import_count = IMPORT_POSTS // 4 if args.quick else IMPORT_POSTS
+        figures_ = bench_import(corpus, import_count, option_count)
+        print_import(figures_, import_count, option_count)
 
 
 if __name__ == "__main__":
