@@ -224,7 +224,10 @@ def raw_insert(path: Path, rows: list[Row], old_fts: bool = False) -> float:
         conn.execute("PRAGMA synchronous=NORMAL")
         recorded = "2022-01-01T00:00:00.000000Z"
         if old_fts:
-            sql = INSERT.replace(", images, background, location", "").replace("?, ?, ?, ?, ?", "?")
+            sql = (
+                "INSERT INTO posts (id, source_id, published_at, title, byline, body, "
+                "content_hash, recorded_at) VALUES (?, 'bench', ?, ?, 'By Bench Writer', ?, ?, ?)"
+            )
             values: list[tuple[Any, ...]] = [(r[0], r[1], r[2], r[3], r[0], recorded) for r in rows]
         else:
             sql = INSERT
@@ -634,7 +637,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     corpus = Corpus()
     kinds = queries(corpus)
     console.print("queries: " + "; ".join(f"{q.kind} = {q.ours}" for q in kinds))
-    sizes = [SMALL_POSTS] if args.quick else [int(n) for n in args.sizes.split(",")]
+    sizes = [SMALL_POSTS] if args.quick else [int(n) for n in args.sizes.split(",") if n]
     for size in sizes:
         target = built(corpus, size)
         samples = SAMPLES.get(size, SAMPLES[SMALL_POSTS])
