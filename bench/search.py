@@ -1,21 +1,23 @@
 """Search benchmark: our search() beside raw FTS5 bm25 and tantivy, on the same synthetic posts.
 
-    python -m bench search            # 100k and 1M posts
-    python -m bench search --quick    # 100k posts only
+    python -m bench search                      # 100k and 1M posts, then the import figures
+    python -m bench search --quick              # 100k posts only, smaller imports
+    python -m bench search --sizes 1000000 --no-import
 
 One run prints, over the same corpus and the same queries:
 (1) p50/p99 per query kind (top 10 with highlighted title and snippet) for our search(), for the
     raw FTS5 query (`ORDER BY bm25(...)`, highlight + snippet) and for tantivy with an English
     analyser (simple tokenizer, lowercase, ASCII folding, English stemmer — what `porter unicode61
-    remove_diacritics 2` does here). Goal: ours p99 ≤ 20 ms for every kind.
-(2) the index size per post, SQLite (database file) and tantivy (index folder);
+    remove_diacritics 2` does here), with the same field weights. Goal: ours p99 ≤ 20 ms.
+(2) the index size per post, SQLite (the whole database) and tantivy (the index folder);
 (3) the import rate of PostStore.import_result with the richer index ÷ raw executemany into the
-    same schema (goal ≥ 0.8), and what each FTS5 option costs at import.
+    same schema (goal ≥ 0.8), and what each FTS5 option costs at import (raw executemany).
 
 Every input (posts, documents, queries) is generated before any clock starts. Each figure is the
 median of RUNS runs, the load average printed beside it; every (kind, engine) pair gets the same
 number of samples, slow or fast. The databases and tantivy indexes are built once with raw
-executemany / the tantivy writer and cached in bench/results/ (gitignored).
+executemany / the tantivy writer (2 threads) and cached in bench/results/ (gitignored): the 1M
+database takes ~30 minutes on 2 cores, most of it the prefix index (see the import table).
 """
 
 from __future__ import annotations
