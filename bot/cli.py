@@ -782,6 +782,7 @@ async def cmd_search(ctx: Ctx, args: argparse.Namespace) -> int:
                 "page": page.page,
                 "per_page": page.per_page,
                 "total": page.total,
+                "total_is_estimate": page.total_is_estimate,
                 "has_more": page.has_more,
                 "notice": page.notice,
                 "hits": [
@@ -805,7 +806,7 @@ async def cmd_search(ctx: Ctx, args: argparse.Namespace) -> int:
         return EXIT_OK
     pages = max(1, -(-page.total // page.per_page))
     ctx.out.print(
-        Text(f"{page.total} result{'s' if page.total != 1 else ''} for “{query}”")
+        Text(f"{page.total_label} result{'s' if page.total != 1 else ''} for “{query}”")
         + Text(f" · page {page.page} of {pages}", style="dim")
     )
     first = (page.page - 1) * page.per_page

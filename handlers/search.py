@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bot.cards import card_from_post
 from bot.models import Button, Reply, Request
-from handlers.base import Deps, UserError, as_number, error_reply, plural, quote
+from handlers.base import Deps, UserError, as_number, error_reply, quote
 from storage.search import QueryError, search
 
 PER_PAGE = 5
@@ -30,10 +30,11 @@ async def handle(request: Request, deps: Deps) -> Reply:
         return error_reply(str(error))
 
     notice = [result.notice] if result.notice else []
+    noun = "result" if result.total == 1 and not result.total_is_estimate else "results"
     if not result.hits:
         if result.total and page > 1:
             line = (
-                f"There are only {plural(result.total, 'result')} for {quote(text)}; "
+                f"There are only {result.total_label} {noun} for {quote(text)}; "
                 f"send /search {text} to see the first page."
             )
         else:
@@ -47,7 +48,6 @@ async def handle(request: Request, deps: Deps) -> Reply:
     )
     first = (result.page - 1) * result.per_page + 1
     last = first + len(result.hits) - 1
-    noun = "result" if result.total == 1 and not result.total_is_lower_bound else "results"
     summary = f"{result.total_label} {noun} for {quote(text)}"
     if result.total > len(result.hits) or page > 1:
         summary += f", showing {first}–{last}"

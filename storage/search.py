@@ -15,11 +15,16 @@ diacritics. The index covers the title, byline, body, image captions with their 
 background and the location (storage.db.FTS_COLUMNS); a snippet comes from a caption or the
 background, and says so (`Highlighted.where`), when only they matched.
 
-Ranking is bm25 with the title weighted above the byline and the body, ties broken by recency. Ranking
-every match of a common word costs ~200 ms at a million posts, so when a query matches more than
-`RANK_WINDOW` posts only the newest `RANK_WINDOW` matches are ranked and `total` becomes a lower bound.
-bm25 still reads each term's whole match list once per query (its IDF), so a phrase of very common
-words stays costly at a million posts; see bench/store.py for the figures.
+Ranking is by tier, then recency: posts whose title matches first, then those whose byline or
+location does, then the body, then any other match (captions, background, words spread over
+several columns); within a tier the newest first. Each tier is a column-filtered walk of an index
+newest first that stops once the page is full, so nothing is scored and a common word costs what a
+rare one does; title, byline and location have a small index of their own (posts_heads), so the
+first tiers stay cheap even when no title matches. bm25 is not used: it reads every match of every term once per query (its IDF), which
+at a million posts costs up to ~300 ms for a common word or a phrase of common words.
+The count is exact up to COUNT_WINDOW matches among the newest COUNT_SPAN posts and an estimate
+beyond (labelled "about …");
+see bench/search.py for the figures.
 """
 
 from __future__ import annotations
@@ -42,8 +47,21 @@ from storage.variants import Form
 
 log = logging.getLogger(__name__)
 
-RANK_WINDOW = 1000  # at 1M posts: a common word p99 ~15 ms here, against ~25 ms with 2,000
-"""Above this many matches, rank only the newest this many (and report total as a lower bound)."""
+COUNT_WINDOW = 1000
+"""Count exactly up to this many matches; above, the count is an estimate (and says so)."""
+COUNT_SPAN = 100_000
+"""Counting walks only the newest this many posts: beyond, the count is an estimate (and says so).
+A count of a phrase or of words that are each common reads their whole match lists, ~50 ms at a
+million posts; within the span it stays a few milliseconds."""
+TIERS: tuple[tuple[str, str | None], ...] = (
+    ("posts_heads", "title"),
+    ("posts_heads", None),
+    ("posts_fts", "body"),
+    ("posts_fts", None),
+)
+"""Rank tiers, each an index and a column filter: the title, then the byline or location (both in
+the small posts_heads index), then the body, then any match (captions, background, or words spread
+over several columns). Ties go to the newest."""
 MAX_TERMS = 32
 MAX_QUERY_CHARS = 1000
 MAX_PER_PAGE = 50
@@ -138,17 +156,22 @@ class SearchPage:
     per_page: int
     total: int
     notice: str | None
-    total_is_lower_bound: bool = False
-    """True when the query matched more than `total` posts and only the newest were ranked."""
+    total_is_estimate: bool = False
+    """True when more than COUNT_WINDOW posts match: `total` is then an estimate (never below
+    COUNT_WINDOW + 1)."""
+    more: bool | None = None
+    """Whether a post follows this page; None: decided by `total`."""
 
     @property
     def has_more(self) -> bool:
+        if self.more is not None:
+            return self.more
         return self.page * self.per_page < self.total
 
     @property
     def total_label(self) -> str:
-        """'12', or '1,000+' when the count is a lower bound."""
-        return f"{self.total:,}+" if self.total_is_lower_bound else f"{self.total:,}"
+        """'12', or 'about 340,000' when the count is an estimate."""
+        return f"about {self.total:,}" if self.total_is_estimate else f"{self.total:,}"
 
 
 # --- the query language -----------------------------------------------------------------------------
@@ -568,52 +591,202 @@ async def search(
     per_page = max(1, min(per_page, MAX_PER_PAGE))
     offset = (page - 1) * per_page
     try:
-        candidates = await _candidates(db.reader, query.match, source_id)
-        lower_bound = len(candidates) > RANK_WINDOW
-        del candidates[RANK_WINDOW:]
-        # Best bm25 first (lower is better); equal scores newest first.
-        candidates.sort(key=lambda c: (c[2], c[1]), reverse=True)
-        candidates.sort(key=lambda c: c[0])
-        chosen = candidates[offset : offset + per_page]
+        counted: tuple[int, bool] | None = None
+        if offset:  # a later page: nothing to walk when it is past the end
+            counted = await _count(db.reader, query.match, source_id)
+        ranked: list[_Candidate] = []
+        known: int | None = None
+        if counted is None or offset < counted[0]:
+            need = offset + per_page + 1
+            ranked, known = await _candidates(db.reader, query.match, source_id, need)
+        chosen = ranked[offset : offset + per_page]
         hits = await _hits(db.reader, query.marks, chosen)
+        if known is not None:  # the walk saw every match
+            total, estimated = known, False
+        elif counted is not None:
+            total, estimated = counted
+        else:
+            total, estimated = await _count(db.reader, query.match, source_id)
     except sqlite3.OperationalError as error:
         log.warning("search failed for %r (%s): %s", text, query.match, error)
         raise QueryError(f"Couldn't search for that. {HOW_TO}") from error
+    more = len(ranked) > offset + per_page
+    # Never fewer than the posts found (an estimate can be low; posts may arrive between walks).
+    total = max(total, len(ranked))
     return SearchPage(
         query=text,
         hits=hits,
         page=page,
         per_page=per_page,
-        total=len(candidates),
+        total=total,
         notice=query.notice,
-        total_is_lower_bound=lower_bound,
+        total_is_estimate=estimated,
+        more=more,
     )
 
 
 _Candidate = tuple[float, str, int]
-"""(bm25 score, published_at, rowid)"""
+"""(tier, published_at, rowid): tier 0 ranks first."""
 
 
-async def _candidates(
-    conn: aiosqlite.Connection, match: str, source_id: str | None
-) -> list[_Candidate]:
-    """The newest RANK_WINDOW + 1 matches with their scores, in one walk of the index.
+def _tier_match(match: str, columns: str | None) -> str:
+    """The query restricted to `columns`; an exclusion still applies to the whole post."""
+    if columns is None:
+        return match
+    restricted = f"{{{columns}}} : ({match})"
+    return f"{restricted} AND ({match})" if " NOT " in match else restricted
 
-    Walking newest first and stopping after RANK_WINDOW + 1 rows keeps a common word as cheap as a
-    rare one: bm25 is computed for at most that many rows, never for every match.
-    """
+
+async def _walk(
+    conn: aiosqlite.Connection,
+    match: str,
+    source_id: str | None,
+    limit: int,
+    table: str = "posts_fts",
+) -> list[tuple[str, int]]:
+    """(published_at, rowid) of the newest `limit` matches: FTS5 walks its index newest first and
+    stops there, so a common word costs what a rare one does, and nothing is scored."""
     sql = (
-        f"SELECT {RANK_EXPRESSION}, p.published_at, posts_fts.rowid "
-        "FROM posts_fts JOIN posts p ON p.rowid = posts_fts.rowid WHERE posts_fts MATCH ?"
+        f"SELECT p.published_at, {table}.rowid "
+        f"FROM {table} JOIN posts p ON p.rowid = {table}.rowid WHERE {table} MATCH ?"
     )
     params: list[Any] = [match]
     if source_id is not None:
         sql += " AND p.source_id = ?"
         params.append(source_id)
-    sql += " ORDER BY posts_fts.rowid DESC LIMIT ?"
-    params.append(RANK_WINDOW + 1)
+    sql += f" ORDER BY {table}.rowid DESC LIMIT ?"
+    params.append(limit)
     async with conn.execute(sql, params) as cur:
-        return [(float(r[0]), str(r[1]), int(r[2])) for r in await cur.fetchall()]
+        return [(str(r[0]), int(r[1])) for r in await cur.fetchall()]
+
+
+async def _whole_post_matches(
+    conn: aiosqlite.Connection, match: str, rows: list[tuple[str, int]]
+) -> list[tuple[str, int]]:
+    """The rows whose whole post matches: a heading match of `a NOT b` may have b in the body."""
+    kept: set[int] = set()
+    for where, params in _row_lookups([rowid for _, rowid in rows]):
+        sql = f"SELECT posts_fts.rowid FROM posts_fts WHERE posts_fts MATCH ? AND {where}"
+        async with conn.execute(sql, [match, *params]) as cur:
+            kept.update(int(r[0]) for r in await cur.fetchall())
+    return [row for row in rows if row[1] in kept]
+
+
+CLUSTER_GAP = 256
+"""Rowids at most this far apart are looked up by walking the range between them."""
+
+
+def _row_lookups(rowids: list[int]) -> list[tuple[str, list[int]]]:
+    """WHERE clauses (with their parameters) that pick these posts_fts rows cheaply.
+
+    FTS5 answers `rowid IN (…)` by re-running the query once per rowid (~0.1-0.4 ms each), and a
+    range by walking every match inside it: rows close together are read as one range, the IN
+    list, unindexed (+), picking them out; rows far apart are looked up one by one.
+    """
+    clusters: list[list[int]] = []
+    for rowid in sorted(rowids):
+        if clusters and rowid - clusters[-1][-1] <= CLUSTER_GAP:
+            clusters[-1].append(rowid)
+        else:
+            clusters.append([rowid])
+    lookups: list[tuple[str, list[int]]] = []
+    single = [c[0] for c in clusters if len(c) == 1]
+    if single:
+        lookups.append((f"posts_fts.rowid IN ({','.join('?' * len(single))})", single))
+    for cluster in (c for c in clusters if len(c) > 1):
+        marks = ",".join("?" * len(cluster))
+        lookups.append(
+            (
+                f"posts_fts.rowid BETWEEN ? AND ? AND +posts_fts.rowid IN ({marks})",
+                [cluster[0], cluster[-1], *cluster],
+            )
+        )
+    return lookups
+
+
+async def _candidates(
+    conn: aiosqlite.Connection, match: str, source_id: str | None, need: int
+) -> tuple[list[_Candidate], int | None]:
+    """The first `need` posts in rank order: tier by tier (title, then byline or location, then
+    body, then the rest), newest first within a tier; and the number of matches when the walk of
+    the last tier saw them all (else None).
+
+    A tier is only walked while the page is not full, and each walk stops after the rows the page
+    can use, so only candidates that can reach the page are read: a post whose title matches is
+    never lost behind newer body matches, however many there are.
+    """
+    ranked: list[_Candidate] = []
+    seen: set[int] = set()
+    total: int | None = None
+    excludes = " NOT " in match
+    for tier, (table, columns) in enumerate(TIERS):
+        wanted = need - len(ranked)
+        if wanted <= 0:
+            break
+        # Rows of earlier tiers match here too (their tiers were walked to the end): skip them.
+        limit = wanted + len(seen)
+        while True:
+            rows = await _walk(conn, _tier_match(match, columns), source_id, limit, table)
+            exhausted = len(rows) < limit
+            if table != "posts_fts" and excludes:
+                rows = await _whole_post_matches(conn, match, rows)
+            fresh = [(published, rowid) for published, rowid in rows if rowid not in seen]
+            if exhausted or len(fresh) >= wanted:
+                break
+            limit *= 4
+        if table == "posts_fts" and columns is None and exhausted:
+            total = len(rows)  # the last tier is the whole query
+        # Newest first by publication time within the walked window (the walk is by rowid,
+        # which is import order).
+        fresh.sort(reverse=True)
+        for published, rowid in fresh[:wanted]:
+            ranked.append((float(tier), published, rowid))
+            seen.add(rowid)
+    return ranked, total
+
+
+async def _count(conn: aiosqlite.Connection, match: str, source_id: str | None) -> tuple[int, bool]:
+    """(count, is an estimate). Only the newest COUNT_SPAN posts are walked, and at most
+    COUNT_WINDOW + 1 matches among them: when every post is within the span and no more match,
+    the count is exact; else the density of matches in what was walked, spread over the whole
+    table and rounded to two significant figures, is the estimate."""
+    async with conn.execute(
+        "SELECT (SELECT min(rowid) FROM posts), (SELECT max(rowid) FROM posts)"
+    ) as cur:
+        row = await cur.fetchone()
+    if row is None or row[0] is None:
+        return 0, False
+    low, high = int(row[0]), int(row[1])
+    floor = high - COUNT_SPAN
+    sql = "SELECT posts_fts.rowid FROM posts_fts"
+    params: list[Any] = [match, floor]
+    if source_id is not None:
+        sql += " JOIN posts p ON p.rowid = posts_fts.rowid"
+    sql += " WHERE posts_fts MATCH ? AND posts_fts.rowid > ?"
+    if source_id is not None:
+        sql += " AND p.source_id = ?"
+        params.append(source_id)
+    sql += " ORDER BY posts_fts.rowid DESC LIMIT ?"
+    params.append(COUNT_WINDOW + 1)
+    async with conn.execute(sql, params) as cur:
+        rowids = [int(r[0]) for r in await cur.fetchall()]
+    if len(rowids) > COUNT_WINDOW:
+        boundary = rowids[COUNT_WINDOW - 1]
+        high = max(high, rowids[0])
+        spread = COUNT_WINDOW * (high - low + 1) / max(1, high - boundary + 1)
+        return max(COUNT_WINDOW + 1, _two_figures(spread)), True
+    if floor < low:
+        return len(rowids), False
+    return _two_figures(len(rowids) * (high - low + 1) / COUNT_SPAN), True
+
+
+def _two_figures(value: float) -> int:
+    """Round to two significant figures: 338,512 → 340,000."""
+    number = round(value)
+    if number < 100:
+        return number
+    scale = int(10 ** (len(str(number)) - 2))
+    return int(round(number / scale) * scale)
 
 
 async def _hits(
@@ -623,19 +796,16 @@ async def _hits(
     if not chosen:
         return ()
     rowids = [rowid for _, _, rowid in chosen]
-    marks = ",".join("?" * len(rowids))
     sql = (
         f"SELECT {POST_COLUMNS}, "
         f"highlight(posts_fts, 0, '{_MARK_START}', '{_MARK_END}') AS marked_title, "
         f"{_SNIPPETS_SQL} "
-        "FROM posts_fts JOIN posts p ON p.rowid = posts_fts.rowid "
-        # One range for FTS5 to walk (an IN list it would answer by re-running the query per
-        # rowid, which is costly for prefixes); the IN list, unindexed (+), picks the page's rows.
-        f"WHERE posts_fts MATCH ? AND posts_fts.rowid BETWEEN ? AND ? "
-        f"AND +posts_fts.rowid IN ({marks})"
+        "FROM posts_fts JOIN posts p ON p.rowid = posts_fts.rowid WHERE posts_fts MATCH ?"
     )
-    async with conn.execute(sql, [match, min(rowids), max(rowids), *rowids]) as cur:
-        rows = {int(r["rowid"]): r for r in await cur.fetchall()}
+    rows: dict[int, Any] = {}
+    for where, params in _row_lookups(rowids):
+        async with conn.execute(f"{sql} AND {where}", [match, *params]) as cur:
+            rows.update((int(r["rowid"]), r) for r in await cur.fetchall())
     hits: list[SearchHit] = []
     for score, _, rowid in chosen:
         row = rows.get(rowid)

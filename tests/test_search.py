@@ -230,17 +230,19 @@ async def test_ties_go_to_the_newest(db: Database) -> None:
     assert _ids(await search(db, "same")) == ["blog-3", "blog-2", "blog-1"]
 
 
-async def test_common_words_rank_only_the_newest_matches(
+async def test_common_words_are_counted_as_an_estimate(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(search_module, "RANK_WINDOW", 3)
+    monkeypatch.setattr(search_module, "COUNT_WINDOW", 3)
     posts = [_post(n, "Update", "Nothing to see.") for n in range(1, 6)]
     posts.append(_post(6, "Update update update", "Update."))
     await PostStore(db).import_result(_result("blog", posts))
-    page = await search(db, "update", per_page=10)
-    assert page.total == 3 and page.total_is_lower_bound and page.total_label == "3+"
-    assert _ids(page)[0] == "blog-6"
-    assert set(_ids(page)) == {"blog-6", "blog-5", "blog-4"}
+    page = await search(db, "update", per_page=2)
+    assert page.total_is_estimate and page.total_label == "about 6"
+    assert _ids(page) == ["blog-6", "blog-5"] and page.has_more
+    whole = await search(db, "update", per_page=10)  # the walk saw every match: exact
+    assert not whole.total_is_estimate and whole.total_label == "6"
+    assert _ids(whole) == ["blog-6", "blog-5", "blog-4", "blog-3", "blog-2", "blog-1"]
 
 
 @pytest.mark.parametrize(

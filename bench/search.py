@@ -1,0 +1,681 @@
+"""Search benchmark: our search() beside raw FTS5 bm25 and tantivy, on the same synthetic posts.
+
+    python -m bench search                      # 100k and 1M posts, then the import figures
+    python -m bench search --quick              # 100k posts only, smaller imports
+    python -m bench search --sizes 1000000 --no-import
+
+One run prints, over the same corpus and the same queries:
+(1) p50/p99 per query kind (top 10 with highlighted title and snippet) for our search(), for the
+    raw FTS5 query (`ORDER BY bm25(...)`, highlight + snippet) and for tantivy with an English
+    analyser (simple tokenizer, lowercase, ASCII folding, English stemmer — what `porter unicode61
+    remove_diacritics 2` does here), with the same field weights. Goal: ours p99 ≤ 20 ms.
+(2) the index size per post, SQLite (the whole database) and tantivy (the index folder);
+(3) the import rate of PostStore.import_result with the richer index ÷ raw executemany into the
+    same schema (goal ≥ 0.8), and what each FTS5 option costs at import (raw executemany).
+
+Every input (posts, documents, queries) is generated before any clock starts. Each figure is the
+median of RUNS runs, the load average printed beside it; every (kind, engine) pair gets the same
+number of samples, slow or fast. The databases and tantivy indexes are built once with raw
+executemany / the tantivy writer (2 threads) and cached in bench/results/ (gitignored): the 1M
+database takes ~30 minutes on 2 cores, most of it the prefix index (see the import table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import random
+import shutil
+import sqlite3
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import tantivy
+from rich.console import Console
+from rich.table import Table
+
+from storage import db as db_module
+from storage.db import (
+    FTS_OPTIONS,
+    MIGRATIONS,
+    SEARCH_INDEX_SQL,
+    SEARCH_TRIGGERS_SQL,
+    Database,
+    _split,
+)
+from storage.models import Image, ImportResult, Post, Source, SourceKind
+from storage.posts import PostStore, to_db_time
+from storage.search import RANK_EXPRESSION, compile_query, search
+
+RESULTS = Path(__file__).resolve().parent / "results"
+CACHE_VERSION = "v2"  # bump when the corpus or the schema changes
+SEED = 20220121
+VOCABULARY = 50_000
+SMALL_POSTS = 100_000
+BIG_POSTS = 1_000_000
+IMPORT_POSTS = 20_000
+OPTION_POSTS = 10_000
+DOCUMENT_POSTS = 1_000
+RUNS = 3
+SAMPLES = {SMALL_POSTS: 40, BIG_POSTS: 15}
+"""Per (query kind, engine, run): the same for slow and fast queries. Raw bm25 takes seconds per
+query at 1M posts, which bounds the samples there."""
+IMPORT_RUNS = 3
+GOAL_MS = 20.0
+CREDITS = ("Getty Images", "Alex Brandon/AP", "Reuters", "AFP via Getty Images", "EPA-EFE")
+WEIGHTS = {"title": 10.0, "byline": 2.0, "body": 1.0, "captions": 0.8, "background": 0.8}
+WEIGHTS["location"] = 1.0
+FIELDS = ("title", "byline", "body", "captions", "background", "location")
+
+console = Console(width=132)
+
+Row = tuple[str, str, str, str, str, str, str | None, str | None]
+"""(id, published_at, title, body, images JSON, captions text, background, location)"""
+
+
+# --- synthetic posts --------------------------------------------------------------------------------
+
+
+class Corpus:
+    """Deterministic posts from a Zipf vocabulary: title ~58 characters, body ~1,200 characters,
+    one image caption (~12 words and a credit), background on a third of the posts, a location on
+    half of them."""
+
+    def __init__(self, seed: int = SEED) -> None:
+        rng = random.Random(seed)
+        letters = "abcdefghijklmnopqrstuvwxyz"
+        words: list[str] = []
+        seen: set[str] = set()
+        while len(words) < VOCABULARY:
+            word = "".join(rng.choices(letters, k=rng.randint(3, 9)))
+            if word not in seen:
+                seen.add(word)
+                words.append(word)
+        self.words = words
+        self.cum_weights = list(
+            itertools.accumulate(1.0 / rank for rank in range(1, VOCABULARY + 1))
+        )
+        self.places = [w.capitalize() for w in words[1000:1050]]
+        self.seed = seed
+        self.start = datetime(2022, 1, 1, tzinfo=UTC)
+
+    def rows(self, count: int) -> list[Row]:
+        rng = random.Random(self.seed + 1)
+        rows: list[Row] = []
+        for index in range(count):
+            words = rng.choices(self.words, cum_weights=self.cum_weights, k=9 + 190 + 12 + 40)
+            title = " ".join(words[:9]).capitalize()[:58]
+            body_words = words[9:199]
+            body = "\n\n".join(" ".join(body_words[i : i + 48]) + "." for i in range(0, 190, 48))
+            caption = " ".join(words[199:211]).capitalize() + "."
+            credit = CREDITS[index % len(CREDITS)]
+            images = json.dumps([{"caption": caption, "credit": credit, "url": None}])
+            background = " ".join(words[211:]).capitalize() + "." if index % 3 == 0 else None
+            location = self.places[index % len(self.places)] if index % 2 == 0 else None
+            published = to_db_time(self.start + timedelta(seconds=30 * index))
+            rows.append(
+                (
+                    f"p{index:07d}",
+                    published,
+                    title,
+                    body,
+                    images,
+                    f"{caption} {credit}",
+                    background,
+                    location,
+                )
+            )
+        return rows
+
+    def documents(self, rows: list[Row]) -> list[ImportResult]:
+        source = Source(id="bench", title="Bench blog", kind=SourceKind.PAGE_TEXT)
+        documents: list[ImportResult] = []
+        for start in range(0, len(rows), DOCUMENT_POSTS):
+            posts = tuple(
+                Post(
+                    id=post_id,
+                    source_id=source.id,
+                    published_at=datetime.strptime(published, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+                        tzinfo=UTC
+                    ),
+                    title=title,
+                    byline="By Bench Writer",
+                    location=location,
+                    body=tuple(body.split("\n\n")),
+                    images=tuple(Image(**image) for image in json.loads(images)),
+                    background=background,
+                )
+                for post_id, published, title, body, images, _, background, location in rows[
+                    start : start + DOCUMENT_POSTS
+                ]
+            )
+            documents.append(ImportResult(source=source, posts=posts))
+        return documents
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    kind: str
+    ours: str
+    """In the /search language."""
+    tantivy: str
+    """The same query in tantivy's query language (all words must match, as in ours)."""
+    prefix: str | None = None
+    """A prefix query: tantivy's parser has none for one word, so it is built from a regex per
+    field (tantivy walks its term dictionary for it, as FTS5 without a prefix index would)."""
+
+
+def queries(corpus: Corpus) -> list[Query]:
+    """One query per kind, chosen by frequency rank (the common word is in about a third of posts)."""
+    w = corpus.words
+    common = w[40]
+    prefix4 = (common if len(common) >= 4 else w[60])[:4]
+    return [
+        Query("common word", common, common),
+        Query("rare word", w[20_000], w[20_000]),
+        Query("two words", f"{w[150]} {w[400]}", f"{w[150]} {w[400]}"),
+        Query("phrase", f'"{w[30]} {w[60]}"', f'"{w[30]} {w[60]}"'),
+        Query("phrase, very common words", f'"{w[2]} {w[5]}"', f'"{w[2]} {w[5]}"'),
+        Query("2-letter prefix", f"{w[3][:2]}*", "", prefix=w[3][:2]),
+        Query("3-letter prefix", f"{w[25][:3]}*", "", prefix=w[25][:3]),
+        Query("4-letter prefix", f"{prefix4}*", "", prefix=prefix4),
+        Query("OR", f"{w[300]} OR {w[700]}", f"{w[300]} OR {w[700]}"),
+        Query("exclusion", f"{common} -{w[41]}", f"{common} -{w[41]}"),
+    ]
+
+
+# --- building the databases -------------------------------------------------------------------------
+
+INSERT = (
+    "INSERT INTO posts (id, source_id, published_at, title, byline, body, images, background, "
+    "location, content_hash, recorded_at) VALUES (?, 'bench', ?, ?, 'By Bench Writer', ?, ?, ?, ?, "
+    "?, ?)"
+)
+
+
+
+
+def _schema(path: Path, upto: int | None = None, fts_options: str | None = None) -> None:
+    """The schema of the first `upto` migrations (all by default); `fts_options` replaces the
+    options of posts_fts (not of posts_heads) to show what each choice costs."""
+    last = len(MIGRATIONS) if upto is None else upto
+    asyncio.run(_migrate_empty(path, last))
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        if fts_options is not None:  # the same index with other options: rebuilt while empty
+            for statement in (
+                "DROP TRIGGER posts_fts_insert",
+                "DROP TRIGGER posts_fts_delete",
+                "DROP TRIGGER posts_fts_update",
+                "DROP TABLE posts_fts",
+                "DROP VIEW posts_search",
+                *_split(SEARCH_INDEX_SQL.replace(FTS_OPTIONS, fts_options)),
+                *_split(SEARCH_TRIGGERS_SQL),
+            ):
+                conn.execute(statement)
+        conn.execute(
+            "INSERT INTO sources (id, title, kind, added_at) VALUES ('bench', 'Bench blog', "
+            "'page-text', '2022-01-01T00:00:00.000000Z')"
+        )
+    finally:
+        conn.close()
+
+
+async def _migrate_empty(path: Path, upto: int) -> None:
+    """A new database migrated by the store itself, to schema `upto`."""
+    every = db_module.MIGRATIONS
+    db_module.MIGRATIONS = every[:upto]
+    try:
+        async with await Database.open(path):
+            pass
+    finally:
+        db_module.MIGRATIONS = every
+
+
+def raw_insert(path: Path, rows: list[Row], old_fts: bool = False) -> float:
+    """Insert the rows with sqlite3.executemany in one transaction (the triggers index them)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA synchronous=NORMAL")
+        recorded = "2022-01-01T00:00:00.000000Z"
+        if old_fts:
+            sql = (
+                "INSERT INTO posts (id, source_id, published_at, title, byline, body, "
+                "content_hash, recorded_at) VALUES (?, 'bench', ?, ?, 'By Bench Writer', ?, ?, ?)"
+            )
+            values: list[tuple[Any, ...]] = [(r[0], r[1], r[2], r[3], r[0], recorded) for r in rows]
+        else:
+            sql = INSERT
+            values = [(r[0], r[1], r[2], r[3], r[4], r[6], r[7], r[0], recorded) for r in rows]
+        started = time.perf_counter()
+        conn.execute("BEGIN")
+        for start in range(0, len(values), 10_000):
+            conn.executemany(sql, values[start : start + 10_000])
+        conn.execute("COMMIT")
+        seconds = time.perf_counter() - started
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return seconds
+    finally:
+        conn.close()
+
+
+def _analyzer() -> tantivy.TextAnalyzer:
+    return (
+        tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple())
+        .filter(tantivy.Filter.remove_long(40))
+        .filter(tantivy.Filter.lowercase())
+        .filter(tantivy.Filter.ascii_fold())
+        .filter(tantivy.Filter.stemmer("english"))
+        .build()
+    )
+
+
+def _tantivy_schema() -> tantivy.Schema:
+    builder = tantivy.SchemaBuilder()
+    for field in FIELDS:
+        builder.add_text_field(field, stored=True, tokenizer_name="en_folding")
+    builder.add_integer_field("rowid", stored=True, indexed=True, fast=True)
+    return builder.build()
+
+
+def tantivy_query(index: tantivy.Index, query: Query) -> tantivy.Query:
+    """The query for tantivy, every field searched with the same weights as bm25 here."""
+    if query.prefix is None:
+        return index.parse_query(
+            query.tantivy, list(FIELDS), field_boosts=WEIGHTS, conjunction_by_default=True
+        )
+    schema = index.schema
+    return tantivy.Query.boolean_query(
+        [
+            (
+                tantivy.Occur.Should,
+                tantivy.Query.boost_query(
+                    tantivy.Query.regex_query(schema, field, f"{query.prefix}.*"), WEIGHTS[field]
+                ),
+            )
+            for field in FIELDS
+        ]
+    )
+
+
+def open_tantivy(folder: Path) -> tantivy.Index:
+    index = tantivy.Index(_tantivy_schema(), path=str(folder))
+    index.register_tokenizer("en_folding", _analyzer())
+    return index
+
+
+def build_tantivy(folder: Path, rows: list[Row]) -> float:
+    """Index the rows with tantivy's writer (2 threads, one commit); return seconds."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    index = open_tantivy(folder)
+    started = time.perf_counter()
+    writer = index.writer(heap_size=512_000_000, num_threads=2)
+    for rowid, row in enumerate(rows, start=1):
+        writer.add_document(
+            tantivy.Document(
+                title=row[2],
+                byline="By Bench Writer",
+                body=row[3],
+                captions=row[5],
+                background=row[6] or "",
+                location=row[7] or "",
+                rowid=rowid,
+            )
+        )
+    writer.commit()
+    writer.wait_merging_threads()
+    return time.perf_counter() - started
+
+
+def _folder_size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+@dataclass(frozen=True, slots=True)
+class Built:
+    posts: int
+    sqlite: Path
+    tantivy: Path
+    sqlite_seconds: float | None
+    tantivy_seconds: float | None
+
+
+def built(corpus: Corpus, count: int) -> Built:
+    """The cached database and tantivy index of `count` posts, built if missing."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"search-{CACHE_VERSION}-{count}.db"
+    folder = RESULTS / f"tantivy-{CACHE_VERSION}-{count}"
+    sqlite_seconds = tantivy_seconds = None
+    if path.exists() and (folder / "meta.json").exists():
+        return Built(count, path, folder, None, None)
+    console.print(f"generating {count:,} posts…")
+    started = time.perf_counter()
+    rows = corpus.rows(count)
+    console.print(f"generated in {time.perf_counter() - started:.0f} s (not timed below)")
+    if not path.exists():
+        building = path.with_suffix(".building")
+        for leftover in RESULTS.glob(building.name + "*"):
+            leftover.unlink()
+        _schema(building)
+        console.print(f"building {path.name} with raw executemany ({_load()})…")
+        sqlite_seconds = raw_insert(building, rows)
+        for suffix in ("-wal", "-shm"):
+            Path(str(building) + suffix).unlink(missing_ok=True)
+        building.rename(path)
+        console.print(f"built in {sqlite_seconds:.0f} s ({count / sqlite_seconds:,.0f} posts/s)")
+    if not (folder / "meta.json").exists():
+        console.print(f"building {folder.name} with tantivy's writer ({_load()})…")
+        tantivy_seconds = build_tantivy(folder, rows)
+        console.print(f"built in {tantivy_seconds:.0f} s ({count / tantivy_seconds:,.0f} posts/s)")
+    return Built(count, path, folder, sqlite_seconds, tantivy_seconds)
+
+
+# --- timing -----------------------------------------------------------------------------------------
+
+
+def _load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load {one:.2f}/{five:.2f}"
+
+
+def _percentiles(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+    return statistics.median(ordered), p99
+
+
+def _time_sync(call: Callable[[], object], samples: int) -> tuple[float, float]:
+    call()  # warm the page cache
+    taken: list[float] = []
+    for _ in range(samples):
+        started = time.perf_counter()
+        call()
+        taken.append((time.perf_counter() - started) * 1000)
+    return _percentiles(taken)
+
+
+async def _time_async(call: Callable[[], Awaitable[object]], samples: int) -> tuple[float, float]:
+    await call()
+    taken: list[float] = []
+    for _ in range(samples):
+        started = time.perf_counter()
+        await call()
+        taken.append((time.perf_counter() - started) * 1000)
+    return _percentiles(taken)
+
+
+RAW_SEARCH = (
+    "SELECT p.rowid, p.id, p.source_id, p.published_at, p.updated_at, p.title, p.byline, "
+    "p.authors, p.location, p.body, p.images, p.background, p.permalink, p.version, "
+    "highlight(posts_fts, 0, char(2), char(3)), "
+    "snippet(posts_fts, -1, char(2), char(3), '…', 32) "
+    "FROM posts_fts JOIN posts p ON p.rowid = posts_fts.rowid "
+    f"WHERE posts_fts MATCH ? ORDER BY {RANK_EXPRESSION} LIMIT 10"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class KindFigures:
+    matches_sqlite: int
+    matches_tantivy: int
+    ours: tuple[float, float]
+    raw: tuple[float, float]
+    tantivy: tuple[float, float]
+    label: str
+    """Our count as the user reads it."""
+
+
+def _median_pair(pairs: list[tuple[float, float]]) -> tuple[float, float]:
+    return statistics.median(p for p, _ in pairs), statistics.median(p for _, p in pairs)
+
+
+async def bench_queries(
+    target: Built, kinds: list[Query], runs: int, samples: int
+) -> tuple[dict[str, KindFigures], list[str]]:
+    """{kind: figures} (medians over runs) and the load average at the start of each run."""
+    raw = sqlite3.connect(target.sqlite)
+    index = open_tantivy(target.tantivy)
+    index.reload()
+    searcher = index.searcher()
+    schema = index.schema
+    per_run: dict[str, list[tuple[tuple[float, float], ...]]] = {q.kind: [] for q in kinds}
+    loads: list[str] = []
+    counts: dict[str, tuple[int, int, str]] = {}
+    try:
+        async with await Database.open(target.sqlite) as db:
+            for q in kinds:
+                match = compile_query(q.ours).match
+                (sqlite_count,) = raw.execute(
+                    "SELECT count(*) FROM posts_fts WHERE posts_fts MATCH ?", (match,)
+                ).fetchone()
+                parsed = tantivy_query(index, q)
+                tantivy_count = searcher.search(parsed, 1, count=True).count  # type: ignore[attr-defined]
+                page = await search(db, q.ours, per_page=10)
+                counts[q.kind] = (int(sqlite_count), int(tantivy_count), page.total_label)
+            for _ in range(runs):
+                loads.append(_load())
+                for q in kinds:
+                    match = compile_query(q.ours).match
+
+                    def run_raw(match: str = match) -> object:
+                        return raw.execute(RAW_SEARCH, (match,)).fetchall()
+
+                    async def run_ours(text: str = q.ours) -> object:
+                        return await search(db, text, per_page=10)
+
+                    def run_tantivy(q: Query = q) -> object:
+                        query = tantivy_query(index, q)
+                        found = searcher.search(query, 10, count=False)
+                        snippets = tantivy.SnippetGenerator.create(searcher, query, schema, "body")
+                        out = []
+                        for _, address in found.hits:
+                            doc = searcher.doc(address)
+                            out.append((doc["title"], snippets.snippet_from_doc(doc).to_html()))
+                        return out
+
+                    per_run[q.kind].append(
+                        (
+                            await _time_async(run_ours, samples),
+                            _time_sync(run_raw, samples),
+                            _time_sync(run_tantivy, samples),
+                        )
+                    )
+    finally:
+        raw.close()
+    figures = {
+        kind: KindFigures(
+            counts[kind][0],
+            counts[kind][1],
+            _median_pair([r[0] for r in rs]),
+            _median_pair([r[1] for r in rs]),
+            _median_pair([r[2] for r in rs]),
+            counts[kind][2],
+        )
+        for kind, rs in per_run.items()
+    }
+    return figures, loads
+
+
+# --- import -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ImportFigures:
+    ours_per_s: float
+    raw_per_s: float
+    loads: list[str]
+    options: dict[str, tuple[float, float]]
+    """{FTS5 option set: (posts/s with raw executemany, bytes per post)}"""
+
+
+FOLDING = "tokenize='porter unicode61 remove_diacritics 2'"
+OPTION_SETS: dict[str, tuple[int | None, str | None]] = {
+    "schema 4: title, byline, body": (4, None),
+    "seven columns, no prefix index": (5, FOLDING),
+    "seven columns, prefix='2 3 4'": (5, None),
+    "seven columns, prefix='2 3 4', detail=column": (
+        5,
+        f"{FOLDING}, prefix='2 3 4', detail=column",
+    ),
+    "seven columns, prefix='1 2 3 4 5'": (5, f"{FOLDING}, prefix='1 2 3 4 5'"),
+    "chosen: prefix='2 3 4' + posts_heads": (None, None),
+}
+"""{name: (migrations applied, posts_fts options)}"""
+
+
+async def _import_ours(path: Path, documents: list[ImportResult]) -> float:
+    async with await Database.open(path) as db:
+        store = PostStore(db)
+        started = time.perf_counter()
+        for document in documents:
+            await store.import_result(document)
+        return time.perf_counter() - started
+
+
+def bench_import(corpus: Corpus, count: int, option_count: int) -> ImportFigures:
+    rows = corpus.rows(count)
+    documents = corpus.documents(rows)
+    ours: list[float] = []
+    raws: list[float] = []
+    loads: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="livedesk-bench-") as workdir:
+        for run in range(IMPORT_RUNS):
+            loads.append(_load())
+            raw_path = Path(workdir) / f"raw-{run}.db"
+            _schema(raw_path)
+            raws.append(count / raw_insert(raw_path, rows))
+            raw_path.unlink()
+            ours_path = Path(workdir) / f"ours-{run}.db"
+            ours.append(count / asyncio.run(_import_ours(ours_path, documents)))
+            ours_path.unlink()
+        options: dict[str, tuple[float, float]] = {}
+        subset = rows[:option_count]
+        for name, (upto, fts) in OPTION_SETS.items():
+            path = Path(workdir) / "option.db"
+            _schema(path, upto, fts)
+            seconds = raw_insert(path, subset, old_fts=upto == 4)
+            options[name] = (option_count / seconds, path.stat().st_size / option_count)
+            for leftover in Path(workdir).glob("option.db*"):
+                leftover.unlink()
+    return ImportFigures(statistics.median(ours), statistics.median(raws), loads, options)
+
+
+# --- report -----------------------------------------------------------------------------------------
+
+
+def _ms(value: float) -> str:
+    return f"{value:.2f}" if value < 10 else f"{value:.0f}"
+
+
+def print_queries(
+    target: Built, figures: dict[str, KindFigures], loads: list[str], samples: int
+) -> None:
+    table = Table(title=f"Search at {target.posts:,} posts: top 10, highlighted title and snippet")
+    columns = (
+        "query",
+        "matches",
+        "we show",
+        "ours p50",
+        "p99",
+        "FTS5 bm25 p50",
+        "p99",
+        "tantivy p50",
+        "p99",
+        f"≤{GOAL_MS:.0f}",
+    )
+    for column in columns:
+        table.add_column(column, justify="left" if column == "query" else "right", no_wrap=True)
+    for kind, f in figures.items():
+        matches = f"{f.matches_sqlite:,}"
+        if f.matches_tantivy != f.matches_sqlite:
+            matches += f" ({f.matches_tantivy:,})"
+        table.add_row(
+            kind,
+            matches,
+            f.label,
+            _ms(f.ours[0]),
+            _ms(f.ours[1]),
+            _ms(f.raw[0]),
+            _ms(f.raw[1]),
+            _ms(f.tantivy[0]),
+            _ms(f.tantivy[1]),
+            "yes" if f.ours[1] <= GOAL_MS else "NO",
+        )
+    console.print(table)
+    sqlite_bytes = sum(
+        Path(str(target.sqlite) + s).stat().st_size
+        for s in ("", "-wal")
+        if Path(str(target.sqlite) + s).exists()
+    )
+    tantivy_bytes = _folder_size(target.tantivy)
+    console.print(
+        f"milliseconds, median of {len(loads)} runs × {samples} samples per engine "
+        f"({', '.join(loads)}); matches: FTS5 (tantivy where it differs)"
+    )
+    console.print(
+        f"index size per post: SQLite database {sqlite_bytes / target.posts:,.0f} B "
+        f"(posts and index), tantivy {tantivy_bytes / target.posts:,.0f} B (stored fields and index)"
+    )
+    if target.sqlite_seconds is not None and target.tantivy_seconds is not None:
+        console.print(
+            f"build: SQLite raw executemany {target.posts / target.sqlite_seconds:,.0f} posts/s, "
+            f"tantivy writer (2 threads) {target.posts / target.tantivy_seconds:,.0f} posts/s"
+        )
+
+
+def print_import(figures: ImportFigures, count: int, option_count: int) -> None:
+    table = Table(title=f"Import {count:,} posts with the richer index (documents of 1,000)")
+    for column in ("path", "posts/s", "ratio", "goal"):
+        table.add_column(column, justify="left" if column == "path" else "right")
+    ratio = figures.ours_per_s / figures.raw_per_s
+    table.add_row("PostStore.import_result", f"{figures.ours_per_s:,.0f}", f"{ratio:.2f}", "≥ 0.80")
+    table.add_row("raw executemany, one transaction", f"{figures.raw_per_s:,.0f}", "1.00", "")
+    console.print(table)
+    console.print(f"median of {IMPORT_RUNS} runs ({', '.join(figures.loads)})")
+    options = Table(title=f"What each FTS5 choice costs at import ({option_count:,} posts, raw)")
+    for column in ("posts_fts", "posts/s", "× schema 4", "bytes per post"):
+        options.add_column(column, justify="left" if column == "posts_fts" else "right")
+    base = next(iter(figures.options.values()))[0]
+    for name, (rate, size) in figures.options.items():
+        options.add_row(name, f"{rate:,.0f}", f"{rate / base:.2f}", f"{size:,.0f}")
+    console.print(options)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench search", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="100k posts only")
+    parser.add_argument("--runs", type=int, default=RUNS, help="runs per figure")
+    parser.add_argument(
+        "--sizes", default=f"{SMALL_POSTS},{BIG_POSTS}", help="database sizes, comma-separated"
+    )
+    parser.add_argument("--no-import", action="store_true", help="skip the import figures")
+    args = parser.parse_args(argv)
+
+    corpus = Corpus()
+    kinds = queries(corpus)
+    console.print("queries: " + "; ".join(f"{q.kind} = {q.ours}" for q in kinds))
+    sizes = [SMALL_POSTS] if args.quick else [int(n) for n in args.sizes.split(",") if n]
+    for size in sizes:
+        target = built(corpus, size)
+        samples = SAMPLES.get(size, SAMPLES[SMALL_POSTS])
+        figures, loads = asyncio.run(bench_queries(target, kinds, args.runs, samples))
+        print_queries(target, figures, loads, samples)
+    if not args.no_import:
+        option_count = OPTION_POSTS // 2 if args.quick else OPTION_POSTS
+        import_count = IMPORT_POSTS // 4 if args.quick else IMPORT_POSTS
+        figures_ = bench_import(corpus, import_count, option_count)
+        print_import(figures_, import_count, option_count)
+
+
+if __name__ == "__main__":
+    main()
