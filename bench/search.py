@@ -202,8 +202,6 @@ INSERT = (
 )
 
 
-
-
 def _schema(path: Path, upto: int | None = None, fts_options: str | None = None) -> None:
     """The schema of the first `upto` migrations (all by default); `fts_options` replaces the
     options of posts_fts (not of posts_heads) to show what each choice costs."""
