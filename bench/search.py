@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import json
 import os
 import random
@@ -43,6 +42,7 @@ import tantivy
 from rich.console import Console
 from rich.table import Table
 
+from bench.store import SEED, zipf_vocabulary
 from storage import db as db_module
 from storage.db import (
     FTS_OPTIONS,
@@ -58,8 +58,6 @@ from storage.search import RANK_EXPRESSION, compile_query, search
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CACHE_VERSION = "v2"  # bump when the corpus or the schema changes
-SEED = 20220121
-VOCABULARY = 50_000
 SMALL_POSTS = 100_000
 BIG_POSTS = 1_000_000
 IMPORT_POSTS = 20_000
@@ -91,20 +89,8 @@ class Corpus:
     half of them."""
 
     def __init__(self, seed: int = SEED) -> None:
-        rng = random.Random(seed)
-        letters = "abcdefghijklmnopqrstuvwxyz"
-        words: list[str] = []
-        seen: set[str] = set()
-        while len(words) < VOCABULARY:
-            word = "".join(rng.choices(letters, k=rng.randint(3, 9)))
-            if word not in seen:
-                seen.add(word)
-                words.append(word)
-        self.words = words
-        self.cum_weights = list(
-            itertools.accumulate(1.0 / rank for rank in range(1, VOCABULARY + 1))
-        )
-        self.places = [w.capitalize() for w in words[1000:1050]]
+        self.words, self.cum_weights = zipf_vocabulary(seed)
+        self.places = [w.capitalize() for w in self.words[1000:1050]]
         self.seed = seed
         self.start = datetime(2022, 1, 1, tzinfo=UTC)
 

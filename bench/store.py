@@ -40,23 +40,27 @@ console = Console(width=110)
 # --- synthetic posts --------------------------------------------------------------------------------
 
 
+def zipf_vocabulary(seed: int = SEED) -> tuple[list[str], list[float]]:
+    """VOCABULARY distinct invented words and their cumulative Zipf weights (rank r weighs 1/r):
+    the same words for every benchmark that uses the seed."""
+    rng = random.Random(seed)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    words: list[str] = []
+    seen: set[str] = set()
+    while len(words) < VOCABULARY:
+        word = "".join(rng.choices(letters, k=rng.randint(3, 9)))
+        if word not in seen:
+            seen.add(word)
+            words.append(word)
+    weights = list(itertools.accumulate(1.0 / rank for rank in range(1, VOCABULARY + 1)))
+    return words, weights
+
+
 class Corpus:
     """Deterministic posts: title ~58 characters, body ~1,200 characters, Zipf vocabulary."""
 
     def __init__(self, seed: int = SEED) -> None:
-        rng = random.Random(seed)
-        letters = "abcdefghijklmnopqrstuvwxyz"
-        words: list[str] = []
-        seen: set[str] = set()
-        while len(words) < VOCABULARY:
-            word = "".join(rng.choices(letters, k=rng.randint(3, 9)))
-            if word not in seen:
-                seen.add(word)
-                words.append(word)
-        self.words = words
-        self.cum_weights = list(
-            itertools.accumulate(1.0 / rank for rank in range(1, VOCABULARY + 1))
-        )
+        self.words, self.cum_weights = zipf_vocabulary(seed)
         self.seed = seed
         self.start = datetime(2022, 1, 1, tzinfo=UTC)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 import pytest
 
 from storage.db import Database
+from tests.netguard.livedesk_netguard import is_loopback, name_allowed
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
@@ -40,19 +40,6 @@ class NetworkBlocked(RuntimeError):
     """A test tried to reach something other than 127.0.0.1."""
 
 
-def _is_loopback(address: Any) -> bool:
-    if isinstance(address, tuple) and address:
-        host = address[0]
-    else:
-        return True  # unix sockets and the like
-    if host in ("localhost", ""):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Every connection to anything but loopback fails, and so does resolving a public name."""
@@ -61,19 +48,18 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     real_getaddrinfo = socket.getaddrinfo
 
     def guarded_connect(self: socket.socket, address: Any) -> Any:
-        if self.family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback(address):
+        if self.family in (socket.AF_INET, socket.AF_INET6) and not is_loopback(address):
             raise NetworkBlocked(f"network access to {address!r} is blocked in tests")
         return real_connect(self, address)
 
     def guarded_connect_ex(self: socket.socket, address: Any) -> Any:
-        if self.family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback(address):
+        if self.family in (socket.AF_INET, socket.AF_INET6) and not is_loopback(address):
             raise NetworkBlocked(f"network access to {address!r} is blocked in tests")
         return real_connect_ex(self, address)
 
     def guarded_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-        name = host.decode() if isinstance(host, bytes) else host
-        if name not in (None, "localhost") and not _is_loopback((name, 0)):
-            raise socket.gaierror(f"name resolution of {name!r} is blocked in tests")
+        if not name_allowed(host):
+            raise socket.gaierror(f"name resolution of {host!r} is blocked in tests")
         return real_getaddrinfo(host, *args, **kwargs)
 
     monkeypatch.setattr(socket.socket, "connect", guarded_connect)
