@@ -14,7 +14,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from storage.index_text import joined_words
+from storage.index_text import DOTTED_COMPOUND, joined_words
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +155,31 @@ def _texts(row: sqlite3.Row) -> list[str | None]:
             if isinstance(image, dict):
                 from_images += [str(image.get("caption") or ""), str(image.get("credit") or "")]
     return [row[1], row[2], row[3], *from_images, row[5], row[6]]
+
+
+async def _rejoin_dotted_compounds(conn: aiosqlite.Connection, progress: MigrationProgress) -> None:
+    """Schema 7: `U.S.-Russia` is also joined whole (`usrussia`), so `US-Russia` finds it. Only the
+    posts holding a dotted part before a hyphen are re-joined; the update trigger re-indexes them."""
+    texts = ("title", "byline", "body", "images", "background", "location")
+    where = " OR ".join(
+        f"instr(coalesce({column}, ''), ?) > 0" for column in texts for _ in DOTTED_COMPOUND
+    )
+    params = [mark for _ in texts for mark in DOTTED_COMPOUND]
+    async with conn.execute(
+        f"SELECT rowid, title, byline, body, images, background, location FROM posts WHERE {where}",
+        params,
+    ) as cur:
+        rows = list(await cur.fetchall())
+    if not rows:
+        return
+    progress("re-joining compounds for search", 0, len(rows))
+    for start in range(0, len(rows), REINDEX_BATCH):
+        batch = rows[start : start + REINDEX_BATCH]
+        await conn.executemany(
+            "UPDATE posts SET joined_words = ? WHERE rowid = ?",
+            [(joined_words(_texts(r)) or None, r[0]) for r in batch],
+        )
+        progress("re-joining compounds for search", start + len(batch), len(rows))
 
 
 # Each entry migrates from user_version == index to index + 1. Never edit a shipped entry: append.
@@ -350,6 +375,7 @@ MIGRATIONS: tuple[str | Step, ...] = (
     END;
     INSERT INTO posts_heads(posts_heads) VALUES ('rebuild');
     """,
+    Step(_rejoin_dotted_compounds),
 )
 
 

@@ -18,17 +18,29 @@ _PIECE = re.compile(r"[^\W_]+")
 HYPHENS = "-\u2010\u2011\u2012\u2013"
 """Hyphen, the Unicode hyphens and the en dash (`Biden–Putin`); not the em dash, which news sets
 between clauses."""
-_HYPHENATED = re.compile(rf"[^\W_]+(?:[{HYPHENS}][^\W_]+)+")
+DOTTED_COMPOUND = (".-", ".\u2010", ".\u2011", ".\u2012", ".\u2013")
+"""What a compound with a dotted part holds (`U.S.-Russia`): schema 7 re-joins the posts that do."""
+# A compound starts where a word starts: without the lookbehind the engine would try every suffix
+# of every word.
+_PART = r"(?:[^\W\d_]\.(?:[^\W\d_]\.?)+|[^\W_]+)"
+"""A part of a compound: a dotted abbreviation (`U.S.` in `U.S.-Russia`) or a word."""
+_HYPHENATED = re.compile(rf"(?<![^\W_]){_PART}(?:[{HYPHENS}]{_PART})+")
 _DOTTED = re.compile(r"(?<![\w.])[^\W\d_](?:\.[^\W\d_])+(?![^\W_])\.?")
+# Cheap scans first: most texts have no letter after a dot and no hyphen, and a scan for one
+# character class costs a twentieth of the full patterns (measured at import: 195 µs → 9 µs a post).
+_MAYBE_DOTTED = re.compile(r"\.[^\W\d_]")
+_MAYBE_HYPHENATED = re.compile(f"[{HYPHENS}]")
 
 
 def joined_forms(text: str) -> list[str]:
     """The joined forms of the dotted abbreviations and hyphenated compounds in `text`."""
     found: list[str] = []
-    for match in _DOTTED.finditer(text):
-        found.append(match.group().replace(".", "").lower())
-    for match in _HYPHENATED.finditer(text):
-        found.append("".join(_PIECE.findall(match.group())).lower())
+    if _MAYBE_DOTTED.search(text):
+        for match in _DOTTED.finditer(text):
+            found.append(match.group().replace(".", "").lower())
+    if _MAYBE_HYPHENATED.search(text):
+        for match in _HYPHENATED.finditer(text):
+            found.append("".join(_PIECE.findall(match.group())).lower())
     return found
 
 

@@ -188,7 +188,8 @@ _NEAR = re.compile(r"\bNEAR\s*\(", re.IGNORECASE)
 _BRACKETS = frozenset("()")
 # What stands between the letters of an abbreviation (U.S.) or the parts of a compound (de-escalate).
 _DOTTED = re.compile(r"^[^\W\d_](?:\.[^\W\d_])+\.?$")
-_HYPHENATED = re.compile(rf"^[^\W_]+(?:[{HYPHENS}][^\W_]+)+$")
+_PART = r"(?:[^\W\d_]\.(?:[^\W\d_]\.?)+|[^\W_]+)"
+_HYPHENATED = re.compile(rf"^{_PART}(?:[{HYPHENS}]{_PART})+$")
 _QUOTES = str.maketrans(
     {
         "\u201c": '"',
@@ -296,6 +297,11 @@ def _with_variants(atom: _Atom) -> _Atom:
     return replace(atom, alternatives=(*atom.alternatives, *extra))
 
 
+def _is_capitals(word: str) -> bool:
+    """An abbreviation typed in capitals (US, EU)."""
+    return 2 <= len(word) <= 5 and word.isalpha() and word.isupper()
+
+
 def _word_forms(raw: str) -> tuple[Form, tuple[Form, ...], tuple[Form, ...]]:
     """A typed word's pieces, its alternatives and its marks-only forms.
 
@@ -306,8 +312,14 @@ def _word_forms(raw: str) -> tuple[Form, tuple[Form, ...], tuple[Form, ...]]:
     if len(pieces) > 1 and _DOTTED.match(word):
         return ("".join(pieces),), (), (pieces,)
     if len(pieces) > 1 and _HYPHENATED.match(word):
-        return pieces, (("".join(pieces),),), ()
-    if len(pieces) == 1 and 2 <= len(word) <= 5 and word.isalpha() and word.isupper():
+        # `US-Russia` marks `U.S.-Russia` in the text too: an abbreviation typed in capitals.
+        spelled = tuple(
+            letter
+            for part in _PIECE.findall(word)
+            for letter in (tuple(part.lower()) if _is_capitals(part) else (part.lower(),))
+        )
+        return pieces, (("".join(pieces),),), ((spelled,) if spelled != pieces else ())
+    if len(pieces) == 1 and _is_capitals(word):
         # An abbreviation typed in capitals (US, EU): its dotted form is worth marking too.
         return pieces, (), (tuple(pieces[0]),)
     return pieces, (), ()
@@ -598,7 +610,9 @@ async def search(
         known: int | None = None
         if counted is None or offset < counted[0]:
             need = offset + per_page + 1
-            ranked, known = await _candidates(db.reader, query.match, source_id, need)
+            ranked, known = await _candidates(
+                db.reader, query.match, source_id, need, heads=query.marks
+            )
         chosen = ranked[offset : offset + per_page]
         hits = await _hits(db.reader, query.marks, chosen)
         if known is not None:  # the walk saw every match
@@ -705,7 +719,11 @@ def _row_lookups(rowids: list[int]) -> list[tuple[str, list[int]]]:
 
 
 async def _candidates(
-    conn: aiosqlite.Connection, match: str, source_id: str | None, need: int
+    conn: aiosqlite.Connection,
+    match: str,
+    source_id: str | None,
+    need: int,
+    heads: str | None = None,
 ) -> tuple[list[_Candidate], int | None]:
     """The first `need` posts in rank order: tier by tier (title, then byline or location, then
     body, then the rest), newest first within a tier; and the number of matches when the walk of
@@ -714,11 +732,16 @@ async def _candidates(
     A tier is only walked while the page is not full, and each walk stops after the rows the page
     can use, so only candidates that can reach the page are read: a post whose title matches is
     never lost behind newer body matches, however many there are.
+
+    `heads` (the query's marks) walks the heading tiers: posts_heads has no joined forms, so a
+    title's `U.S.` is found there as the phrase `u s` that `US` marks; whatever it finds beyond
+    `match` is then held to `match` over the whole post.
     """
+    heads = heads or match
     ranked: list[_Candidate] = []
     seen: set[int] = set()
     total: int | None = None
-    excludes = " NOT " in match
+    excludes = " NOT " in match or heads != match
     for tier, (table, columns) in enumerate(TIERS):
         wanted = need - len(ranked)
         if wanted <= 0:
@@ -726,7 +749,8 @@ async def _candidates(
         # Rows of earlier tiers match here too (their tiers were walked to the end): skip them.
         limit = wanted + len(seen)
         while True:
-            rows = await _walk(conn, _tier_match(match, columns), source_id, limit, table)
+            tier_match = match if table == "posts_fts" else heads
+            rows = await _walk(conn, _tier_match(tier_match, columns), source_id, limit, table)
             exhausted = len(rows) < limit
             if table != "posts_fts" and excludes:
                 rows = await _whole_post_matches(conn, match, rows)

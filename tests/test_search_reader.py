@@ -45,6 +45,7 @@ LANDFALL = "Aurora makes landfall near Port Halden"
 HOSPITALS = "Hospitals switch to backup generators"
 SCHOOLS = "Schools and offices in the northern counties close early"
 BARRIERS = "Flood barriers go up along the Halden river front"
+ENVOY = "U.S. envoy lands in Warsaw"
 
 
 @pytest.fixture(autouse=True)
@@ -102,6 +103,10 @@ CASES: list[tuple[str, set[str], set[str], str | None]] = [
     ("non-essential", {SCHOOLS}, set(), "text"),
     ("nonessential", {SCHOOLS}, set(), None),
     ("lowestlying", {SHELTERS}, set(), None),
+    # a compound with a dotted part, typed with or without the dots
+    ("US-Russia", {ALLIES}, {KYIV}, "text"),
+    ("U.S.-Russia", {ALLIES}, {KYIV}, "text"),
+    ("USRussia", {ALLIES}, set(), None),
     # spelling variants of names
     ("Kiev", {KYIV, MINISTERS}, set(), None),
     ("Kyiv", {KYIV, MINISTERS}, set(), None),
@@ -140,6 +145,9 @@ RANKING: list[tuple[str, list[str]]] = [
     ("Kiev", [KYIV, MINISTERS]),
     ("de-escalate", [ALLIES, KYIV]),
     ('"flood barriers"', [BARRIERS]),
+    # a title's `U.S.` is a title match for `US`, though the post is older than the body matches
+    ("US", [ENVOY, KYIV, ALLIES]),
+    ("US envoy", [ENVOY]),
 ]
 
 
@@ -374,6 +382,46 @@ async def test_an_old_database_is_re_indexed_on_open_with_progress(
     seen.clear()
     async with await Database.open(path, progress=lambda *report: seen.append(report)):
         assert seen == []  # once only
+
+
+async def test_a_schema_6_database_re_joins_its_dotted_compounds(tmp_path: Path) -> None:
+    """Schema 6 joined `U.S.-Russia` as `us srussia`; schema 7 re-joins such posts only."""
+    path = tmp_path / "old.db"
+    async with await Database.open(path) as db:
+        store = PostStore(db)
+        source = Source(id="old", title="Old", kind=SourceKind.RSS)
+        published = datetime(2022, 2, 10, 12, tzinfo=UTC)
+        await store.import_result(
+            ImportResult(
+                source=source,
+                posts=(
+                    Post(
+                        id="a",
+                        source_id="old",
+                        published_at=published,
+                        title="Talks",
+                        body=("U.S.-Russia talks resume.",),
+                    ),
+                    Post(
+                        id="b",
+                        source_id="old",
+                        published_at=published,
+                        title="Other",
+                        body=("Nothing to join.",),
+                    ),
+                ),
+            )
+        )
+        async with db.write() as conn:
+            await conn.execute("UPDATE posts SET joined_words = 'us srussia' WHERE id = 'a'")
+            await conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) - 1}")
+        assert not (await search(db, "US-Russia")).hits
+    seen: list[tuple[str, int, int]] = []
+    async with await Database.open(path, progress=lambda *report: seen.append(report)) as db:
+        assert [(done, total) for _, done, total in seen] == [(0, 1), (1, 1)]
+        assert _titles((await search(db, "US-Russia")).hits) == ["Talks"]
+        async with db.write() as conn:
+            await conn.execute("INSERT INTO posts_fts(posts_fts) VALUES ('integrity-check')")
 
 
 async def test_the_re_index_is_logged_without_a_progress_bar(
