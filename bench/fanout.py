@@ -49,7 +49,7 @@ from bot.config import DispatchSettings
 from bot.dispatcher import Dispatcher
 from bot.models import Card, ImportResult, Post, Source, SourceKind, Target
 from storage.db import Database
-from storage.posts import PostStore
+from storage.ingest import ingest
 from storage.subscriptions import NewSubscription, SubscriptionStore
 
 CONCURRENCY = 32
@@ -215,7 +215,7 @@ async def _subscribe(db: Database, count: int, prefix: str = "chat") -> list[Tar
 
 
 async def _import(db: Database, n: int) -> float:
-    await PostStore(db).import_result(ImportResult(source=SOURCE, posts=(_post(n),)))
+    await ingest(db, ImportResult(source=SOURCE, posts=(_post(n),)))
     return time.time()
 
 
@@ -346,7 +346,7 @@ async def rate_limited(
 
 
 async def _dispatch_all(db: Database, adapter: InstantAdapter, posts: list[Post]) -> None:
-    await PostStore(db).import_result(ImportResult(source=SOURCE, posts=tuple(posts)))
+    await ingest(db, ImportResult(source=SOURCE, posts=tuple(posts)))
     dispatcher = Dispatcher(db, {"fake": adapter}, DispatchSettings(concurrency=CONCURRENCY))
     await dispatcher.run_until_idle(timeout=120)
 

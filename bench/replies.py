@@ -36,6 +36,7 @@ from bot.models import ImportResult, Post, Reply, Request, Source, SourceKind, T
 from bot.ratelimit import SendBudget
 from handlers import Deps, handle
 from storage.db import Database
+from storage.ingest import ingest
 from storage.posts import PostStore
 from storage.subscriptions import NewSubscription, SubscriptionStore
 from tests.fakes.telegram import FakeTelegram, Limits, Sent
@@ -93,10 +94,11 @@ async def measure(scale: float, chats: int, commands: int) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
         async with await Database.open(Path(tmp) / "replies.db") as db:
             posts = PostStore(db)
-            await posts.import_result(
+            await ingest(
+                posts.db,
                 ImportResult(
                     source=SOURCE, posts=tuple(_post(n, f"Old news {n}") for n in range(1, 20))
-                )
+                ),
             )
             store = SubscriptionStore(db)
             await store.add_many(
@@ -168,7 +170,7 @@ async def measure(scale: float, chats: int, commands: int) -> dict[str, object]:
 
 async def broadcast(dispatcher: Dispatcher, posts: PostStore, n: int) -> float:
     """Import one post for every chat; when it was committed."""
-    await posts.import_result(ImportResult(source=SOURCE, posts=(_post(n, f"Breaking {n}"),)))
+    await ingest(posts.db, ImportResult(source=SOURCE, posts=(_post(n, f"Breaking {n}"),)))
     dispatcher.wake()
     return time.monotonic()
 

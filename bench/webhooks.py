@@ -7,7 +7,7 @@ The receiver (tests/fakes/webhooks.py, no rate limit, payloads validated, nothin
 separate process (multiprocessing, spawn), so client and server do not share a core. Every figure below
 sends the same Mattermost-flavored alert to the same hooks:
 
-- livedesk: PostStore.import_result commits a post that 1,000 subscriptions match; the clock runs from the
+- livedesk: storage.ingest.ingest commits a post that 1,000 subscriptions match; the clock runs from the
   end of that commit to the receiver's timestamp of the last delivery, through the real Dispatcher and
   SlackAdapter (aiohttp, one pooled session) — rendering, outbox claims, group commits included.
 - raw aiohttp: the pre-rendered payload POSTed to each hook from one pooled session, same concurrency: the
@@ -45,6 +45,7 @@ from bot.config import DispatchSettings, SlackSettings
 from bot.dispatcher import Dispatcher
 from bot.models import EditPolicy, ImportResult, Post, Reply, Request, Source, SourceKind, Target
 from storage.db import Database
+from storage.ingest import ingest
 from storage.posts import PostStore
 from storage.subscriptions import NewSubscription, SubscriptionStore
 
@@ -136,7 +137,7 @@ async def _livedesk(base: str, urls: Sequence[str], rounds: int) -> list[float]:
                         await asyncio.sleep(1.1)
                     before = (await _stats(probe, base))["delivered"]
                     goal = dispatcher.sent + len(urls)
-                    await posts.import_result(ImportResult(source=SOURCE, posts=(_post(n),)))
+                    await ingest(posts.db, ImportResult(source=SOURCE, posts=(_post(n),)))
                     committed = time.time()
                     dispatcher.wake()
                     while dispatcher.sent < goal:  # noqa: ASYNC110 (a counter, polled)

@@ -51,11 +51,13 @@ from bot.redact import printable
 from bot.targets import FLAVORS, mask_url, public_options
 from storage import variants as search_variants
 from storage.db import Database, DatabaseUnusable, check_location, classify
+from storage.ingest import ingest
 from storage.posts import FetchState, PostStore, SourceConflict
-from storage.search import MAX_PER_PAGE, QueryError, compile_query, search
+from storage.query import QueryError, compile_query
+from storage.search import MAX_PER_PAGE, search
 
 if TYPE_CHECKING:
-    from storage.subscriptions import DeadDelivery
+    from storage.outbox import DeadDelivery
 
 log = logging.getLogger("livedesk")
 
@@ -657,7 +659,8 @@ async def cmd_import(ctx: Ctx, args: argparse.Namespace) -> int:
                             if bar is not None:
                                 progress.update(bar, completed=done, total=total)
 
-                        events = await posts.import_result(
+                        events = await ingest(
+                            posts.db,
                             fetched.result,
                             location=location,
                             fetch_state=FetchState(fetched.etag, fetched.last_modified),
@@ -1270,7 +1273,7 @@ DEAD_LISTED = 100_000  # dead deliveries `deliveries --dead` lists (and `retry I
 
 
 async def cmd_deliveries(ctx: Ctx, args: argparse.Namespace) -> int:
-    from storage.subscriptions import Outbox
+    from storage.outbox import Outbox
 
     async with open_db(ctx) as db:
         outbox = Outbox(db)

@@ -15,6 +15,7 @@ from importlib import resources
 
 from bot.models import ImportResult, Post, PostEvent, Target
 from bot.sources import parse_document
+from storage.ingest import ingest
 from storage.posts import PostStore
 from storage.subscriptions import SAMPLE_SCHEME, SubscriptionStore
 
@@ -148,7 +149,7 @@ class DemoReplay:
             for index, step in enumerate(self.steps):
                 if index and not instant:
                     await asyncio.sleep(self.step_seconds)
-                events = await self.posts.import_result(step, location=SAMPLE_LOCATION)
+                events = await ingest(self.posts.db, step, location=SAMPLE_LOCATION)
                 self.events.extend(events)
                 if events and self.on_import is not None:
                     self.on_import(events)

@@ -55,19 +55,11 @@ from bot.config import DispatchSettings
 from bot.models import Card, EditPolicy
 from bot.ratelimit import Check, Permit, RateLimiter, chat_key, platform_key, target_checks
 from bot.redact import clean_outcomes
+from storage.codecs import PENDING, UPDATED, to_db_time
 from storage.db import Database
-from storage.posts import to_db_time
-from storage.search import CompiledQuery, QueryError, compile_query, matched_terms
-from storage.subscriptions import (
-    PENDING,
-    UPDATED,
-    DeliveryJob,
-    Outbox,
-    OutboxResults,
-    PendingDelivery,
-    PostForCard,
-    SentRef,
-)
+from storage.outbox import DeliveryJob, Outbox, OutboxResults, PendingDelivery, PostForCard, SentRef
+from storage.query import CompiledQuery, QueryError, compile_query
+from storage.search import matched_terms
 
 log = logging.getLogger(__name__)
 

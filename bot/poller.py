@@ -20,6 +20,7 @@ from bot.config import SourceSetting
 from bot.models import EventKind, PostEvent
 from bot.sources import FetchResult, SourceError, load
 from bot.sources.text import is_http_url
+from storage.ingest import ingest
 from storage.posts import FetchState, PostStore, SourceConflict
 
 log = logging.getLogger(__name__)
@@ -164,7 +165,8 @@ class Poller:
             fetched = await self._load(location, timeout=self.timeout)
             if fetched is None:
                 return Outcome.NOT_MODIFIED
-        events = await self.posts.import_result(
+        events = await ingest(
+            self.posts.db,
             fetched.result,
             location=location,
             fetch_state=FetchState(fetched.etag, fetched.last_modified),

@@ -5,7 +5,8 @@ from __future__ import annotations
 from bot.cards import card_from_post
 from bot.models import Button, Reply, Request
 from handlers.base import Deps, UserError, as_number, error_reply, quote
-from storage.search import QueryError, search
+from storage.query import QueryError
+from storage.search import search
 
 PER_PAGE = 5
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from bot.models import ChatKind, Reply, Request, Source, Subscription, SubscriptionState, Target
 from handlers.base import Deps, UserError, as_number, error_reply, plural, quote
-from storage.search import QueryError
+from storage.query import QueryError
 from storage.subscriptions import SubscriptionError, normalize_query
 
 NOT_ADMIN = "Only an admin of this chat can subscribe it."

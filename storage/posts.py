@@ -1,9 +1,10 @@
 """The post store: sources, posts and every version of them. The store decides what is new.
 
-`import_result()` writes one document's posts in one transaction and returns only events: a post *created*,
-or *updated* (version + 1, the old text kept in `post_versions`). The delivery rows for every matching
-subscription are written in that same transaction (`storage.subscriptions.enqueue_for_changes`), so a
-crash can neither lose nor invent a notification.
+`upsert_document()` writes one document's posts inside the ingest transaction (storage.ingest) and
+reports only changes: a post *created*, or *updated* (version + 1, the old text kept in
+`post_versions`). The delivery rows for every matching subscription are written in that same
+transaction (`storage.outbox.enqueue_for_changes`), so a crash can neither lose nor invent a
+notification.
 
 A blog fetched from a URL is bound to that URL. A document from another location that claims the
 same blog (its id comes from the feed's own channel link or title, which any feed can copy) is refused
@@ -22,27 +23,33 @@ import json
 import os.path
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiosqlite
 
+from storage.codecs import (
+    POST_COLUMNS,
+    from_db_time,
+    images_json,
+    opt_time,
+    post_from_row,
+    to_db_time,
+    utc_now,
+)
 from storage.db import Database
 from storage.index_text import joined_words
 from storage.models import (
     EventKind,
-    Image,
     ImportResult,
     Post,
     PostEvent,
     PostVersion,
     Source,
     SourceKind,
-    parse_utc_text,
-    utc_text,
 )
 
 ProgressCallback = Callable[[int, int], None]
@@ -130,94 +137,11 @@ def _location_key(location: str) -> tuple[str, ...]:
     return ("file", os.path.normpath(text))
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def to_db_time(value: datetime) -> str:
-    """ISO 8601 in UTC with a fixed width, so times sort as text (`storage.models.utc_text`)."""
-    return utc_text(value)
-
-
-def from_db_time(value: str) -> datetime:
-    return parse_utc_text(value)
-
-
-def _opt_time(value: str | None) -> datetime | None:
-    return from_db_time(value) if value else None
-
-
-def _images_json(images: Iterable[Image]) -> str:
-    return json.dumps([i.model_dump() for i in images], ensure_ascii=False)
-
-
-def post_from_row(row: Any) -> Post:
-    """Build a Post from a `posts` row (or a `post_versions` row joined with its post's fixed fields)."""
-    body = row["body"]
-    return Post(
-        id=row["id"],
-        source_id=row["source_id"],
-        published_at=from_db_time(row["published_at"]),
-        updated_at=_opt_time(row["updated_at"]),
-        title=row["title"],
-        byline=row["byline"],
-        authors=tuple(json.loads(row["authors"])),
-        location=row["location"],
-        body=tuple(body.split("\n\n")) if body else (),
-        images=tuple(Image(**i) for i in json.loads(row["images"])),
-        background=row["background"],
-        permalink=row["permalink"],
-        version=row["version"],
-        number=row["rowid"] if "rowid" in row.keys() else None,  # noqa: SIM118 (Row iterates values)
-        time_estimated=bool(row["time_estimated"]),
-    )
-
-
-POST_COLUMNS = (
-    "p.rowid AS rowid, p.id, p.source_id, p.published_at, p.updated_at, p.title, p.byline, "
-    "p.authors, p.location, p.body, p.images, p.background, p.permalink, p.version, p.time_estimated"
-)
-
-
 class PostStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
     # --- writing ------------------------------------------------------------------------------------
-
-    async def import_result(
-        self,
-        result: ImportResult,
-        *,
-        location: str | None = None,
-        fetch_state: FetchState | None = None,
-        on_progress: ProgressCallback | None = None,
-        new_source_deliveries: int | None = None,
-    ) -> list[PostEvent]:
-        """Store one imported document in one transaction; return only what was created or edited.
-
-        The blog keeps the id it has in the store (see `_settled`), so the events' post ids may
-        differ from the document's. `on_progress(stored, total)` is called as new posts are
-        written (in chunks, for big feeds). `new_source_deliveries`: when the blog is new to the
-        store, each subscription gets only its newest that many matching posts (all are stored),
-        so a first import sends no whole history."""
-        # Deliveries go out in publication order, so record events in that order too.
-        async with self.db.write() as conn:
-            result = await _settled(conn, result, location)
-            posts = sorted(result.posts, key=lambda p: (p.published_at, p.id))
-            async with conn.execute("SELECT 1 FROM sources WHERE id = ?", (result.source.id,)) as c:
-                is_new_source = await c.fetchone() is None
-            await _upsert_source(conn, result.source, location, fetch_state)
-            if location is not None:
-                await conn.execute("DELETE FROM fetch_errors WHERE location = ?", (location,))
-            changes = await _upsert_posts(conn, posts, on_progress)
-            if changes:
-                # Imported here, not at module top: subscriptions imports this module for its types.
-                from storage.subscriptions import enqueue_for_changes
-
-                limit = new_source_deliveries if is_new_source else None
-                await enqueue_for_changes(conn, changes, newest_per_subscription=limit)
-        return [c.event for c in changes]
 
     async def record_fetch_error(self, location: str, error: str) -> None:
         """Remember why `location` failed: on its blog, or for a location that never imported."""
@@ -382,8 +306,8 @@ class PostStore:
                 source=_source_from_row(r),
                 location=r["location"],
                 posts=r["posts"],
-                newest=_opt_time(r["newest"]),
-                imported_at=_opt_time(r["imported_at"]),
+                newest=opt_time(r["newest"]),
+                imported_at=opt_time(r["imported_at"]),
                 last_error=r["last_error"],
                 number=r["rowid"],
             )
@@ -429,6 +353,43 @@ def _fold(text: str) -> str:
 def _has_words(title_words: list[str], wanted: list[str]) -> bool:
     """Each wanted word begins a word of the title."""
     return all(any(word.startswith(w) for word in title_words) for w in wanted)
+
+
+# --- writing a document: the posts half of storage.ingest ---------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Upserted:
+    """What writing one document changed: the created and edited posts, in publication order."""
+
+    changes: list[PostChange]
+    new_source: bool
+    """The blog was not in the store before this document."""
+
+
+async def upsert_document(
+    conn: aiosqlite.Connection,
+    result: ImportResult,
+    *,
+    location: str | None = None,
+    fetch_state: FetchState | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> Upserted:
+    """Inside a write transaction: store one document's blog and posts; report what changed.
+
+    The blog keeps the id it has in the store (see `_settled`), so the changes' post ids may
+    differ from the document's. `on_progress(stored, total)` is called as new posts are written
+    (in chunks, for big feeds)."""
+    result = await _settled(conn, result, location)
+    # Deliveries go out in publication order, so record changes in that order too.
+    posts = sorted(result.posts, key=lambda p: (p.published_at, p.id))
+    async with conn.execute("SELECT 1 FROM sources WHERE id = ?", (result.source.id,)) as c:
+        is_new_source = await c.fetchone() is None
+    await _upsert_source(conn, result.source, location, fetch_state)
+    if location is not None:
+        await conn.execute("DELETE FROM fetch_errors WHERE location = ?", (location,))
+    changes = await _upsert_posts(conn, posts, on_progress)
+    return Upserted(changes, is_new_source)
 
 
 async def _settled(
@@ -665,7 +626,7 @@ def _post_row(post: Post, digest: str, version: int, now: str) -> tuple[Any, ...
         json.dumps(list(post.authors), ensure_ascii=False),
         post.location,
         "\n\n".join(post.body),
-        _images_json(post.images),
+        images_json(post.images),
         post.background,
         post.permalink,
         digest,

@@ -17,8 +17,9 @@ from bot.demo import replay_steps, sample_document
 from bot.models import Card, Target
 from bot.sources import load
 from storage.db import Database
-from storage.posts import PostStore
-from storage.subscriptions import Outbox, SubscriptionStore
+from storage.ingest import ingest
+from storage.outbox import Outbox
+from storage.subscriptions import SubscriptionStore
 from tests.conftest import FIXTURES
 
 
@@ -130,7 +131,7 @@ async def test_sigterm_stops_cleanly_and_undelivered_posts_stay_pending(tmp_path
     await SubscriptionStore(db).add(
         Target(platform="slow", address="room", kind="channel"), created_by="test"
     )
-    await PostStore(db).import_result(fetched.result)
+    await ingest(db, fetched.result)
     await db.close()
     assert (await counts(db_path))["pending"] == 4
 

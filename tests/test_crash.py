@@ -19,7 +19,8 @@ from pathlib import Path
 
 from bot.models import Target
 from storage.db import Database
-from storage.subscriptions import NewSubscription, Outbox, SubscriptionStore
+from storage.outbox import Outbox
+from storage.subscriptions import NewSubscription, SubscriptionStore
 from tests.conftest import ROOT
 from tests.fakes.flaky import import_posts, make_post
 

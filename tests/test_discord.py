@@ -34,6 +34,7 @@ from bot.models import (
 )
 from handlers import Deps, handle
 from storage.db import Database
+from storage.ingest import ingest
 from storage.posts import PostStore
 from storage.subscriptions import SubscriptionStore
 from tests.blog import BLOG, KYIV, POSTS, post
@@ -73,7 +74,7 @@ def settings_for(fake: FakeDiscord, **overrides: object) -> DiscordSettings:
 @pytest.fixture
 async def deps(db: Database) -> Deps:
     posts = PostStore(db)
-    await posts.import_result(ImportResult(source=BLOG, posts=tuple(POSTS)))
+    await ingest(posts.db, ImportResult(source=BLOG, posts=tuple(POSTS)))
     return Deps(db=db, posts=posts, subscriptions=SubscriptionStore(db), timezone=KYIV)
 
 
@@ -358,7 +359,7 @@ async def test_new_and_edited_posts_reach_every_subscribed_channel(
         background="The convoy left on Monday.",
         images=[Image(caption="Trucks", url="https://img.example/1.jpg")],
     )
-    await deps.posts.import_result(ImportResult(source=BLOG, posts=(fresh,)))
+    await ingest(deps.posts.db, ImportResult(source=BLOG, posts=(fresh,)))
     await dispatcher(db, bot).run_until_idle()
 
     for channel_id in (CHANNEL, OTHER_CHANNEL, hook_channel):
@@ -378,7 +379,7 @@ async def test_new_and_edited_posts_reach_every_subscribed_channel(
     assert fake.in_channel(hook_channel)[0].via == "webhook:555"
 
     edited = fresh.model_copy(update={"body": ("A convoy of 40 trucks reached the city.",)})
-    await deps.posts.import_result(ImportResult(source=BLOG, posts=(edited,)))
+    await ingest(deps.posts.db, ImportResult(source=BLOG, posts=(edited,)))
     await dispatcher(db, bot).run_until_idle()
     for channel_id in (CHANNEL, OTHER_CHANNEL, hook_channel):
         [message] = fake.in_channel(channel_id)  # edited in place, not sent again
@@ -392,7 +393,7 @@ async def test_an_unknown_or_forbidden_channel_loses_its_subscription(
         await deps.subscriptions.add(channel_target(channel_id), created_by="test")
     fake.unknown_channels.add(CHANNEL)
     fake.forbidden_channels.add(OTHER_CHANNEL)
-    await deps.posts.import_result(ImportResult(source=BLOG, posts=(post(60, "Blackout"),)))
+    await ingest(deps.posts.db, ImportResult(source=BLOG, posts=(post(60, "Blackout"),)))
     await dispatcher(db, bot).run_until_idle()
 
     states = {s.target.address: s for s in await deps.subscriptions.list(platform="discord")}
@@ -421,7 +422,7 @@ async def test_a_huge_post_arrives_as_one_valid_embed(
             for n in range(40)
         ],
     )
-    await deps.posts.import_result(ImportResult(source=BLOG, posts=(huge,)))
+    await ingest(deps.posts.db, ImportResult(source=BLOG, posts=(huge,)))
     await dispatcher(db, bot).run_until_idle()
 
     assert fake.invalid == 0
@@ -444,7 +445,7 @@ async def test_mentions_in_a_post_ping_nobody_and_markdown_stays_text(
     hostile = post(
         70, "**Breaking** @everyone", "Hey @here and <@&123456> — [click](https://evil.example)"
     )
-    await deps.posts.import_result(ImportResult(source=BLOG, posts=(hostile,)))
+    await ingest(deps.posts.db, ImportResult(source=BLOG, posts=(hostile,)))
     await dispatcher(db, bot).run_until_idle()
 
     [message] = fake.in_channel(CHANNEL)
@@ -468,9 +469,7 @@ async def test_a_broadcast_to_200_channels_gets_no_429(
         adapter = DiscordAdapter(settings_for(fake), connect_gateway=False)
         await adapter.start(AdapterContext(handle=lambda r: handle(r, deps)))
         try:
-            await deps.posts.import_result(
-                ImportResult(source=BLOG, posts=(post(80, "Ceasefire"),))
-            )
+            await ingest(deps.posts.db, ImportResult(source=BLOG, posts=(post(80, "Ceasefire"),)))
             await dispatcher(db, adapter).run_until_idle(timeout=30)
         finally:
             await adapter.stop()

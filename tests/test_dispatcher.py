@@ -22,7 +22,8 @@ from bot.config import DispatchSettings
 from bot.dispatcher import Dispatcher
 from bot.models import EditPolicy, SubscriptionState, Target
 from storage.db import Database
-from storage.subscriptions import Outbox, SubscriptionStore
+from storage.outbox import Outbox
+from storage.subscriptions import SubscriptionStore
 from tests.fakes.flaky import FlakyAdapter, import_posts, make_post
 
 

@@ -11,6 +11,7 @@ import pytest
 from bot.models import ChatKind, ImportResult, Post, Reply, Request, Source, SourceKind, Target
 from handlers import COMMANDS, Deps, handle, split_command_line
 from storage.db import Database
+from storage.ingest import ingest
 from storage.posts import PostStore
 from storage.subscriptions import SubscriptionStore
 
@@ -47,8 +48,8 @@ MARKET_POSTS = [
 @pytest.fixture
 async def deps(db: Database) -> Deps:
     posts = PostStore(db)
-    await posts.import_result(ImportResult(source=KYIV, posts=tuple(KYIV_POSTS)))
-    await posts.import_result(ImportResult(source=MARKETS, posts=tuple(MARKET_POSTS)))
+    await ingest(posts.db, ImportResult(source=KYIV, posts=tuple(KYIV_POSTS)))
+    await ingest(posts.db, ImportResult(source=MARKETS, posts=tuple(MARKET_POSTS)))
     return Deps(
         db=db,
         posts=posts,
@@ -200,7 +201,7 @@ async def test_post_after_an_edit_shows_its_history(deps: Deps) -> None:
     edited = KYIV_POSTS[1].model_copy(
         update={"title": "Sanctions package agreed", "body": ("The EU agrees new sanctions.",)}
     )
-    await deps.posts.import_result(ImportResult(source=KYIV, posts=(edited,)))
+    await ingest(deps.posts.db, ImportResult(source=KYIV, posts=(edited,)))
     reply = await ask(deps, "/post kyiv-live-002")
     (card,) = reply.cards
     assert card.title == "Sanctions package agreed"

@@ -27,6 +27,7 @@ from bot.sources import fetch as fetch_module
 from bot.sources.fetch import AddressClass, address_class, redirect_allowed
 from handlers import Deps, handle, split_command_line
 from storage.db import MIGRATIONS, Database
+from storage.ingest import ingest
 from storage.posts import PostStore, SourceConflict, may_update
 from storage.subscriptions import SubscriptionStore
 from tests.cli_process import livedesk
@@ -197,7 +198,7 @@ async def test_after_a_year_999_import_latest_sources_and_the_dispatcher_all_wor
     subscriptions = SubscriptionStore(db)
     chat = Target(platform="fake", address="chat", kind="group")
     await subscriptions.add(chat, created_by="u1")
-    await posts.import_result(parse_document(YEAR_999, location="old.xml"), location="old.xml")
+    await ingest(posts.db, parse_document(YEAR_999, location="old.xml"), location="old.xml")
 
     times = await stored_times(db)
     assert all(len(t) == len("2025-01-01T10:00:00.000000Z") and t[4] == "-" for t in times)
@@ -235,7 +236,7 @@ async def test_a_database_with_short_years_is_rewritten_fixed_width_on_open(tmp_
             title="Good",
         )
         bad = good.model_copy(update={"id": "old:bad", "title": "Bad"})
-        await posts.import_result(ImportResult(source=source, posts=(good, bad)))
+        await ingest(posts.db, ImportResult(source=source, posts=(good, bad)))
         async with db.write() as conn:  # what an older Livedesk wrote for a year-999 post
             await conn.execute(
                 "UPDATE posts SET published_at = '999-01-01T10:00:00.000000Z', "
@@ -412,12 +413,12 @@ async def test_a_second_feed_claiming_the_same_channel_and_guids_rewrites_nothin
     real, impostor = f"{base}/real.xml", f"{base}/impostor.xml"
     first = await load(real)
     assert first is not None
-    await posts.import_result(first.result, location=real)
+    await ingest(posts.db, first.result, location=real)
 
     claimed = await load(impostor)
     assert claimed is not None and claimed.result.source.id == first.result.source.id
     with pytest.raises(SourceConflict) as refused:
-        await posts.import_result(claimed.result, location=impostor)
+        await ingest(posts.db, claimed.result, location=impostor)
     line = str(refused.value)
     assert impostor in line and real in line and "\n" not in line
 
@@ -427,7 +428,7 @@ async def test_a_second_feed_claiming_the_same_channel_and_guids_rewrites_nothin
         ("Real first post", 1),
     ]
     # The real location still updates its own blog; the same URL over https is the same place.
-    await posts.import_result(first.result, location=real.replace("http://", "https://"))
+    await ingest(posts.db, first.result, location=real.replace("http://", "https://"))
 
 
 async def test_livedesk_import_refuses_the_impostor_in_one_line(

@@ -26,6 +26,7 @@ from bot.models import Card, ImportResult, Post, Source, SourceKind
 from bot.sources import SourceError, parse_document
 from bot.sources.text import clean
 from storage.db import Database
+from storage.ingest import ingest
 from storage.posts import PostStore
 from tests.cli_process import livedesk
 from tests.conftest import FIXTURES, REALWORLD
@@ -313,7 +314,7 @@ def undated(body: str = "The first crossing left at seven.", **changes: Any) -> 
 async def test_time_estimated_round_trips_through_the_store(db: Database) -> None:
     store = PostStore(db)
     dated = undated(id="ferries:noon", title="Noon ferry", time_estimated=False)
-    await store.import_result(ImportResult(source=SOURCE, posts=(undated(), dated)))
+    await ingest(store.db, ImportResult(source=SOURCE, posts=(undated(), dated)))
     stored = {post.id: post for post in await store.latest(5)}
     assert stored["ferries:morning"].time_estimated is True
     assert stored["ferries:noon"].time_estimated is False
@@ -324,7 +325,7 @@ async def test_time_estimated_round_trips_through_the_store(db: Database) -> Non
     later = undated(
         "The first crossing left at ten past seven.", published_at=SEEN + timedelta(hours=2)
     )
-    await store.import_result(ImportResult(source=SOURCE, posts=(later,)))
+    await ingest(store.db, ImportResult(source=SOURCE, posts=(later,)))
     edited = await store.get("ferries:morning")
     assert edited is not None and edited.version == 2
     assert (edited.published_at, edited.time_estimated) == (SEEN, True)
@@ -332,7 +333,7 @@ async def test_time_estimated_round_trips_through_the_store(db: Database) -> Non
     # once the feed gives a time of its own, the post is no longer an estimate
     real = SEEN - timedelta(hours=4)
     fixed = undated("Left at 07:10.", published_at=real, time_estimated=False)
-    await store.import_result(ImportResult(source=SOURCE, posts=(fixed,)))
+    await ingest(store.db, ImportResult(source=SOURCE, posts=(fixed,)))
     final = await store.get("ferries:morning")
     assert final is not None and (final.published_at, final.time_estimated) == (real, False)
 

@@ -64,3 +64,80 @@ def test_importing_the_handlers_loads_no_platform_sdk() -> None:
         [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+# --- the store's own layers ---------------------------------------------------------------------------
+
+STORAGE_LAYERS: tuple[frozenset[str], ...] = (
+    frozenset({"models", "index_text", "variants"}),  # the models and pure text
+    frozenset({"codecs", "query"}),  # row codecs; the query compiler
+    frozenset({"db"}),  # the SQLite engine and its migrations
+    frozenset({"posts", "search", "subscriptions", "replays"}),  # the stores
+    frozenset({"outbox"}),  # deliveries: written with the posts' changes, read by the dispatcher
+    frozenset({"ingest"}),  # one document, its posts and their deliveries, in one transaction
+)
+"""Each storage module imports only from layers below its own: no circles, and none hidden."""
+
+
+def _layer_of(module: str) -> int:
+    for index, layer in enumerate(STORAGE_LAYERS):
+        if module in layer:
+            return index
+    raise AssertionError(f"storage/{module}.py has no layer in STORAGE_LAYERS: give it one")
+
+
+def _storage_imports(path: Path) -> list[tuple[int, str, bool]]:
+    """(line, storage module, at module level) of every import of a storage module in a file."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    top_level = {id(node) for node in tree.body}
+    found: list[tuple[int, str, bool]] = []
+    for node in ast.walk(tree):
+        names: list[str] = []
+        if isinstance(node, ast.ImportFrom) and node.module:
+            if node.module == "storage":
+                names = [alias.name for alias in node.names]
+            elif node.module.startswith("storage."):
+                names = [node.module.split(".")[1]]
+        elif isinstance(node, ast.Import):
+            names = [a.name.split(".")[1] for a in node.names if a.name.startswith("storage.")]
+        found.extend((node.lineno, name, id(node) in top_level) for name in names)
+    return found
+
+
+def test_every_storage_module_has_a_layer() -> None:
+    for path in sources("storage"):
+        if path.name != "__init__.py":
+            _layer_of(path.stem)
+
+
+def test_storage_imports_only_from_the_layers_below() -> None:
+    offences = [
+        f"storage/{path.name}:{line} imports storage.{name}"
+        for path in sources("storage")
+        if path.name != "__init__.py"
+        for line, name, _ in _storage_imports(path)
+        if _layer_of(name) >= _layer_of(path.stem)
+    ]
+    assert offences == []
+
+
+def test_storage_has_no_lazy_or_type_checking_imports() -> None:
+    """An import inside a function or under `if TYPE_CHECKING:` hides a circle: none in storage."""
+    offences: list[str] = []
+    for path in sources("storage"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        top_level = {id(node) for node in tree.body}
+        offences += [
+            f"storage/{path.name}:{node.lineno}"
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import | ast.ImportFrom) and id(node) not in top_level
+        ]
+    assert offences == []
+
+
+def test_the_layer_rule_sees_a_lazy_import_of_a_higher_layer(tmp_path: Path) -> None:
+    """The checker itself: a function-level import of a higher layer is caught."""
+    probe = tmp_path / "posts.py"
+    probe.write_text("def f() -> None:\n    from storage.ingest import ingest\n")
+    assert _storage_imports(probe) == [(2, "ingest", False)]
+    assert _layer_of("ingest") > _layer_of("posts")

@@ -11,6 +11,7 @@ import pytest
 from bot.models import ChatKind, ImportResult, Post, Reply, Request, Source, SourceKind, Target
 from handlers import Deps, handle, split_command_line
 from storage.db import Database
+from storage.ingest import ingest
 from storage.posts import PostStore
 from storage.subscriptions import SubscriptionStore
 from tests.cli_process import livedesk
@@ -100,7 +101,8 @@ SORRY = "something went wrong"
 @pytest.fixture
 async def deps(db: Database) -> Deps:
     posts = PostStore(db)
-    await posts.import_result(
+    await ingest(
+        posts.db,
         ImportResult(
             source=BLOG,
             posts=tuple(
@@ -113,7 +115,7 @@ async def deps(db: Database) -> Deps:
                 )
                 for n in range(1, 4)
             ),
-        )
+        ),
     )
     subscriptions = SubscriptionStore(db)
     await subscriptions.add(CHAT, created_by="u1", backfill=0)

@@ -16,6 +16,7 @@ from bot.config import DispatchSettings, SourceSetting
 from bot.models import Card, EventKind, PostEvent, Target
 from bot.poller import Outcome, Poller
 from storage.db import Database
+from storage.ingest import ingest
 from storage.posts import PostStore
 from tests.conftest import FIXTURES, SEED, shared
 
@@ -236,7 +237,7 @@ async def test_an_import_from_another_connection_is_delivered_within_a_second(
         assert fetched is not None
         loop = asyncio.get_running_loop()
         started = loop.time()
-        await PostStore(other).import_result(fetched.result, location=str(BLOG))
+        await ingest(other, fetched.result, location=str(BLOG))
         await wait_for(lambda: len(adapter.sent) == 4)
         assert loop.time() - started < 1.0 + 0.5  # the bound, with slack for slow CI
         assert adapter.sent[0].title == "Debate opens with a packed public gallery"

@@ -24,6 +24,7 @@ from bot.models import ImportResult, Reply, Request, Target
 from bot.ratelimit import RateLimiter, SendBudget, target_checks
 from handlers import Deps, handle
 from storage.db import Database
+from storage.ingest import ingest
 from storage.posts import PostStore
 from storage.subscriptions import SubscriptionStore
 from tests.blog import BLOG, KYIV, POSTS, post
@@ -39,7 +40,7 @@ FAST = DispatchSettings(backoff_base=0.05, backoff_max=0.2, poll_interval=0.05)
 @pytest.fixture
 async def deps(db: Database) -> Deps:
     posts = PostStore(db)
-    await posts.import_result(ImportResult(source=BLOG, posts=tuple(POSTS)))
+    await ingest(posts.db, ImportResult(source=BLOG, posts=tuple(POSTS)))
     return Deps(db=db, posts=posts, subscriptions=SubscriptionStore(db), timezone=KYIV)
 
 
@@ -81,7 +82,7 @@ async def live_bot(
 
 async def publish(deps: Deps, *posts_: int) -> None:
     fresh = tuple(post(n, f"Breaking {n}", f"Story number {n}.") for n in posts_)
-    await deps.posts.import_result(ImportResult(source=BLOG, posts=fresh))
+    await ingest(deps.posts.db, ImportResult(source=BLOG, posts=fresh))
 
 
 def pushes(fake: FakeTelegram) -> list[Sent]:
@@ -243,7 +244,7 @@ async def test_livedesk_run_answers_a_subscribe_and_paces_its_backfill(
     db_path = tmp_path / "livedesk.db"
     database = await Database.open(db_path)
     try:
-        await PostStore(database).import_result(ImportResult(source=BLOG, posts=tuple(POSTS)))
+        await ingest(database, ImportResult(source=BLOG, posts=tuple(POSTS)))
     finally:
         await database.close()
     async with FakeTelegram() as fake:

@@ -9,17 +9,11 @@ import pytest
 from bot.sources import parse_document
 from storage import search as search_module
 from storage.db import Database
+from storage.ingest import ingest
 from storage.models import Highlighted, ImportResult, Post, Source, SourceKind
 from storage.posts import PostStore
-from storage.search import (
-    CompiledQuery,
-    QueryError,
-    SearchPage,
-    compile_query,
-    matched_terms,
-    post_matches,
-    search,
-)
+from storage.query import CompiledQuery, QueryError, compile_query
+from storage.search import SearchPage, matched_terms, post_matches, search
 from tests.conftest import SEED, shared
 
 START = datetime(2022, 1, 21, 12, 0, tzinfo=UTC)
@@ -59,11 +53,12 @@ FIXTURE_POSTS = [
 @pytest.fixture
 async def fixture_db(db: Database) -> Database:
     store = PostStore(db)
-    await store.import_result(_result("blog", FIXTURE_POSTS))
-    await store.import_result(
+    await ingest(store.db, _result("blog", FIXTURE_POSTS))
+    await ingest(
+        store.db,
         _result(
             "other", [_post(8, "Sanctions elsewhere", "Other blog on sanctions.", source="other")]
-        )
+        ),
     )
     return db
 
@@ -71,7 +66,7 @@ async def fixture_db(db: Database) -> Database:
 @pytest.fixture
 async def seed_db(db: Database) -> Database:
     result = parse_document(shared(SEED).read_bytes(), location=str(SEED))
-    await PostStore(db).import_result(result)
+    await ingest(db, result)
     return db
 
 
@@ -226,7 +221,7 @@ async def test_no_match_is_an_empty_page(fixture_db: Database) -> None:
 
 async def test_ties_go_to_the_newest(db: Database) -> None:
     posts = [_post(n, "Same title", "Same body text.") for n in range(1, 4)]
-    await PostStore(db).import_result(_result("blog", posts))
+    await ingest(db, _result("blog", posts))
     assert _ids(await search(db, "same")) == ["blog-3", "blog-2", "blog-1"]
 
 
@@ -236,7 +231,7 @@ async def test_common_words_are_counted_as_an_estimate(
     monkeypatch.setattr(search_module, "COUNT_WINDOW", 3)
     posts = [_post(n, "Update", "Nothing to see.") for n in range(1, 6)]
     posts.append(_post(6, "Update update update", "Update."))
-    await PostStore(db).import_result(_result("blog", posts))
+    await ingest(db, _result("blog", posts))
     page = await search(db, "update", per_page=2)
     assert page.total_is_estimate and page.total_label == "about 6"
     assert _ids(page) == ["blog-6", "blog-5"] and page.has_more

@@ -19,8 +19,10 @@ from hypothesis import strategies as st
 from bot.sources import parse_document
 from storage import variants
 from storage.db import Database
+from storage.ingest import ingest
 from storage.posts import PostStore
-from storage.search import QueryError, compile_query, search
+from storage.query import QueryError, compile_query
+from storage.search import search
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = [
@@ -72,7 +74,7 @@ def test_random_queries_are_always_answered(tmp_path: Path) -> None:
         store = PostStore(db)
         for path in CORPUS:
             result = parse_document(path.read_bytes(), location=str(path))
-            loop.run_until_complete(store.import_result(result))
+            loop.run_until_complete(ingest(store.db, result))
 
         async def attempt(text: str) -> object:
             try:

@@ -14,6 +14,7 @@ from bot.models import ChatKind, Image, ImportResult, Post, Request, Source, Sou
 from handlers import Deps, handle, split_command_line
 from storage import search as search_module
 from storage.db import Database
+from storage.ingest import ingest
 from storage.posts import PostStore
 from storage.search import COUNT_WINDOW, SearchPage, search
 from storage.subscriptions import SubscriptionStore
@@ -50,9 +51,7 @@ def _post(
 async def _import(db: Database, posts: list[Post]) -> None:
     store = PostStore(db)
     for start in range(0, len(posts), 500):
-        await store.import_result(
-            ImportResult(source=BLOG, posts=tuple(posts[start : start + 500]))
-        )
+        await ingest(store.db, ImportResult(source=BLOG, posts=tuple(posts[start : start + 500])))
 
 
 def _ids(page: SearchPage) -> list[str]:

@@ -24,9 +24,11 @@ from bot.cli import MigrationBar
 from bot.sources import parse_document
 from storage import variants
 from storage.db import FTS_COLUMNS, MIGRATIONS, Database, LoggedProgress, _split
+from storage.ingest import ingest
 from storage.models import Highlighted, ImportResult, Post, Source, SourceKind
 from storage.posts import PostStore
-from storage.search import compile_query, matched_terms, search
+from storage.query import compile_query
+from storage.search import matched_terms, search
 from tests.cli_process import child_env, command, livedesk
 from tests.conftest import SEED, shared
 
@@ -60,7 +62,7 @@ def bundled_variants() -> Iterator[None]:
 async def reader_db(db: Database) -> Database:
     store = PostStore(db)
     for path in (SAMPLE, FIXTURE):
-        await store.import_result(parse_document(path.read_bytes(), location=str(path)))
+        await ingest(store.db, parse_document(path.read_bytes(), location=str(path)))
     return db
 
 
@@ -191,7 +193,7 @@ async def test_the_location_is_searched(db: Database) -> None:
         body=("Ships left the harbour.",),
     )
     source = Source(id="wire", title="Wire", kind=SourceKind.RSS)
-    await PostStore(db).import_result(ImportResult(source=source, posts=(post,)))
+    await ingest(db, ImportResult(source=source, posts=(post,)))
     assert _titles((await search(db, "Odesa")).hits) == ["Port reopens"]
     assert _titles((await search(db, "Odessa")).hits) == ["Port reopens"]
 
@@ -206,12 +208,12 @@ async def test_an_edit_re_indexes_captions_and_joined_forms(db: Database) -> Non
         title="Talks",
         body=("The U.S. spoke.",),
     )
-    await store.import_result(ImportResult(source=source, posts=(post,)))
+    await ingest(store.db, ImportResult(source=source, posts=(post,)))
     assert (await search(db, "US")).total == 1
     edited = post.model_copy(
         update={"body": ("Nobody spoke.",), "background": "A long-running row."}
     )
-    await store.import_result(ImportResult(source=source, posts=(edited,)))
+    await ingest(store.db, ImportResult(source=source, posts=(edited,)))
     assert (await search(db, "US")).total == 0
     assert (await search(db, "longrunning")).total == 1
     async with db.write() as conn:
@@ -391,7 +393,8 @@ async def test_a_schema_6_database_re_joins_its_dotted_compounds(tmp_path: Path)
         store = PostStore(db)
         source = Source(id="old", title="Old", kind=SourceKind.RSS)
         published = datetime(2022, 2, 10, 12, tzinfo=UTC)
-        await store.import_result(
+        await ingest(
+            store.db,
             ImportResult(
                 source=source,
                 posts=(
@@ -410,7 +413,7 @@ async def test_a_schema_6_database_re_joins_its_dotted_compounds(tmp_path: Path)
                         body=("Nothing to join.",),
                     ),
                 ),
-            )
+            ),
         )
         async with db.write() as conn:
             await conn.execute("UPDATE posts SET joined_words = 'us srussia' WHERE id = 'a'")
@@ -510,7 +513,7 @@ def test_cli_shows_the_re_index_as_a_bar_on_a_terminal(tmp_path: Path) -> None:
 
 async def test_seed_spells_the_capital_two_ways_and_both_find_both(db: Database) -> None:
     result = parse_document(shared(SEED).read_bytes(), location=str(SEED))
-    await PostStore(db).import_result(result)
+    await ingest(db, result)
     kyiv = await search(db, "Kyiv", per_page=50)
     kiev = await search(db, "Kiev", per_page=50)
     assert kyiv.total == kiev.total >= 2

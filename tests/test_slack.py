@@ -41,7 +41,7 @@ from bot.models import (
 )
 from bot.provision import sync_configured_webhooks
 from storage.db import Database
-from storage.posts import PostStore
+from storage.ingest import ingest
 from storage.subscriptions import SubscriptionStore
 from tests.fakes.webhooks import WebhookReceiver
 
@@ -95,7 +95,7 @@ def card(title: str = "EU agrees sanctions") -> Card:
 
 
 async def import_posts(db: Database, *posts: Post) -> None:
-    await PostStore(db).import_result(ImportResult(source=SOURCE, posts=posts))
+    await ingest(db, ImportResult(source=SOURCE, posts=posts))
 
 
 def our_logs(caplog: pytest.LogCaptureFixture) -> str:

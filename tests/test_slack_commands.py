@@ -20,6 +20,7 @@ from bot.config import SlackSettings
 from bot.models import ChatKind, ImportResult, Post, Reply, Request, Source, SourceKind
 from handlers import Deps, handle
 from storage.db import Database
+from storage.ingest import ingest
 from storage.posts import PostStore
 from storage.subscriptions import SubscriptionStore
 from tests.fakes.webhooks import WebhookReceiver
@@ -185,7 +186,7 @@ async def test_search_and_latest_answer_from_the_shared_handlers(
         ),
     )
     store = PostStore(db)
-    await store.import_result(ImportResult(source=source, posts=posts))
+    await ingest(store.db, ImportResult(source=source, posts=posts))
     deps = Deps(db=db, posts=store, subscriptions=SubscriptionStore(db))
 
     async def shared(request: Request) -> Reply:

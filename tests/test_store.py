@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from storage.db import Database
+from storage.ingest import ingest
 from storage.models import EventKind, ImportResult, Post, Source, SourceKind
 from storage.posts import PostStore
 from storage.search import search
@@ -37,7 +38,7 @@ def store(db: Database) -> PostStore:
 
 
 async def test_first_import_creates_every_post_in_publication_order(store: PostStore) -> None:
-    events = await store.import_result(_doc(_post(3), _post(1), _post(2)))
+    events = await ingest(store.db, _doc(_post(3), _post(1), _post(2)))
     assert [(e.kind, e.post_id, e.version) for e in events] == [
         (EventKind.CREATED, "post-1", 1),
         (EventKind.CREATED, "post-2", 1),
@@ -48,15 +49,15 @@ async def test_first_import_creates_every_post_in_publication_order(store: PostS
 
 async def test_reimporting_the_same_document_gives_no_events(store: PostStore) -> None:
     document = _doc(_post(1), _post(2))
-    await store.import_result(document)
-    assert await store.import_result(document) == []
+    await ingest(store.db, document)
+    assert await ingest(store.db, document) == []
     assert await store.count() == 2
 
 
 async def test_body_edit_is_one_updated_event_with_history(store: PostStore) -> None:
-    await store.import_result(_doc(_post(1), _post(2)))
+    await ingest(store.db, _doc(_post(1), _post(2)))
     edited = _post(1, "Body of post 1, now corrected.")
-    events = await store.import_result(_doc(edited, _post(2)))
+    events = await ingest(store.db, _doc(edited, _post(2)))
     assert [(e.kind, e.post_id, e.version) for e in events] == [(EventKind.UPDATED, "post-1", 2)]
 
     current = await store.get("post-1")
@@ -73,18 +74,18 @@ async def test_body_edit_is_one_updated_event_with_history(store: PostStore) -> 
 
 
 async def test_latest_orders_by_publication_time_not_import_order(store: PostStore) -> None:
-    await store.import_result(_doc(_post(1, minutes=30)))
-    await store.import_result(_doc(_post(2, minutes=10), _post(3, minutes=50)))
+    await ingest(store.db, _doc(_post(1, minutes=30)))
+    await ingest(store.db, _doc(_post(2, minutes=10), _post(3, minutes=50)))
     assert [p.id for p in await store.latest(3)] == ["post-3", "post-1", "post-2"]
     assert [p.id for p in await store.latest(1)] == ["post-3"]
 
 
 async def test_failed_import_changes_nothing(store: PostStore) -> None:
-    await store.import_result(_doc(_post(1), _post(2)))
+    await ingest(store.db, _doc(_post(1), _post(2)))
     # An edit, a new post, then a post whose blog does not exist: the foreign key fails mid-batch.
     bad = _doc(_post(1, "Edited body."), _post(3), _post(4, source_id="no-such-blog"), _post(5))
     with pytest.raises(sqlite3.IntegrityError):
-        await store.import_result(bad)
+        await ingest(store.db, bad)
 
     assert await store.count() == 2
     assert await store.get("post-3") is None
@@ -94,7 +95,7 @@ async def test_failed_import_changes_nothing(store: PostStore) -> None:
     assert (await search(store.db, "edited")).total == 0
     assert (await search(store.db, '"post 3"')).total == 0
     # The store is still usable, and the edit goes through once the document is sound.
-    events = await store.import_result(_doc(_post(1, "Edited body."), _post(3)))
+    events = await ingest(store.db, _doc(_post(1, "Edited body."), _post(3)))
     assert sorted((e.kind, e.post_id) for e in events) == [
         (EventKind.CREATED, "post-3"),
         (EventKind.UPDATED, "post-1"),
@@ -103,7 +104,7 @@ async def test_failed_import_changes_nothing(store: PostStore) -> None:
 
 async def test_one_megabyte_body_is_stored_whole(store: PostStore) -> None:
     paragraph = "word " * 200_000  # 1,000,000 characters
-    await store.import_result(_doc(_post(1, paragraph.strip() + " needle")))
+    await ingest(store.db, _doc(_post(1, paragraph.strip() + " needle")))
     post = await store.get("post-1")
     assert post is not None
     assert len(post.body[0]) == len(paragraph.strip() + " needle")
@@ -115,8 +116,8 @@ async def test_a_big_import_reports_its_progress_and_stays_one_transaction(
 ) -> None:
     seen: list[tuple[int, int]] = []
     posts = [_post(n, minutes=n) for n in range(1, 4_502)]
-    events = await store.import_result(
-        _doc(*posts), on_progress=lambda done, total: seen.append((done, total))
+    events = await ingest(
+        store.db, _doc(*posts), on_progress=lambda done, total: seen.append((done, total))
     )
     assert len(events) == 4_501
     assert seen == [(2_000, 4_501), (4_000, 4_501), (4_501, 4_501)]
@@ -135,16 +136,16 @@ async def test_an_undated_post_keeps_the_time_it_was_first_seen(store: PostStore
         )
 
     first_seen = START + timedelta(hours=1)
-    assert [e.kind for e in await store.import_result(_doc(undated(first_seen)))] == [
+    assert [e.kind for e in await ingest(store.db, _doc(undated(first_seen)))] == [
         EventKind.CREATED
     ]
     # Polled again later: a later stand-in time is no edit, and the first one stays.
-    assert await store.import_result(_doc(undated(first_seen + timedelta(hours=2)))) == []
+    assert await ingest(store.db, _doc(undated(first_seen + timedelta(hours=2)))) == []
     stored = await store.get("blog:title-1a2b3c4d")
     assert stored is not None and stored.published_at == first_seen
     # A real edit is a new version, still at the time the post was first seen.
     edited = undated(first_seen + timedelta(hours=3), "No date in the feed, corrected.")
-    events = await store.import_result(_doc(edited))
+    events = await ingest(store.db, _doc(edited))
     assert [(e.kind, e.version) for e in events] == [(EventKind.UPDATED, 2)]
     stored = await store.get("blog:title-1a2b3c4d")
     assert stored is not None and stored.published_at == first_seen
@@ -161,7 +162,7 @@ async def test_a_location_that_never_imported_keeps_its_fetch_error(store: PostS
     assert await store.sources() == []
 
     # Once it imports, its blog row carries later errors and the location is no longer listed.
-    await store.import_result(_doc(_post(1)), location=url)
+    await ingest(store.db, _doc(_post(1)), location=url)
     assert await store.failing_locations() == []
     await store.record_fetch_error(url, f"{url}: HTTP 500 Internal Server Error")
     assert await store.failing_locations() == []

@@ -33,6 +33,7 @@ from bot.models import (
 )
 from handlers import Deps, handle
 from storage.db import Database
+from storage.ingest import ingest
 from storage.posts import PostStore
 from storage.subscriptions import SubscriptionStore
 from tests.blog import BLOG, KYIV, POSTS, T0, post
@@ -64,7 +65,7 @@ def settings_for(fake: FakeTelegram, **overrides: object) -> TelegramSettings:
 @pytest.fixture
 async def deps(db: Database) -> Deps:
     posts = PostStore(db)
-    await posts.import_result(ImportResult(source=BLOG, posts=tuple(POSTS)))
+    await ingest(posts.db, ImportResult(source=BLOG, posts=tuple(POSTS)))
     return Deps(db=db, posts=posts, subscriptions=SubscriptionStore(db), timezone=KYIV)
 
 
@@ -395,7 +396,7 @@ async def test_new_and_edited_posts_reach_every_subscribed_chat(
     for target in chats:
         await deps.subscriptions.add(target, created_by="test")
     fresh = post(50, "Convoy reaches Kyiv", "A convoy of trucks reached the city.")
-    await deps.posts.import_result(ImportResult(source=BLOG, posts=(fresh,)))
+    await ingest(deps.posts.db, ImportResult(source=BLOG, posts=(fresh,)))
     await dispatcher(db, bot).run_until_idle()
 
     for chat_id in (101, 102, GROUP):
@@ -405,7 +406,7 @@ async def test_new_and_edited_posts_reach_every_subscribed_chat(
     assert fake.messages_in(GROUP)[0].thread_id == 9  # the forum topic is honoured
 
     edited = fresh.model_copy(update={"body": ("A convoy of 40 trucks reached the city.",)})
-    await deps.posts.import_result(ImportResult(source=BLOG, posts=(edited,)))
+    await ingest(deps.posts.db, ImportResult(source=BLOG, posts=(edited,)))
     await dispatcher(db, bot).run_until_idle()
     for chat_id in (101, 102, GROUP):
         [message] = fake.messages_in(chat_id)  # edited in place, not sent again
@@ -422,7 +423,7 @@ async def test_a_blocked_chat_loses_its_subscription_and_a_migrated_group_moves(
     await deps.subscriptions.add(chat_target(old_group, "group"), created_by="test")
     fake.blocked.add(101)
     fake.migrated[old_group] = new_group
-    await deps.posts.import_result(ImportResult(source=BLOG, posts=(post(60, "Blackout"),)))
+    await ingest(deps.posts.db, ImportResult(source=BLOG, posts=(post(60, "Blackout"),)))
     await dispatcher(db, bot).run_until_idle()
 
     states = {s.target.address: s for s in await deps.subscriptions.list(platform="telegram")}
@@ -442,7 +443,7 @@ async def test_hostile_post_text_arrives_as_plain_escaped_text(
         "<b>Breaking</b> & <i>more",
         "<script>alert('x')</script> Tom & Jerry @everyone </b> <a href='javascript:x'>go</a>",
     )
-    await deps.posts.import_result(ImportResult(source=BLOG, posts=(nasty,)))
+    await ingest(deps.posts.db, ImportResult(source=BLOG, posts=(nasty,)))
     await dispatcher(db, bot).run_until_idle()
     [message] = fake.messages_in(101)
     assert "<b>Breaking</b> & <i>more" in message.text  # shown literally, not as markup
@@ -468,9 +469,7 @@ async def test_a_broadcast_to_300_chats_runs_at_the_limit_without_a_429(
 
         adapter = await running(fake, through_handlers, rate_scale=scale)
         try:
-            await deps.posts.import_result(
-                ImportResult(source=BLOG, posts=(post(80, "Ceasefire"),))
-            )
+            await ingest(deps.posts.db, ImportResult(source=BLOG, posts=(post(80, "Ceasefire"),)))
             await dispatcher(db, adapter).run_until_idle(timeout=30)
         finally:
             await adapter.stop()
@@ -566,7 +565,7 @@ async def test_an_inline_query_never_offers_more_than_fifty(
     fake: FakeTelegram, deps: Deps, db: Database
 ) -> None:
     many = [post(100 + n, f"Sanctions item {n}") for n in range(70)]
-    await deps.posts.import_result(ImportResult(source=BLOG, posts=tuple(many)))
+    await ingest(deps.posts.db, ImportResult(source=BLOG, posts=tuple(many)))
 
     async def through_handlers(request: Request) -> Reply:
         return await handle(request, deps)

@@ -27,6 +27,7 @@ from bot.models import (
 )
 from handlers import Deps, handle
 from storage.db import Database
+from storage.ingest import ingest
 from storage.posts import PostStore
 from storage.subscriptions import SubscriptionStore
 
@@ -112,7 +113,8 @@ async def test_an_error_reply_and_buttons_are_printed() -> None:
 @pytest.fixture
 async def deps(db: Database) -> Deps:
     posts = PostStore(db)
-    await posts.import_result(
+    await ingest(
+        posts.db,
         ImportResult(
             source=SOURCE,
             posts=tuple(
@@ -125,7 +127,7 @@ async def deps(db: Database) -> Deps:
                 )
                 for n in range(1, 8)
             ),
-        )
+        ),
     )
     return Deps(db=db, posts=posts, subscriptions=SubscriptionStore(db))
 

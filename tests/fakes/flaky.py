@@ -23,7 +23,7 @@ from bot.adapters.base import (
 )
 from bot.models import Card, ImportResult, Post, Source, SourceKind, Target
 from storage.db import Database
-from storage.posts import PostStore
+from storage.ingest import ingest
 
 BASE_TIME = datetime(2022, 1, 21, 9, 0, tzinfo=UTC)
 
@@ -156,4 +156,4 @@ async def import_posts(db: Database, posts: Iterable[Post], source: Source | Non
     """Store posts as one imported document (the outbox is written in the same transaction)."""
     posts = tuple(posts)
     source = source or make_source(posts[0].source_id if posts else "blog")
-    await PostStore(db).import_result(ImportResult(source=source, posts=posts))
+    await ingest(db, ImportResult(source=source, posts=posts))

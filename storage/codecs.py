@@ -1,0 +1,109 @@
+"""Row codecs: how the store's rows read and write as the models, shared by every module above.
+
+Times are fixed-width ISO 8601 text in UTC (`storage.models.utc_text`), so they sort as text; JSON
+columns hold lists and objects; the delivery states and events are the words the rows hold.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from storage.models import (
+    EditPolicy,
+    Image,
+    Post,
+    Subscription,
+    SubscriptionState,
+    Target,
+    parse_utc_text,
+    utc_text,
+)
+
+# Delivery states.
+PENDING = "pending"
+SENT = "sent"
+DEAD = "dead"
+SKIPPED = "skipped"
+
+# Delivery events: the post store's two, and the greeting of a new subscription.
+CREATED = "created"
+UPDATED = "updated"
+BACKFILL = "backfill"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def to_db_time(value: datetime) -> str:
+    """ISO 8601 in UTC with a fixed width, so times sort as text (`storage.models.utc_text`)."""
+    return utc_text(value)
+
+
+def from_db_time(value: str) -> datetime:
+    return parse_utc_text(value)
+
+
+def opt_time(value: str | None) -> datetime | None:
+    return from_db_time(value) if value else None
+
+
+def images_json(images: Iterable[Image]) -> str:
+    return json.dumps([i.model_dump() for i in images], ensure_ascii=False)
+
+
+def post_from_row(row: Any) -> Post:
+    """Build a Post from a `posts` row (or a `post_versions` row joined with its post's fixed fields)."""
+    body = row["body"]
+    return Post(
+        id=row["id"],
+        source_id=row["source_id"],
+        published_at=from_db_time(row["published_at"]),
+        updated_at=opt_time(row["updated_at"]),
+        title=row["title"],
+        byline=row["byline"],
+        authors=tuple(json.loads(row["authors"])),
+        location=row["location"],
+        body=tuple(body.split("\n\n")) if body else (),
+        images=tuple(Image(**i) for i in json.loads(row["images"])),
+        background=row["background"],
+        permalink=row["permalink"],
+        version=row["version"],
+        number=row["rowid"] if "rowid" in row.keys() else None,  # noqa: SIM118 (Row iterates values)
+        time_estimated=bool(row["time_estimated"]),
+    )
+
+
+POST_COLUMNS = (
+    "p.rowid AS rowid, p.id, p.source_id, p.published_at, p.updated_at, p.title, p.byline, "
+    "p.authors, p.location, p.body, p.images, p.background, p.permalink, p.version, p.time_estimated"
+)
+
+
+SUB_COLUMNS = (
+    "id, platform, address, thread, target_kind, options, source_id, query, edit_policy, "
+    "created_by, created_at, state, reason"
+)
+
+
+def subscription_from_row(row: Any) -> Subscription:
+    return Subscription(
+        id=row["id"],
+        target=Target(
+            platform=row["platform"],
+            address=row["address"],
+            thread=row["thread"],
+            kind=row["target_kind"],
+            options=json.loads(row["options"]),
+        ),
+        source_id=row["source_id"],
+        query=row["query"],
+        edit_policy=EditPolicy(row["edit_policy"]),
+        created_by=row["created_by"],
+        created_at=from_db_time(row["created_at"]),
+        state=SubscriptionState(row["state"]),
+        reason=row["reason"],
+    )
