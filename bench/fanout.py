@@ -50,7 +50,8 @@ from bot.dispatcher import Dispatcher
 from bot.models import Card, ImportResult, Post, Source, SourceKind, Target
 from storage.db import Database
 from storage.ingest import ingest
-from storage.subscriptions import NewSubscription, SubscriptionStore
+from storage.subscriptions import SubscriptionStore
+from storage.values import NewSubscription
 
 CONCURRENCY = 32
 ROOT = Path(__file__).resolve().parent.parent

@@ -38,7 +38,8 @@ from handlers import Deps, handle
 from storage.db import Database
 from storage.ingest import ingest
 from storage.posts import PostStore
-from storage.subscriptions import NewSubscription, SubscriptionStore
+from storage.subscriptions import SubscriptionStore
+from storage.values import NewSubscription
 from tests.fakes.telegram import FakeTelegram, Limits, Sent
 
 SOURCE = Source(id="bench", title="Bench live", kind=SourceKind.PAGE_TEXT)

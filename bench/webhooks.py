@@ -47,7 +47,8 @@ from bot.models import EditPolicy, ImportResult, Post, Reply, Request, Source, S
 from storage.db import Database
 from storage.ingest import ingest
 from storage.posts import PostStore
-from storage.subscriptions import NewSubscription, SubscriptionStore
+from storage.subscriptions import SubscriptionStore
+from storage.values import NewSubscription
 
 CONCURRENCY = 64
 SOURCE = Source(id="bench", title="Bench live", kind=SourceKind.PAGE_TEXT)

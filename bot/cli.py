@@ -52,12 +52,13 @@ from bot.targets import FLAVORS, mask_url, public_options
 from storage import variants as search_variants
 from storage.db import Database, DatabaseUnusable, check_location, classify
 from storage.ingest import ingest
-from storage.posts import FetchState, PostStore, SourceConflict
+from storage.posts import PostStore
 from storage.query import QueryError, compile_query
 from storage.search import MAX_PER_PAGE, search
+from storage.values import FetchState, SourceConflict
 
 if TYPE_CHECKING:
-    from storage.outbox import DeadDelivery
+    from storage.values import DeadDelivery
 
 log = logging.getLogger("livedesk")
 
@@ -1109,7 +1110,8 @@ def _describe(sub: Subscription) -> str:
 
 
 async def cmd_subscribe(ctx: Ctx, args: argparse.Namespace) -> int:
-    from storage.subscriptions import NewSubscription, SubscriptionStore
+    from storage.subscriptions import SubscriptionStore
+    from storage.values import NewSubscription
 
     policy = platform(args.platform).edit_policy(args.edit_policy)
     backfill = ctx.settings.backfill if args.backfill is None else args.backfill

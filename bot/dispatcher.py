@@ -57,9 +57,10 @@ from bot.ratelimit import Check, Permit, RateLimiter, chat_key, platform_key, ta
 from bot.redact import clean_outcomes
 from storage.codecs import PENDING, UPDATED, to_db_time
 from storage.db import Database
-from storage.outbox import DeliveryJob, Outbox, OutboxResults, PendingDelivery, PostForCard, SentRef
+from storage.outbox import Outbox
 from storage.query import CompiledQuery, QueryError, compile_query
 from storage.search import matched_terms
+from storage.values import DeliveryJob, OutboxResults, PendingDelivery, PostForCard, SentRef
 
 log = logging.getLogger(__name__)
 

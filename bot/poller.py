@@ -21,7 +21,8 @@ from bot.models import EventKind, PostEvent
 from bot.sources import FetchResult, SourceError, load
 from bot.sources.text import is_http_url
 from storage.ingest import ingest
-from storage.posts import FetchState, PostStore, SourceConflict
+from storage.posts import PostStore
+from storage.values import FetchState, SourceConflict
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,8 @@ from bot.config import ConfigError, Settings, SlackSettings
 from bot.models import Target
 from bot.platforms import BY_NAME
 from bot.targets import mask_url
-from storage.subscriptions import NewSubscription, SubscriptionStore, normalize_query
+from storage.subscriptions import SubscriptionStore
+from storage.values import NewSubscription, normalize_query
 
 log = logging.getLogger(__name__)
 

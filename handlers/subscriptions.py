@@ -9,7 +9,7 @@ from __future__ import annotations
 from bot.models import ChatKind, Reply, Request, Source, Subscription, SubscriptionState, Target
 from handlers.base import Deps, UserError, as_number, error_reply, plural, quote
 from storage.query import QueryError
-from storage.subscriptions import SubscriptionError, normalize_query
+from storage.values import SubscriptionError, normalize_query
 
 NOT_ADMIN = "Only an admin of this chat can subscribe it."
 NOT_ADMIN_UNSUBSCRIBE = "Only an admin of this chat can unsubscribe it."

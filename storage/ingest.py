@@ -11,7 +11,8 @@ from __future__ import annotations
 from storage.db import Database
 from storage.models import ImportResult, PostEvent
 from storage.outbox import enqueue_for_changes
-from storage.posts import FetchState, ProgressCallback, upsert_document
+from storage.posts import upsert_document
+from storage.values import FetchState, ProgressCallback
 
 
 async def ingest(

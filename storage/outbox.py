@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiosqlite
@@ -29,11 +29,19 @@ from storage.codecs import (
     utc_now,
 )
 from storage.db import Database
-from storage.models import EditPolicy, EventKind, Post, Target
-from storage.posts import PostChange
+from storage.models import EditPolicy, EventKind, Target
 from storage.query import CompiledQuery, QueryError, compile_query
 from storage.search import post_matches
 from storage.subscriptions import disable_target, move_target
+from storage.values import (
+    DeadDelivery,
+    DeliveryJob,
+    OutboxResults,
+    PendingDelivery,
+    PostChange,
+    PostForCard,
+    SentRef,
+)
 
 log = logging.getLogger(__name__)
 
@@ -150,92 +158,6 @@ def _newest_created(rows: list[tuple[Any, ...]], count: int) -> list[tuple[Any, 
 
 
 # --- the outbox: read and settled by the dispatcher ------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class PendingDelivery:
-    """What the dispatcher keeps in memory per pending delivery (light: 100k of them fit easily)."""
-
-    id: int
-    subscription_id: int
-    platform: str
-    address: str
-    thread: str
-    target_kind: str
-    order_key: str
-    next_attempt_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryJob:
-    """One delivery claimed for sending, with its subscription's current target and policy."""
-
-    id: int
-    subscription_id: int
-    post_rowid: int
-    version: int
-    post_version: int  # the post's current version: what a card made now shows
-    event: str
-    attempts: int
-    state: str
-    subscription_state: str
-    target: Target
-    source_id: str | None
-    query: str | None
-    edit_policy: EditPolicy
-
-
-@dataclass(frozen=True, slots=True)
-class PostForCard:
-    post: Post
-    source_title: str
-
-
-@dataclass(frozen=True, slots=True)
-class SentRef:
-    message_ref: str
-    version: int
-
-
-@dataclass(frozen=True, slots=True)
-class DeadDelivery:
-    id: int
-    subscription_id: int
-    target: Target
-    post_id: str
-    post_title: str
-    event: str
-    attempts: int
-    last_error: str | None
-    created_at: str
-
-
-@dataclass(slots=True)
-class OutboxResults:
-    """Outcomes gathered by the dispatcher and written in one transaction (a group commit)."""
-
-    sent: list[tuple[int, str | None, int, str]] = field(default_factory=list)
-    """(delivery id, message reference, version sent, sent_at)"""
-    retry: list[tuple[int, int, float, str]] = field(default_factory=list)
-    """(delivery id, attempts, next_attempt_at, last error)"""
-    dead: list[tuple[int, int, str]] = field(default_factory=list)
-    """(delivery id, attempts, last error)"""
-    skipped: list[tuple[int, str]] = field(default_factory=list)
-    """(delivery id, reason)"""
-    disable: list[tuple[str, str, str]] = field(default_factory=list)
-    """(platform, address, reason): every subscription of that target is disabled"""
-    moves: list[tuple[str, str, str]] = field(default_factory=list)
-    """(platform, old address, new address)"""
-
-    def __len__(self) -> int:
-        return (
-            len(self.sent)
-            + len(self.retry)
-            + len(self.dead)
-            + len(self.skipped)
-            + len(self.disable)
-            + len(self.moves)
-        )
 
 
 _PENDING_COLUMNS = (

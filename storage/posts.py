@@ -20,14 +20,11 @@ under a new id would deliver every one of its posts again.
 from __future__ import annotations
 
 import json
-import os.path
 import re
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiosqlite
 
@@ -51,90 +48,18 @@ from storage.models import (
     Source,
     SourceKind,
 )
+from storage.values import (
+    FetchFailure,
+    FetchState,
+    NumberedSource,
+    PostChange,
+    ProgressCallback,
+    SourceConflict,
+    SourceInfo,
+    may_update,
+)
 
-ProgressCallback = Callable[[int, int], None]
 PROGRESS_CHUNK = 2_000
-
-
-@dataclass(frozen=True, slots=True)
-class PostChange:
-    """A post event with the row it concerns, for the outbox written in the same transaction."""
-
-    rowid: int
-    post: Post
-    event: PostEvent
-
-
-@dataclass(frozen=True, slots=True)
-class NumberedSource:
-    """A blog with its short number in the store (what `livedesk sources` shows in its # column)."""
-
-    number: int
-    source: Source
-
-
-@dataclass(frozen=True, slots=True)
-class SourceInfo:
-    source: Source
-    location: str | None
-    posts: int
-    newest: datetime | None
-    imported_at: datetime | None
-    last_error: str | None
-    number: int = 0
-    """The blog's short number (its row id): `--source 3`."""
-
-
-@dataclass(frozen=True, slots=True)
-class FetchFailure:
-    """A location that has failed and never imported, so no blog row shows its error."""
-
-    location: str
-    error: str
-    at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class FetchState:
-    """What a conditional GET needs to remember about a source location."""
-
-    etag: str | None
-    last_modified: str | None
-
-
-class SourceConflict(Exception):
-    """A document claims a blog that is bound to another location; `str()` is one readable line."""
-
-    def __init__(self, location: str, bound_to: str, source: Source) -> None:
-        self.location = location
-        self.bound_to = bound_to
-        self.source = source
-        super().__init__(
-            f'{location}: refused: it claims the blog "{source.title}" ({source.id}), '
-            f"which is imported from {bound_to}; one feed may not rewrite another's posts"
-        )
-
-
-def may_update(bound_to: str, location: str) -> bool:
-    """Whether a document from `location` may update a blog bound to `bound_to` (see the module doc)."""
-    first, second = _location_key(bound_to), _location_key(location)
-    return first == second or (first[0] == "file" and second[0] == "file")
-
-
-def _location_key(location: str) -> tuple[str, ...]:
-    text = location.strip()
-    parts = urlsplit(text)
-    if parts.scheme.lower() in ("http", "https") and parts.netloc:
-        host, _, port = parts.netloc.rpartition("@")[2].lower().partition(":")
-        if host.startswith("["):  # an IPv6 literal: [::1]:8080
-            host, _, port = parts.netloc.rpartition("@")[2].lower().partition("]")
-            host, port = host + "]", port.removeprefix(":")
-        if port in ("80", "443"):
-            port = ""
-        return ("url", host, port, parts.path or "/", parts.query)
-    if parts.scheme.lower() == "file":
-        text = parts.path
-    return ("file", os.path.normpath(text))
 
 
 class PostStore:

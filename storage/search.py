@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from dataclasses import dataclass
 from typing import Any
 
 import aiosqlite
@@ -29,6 +28,7 @@ from storage.db import FTS_COLUMNS, FTS_OPTIONS, Database
 from storage.index_text import captions_text, joined_words
 from storage.models import Highlighted, Post, Segment, SnippetSource
 from storage.query import HOW_TO, CompiledQuery, QueryError, compile_query
+from storage.values import SearchHit, SearchPage
 
 log = logging.getLogger(__name__)
 
@@ -54,40 +54,6 @@ SNIPPET_TOKENS = 32
 RANK_EXPRESSION = "bm25(posts_fts, 10.0, 5.0, 1.0, 0.5, 0.5, 2.0, 1.0)"
 _MARK_START = "\x02"
 _MARK_END = "\x03"
-
-
-@dataclass(frozen=True, slots=True)
-class SearchHit:
-    post: Post
-    title: Highlighted
-    snippet: Highlighted
-    rank: float
-
-
-@dataclass(frozen=True, slots=True)
-class SearchPage:
-    query: str
-    hits: tuple[SearchHit, ...]
-    page: int
-    per_page: int
-    total: int
-    notice: str | None
-    total_is_estimate: bool = False
-    """True when more than COUNT_WINDOW posts match: `total` is then an estimate (never below
-    COUNT_WINDOW + 1)."""
-    more: bool | None = None
-    """Whether a post follows this page; None: decided by `total`."""
-
-    @property
-    def has_more(self) -> bool:
-        if self.more is not None:
-            return self.more
-        return self.page * self.per_page < self.total
-
-    @property
-    def total_label(self) -> str:
-        """'12', or 'about 340,000' when the count is an estimate."""
-        return f"about {self.total:,}" if self.total_is_estimate else f"{self.total:,}"
 
 
 # --- searching --------------------------------------------------------------------------------------

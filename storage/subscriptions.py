@@ -21,7 +21,6 @@ import builtins
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import aiosqlite
@@ -30,6 +29,7 @@ from storage.codecs import SUB_COLUMNS, subscription_from_row, to_db_time, utc_n
 from storage.db import Database
 from storage.models import EditPolicy, Subscription, SubscriptionState, Target
 from storage.query import CompiledQuery, compile_query
+from storage.values import Added, NewSubscription, normalize_query
 
 log = logging.getLogger(__name__)
 
@@ -38,37 +38,6 @@ SAMPLE_SCHEME = "bundled:"
 
 MAX_BACKFILL = 50
 _CHUNK = 500  # ids per `IN (...)` list
-
-
-class SubscriptionError(ValueError):
-    """A subscription request that cannot be carried out; the message is one readable line."""
-
-
-@dataclass(frozen=True, slots=True)
-class NewSubscription:
-    target: Target
-    created_by: str
-    source_id: str | None = None
-    query: str | None = None
-    edit_policy: EditPolicy = EditPolicy.EDIT
-
-
-@dataclass(frozen=True, slots=True)
-class Added:
-    """What subscribing did: a new subscription, or an existing one and what this changed in it."""
-
-    subscription: Subscription
-    created: bool
-    changed: tuple[str, ...] = ()
-    """For an existing subscription, e.g. ("edits follow-up (was edit)", "resumed (was paused)")."""
-
-
-def normalize_query(query: str | None) -> str | None:
-    """The stored form of a keyword filter: whitespace collapsed; empty means no filter."""
-    if query is None:
-        return None
-    text = " ".join(query.split())
-    return text or None
 
 
 class SubscriptionStore:
@@ -138,6 +107,15 @@ class SubscriptionStore:
             f"SELECT {SUB_COLUMNS} FROM subscriptions {where} ORDER BY id", params
         ) as cur:
             return [subscription_from_row(r) for r in await cur.fetchall()]
+
+    async def backfill_count(self, subscription_id: int) -> int:
+        """How many latest posts a new subscription was greeted with (queued with it)."""
+        async with self.db.reader.execute(
+            "SELECT count(*) FROM deliveries WHERE subscription_id = ? AND event = 'backfill'",
+            (subscription_id,),
+        ) as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
 
     async def count_by_platform(self, *, active_only: bool = False) -> dict[str, int]:
         """How many subscriptions each platform has (only active ones, with `active_only`)."""

@@ -20,7 +20,8 @@ from pathlib import Path
 from bot.models import Target
 from storage.db import Database
 from storage.outbox import Outbox
-from storage.subscriptions import NewSubscription, SubscriptionStore
+from storage.subscriptions import SubscriptionStore
+from storage.values import NewSubscription
 from tests.conftest import ROOT
 from tests.fakes.flaky import import_posts, make_post
 

@@ -28,8 +28,9 @@ from bot.sources.fetch import AddressClass, address_class, redirect_allowed
 from handlers import Deps, handle, split_command_line
 from storage.db import MIGRATIONS, Database
 from storage.ingest import ingest
-from storage.posts import PostStore, SourceConflict, may_update
+from storage.posts import PostStore
 from storage.subscriptions import SubscriptionStore
+from storage.values import SourceConflict, may_update
 from tests.cli_process import livedesk
 from tests.conftest import NetworkBlocked
 from tests.fakes.flaky import FlakyAdapter

@@ -34,7 +34,7 @@ from bot.logs import RedactSecrets, configure_logging
 from bot.models import Card, Image, Reply, Target
 from bot.platforms import mask_address
 from bot.redact import clean_outcomes, mask_url, printable, redact
-from storage.outbox import OutboxResults
+from storage.values import OutboxResults
 from tests.cli_process import Finished, livedesk
 from tests.conftest import FIXTURES
 from tests.fakes.telegram import FakeTelegram, Limits

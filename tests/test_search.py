@@ -13,7 +13,8 @@ from storage.ingest import ingest
 from storage.models import Highlighted, ImportResult, Post, Source, SourceKind
 from storage.posts import PostStore
 from storage.query import CompiledQuery, QueryError, compile_query
-from storage.search import SearchPage, matched_terms, post_matches, search
+from storage.search import matched_terms, post_matches, search
+from storage.values import SearchPage
 from tests.conftest import SEED, shared
 
 START = datetime(2022, 1, 21, 12, 0, tzinfo=UTC)

@@ -16,8 +16,9 @@ from storage import search as search_module
 from storage.db import Database
 from storage.ingest import ingest
 from storage.posts import PostStore
-from storage.search import COUNT_WINDOW, SearchPage, search
+from storage.search import COUNT_WINDOW, search
 from storage.subscriptions import SubscriptionStore
+from storage.values import SearchPage
 from tests.cli_process import livedesk
 
 START = datetime(2022, 1, 21, 12, 0, tzinfo=UTC)

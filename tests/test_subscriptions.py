@@ -7,7 +7,8 @@ from typing import Any
 from bot.models import EditPolicy, SubscriptionState, Target
 from storage.db import Database
 from storage.outbox import Outbox
-from storage.subscriptions import NewSubscription, SubscriptionStore
+from storage.subscriptions import SubscriptionStore
+from storage.values import NewSubscription
 from tests.fakes.flaky import import_posts, make_post, make_source
 
 
@@ -194,7 +195,7 @@ async def test_dead_letters_are_listed_and_retried(db: Database) -> None:
     await import_posts(db, [make_post(1), make_post(2)])
     outbox = Outbox(db)
     ids = [r["id"] for r in await deliveries(db)]
-    from storage.outbox import OutboxResults
+    from storage.values import OutboxResults
 
     await outbox.record(
         OutboxResults(dead=[(ids[0], 8, "HTTP 500")], sent=[(ids[1], "m1", 1, "x")])

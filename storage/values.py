@@ -1,0 +1,258 @@
+"""The store's values: what the stores take and give besides the models, for every backend.
+
+Plain frozen dataclasses and the errors the stores raise, with the few pure rules they carry (which
+location may update a blog, the stored form of a keyword filter). No database here: the SQLite
+stores and the PostgreSQL ones build and read the same values.
+"""
+
+from __future__ import annotations
+
+import os.path
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from urllib.parse import urlsplit
+
+from storage.models import (
+    EditPolicy,
+    Highlighted,
+    Post,
+    PostEvent,
+    Source,
+    Subscription,
+    Target,
+)
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class PostChange:
+    """A post event with the row it concerns, for the outbox written in the same transaction."""
+
+    rowid: int
+    post: Post
+    event: PostEvent
+
+
+@dataclass(frozen=True, slots=True)
+class NumberedSource:
+    """A blog with its short number in the store (what `livedesk sources` shows in its # column)."""
+
+    number: int
+    source: Source
+
+
+@dataclass(frozen=True, slots=True)
+class SourceInfo:
+    source: Source
+    location: str | None
+    posts: int
+    newest: datetime | None
+    imported_at: datetime | None
+    last_error: str | None
+    number: int = 0
+    """The blog's short number (its row id): `--source 3`."""
+
+
+@dataclass(frozen=True, slots=True)
+class FetchFailure:
+    """A location that has failed and never imported, so no blog row shows its error."""
+
+    location: str
+    error: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class FetchState:
+    """What a conditional GET needs to remember about a source location."""
+
+    etag: str | None
+    last_modified: str | None
+
+
+class SourceConflict(Exception):
+    """A document claims a blog that is bound to another location; `str()` is one readable line."""
+
+    def __init__(self, location: str, bound_to: str, source: Source) -> None:
+        self.location = location
+        self.bound_to = bound_to
+        self.source = source
+        super().__init__(
+            f'{location}: refused: it claims the blog "{source.title}" ({source.id}), '
+            f"which is imported from {bound_to}; one feed may not rewrite another's posts"
+        )
+
+
+def may_update(bound_to: str, location: str) -> bool:
+    """Whether a document from `location` may update a blog bound to `bound_to` (see the module doc)."""
+    first, second = _location_key(bound_to), _location_key(location)
+    return first == second or (first[0] == "file" and second[0] == "file")
+
+
+def _location_key(location: str) -> tuple[str, ...]:
+    text = location.strip()
+    parts = urlsplit(text)
+    if parts.scheme.lower() in ("http", "https") and parts.netloc:
+        host, _, port = parts.netloc.rpartition("@")[2].lower().partition(":")
+        if host.startswith("["):  # an IPv6 literal: [::1]:8080
+            host, _, port = parts.netloc.rpartition("@")[2].lower().partition("]")
+            host, port = host + "]", port.removeprefix(":")
+        if port in ("80", "443"):
+            port = ""
+        return ("url", host, port, parts.path or "/", parts.query)
+    if parts.scheme.lower() == "file":
+        text = parts.path
+    return ("file", os.path.normpath(text))
+
+
+class SubscriptionError(ValueError):
+    """A subscription request that cannot be carried out; the message is one readable line."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewSubscription:
+    target: Target
+    created_by: str
+    source_id: str | None = None
+    query: str | None = None
+    edit_policy: EditPolicy = EditPolicy.EDIT
+
+
+@dataclass(frozen=True, slots=True)
+class Added:
+    """What subscribing did: a new subscription, or an existing one and what this changed in it."""
+
+    subscription: Subscription
+    created: bool
+    changed: tuple[str, ...] = ()
+    """For an existing subscription, e.g. ("edits follow-up (was edit)", "resumed (was paused)")."""
+
+
+def normalize_query(query: str | None) -> str | None:
+    """The stored form of a keyword filter: whitespace collapsed; empty means no filter."""
+    if query is None:
+        return None
+    text = " ".join(query.split())
+    return text or None
+
+
+@dataclass(frozen=True, slots=True)
+class PendingDelivery:
+    """What the dispatcher keeps in memory per pending delivery (light: 100k of them fit easily)."""
+
+    id: int
+    subscription_id: int
+    platform: str
+    address: str
+    thread: str
+    target_kind: str
+    order_key: str
+    next_attempt_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryJob:
+    """One delivery claimed for sending, with its subscription's current target and policy."""
+
+    id: int
+    subscription_id: int
+    post_rowid: int
+    version: int
+    post_version: int  # the post's current version: what a card made now shows
+    event: str
+    attempts: int
+    state: str
+    subscription_state: str
+    target: Target
+    source_id: str | None
+    query: str | None
+    edit_policy: EditPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class PostForCard:
+    post: Post
+    source_title: str
+
+
+@dataclass(frozen=True, slots=True)
+class SentRef:
+    message_ref: str
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadDelivery:
+    id: int
+    subscription_id: int
+    target: Target
+    post_id: str
+    post_title: str
+    event: str
+    attempts: int
+    last_error: str | None
+    created_at: str
+
+
+@dataclass(slots=True)
+class OutboxResults:
+    """Outcomes gathered by the dispatcher and written in one transaction (a group commit)."""
+
+    sent: list[tuple[int, str | None, int, str]] = field(default_factory=list)
+    """(delivery id, message reference, version sent, sent_at)"""
+    retry: list[tuple[int, int, float, str]] = field(default_factory=list)
+    """(delivery id, attempts, next_attempt_at, last error)"""
+    dead: list[tuple[int, int, str]] = field(default_factory=list)
+    """(delivery id, attempts, last error)"""
+    skipped: list[tuple[int, str]] = field(default_factory=list)
+    """(delivery id, reason)"""
+    disable: list[tuple[str, str, str]] = field(default_factory=list)
+    """(platform, address, reason): every subscription of that target is disabled"""
+    moves: list[tuple[str, str, str]] = field(default_factory=list)
+    """(platform, old address, new address)"""
+
+    def __len__(self) -> int:
+        return (
+            len(self.sent)
+            + len(self.retry)
+            + len(self.dead)
+            + len(self.skipped)
+            + len(self.disable)
+            + len(self.moves)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    post: Post
+    title: Highlighted
+    snippet: Highlighted
+    rank: float
+
+
+@dataclass(frozen=True, slots=True)
+class SearchPage:
+    query: str
+    hits: tuple[SearchHit, ...]
+    page: int
+    per_page: int
+    total: int
+    notice: str | None
+    total_is_estimate: bool = False
+    """True when more than COUNT_WINDOW posts match: `total` is then an estimate (never below
+    COUNT_WINDOW + 1)."""
+    more: bool | None = None
+    """Whether a post follows this page; None: decided by `total`."""
+
+    @property
+    def has_more(self) -> bool:
+        if self.more is not None:
+            return self.more
+        return self.page * self.per_page < self.total
+
+    @property
+    def total_label(self) -> str:
+        """'12', or 'about 340,000' when the count is an estimate."""
+        return f"about {self.total:,}" if self.total_is_estimate else f"{self.total:,}"
