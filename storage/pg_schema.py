@@ -243,20 +243,6 @@ PG_MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
-LIVEDESK_TABLES = frozenset(
-    {
-        "livedesk_schema",
-        "sources",
-        "posts",
-        "post_versions",
-        "subscriptions",
-        "deliveries",
-        "fetch_errors",
-        "slack_replays",
-        "workers",
-    }
-)
-
 
 class PostgresUnusable(OSError):
     """The PostgreSQL database cannot be used (another program's tables, a newer schema, …).
@@ -309,8 +295,9 @@ async def apply(
     conn: psycopg.AsyncConnection[Any], progress: MigrationProgress | None = None
 ) -> int:
     """Bring the database to the newest schema version and return it; PostgresUnusable when it
-    cannot be (see `schema_version`). Each migration commits on its own; a second call, or one
-    from another process at the same time, finds nothing left to do."""
+    cannot be (see `schema_version`). Each migration commits on its own when `conn` is idle
+    (autocommit, or outside a transaction; inside one, they commit with it); a second call, or
+    one from another process at the same time, finds nothing left to do."""
     total = len(PG_MIGRATIONS)
     while True:
         async with conn.transaction():

@@ -171,7 +171,11 @@ def running_server() -> Iterator[PostgresServer]:
         pytest.skip(MISSING)
     initdb, pg_ctl = binaries
     runner = _Runner()
-    root = Path(tempfile.mkdtemp(prefix="livedesk-pg-"))
+    # /tmp, not $TMPDIR: the unix socket's path must stay under 107 bytes, and as root the
+    # `postgres` user must be able to reach the folder.
+    root = Path(
+        tempfile.mkdtemp(prefix="livedesk-pg-", dir="/tmp" if Path("/tmp").is_dir() else None)
+    )
     data = root / "data"
     started: PostgresServer | None = None
     try:
