@@ -11,6 +11,7 @@ import pytest
 
 from storage.db import Database
 from tests.netguard.livedesk_netguard import is_loopback, name_allowed
+from tests.pgserver import postgres_server, postgres_url  # noqa: F401  (fixtures for every module)
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
