@@ -72,9 +72,26 @@ STORAGE_LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"models", "index_text", "variants"}),  # the models and pure text
     frozenset({"codecs", "query", "values"}),  # row codecs; the query compiler; the stores' values
     frozenset({"db", "interface"}),  # the SQLite engine and its migrations; the stores' contract
-    frozenset({"posts", "search", "subscriptions", "replays"}),  # the stores
-    frozenset({"outbox"}),  # deliveries: written with the posts' changes, read by the dispatcher
-    frozenset({"ingest"}),  # one document, its posts and their deliveries, in one transaction
+    frozenset({"pg_schema"}),  # PostgreSQL's migrations
+    frozenset({"pg_db"}),  # the PostgreSQL engine: its pool
+    frozenset(  # the stores, on either engine
+        {
+            "posts",
+            "search",
+            "subscriptions",
+            "replays",
+            "pg_posts",
+            "pg_search",
+            "pg_subscriptions",
+            "pg_replays",
+        }
+    ),
+    frozenset(
+        {"outbox", "pg_outbox"}
+    ),  # deliveries: written with the posts' changes, read by the dispatcher
+    frozenset(
+        {"ingest", "pg_ingest", "migrate"}
+    ),  # one document, its posts and their deliveries, in one transaction; the copy to PostgreSQL
     frozenset({"store"}),  # the backend a setting names, behind the contract
 )
 """Each storage module imports only from layers below its own: no circles, and none hidden."""
