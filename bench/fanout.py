@@ -50,6 +50,7 @@ from bot.dispatcher import Dispatcher
 from bot.models import Card, ImportResult, Post, Source, SourceKind, Target
 from storage.db import Database
 from storage.ingest import ingest
+from storage.outbox import Outbox as SqliteOutbox
 from storage.subscriptions import SubscriptionStore
 from storage.values import NewSubscription
 
@@ -236,7 +237,9 @@ async def _raw(adapter: Adapter, targets: Sequence[Target], card: Card) -> float
 async def _dispatched(db: Database, adapter: Adapter, n: int) -> float:
     await _import(db, n)
     dispatcher = Dispatcher(
-        db, {"fake": adapter}, DispatchSettings(concurrency=CONCURRENCY, max_attempts=3)
+        SqliteOutbox(db),
+        {"fake": adapter},
+        DispatchSettings(concurrency=CONCURRENCY, max_attempts=3),
     )
     started = time.perf_counter()
     await dispatcher.run_until_idle(timeout=600)
@@ -282,7 +285,7 @@ async def latency(imports: int) -> dict[str, list[float]]:
             await _subscribe(db, 100)
             for mode in ("wake", "poll"):
                 adapter = InstantAdapter()
-                dispatcher = Dispatcher(db, {"fake": adapter}, DispatchSettings())
+                dispatcher = Dispatcher(SqliteOutbox(db), {"fake": adapter}, DispatchSettings())
                 task = asyncio.create_task(dispatcher.run())
                 await asyncio.sleep(0.3)
                 samples: list[float] = []
@@ -348,7 +351,9 @@ async def rate_limited(
 
 async def _dispatch_all(db: Database, adapter: InstantAdapter, posts: list[Post]) -> None:
     await ingest(db, ImportResult(source=SOURCE, posts=tuple(posts)))
-    dispatcher = Dispatcher(db, {"fake": adapter}, DispatchSettings(concurrency=CONCURRENCY))
+    dispatcher = Dispatcher(
+        SqliteOutbox(db), {"fake": adapter}, DispatchSettings(concurrency=CONCURRENCY)
+    )
     await dispatcher.run_until_idle(timeout=120)
 
 

@@ -37,7 +37,9 @@ from bot.ratelimit import SendBudget
 from handlers import Deps, handle
 from storage.db import Database
 from storage.ingest import ingest
+from storage.outbox import Outbox as SqliteOutbox
 from storage.posts import PostStore
+from storage.store import SqliteStore
 from storage.subscriptions import SubscriptionStore
 from storage.values import NewSubscription
 from tests.fakes.telegram import FakeTelegram, Limits, Sent
@@ -111,7 +113,7 @@ async def measure(scale: float, chats: int, commands: int) -> dict[str, object]:
                     for n in range(chats)
                 ]
             )
-            deps = Deps(db=db, posts=posts, subscriptions=store)
+            deps = Deps(store=SqliteStore(db))
 
             async def through_handlers(request: Request) -> Reply:
                 return await handle(request, deps)
@@ -124,7 +126,10 @@ async def measure(scale: float, chats: int, commands: int) -> dict[str, object]:
                 budget = SendBudget()
                 await adapter.start(AdapterContext(handle=through_handlers, pacer=budget))
                 dispatcher = Dispatcher(
-                    db, {"telegram": adapter}, DispatchSettings(), limiter=budget.limiter
+                    SqliteOutbox(db),
+                    {"telegram": adapter},
+                    DispatchSettings(),
+                    limiter=budget.limiter,
                 )
                 running = asyncio.create_task(dispatcher.run())
                 try:

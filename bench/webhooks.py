@@ -46,6 +46,7 @@ from bot.dispatcher import Dispatcher
 from bot.models import EditPolicy, ImportResult, Post, Reply, Request, Source, SourceKind, Target
 from storage.db import Database
 from storage.ingest import ingest
+from storage.outbox import Outbox as SqliteOutbox
 from storage.posts import PostStore
 from storage.subscriptions import SubscriptionStore
 from storage.values import NewSubscription
@@ -128,7 +129,7 @@ async def _livedesk(base: str, urls: Sequence[str], rounds: int) -> list[float]:
             await SubscriptionStore(db).add_many(subs)
             posts = PostStore(db)
             dispatcher = Dispatcher(
-                db, {"slack": adapter}, DispatchSettings(concurrency=CONCURRENCY)
+                SqliteOutbox(db), {"slack": adapter}, DispatchSettings(concurrency=CONCURRENCY)
             )
             running = asyncio.create_task(dispatcher.run())
             times: list[float] = []

@@ -77,7 +77,7 @@ class App:
         self._stopping = asyncio.Event()
         self.extra_adapters = tuple(extra_adapters)  # embedding and tests: started like the others
         self.adapters: dict[str, Adapter] = {}
-        self.db: Any = None
+        self.store: Any = None
         self.posts: Any = None
         self.subscriptions: Any = None
         self.dispatcher: Any = None
@@ -141,26 +141,17 @@ class App:
         from handlers import handle
         from handlers.base import Deps
         from storage import variants
-        from storage.db import Database
-        from storage.posts import PostStore
-        from storage.replays import ReplayStore
-        from storage.subscriptions import SubscriptionStore
+        from storage.store import open_sqlite
 
         settings = self.settings
         variants.use(settings.search.variants)  # the operator's name variants, for every search
         stack.enter_context(_run_lock(settings.db_path))
-        self.db = db = await Database.open(settings.db_path)
-        stack.push_async_callback(db.close)
+        self.store = store = await open_sqlite(settings.db_path)
+        stack.push_async_callback(store.close)
         stack.push_async_callback(self._end_demo)  # after everything else stopped
-        self.posts = PostStore(db)
-        self.subscriptions = SubscriptionStore(db)
-        deps = Deps(
-            db=db,
-            posts=self.posts,
-            subscriptions=self.subscriptions,
-            backfill=settings.backfill,
-            timezone=settings.zone,
-        )
+        self.posts = store.posts
+        self.subscriptions = store.subscriptions
+        deps = Deps(store=store, backfill=settings.backfill, timezone=settings.zone)
 
         async def handle_request(request: Request) -> Reply:
             return await handle(request, deps)
@@ -173,7 +164,7 @@ class App:
             http_host=settings.http_host,
             http_port=settings.http_port,
             source_names=self._source_names,
-            first_seen=ReplayStore(db).first_seen,
+            first_seen=store.replays.first_seen,
         )
         await provision(self.subscriptions, settings)
         active = await self.subscriptions.count_by_platform(active_only=True)
@@ -198,7 +189,7 @@ class App:
             logging.getLogger().setLevel(settings.log_level.upper())
 
         self.dispatcher = dispatcher = Dispatcher(
-            db, dict(self.adapters), settings.dispatch, limiter=budget.limiter
+            store.outbox, dict(self.adapters), settings.dispatch, limiter=budget.limiter
         )
         if not self.once:
             task = asyncio.create_task(dispatcher.run(), name="dispatcher")
@@ -208,7 +199,7 @@ class App:
             dispatcher.wake()
 
         self.poller = poller = Poller(
-            self.posts,
+            store,
             settings.sources,
             on_import=wake,
             new_source_backfill=settings.new_source_backfill,
@@ -219,8 +210,7 @@ class App:
 
         if demo_on:
             self.demo = demo = DemoReplay(
-                self.posts,
-                self.subscriptions,
+                store,
                 step_seconds=0.0 if self.once else self.demo_step,
                 on_import=wake,
                 settle=partial(self._settle, dispatcher),

@@ -50,12 +50,11 @@ from bot.platforms import configured_secrets, mask_address, operator_target, pla
 from bot.redact import printable
 from bot.targets import FLAVORS, mask_url, public_options
 from storage import variants as search_variants
-from storage.db import Database, DatabaseUnusable, check_location, classify
-from storage.ingest import ingest
-from storage.posts import PostStore
+from storage.db import DatabaseUnusable, check_location, classify
+from storage.interface import Posts, Store
 from storage.query import QueryError, compile_query
-from storage.search import MAX_PER_PAGE, search
-from storage.values import FetchState, SourceConflict
+from storage.store import open_sqlite
+from storage.values import MAX_PER_PAGE, FetchState, SourceConflict
 
 if TYPE_CHECKING:
     from storage.values import DeadDelivery
@@ -586,22 +585,22 @@ async def _migrate_with_a_bar(ctx: Ctx) -> None:
 
 
 @asynccontextmanager
-async def open_db(ctx: Ctx, *, create: bool = False) -> AsyncIterator[Database]:
+async def open_db(ctx: Ctx, *, create: bool = False) -> AsyncIterator[Store]:
     """The store; only commands that add to it (`import`, `subscribe`) may create its folder."""
     interactive = not ctx.json and ctx.err.is_terminal
     bar = MigrationBar(ctx.err) if interactive else None
     try:
-        db = await Database.open(ctx.db_path, create=create, progress=bar)
+        store = await open_sqlite(ctx.db_path, create=create, progress=bar)
     finally:
         if bar is not None:
             bar.close()
     try:
-        yield db
+        yield store
     finally:
-        await db.close()
+        await store.close()
 
 
-async def resolve_source(posts: PostStore, text: str | None) -> str | None:
+async def resolve_source(posts: Posts, text: str | None) -> str | None:
     """The id of the blog `--source TEXT` names: its number, id, or a unique word of its title."""
     if text is None:
         return None
@@ -629,8 +628,8 @@ async def cmd_import(ctx: Ctx, args: argparse.Namespace) -> int:
 
     locations: list[str] = args.locations
     reports: list[dict[str, Any]] = []
-    async with open_db(ctx, create=True) as db:
-        posts = PostStore(db)
+    async with open_db(ctx, create=True) as store:
+        posts = store.posts
         progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -660,8 +659,7 @@ async def cmd_import(ctx: Ctx, args: argparse.Namespace) -> int:
                             if bar is not None:
                                 progress.update(bar, completed=done, total=total)
 
-                        events = await ingest(
-                            posts.db,
+                        events = await store.ingest(
                             fetched.result,
                             location=location,
                             fetch_state=FetchState(fetched.etag, fetched.last_modified),
@@ -721,8 +719,8 @@ async def cmd_latest(ctx: Ctx, args: argparse.Namespace) -> int:
         raise UserError("-n/--limit must be at least 1")
     if args.limit > MAX_LATEST:
         ctx.warn(f"showing the latest {MAX_LATEST} posts: -n/--limit is at most {MAX_LATEST}")
-    async with open_db(ctx) as db:
-        posts = PostStore(db)
+    async with open_db(ctx) as store:
+        posts = store.posts
         source_id = await resolve_source(posts, args.source)
         found = await posts.latest(min(args.limit, MAX_LATEST), source_id=source_id)
         titles = {s.id: s.title for s in await posts.all_sources()}
@@ -768,10 +766,10 @@ async def cmd_search(ctx: Ctx, args: argparse.Namespace) -> int:
         raise UserError("--page and -n/--limit start at 1")
     if args.limit > MAX_PER_PAGE:
         ctx.warn(f"showing {MAX_PER_PAGE} results per page: -n/--limit is at most {MAX_PER_PAGE}")
-    async with open_db(ctx) as db:
-        posts = PostStore(db)
+    async with open_db(ctx) as store:
+        posts = store.posts
         source_id = await resolve_source(posts, args.source)
-        page = await search(db, query, page=args.page, per_page=args.limit, source_id=source_id)
+        page = await store.search(query, page=args.page, per_page=args.limit, source_id=source_id)
     if page.total and not page.hits:
         pages = -(-page.total // page.per_page)
         raise UserError(
@@ -851,8 +849,8 @@ def body_diff(old: Post, new: Post) -> list[str]:
 
 
 async def cmd_post(ctx: Ctx, args: argparse.Namespace) -> int:
-    async with open_db(ctx) as db:
-        posts = PostStore(db)
+    async with open_db(ctx) as store:
+        posts = store.posts
         post = await posts.get(args.post_id)
         if post is None:
             raise UserError(f"no post with id {args.post_id!r}; `livedesk latest` shows ids")
@@ -945,10 +943,9 @@ def _print_version(ctx: Ctx, versions: list[PostVersion], index: int) -> None:
 
 
 async def cmd_sources(ctx: Ctx, args: argparse.Namespace) -> int:
-    async with open_db(ctx) as db:
-        store = PostStore(db)
-        infos = await store.sources()
-        failing = await store.failing_locations()
+    async with open_db(ctx) as store:
+        infos = await store.posts.sources()
+        failing = await store.posts.failing_locations()
     if ctx.json:
         ctx.emit_json(
             [
@@ -1110,7 +1107,6 @@ def _describe(sub: Subscription) -> str:
 
 
 async def cmd_subscribe(ctx: Ctx, args: argparse.Namespace) -> int:
-    from storage.subscriptions import SubscriptionStore
     from storage.values import NewSubscription
 
     policy = platform(args.platform).edit_policy(args.edit_policy)
@@ -1123,9 +1119,9 @@ async def cmd_subscribe(ctx: Ctx, args: argparse.Namespace) -> int:
         raise UserError("give a TARGET (chat id, @channel, webhook URL) or --from-file FILE")
     if args.from_file is not None and args.keywords is not None:
         raise UserError("with --from-file, keywords go on each line after the target")
-    async with open_db(ctx, create=True) as db:
-        posts = PostStore(db)
-        store = SubscriptionStore(db)
+    async with open_db(ctx, create=True) as store:
+        posts = store.posts
+        subscriptions = store.subscriptions
         source_id = await resolve_source(posts, args.source)
         if args.from_file is not None:
             entries = read_target_file(
@@ -1140,7 +1136,7 @@ async def cmd_subscribe(ctx: Ctx, args: argparse.Namespace) -> int:
                 webhook=args.webhook,
             )
             entries = [(target, args.keywords)]
-        results = await store.put(
+        results = await subscriptions.put(
             [
                 NewSubscription(
                     target=target,
@@ -1184,10 +1180,9 @@ async def cmd_subscribe(ctx: Ctx, args: argparse.Namespace) -> int:
 
 
 async def cmd_subscriptions(ctx: Ctx, args: argparse.Namespace) -> int:
-    from storage.subscriptions import SubscriptionStore
 
-    async with open_db(ctx) as db:
-        subs = await SubscriptionStore(db).list(platform=args.platform)
+    async with open_db(ctx) as store:
+        subs = await store.subscriptions.list(platform=args.platform)
     active = Counter(s.target.platform for s in subs if s.state is SubscriptionState.ACTIVE)
     for line in waiting_lines(ctx.settings, active):
         ctx.warn(line)
@@ -1231,10 +1226,9 @@ async def cmd_subscriptions(ctx: Ctx, args: argparse.Namespace) -> int:
 
 
 async def cmd_unsubscribe(ctx: Ctx, args: argparse.Namespace) -> int:
-    from storage.subscriptions import SubscriptionStore
 
-    async with open_db(ctx) as db:
-        removed = await SubscriptionStore(db).remove(args.subscription_id)
+    async with open_db(ctx) as store:
+        removed = await store.subscriptions.remove(args.subscription_id)
     if not removed:
         raise UserError(f"no subscription #{args.subscription_id}")
     if ctx.json:
@@ -1245,10 +1239,9 @@ async def cmd_unsubscribe(ctx: Ctx, args: argparse.Namespace) -> int:
 
 
 async def _set_state(ctx: Ctx, subscription_id: int, state_name: str, verb: str) -> int:
-    from storage.subscriptions import SubscriptionStore
 
-    async with open_db(ctx) as db:
-        changed = await SubscriptionStore(db).set_state(
+    async with open_db(ctx) as store:
+        changed = await store.subscriptions.set_state(
             subscription_id, SubscriptionState(state_name)
         )
     if not changed:
@@ -1275,10 +1268,9 @@ DEAD_LISTED = 100_000  # dead deliveries `deliveries --dead` lists (and `retry I
 
 
 async def cmd_deliveries(ctx: Ctx, args: argparse.Namespace) -> int:
-    from storage.outbox import Outbox
 
-    async with open_db(ctx) as db:
-        outbox = Outbox(db)
+    async with open_db(ctx) as store:
+        outbox = store.outbox
         if args.action == "retry":
             if args.ids:
                 dead_ids = {item.id for item in await outbox.dead(limit=DEAD_LISTED)}

@@ -180,6 +180,8 @@ class Settings(BaseSettings):
     )
 
     db_path: Path = Path("livedesk.db")
+    # a PostgreSQL server instead of the SQLite file: postgresql://user:password@host/dbname
+    database_url: SecretStr | None = None
     sources: list[SourceSetting] = Field(default_factory=list)
     timezone: str = "UTC"  # how times are shown in chats
     backfill: int = Field(default=3, ge=0, le=50)  # latest posts greeting a new subscription
@@ -233,6 +235,18 @@ class Settings(BaseSettings):
         if all(getattr(given, key) == model.model_fields[key].default for key in rest):
             return None
         return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        text = value.get_secret_value().strip()
+        if not text.lower().startswith(("postgresql://", "postgres://")):
+            raise ValueError(
+                "must be a postgresql:// URL (for an SQLite file, set LIVEDESK_DB_PATH instead)"
+            )
+        return SecretStr(text)
 
     @field_validator("timezone")
     @classmethod

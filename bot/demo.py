@@ -15,9 +15,8 @@ from importlib import resources
 
 from bot.models import ImportResult, Post, PostEvent, Target
 from bot.sources import parse_document
-from storage.ingest import ingest
-from storage.posts import PostStore
-from storage.subscriptions import SAMPLE_SCHEME, SubscriptionStore
+from storage.interface import Store, Subscriptions
+from storage.values import SAMPLE_SCHEME
 
 log = logging.getLogger(__name__)
 
@@ -79,16 +78,16 @@ class DemoReplay:
 
     def __init__(
         self,
-        posts: PostStore,
-        subscriptions: SubscriptionStore,
+        store: Store,
         *,
         step_seconds: float = 5.0,
         on_import: Callable[[list[PostEvent]], None] | None = None,
         settle: Callable[[], Awaitable[None]] | None = None,
         say: Callable[[str], None] = print,
     ) -> None:
-        self.posts = posts
-        self.subscriptions = subscriptions
+        self.store = store
+        self.posts = store.posts
+        self.subscriptions = store.subscriptions
         self.step_seconds = step_seconds
         self.on_import = on_import
         self.settle = settle  # until the imported posts are delivered (so "done" comes last)
@@ -149,7 +148,7 @@ class DemoReplay:
             for index, step in enumerate(self.steps):
                 if index and not instant:
                     await asyncio.sleep(self.step_seconds)
-                events = await ingest(self.posts.db, step, location=SAMPLE_LOCATION)
+                events = await self.store.ingest(step, location=SAMPLE_LOCATION)
                 self.events.extend(events)
                 if events and self.on_import is not None:
                     self.on_import(events)
@@ -168,7 +167,7 @@ class DemoReplay:
         return await forget_terminal(self.subscriptions)
 
 
-async def forget_terminal(subscriptions: SubscriptionStore) -> int:
+async def forget_terminal(subscriptions: Subscriptions) -> int:
     """Remove every terminal subscription with its deliveries; how many there were. Also run at a
     start without the demo: a demo that was killed could not remove its own."""
     removed = 0

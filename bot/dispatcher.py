@@ -56,8 +56,7 @@ from bot.models import Card, EditPolicy
 from bot.ratelimit import Check, Permit, RateLimiter, chat_key, platform_key, target_checks
 from bot.redact import clean_outcomes
 from storage.codecs import PENDING, UPDATED, to_db_time
-from storage.db import Database
-from storage.outbox import Outbox
+from storage.interface import Outbox
 from storage.query import CompiledQuery, QueryError, compile_query
 from storage.search import matched_terms
 from storage.values import DeliveryJob, OutboxResults, PendingDelivery, PostForCard, SentRef
@@ -154,7 +153,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        db: Database,
+        outbox: Outbox,
         adapters: Mapping[str, Adapter],
         settings: DispatchSettings,
         *,
@@ -163,8 +162,7 @@ class Dispatcher:
         rng: random.Random | None = None,
         limiter: RateLimiter | None = None,
     ) -> None:
-        self.db = db
-        self.outbox = Outbox(db)
+        self.outbox = outbox
         self.adapters = dict(adapters)
         self.settings = settings
         self.clock = clock

@@ -13,6 +13,7 @@ import importlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, SecretStr
 
@@ -202,8 +203,16 @@ def mask_address(target: Target) -> str:
 
 
 def configured_secrets(settings: Settings) -> list[str]:
-    """Every configured secret of every platform, so that no log line can carry one."""
-    return [secret for entry in PLATFORMS for secret in entry.secrets(settings)]
+    """Every configured secret of every platform, and the database URL (it holds a password), so
+    that no log line can carry one."""
+    found = [secret for entry in PLATFORMS for secret in entry.secrets(settings)]
+    if settings.database_url is not None:
+        url = settings.database_url.get_secret_value()
+        found.append(url)
+        password = urlsplit(url).password
+        if password:
+            found.append(password)
+    return found
 
 
 def waiting_lines(settings: Settings, active: Mapping[str, int]) -> list[str]:

@@ -20,8 +20,7 @@ from bot.config import SourceSetting
 from bot.models import EventKind, PostEvent
 from bot.sources import FetchResult, SourceError, load
 from bot.sources.text import is_http_url
-from storage.ingest import ingest
-from storage.posts import PostStore
+from storage.interface import Store
 from storage.values import FetchState, SourceConflict
 
 log = logging.getLogger(__name__)
@@ -58,7 +57,7 @@ class Poller:
 
     def __init__(
         self,
-        posts: PostStore,
+        store: Store,
         sources: Sequence[SourceSetting],
         *,
         on_import: Callable[[list[PostEvent]], None] | None = None,
@@ -67,7 +66,8 @@ class Poller:
         loader: Loader = load,
         new_source_backfill: int | None = None,
     ) -> None:
-        self.posts = posts
+        self.store = store
+        self.posts = store.posts
         # A blog new to the store sends only its newest posts to the subscriptions there.
         self.new_source_backfill = new_source_backfill
         self.on_import = on_import
@@ -166,8 +166,7 @@ class Poller:
             fetched = await self._load(location, timeout=self.timeout)
             if fetched is None:
                 return Outcome.NOT_MODIFIED
-        events = await ingest(
-            self.posts.db,
+        events = await self.store.ingest(
             fetched.result,
             location=location,
             fetch_state=FetchState(fetched.etag, fetched.last_modified),

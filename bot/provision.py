@@ -12,22 +12,20 @@ from bot.config import ConfigError, Settings, SlackSettings
 from bot.models import Target
 from bot.platforms import BY_NAME
 from bot.targets import mask_url
-from storage.subscriptions import SubscriptionStore
+from storage.interface import Subscriptions
 from storage.values import NewSubscription, normalize_query
 
 log = logging.getLogger(__name__)
 
 
-async def provision(subscriptions: SubscriptionStore, settings: Settings) -> int:
+async def provision(subscriptions: Subscriptions, settings: Settings) -> int:
     """Write the subscriptions the settings name and the store lacks; return how many were added."""
     if settings.slack is None:
         return 0
     return await sync_configured_webhooks(subscriptions, settings.slack)
 
 
-async def sync_configured_webhooks(
-    subscriptions: SubscriptionStore, settings: SlackSettings
-) -> int:
+async def sync_configured_webhooks(subscriptions: Subscriptions, settings: SlackSettings) -> int:
     """Subscribe every webhook named in the settings that has no subscription yet; return how many.
 
     Idempotent: one already there (in any state: one disabled because its channel was archived stays

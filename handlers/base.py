@@ -13,9 +13,7 @@ from typing import Literal
 from zoneinfo import ZoneInfo
 
 from bot.models import Reply, Request
-from storage.db import Database
-from storage.posts import PostStore
-from storage.subscriptions import SubscriptionStore
+from storage.interface import Posts, Store, Subscriptions
 
 UTC_ZONE = ZoneInfo("UTC")
 
@@ -27,11 +25,18 @@ QUOTES = frozenset('"“”„')
 class Deps:
     """Everything a handler may use, passed as one typed object."""
 
-    db: Database
-    posts: PostStore
-    subscriptions: SubscriptionStore
+    store: Store
+    """The store, on whichever backend (storage.interface): handlers see only its contract."""
     backfill: int = 3  # posts a new subscription gets at once
     timezone: ZoneInfo = UTC_ZONE  # times in replies are shown in this zone
+
+    @property
+    def posts(self) -> Posts:
+        return self.store.posts
+
+    @property
+    def subscriptions(self) -> Subscriptions:
+        return self.store.subscriptions
 
 
 Handler = Callable[[Request, Deps], Awaitable[Reply]]

@@ -6,7 +6,6 @@ from bot.cards import card_from_post
 from bot.models import Button, Reply, Request
 from handlers.base import Deps, UserError, as_number, error_reply, quote
 from storage.query import QueryError
-from storage.search import search
 
 PER_PAGE = 5
 
@@ -26,7 +25,7 @@ async def handle(request: Request, deps: Deps) -> Reply:
         )
 
     try:
-        result = await search(deps.db, text, page=page, per_page=PER_PAGE)
+        result = await deps.store.search(text, page=page, per_page=PER_PAGE)
     except QueryError as error:
         return error_reply(str(error))
 

@@ -67,7 +67,7 @@ async def _subscribe(request: Request, deps: Deps) -> Reply:
         return Reply(text=f"Already subscribed to {what}. See /subscriptions.")
 
     lines = [f"Subscribed this chat to {what}."]
-    backfill = await _backfill_count(deps, subscription.id)
+    backfill = await deps.subscriptions.backfill_count(subscription.id)
     if backfill:
         lines.append(f"You'll get the latest {plural(backfill, 'post')} now.")
     elif deps.backfill:
@@ -160,16 +160,6 @@ def _same_query(stored: str, given: str | None) -> bool:
 def _describe(source_title: str | None, query: str | None) -> str:
     what = source_title or "all blogs"
     return f"{what} matching {quote(query)}" if query else what
-
-
-async def _backfill_count(deps: Deps, subscription_id: int) -> int:
-    """How many latest posts the new subscription was greeted with (written with it by the store)."""
-    async with deps.db.reader.execute(
-        "SELECT count(*) FROM deliveries WHERE subscription_id = ? AND event = 'backfill'",
-        (subscription_id,),
-    ) as cur:
-        row = await cur.fetchone()
-    return int(row[0]) if row else 0
 
 
 async def _source_titles(deps: Deps) -> dict[str, str]:

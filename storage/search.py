@@ -28,7 +28,7 @@ from storage.db import FTS_COLUMNS, FTS_OPTIONS, Database
 from storage.index_text import captions_text, joined_words
 from storage.models import Highlighted, Post, Segment, SnippetSource
 from storage.query import HOW_TO, CompiledQuery, QueryError, compile_query
-from storage.values import SearchHit, SearchPage
+from storage.values import MAX_PER_PAGE, SearchHit, SearchPage
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,6 @@ TIERS: tuple[tuple[str, str | None], ...] = (
 """Rank tiers, each an index and a column filter: the title, then the byline or location (both in
 the small posts_heads index), then the body, then any match (captions, background, or words spread
 over several columns). Ties go to the newest."""
-MAX_PER_PAGE = 50
 SNIPPET_TOKENS = 32
 # bm25 weights per posts_fts column (storage.db.FTS_COLUMNS): title, byline, body, captions,
 # background, location, joined (the joined forms of dotted and hyphenated words, weighed as body).

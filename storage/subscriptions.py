@@ -29,12 +29,10 @@ from storage.codecs import SUB_COLUMNS, subscription_from_row, to_db_time, utc_n
 from storage.db import Database
 from storage.models import EditPolicy, Subscription, SubscriptionState, Target
 from storage.query import CompiledQuery, compile_query
-from storage.values import Added, NewSubscription, normalize_query
+from storage.values import SAMPLE_SCHEME, Added, NewSubscription, normalize_query
 
 log = logging.getLogger(__name__)
 
-# Locations of blogs that ship with Livedesk (the demo's invented sample): never sent to a real chat.
-SAMPLE_SCHEME = "bundled:"
 
 MAX_BACKFILL = 50
 _CHUNK = 500  # ids per `IN (...)` list

@@ -25,6 +25,11 @@ from storage.models import (
 
 ProgressCallback = Callable[[int, int], None]
 
+MAX_PER_PAGE = 50
+"""The most hits one search page holds, on every backend."""
+SAMPLE_SCHEME = "bundled:"
+"""Locations of blogs that ship with Livedesk (the demo's invented sample): never sent to a real chat."""
+
 
 @dataclass(frozen=True, slots=True)
 class PostChange:

@@ -35,6 +35,7 @@ from bot.config import DispatchSettings
 from bot.dispatcher import Dispatcher
 from bot.models import Card, Target
 from storage.db import Database
+from storage.outbox import Outbox as SqliteOutbox
 
 db_path, log_path, concurrency = sys.argv[1], sys.argv[2], int(sys.argv[3])
 
@@ -57,7 +58,7 @@ class AppendingAdapter(Adapter):
 async def main() -> None:
     async with await Database.open(db_path) as db:
         settings = DispatchSettings(concurrency=concurrency)
-        await Dispatcher(db, {"fake": AppendingAdapter()}, settings).run_until_idle(timeout=60)
+        await Dispatcher(SqliteOutbox(db), {"fake": AppendingAdapter()}, settings).run_until_idle(timeout=60)
 
 asyncio.run(main())
 """

@@ -20,6 +20,7 @@ from handlers import Deps, handle
 from handlers.base import split_command_line
 from storage.db import Database
 from storage.posts import PostStore
+from storage.store import SqliteStore
 from storage.subscriptions import SubscriptionStore
 
 
@@ -79,7 +80,7 @@ async def test_the_searches_the_prompt_suggests_find_posts_in_the_sample(tmp_pat
     await watch_the_demo(db_path)
     db = await Database.open(db_path)
     try:
-        deps = Deps(db=db, posts=PostStore(db), subscriptions=SubscriptionStore(db))
+        deps = Deps(store=SqliteStore(db))
         for words in suggested:
             command, args = split_command_line(f"search {words}")
             reply = await handle(

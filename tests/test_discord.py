@@ -35,8 +35,9 @@ from bot.models import (
 from handlers import Deps, handle
 from storage.db import Database
 from storage.ingest import ingest
+from storage.outbox import Outbox as SqliteOutbox
 from storage.posts import PostStore
-from storage.subscriptions import SubscriptionStore
+from storage.store import SqliteStore
 from tests.blog import BLOG, KYIV, POSTS, post
 from tests.fakes.discord import (
     MANAGE_CHANNELS,
@@ -75,7 +76,7 @@ def settings_for(fake: FakeDiscord, **overrides: object) -> DiscordSettings:
 async def deps(db: Database) -> Deps:
     posts = PostStore(db)
     await ingest(posts.db, ImportResult(source=BLOG, posts=tuple(POSTS)))
-    return Deps(db=db, posts=posts, subscriptions=SubscriptionStore(db), timezone=KYIV)
+    return Deps(store=SqliteStore(db), timezone=KYIV)
 
 
 @pytest.fixture
@@ -336,7 +337,7 @@ def channel_target(channel_id: int, **options: str) -> Target:
 
 def dispatcher(db: Database, adapter: DiscordAdapter) -> Dispatcher:
     settings = DispatchSettings(backoff_base=0.05, backoff_max=0.2, poll_interval=0.05)
-    return Dispatcher(db, {"discord": adapter}, settings)
+    return Dispatcher(SqliteOutbox(db), {"discord": adapter}, settings)
 
 
 async def test_new_and_edited_posts_reach_every_subscribed_channel(
@@ -359,7 +360,7 @@ async def test_new_and_edited_posts_reach_every_subscribed_channel(
         background="The convoy left on Monday.",
         images=[Image(caption="Trucks", url="https://img.example/1.jpg")],
     )
-    await ingest(deps.posts.db, ImportResult(source=BLOG, posts=(fresh,)))
+    await deps.store.ingest(ImportResult(source=BLOG, posts=(fresh,)))
     await dispatcher(db, bot).run_until_idle()
 
     for channel_id in (CHANNEL, OTHER_CHANNEL, hook_channel):
@@ -379,7 +380,7 @@ async def test_new_and_edited_posts_reach_every_subscribed_channel(
     assert fake.in_channel(hook_channel)[0].via == "webhook:555"
 
     edited = fresh.model_copy(update={"body": ("A convoy of 40 trucks reached the city.",)})
-    await ingest(deps.posts.db, ImportResult(source=BLOG, posts=(edited,)))
+    await deps.store.ingest(ImportResult(source=BLOG, posts=(edited,)))
     await dispatcher(db, bot).run_until_idle()
     for channel_id in (CHANNEL, OTHER_CHANNEL, hook_channel):
         [message] = fake.in_channel(channel_id)  # edited in place, not sent again
@@ -393,7 +394,7 @@ async def test_an_unknown_or_forbidden_channel_loses_its_subscription(
         await deps.subscriptions.add(channel_target(channel_id), created_by="test")
     fake.unknown_channels.add(CHANNEL)
     fake.forbidden_channels.add(OTHER_CHANNEL)
-    await ingest(deps.posts.db, ImportResult(source=BLOG, posts=(post(60, "Blackout"),)))
+    await deps.store.ingest(ImportResult(source=BLOG, posts=(post(60, "Blackout"),)))
     await dispatcher(db, bot).run_until_idle()
 
     states = {s.target.address: s for s in await deps.subscriptions.list(platform="discord")}
@@ -422,7 +423,7 @@ async def test_a_huge_post_arrives_as_one_valid_embed(
             for n in range(40)
         ],
     )
-    await ingest(deps.posts.db, ImportResult(source=BLOG, posts=(huge,)))
+    await deps.store.ingest(ImportResult(source=BLOG, posts=(huge,)))
     await dispatcher(db, bot).run_until_idle()
 
     assert fake.invalid == 0
@@ -445,7 +446,7 @@ async def test_mentions_in_a_post_ping_nobody_and_markdown_stays_text(
     hostile = post(
         70, "**Breaking** @everyone", "Hey @here and <@&123456> — [click](https://evil.example)"
     )
-    await ingest(deps.posts.db, ImportResult(source=BLOG, posts=(hostile,)))
+    await deps.store.ingest(ImportResult(source=BLOG, posts=(hostile,)))
     await dispatcher(db, bot).run_until_idle()
 
     [message] = fake.in_channel(CHANNEL)
@@ -469,7 +470,7 @@ async def test_a_broadcast_to_200_channels_gets_no_429(
         adapter = DiscordAdapter(settings_for(fake), connect_gateway=False)
         await adapter.start(AdapterContext(handle=lambda r: handle(r, deps)))
         try:
-            await ingest(deps.posts.db, ImportResult(source=BLOG, posts=(post(80, "Ceasefire"),)))
+            await deps.store.ingest(ImportResult(source=BLOG, posts=(post(80, "Ceasefire"),)))
             await dispatcher(db, adapter).run_until_idle(timeout=30)
         finally:
             await adapter.stop()

@@ -23,6 +23,7 @@ from bot.dispatcher import Dispatcher
 from bot.models import EditPolicy, SubscriptionState, Target
 from storage.db import Database
 from storage.outbox import Outbox
+from storage.outbox import Outbox as SqliteOutbox
 from storage.subscriptions import SubscriptionStore
 from tests.fakes.flaky import FlakyAdapter, import_posts, make_post
 
@@ -50,8 +51,8 @@ def dispatcher(
 ) -> Dispatcher:
     merged = SETTINGS.model_copy(update=settings)
     if clock is None:
-        return Dispatcher(db, {adapter.platform: adapter}, merged)
-    return Dispatcher(db, {adapter.platform: adapter}, merged, clock=clock)
+        return Dispatcher(SqliteOutbox(db), {adapter.platform: adapter}, merged)
+    return Dispatcher(SqliteOutbox(db), {adapter.platform: adapter}, merged, clock=clock)
 
 
 async def states(db: Database) -> list[tuple[str, str, str, str | None]]:
@@ -166,7 +167,7 @@ async def test_a_hanging_send_times_out_and_is_retried(db: Database) -> None:
     adapter = FlakyAdapter(delay=5.0)
     await import_posts(db, [make_post(1)])
     clock = FakeClock()
-    d = Dispatcher(db, {"fake": adapter}, SETTINGS, clock=clock, send_timeout=0.05)
+    d = Dispatcher(SqliteOutbox(db), {"fake": adapter}, SETTINGS, clock=clock, send_timeout=0.05)
     await d.run_until_idle()
     assert adapter.calls == []
     assert (await Outbox(db).counts())["pending"] == 1

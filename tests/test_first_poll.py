@@ -10,6 +10,7 @@ from bot.models import Target
 from bot.poller import Outcome, Poller
 from storage.db import Database
 from storage.posts import PostStore
+from storage.store import SqliteStore
 from storage.subscriptions import SubscriptionStore
 from tests.conftest import FIXTURES
 
@@ -39,7 +40,7 @@ async def test_each_subscription_gets_its_own_newest_matching_posts(
         query="cyclists OR shop",
     )
     posts = PostStore(db)
-    poller = Poller(posts, [SourceSetting(url=str(blog))], new_source_backfill=1)
+    poller = Poller(SqliteStore(posts.db), [SourceSetting(url=str(blog))], new_source_backfill=1)
 
     assert await poller.poll_all() == [Outcome.IMPORTED]
 
@@ -70,5 +71,5 @@ async def test_without_a_cap_the_poller_queues_every_post(db: Database, tmp_path
         Target(platform="slack", address="https://example.org/hooks/all", kind="webhook"),
         created_by="test",
     )
-    await Poller(PostStore(db), [SourceSetting(url=str(blog))]).poll_all()
+    await Poller(SqliteStore(db), [SourceSetting(url=str(blog))]).poll_all()
     assert len(await queued_titles(db, sub.id)) == 4

@@ -12,8 +12,9 @@ from bot.models import ChatKind, ImportResult, Post, Reply, Request, Source, Sou
 from handlers import COMMANDS, Deps, handle, split_command_line
 from storage.db import Database
 from storage.ingest import ingest
+from storage.interface import Store
 from storage.posts import PostStore
-from storage.subscriptions import SubscriptionStore
+from storage.store import SqliteStore
 
 T0 = datetime(2022, 1, 21, 12, 0, tzinfo=UTC)
 KYIV = Source(id="kyiv-live", title="Kyiv live", kind=SourceKind.PAGE_TEXT)
@@ -51,9 +52,7 @@ async def deps(db: Database) -> Deps:
     await ingest(posts.db, ImportResult(source=KYIV, posts=tuple(KYIV_POSTS)))
     await ingest(posts.db, ImportResult(source=MARKETS, posts=tuple(MARKET_POSTS)))
     return Deps(
-        db=db,
-        posts=posts,
-        subscriptions=SubscriptionStore(db),
+        store=SqliteStore(db),
         backfill=3,
         timezone=ZoneInfo("Europe/Kyiv"),
     )
@@ -82,11 +81,8 @@ async def ask(deps: Deps, line: str, **kwargs: object) -> Reply:
     return await handle(request(line, **kwargs), deps)  # type: ignore[arg-type]
 
 
-async def delivery_count(db: Database) -> int:
-    async with db.reader.execute("SELECT count(*) FROM deliveries") as cur:
-        row = await cur.fetchone()
-    assert row is not None
-    return int(row[0])
+async def delivery_count(store: Store) -> int:
+    return sum((await store.outbox.counts()).values())
 
 
 # --- help, start, unknown ---------------------------------------------------------------------------
@@ -201,7 +197,7 @@ async def test_post_after_an_edit_shows_its_history(deps: Deps) -> None:
     edited = KYIV_POSTS[1].model_copy(
         update={"title": "Sanctions package agreed", "body": ("The EU agrees new sanctions.",)}
     )
-    await ingest(deps.posts.db, ImportResult(source=KYIV, posts=(edited,)))
+    await deps.store.ingest(ImportResult(source=KYIV, posts=(edited,)))
     reply = await ask(deps, "/post kyiv-live-002")
     (card,) = reply.cards
     assert card.title == "Sanctions package agreed"
@@ -310,7 +306,7 @@ async def test_admin_subscribes_a_group_and_gets_the_latest_posts(deps: Deps) ->
     assert reply.text == "Subscribed this chat to Kyiv live. You'll get the latest 3 posts now."
     (sub,) = await deps.subscriptions.list()
     assert sub.target == GROUP and sub.source_id == "kyiv-live" and sub.query is None
-    assert await delivery_count(deps.db) == 3
+    assert await delivery_count(deps.store) == 3
 
 
 async def test_subscribe_with_keywords_only(deps: Deps) -> None:
@@ -318,7 +314,7 @@ async def test_subscribe_with_keywords_only(deps: Deps) -> None:
     assert reply.text.startswith("Subscribed this chat to all blogs matching “sanctions”.")
     (sub,) = await deps.subscriptions.list()
     assert sub.source_id is None and sub.query == "sanctions"
-    assert await delivery_count(deps.db) == 3  # three posts mention sanctions
+    assert await delivery_count(deps.store) == 3  # three posts mention sanctions
 
 
 async def test_subscribe_to_a_source_with_keywords(deps: Deps) -> None:
@@ -346,7 +342,7 @@ async def test_subscribing_twice_says_already_subscribed(deps: Deps) -> None:
     assert not again.error
     assert again.text.startswith("Already subscribed to Kyiv live")
     assert len(await deps.subscriptions.list()) == 1
-    assert await delivery_count(deps.db) == 3  # no second backfill
+    assert await delivery_count(deps.store) == 3  # no second backfill
 
 
 async def test_subscribe_with_a_broken_query_explains(deps: Deps) -> None:
@@ -441,7 +437,7 @@ async def test_sources_lists_blogs_with_counts_and_newest_time(deps: Deps) -> No
 
 
 async def test_sources_when_empty(db: Database) -> None:
-    empty = Deps(db=db, posts=PostStore(db), subscriptions=SubscriptionStore(db))
+    empty = Deps(store=SqliteStore(db))
     reply = await handle(request("/sources"), empty)
     assert "No blogs yet" in reply.text
     latest = await handle(request("/latest"), empty)

@@ -28,7 +28,9 @@ from bot.sources.fetch import AddressClass, address_class, redirect_allowed
 from handlers import Deps, handle, split_command_line
 from storage.db import MIGRATIONS, Database
 from storage.ingest import ingest
+from storage.outbox import Outbox as SqliteOutbox
 from storage.posts import PostStore
+from storage.store import SqliteStore
 from storage.subscriptions import SubscriptionStore
 from storage.values import SourceConflict, may_update
 from tests.cli_process import livedesk
@@ -210,12 +212,12 @@ async def test_after_a_year_999_import_latest_sources_and_the_dispatcher_all_wor
     assert [p.title for p in latest][1:] == ["Newer post", "Modern post"]
     assert (await posts.sources())[0].posts == 3
 
-    deps = Deps(db=db, posts=posts, subscriptions=subscriptions)
+    deps = Deps(store=SqliteStore(db))
     titles = await ask(deps, "/latest")
     assert "Ancient post" in titles and "Modern post" in titles
 
     adapter = FlakyAdapter()
-    await Dispatcher(db, {"fake": adapter}, SETTINGS).run_until_idle()
+    await Dispatcher(SqliteOutbox(db), {"fake": adapter}, SETTINGS).run_until_idle()
     assert len(adapter.post_ids_to("chat")) == 3
     async with db.reader.execute("SELECT count(*) FROM deliveries WHERE state = 'sent'") as cur:
         row = await cur.fetchone()

@@ -160,3 +160,23 @@ def test_the_layer_rule_sees_a_lazy_import_of_a_higher_layer(tmp_path: Path) -> 
     probe.write_text("def f() -> None:\n    from storage.ingest import ingest\n")
     assert _storage_imports(probe) == [(2, "ingest", False)]
     assert _layer_of("ingest") > _layer_of("posts")
+
+
+NEUTRAL_STORAGE = frozenset({"models", "values", "interface", "query", "codecs", "variants"})
+"""What bot/ and handlers/ may import from storage: the contract and its values, never an engine.
+Only the composition roots (bot/app.py, bot/cli.py) choose and open a backend (storage.store)."""
+COMPOSITION_ROOTS = frozenset({"bot/app.py", "bot/cli.py"})
+ALLOWED = {("bot/dispatcher.py", "search")}
+"""storage.search.matched_terms: which terms a post holds, in memory; it reads no store."""
+
+
+@pytest.mark.parametrize("package", ["bot", "handlers"])
+def test_only_the_composition_roots_touch_a_storage_engine(package: str) -> None:
+    offences = [
+        f"{path.relative_to(ROOT)}:{line} imports storage.{name}"
+        for path in sources(package)
+        if str(path.relative_to(ROOT)) not in COMPOSITION_ROOTS
+        for line, name, _ in _storage_imports(path)
+        if name not in NEUTRAL_STORAGE and (str(path.relative_to(ROOT)), name) not in ALLOWED
+    ]
+    assert offences == []

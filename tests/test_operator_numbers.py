@@ -13,6 +13,7 @@ from handlers import Deps, handle, split_command_line
 from storage.db import Database
 from storage.ingest import ingest
 from storage.posts import PostStore
+from storage.store import SqliteStore
 from storage.subscriptions import SubscriptionStore
 from tests.cli_process import livedesk
 from tests.conftest import FIXTURES
@@ -119,7 +120,7 @@ async def deps(db: Database) -> Deps:
     )
     subscriptions = SubscriptionStore(db)
     await subscriptions.add(CHAT, created_by="u1", backfill=0)
-    return Deps(db=db, posts=posts, subscriptions=subscriptions)
+    return Deps(store=SqliteStore(db))
 
 
 async def ask(deps: Deps, line: str) -> Reply:

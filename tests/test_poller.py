@@ -17,7 +17,9 @@ from bot.models import Card, EventKind, PostEvent, Target
 from bot.poller import Outcome, Poller
 from storage.db import Database
 from storage.ingest import ingest
+from storage.outbox import Outbox as SqliteOutbox
 from storage.posts import PostStore
+from storage.store import SqliteStore
 from tests.conftest import FIXTURES, SEED, shared
 
 BLOG = FIXTURES / "cli_blog.txt"
@@ -43,7 +45,9 @@ async def test_a_file_source_is_imported_and_reread_only_when_it_changes(
     blog = tmp_path / "blog.txt"
     blog.write_text(BLOG.read_text())
     seen: list[list[PostEvent]] = []
-    poller = Poller(posts, [SourceSetting(url=str(blog), interval=60)], on_import=seen.append)
+    poller = Poller(
+        SqliteStore(posts.db), [SourceSetting(url=str(blog), interval=60)], on_import=seen.append
+    )
     status = poller.status[str(blog)]
 
     assert await poller.poll(status) is Outcome.IMPORTED
@@ -63,7 +67,7 @@ async def test_a_file_source_is_imported_and_reread_only_when_it_changes(
 async def test_a_running_poller_picks_up_a_file_by_itself(posts: PostStore, tmp_path: Path) -> None:
     blog = tmp_path / "blog.txt"
     blog.write_text(shared(SEED).read_text())
-    poller = Poller(posts, [SourceSetting(url=str(blog), interval=0.05)])
+    poller = Poller(SqliteStore(posts.db), [SourceSetting(url=str(blog), interval=0.05)])
     poller.start()
     try:
         await wait_for(lambda: poller.status[str(blog)].created == 9)
@@ -123,7 +127,9 @@ async def test_a_url_source_uses_its_etag_and_a_304_brings_nothing(
     blog = BlogServer(BLOG.read_bytes())
     url = await serve(blog)
     seen: list[list[PostEvent]] = []
-    poller = Poller(posts, [SourceSetting(url=url, interval=60)], on_import=seen.append)
+    poller = Poller(
+        SqliteStore(posts.db), [SourceSetting(url=url, interval=60)], on_import=seen.append
+    )
     status = poller.status[url]
 
     assert await poller.poll(status) is Outcome.IMPORTED
@@ -156,7 +162,7 @@ async def test_a_failing_source_backs_off_while_another_still_imports(
     good = tmp_path / "good.txt"
     good.write_text(shared(SEED).read_text())
     poller = Poller(
-        posts,
+        SqliteStore(posts.db),
         [SourceSetting(url=broken_url, interval=0.02), SourceSetting(url=str(good), interval=0.02)],
         backoff_cap=0.3,
     )
@@ -229,7 +235,7 @@ async def test_an_import_from_another_connection_is_delivered_within_a_second(
     await SubscriptionStore(running).add(
         Target(platform="terminal", address="console", kind="terminal"), created_by="test"
     )
-    dispatcher = Dispatcher(running, {"terminal": adapter}, DispatchSettings())
+    dispatcher = Dispatcher(SqliteOutbox(running), {"terminal": adapter}, DispatchSettings())
     task = asyncio.create_task(dispatcher.run())
     other = await Database.open(path)  # e.g. `livedesk import` in another terminal
     try:

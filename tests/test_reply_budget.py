@@ -25,8 +25,9 @@ from bot.ratelimit import RateLimiter, SendBudget, target_checks
 from handlers import Deps, handle
 from storage.db import Database
 from storage.ingest import ingest
+from storage.outbox import Outbox as SqliteOutbox
 from storage.posts import PostStore
-from storage.subscriptions import SubscriptionStore
+from storage.store import SqliteStore
 from tests.blog import BLOG, KYIV, POSTS, post
 from tests.cli_process import spawn
 from tests.fakes.telegram import FakeTelegram, Limits, Sent
@@ -41,7 +42,7 @@ FAST = DispatchSettings(backoff_base=0.05, backoff_max=0.2, poll_interval=0.05)
 async def deps(db: Database) -> Deps:
     posts = PostStore(db)
     await ingest(posts.db, ImportResult(source=BLOG, posts=tuple(POSTS)))
-    return Deps(db=db, posts=posts, subscriptions=SubscriptionStore(db), timezone=KYIV)
+    return Deps(store=SqliteStore(db), timezone=KYIV)
 
 
 def chat(chat_id: int, kind: str = "private") -> Target:
@@ -70,7 +71,9 @@ async def live_bot(
             adapter.capabilities = capabilities
         budget = SendBudget() if budget is None else budget
         await adapter.start(AdapterContext(handle=through_handlers, timezone=KYIV, pacer=budget))
-        dispatcher = Dispatcher(db, {"telegram": adapter}, FAST, limiter=budget.limiter)
+        dispatcher = Dispatcher(
+            SqliteOutbox(db), {"telegram": adapter}, FAST, limiter=budget.limiter
+        )
         running = asyncio.create_task(dispatcher.run())
         try:
             yield fake, adapter
@@ -82,7 +85,7 @@ async def live_bot(
 
 async def publish(deps: Deps, *posts_: int) -> None:
     fresh = tuple(post(n, f"Breaking {n}", f"Story number {n}.") for n in posts_)
-    await ingest(deps.posts.db, ImportResult(source=BLOG, posts=fresh))
+    await deps.store.ingest(ImportResult(source=BLOG, posts=fresh))
 
 
 def pushes(fake: FakeTelegram) -> list[Sent]:

@@ -17,7 +17,7 @@ from storage.db import Database
 from storage.ingest import ingest
 from storage.posts import PostStore
 from storage.search import COUNT_WINDOW, search
-from storage.subscriptions import SubscriptionStore
+from storage.store import SqliteStore
 from storage.values import SearchPage
 from tests.cli_process import livedesk
 
@@ -185,9 +185,7 @@ async def test_the_chat_reply_says_about_for_an_estimate(
     monkeypatch.setattr(search_module, "COUNT_WINDOW", 10)
     await _import(db, [_post(n, "Ceasefire update") for n in range(1, 31)])
     deps = Deps(
-        db=db,
-        posts=PostStore(db),
-        subscriptions=SubscriptionStore(db),
+        store=SqliteStore(db),
         backfill=3,
         timezone=ZoneInfo("UTC"),
     )

@@ -42,6 +42,7 @@ from bot.models import (
 from bot.provision import sync_configured_webhooks
 from storage.db import Database
 from storage.ingest import ingest
+from storage.outbox import Outbox as SqliteOutbox
 from storage.subscriptions import SubscriptionStore
 from tests.fakes.webhooks import WebhookReceiver
 
@@ -240,7 +241,7 @@ async def test_twenty_alerts_to_one_hook_arrive_in_order_without_429(
     url = hooks.url("desk")
     await SubscriptionStore(db).add(hook(url), created_by="test")
     await import_posts(db, *(post(n) for n in range(20)))
-    await Dispatcher(db, {"slack": slack}, FAST_RETRIES).run_until_idle(timeout=20)
+    await Dispatcher(SqliteOutbox(db), {"slack": slack}, FAST_RETRIES).run_until_idle(timeout=20)
     assert titles(hooks.payloads(url)) == [f"Post {n}" for n in range(20)]
     assert hooks.rejected[hooks.path_of(url)] == []
 
@@ -263,7 +264,7 @@ async def test_a_gone_channel_disables_its_subscription(
     await store.add(hook(alive), created_by="test")
     hooks.respond(gone, status, reason, times=None)
     await import_posts(db, post(1), post(2))
-    await Dispatcher(db, {"slack": slack}, FAST_RETRIES).run_until_idle(timeout=20)
+    await Dispatcher(SqliteOutbox(db), {"slack": slack}, FAST_RETRIES).run_until_idle(timeout=20)
     subs = {s.target.address: s for s in await store.list(platform="slack")}
     assert subs[gone].state == SubscriptionState.DISABLED
     assert reason in (subs[gone].reason or "")
@@ -280,7 +281,7 @@ async def test_a_burst_of_5xx_is_retried_and_delivered_once(
     await SubscriptionStore(db).add(hook(url), created_by="test")
     hooks.respond(url, 503, "service unavailable", times=3)
     await import_posts(db, post(1))
-    dispatcher = Dispatcher(db, {"slack": slack}, FAST_RETRIES)
+    dispatcher = Dispatcher(SqliteOutbox(db), {"slack": slack}, FAST_RETRIES)
     running = asyncio.create_task(dispatcher.run())
     try:
         await hooks.wait_for(url, 1, within=10)
@@ -302,7 +303,7 @@ async def test_keyword_alert_reaches_only_the_desk_whose_terms_match(
         post(1, "EU widens sanctions", "The EU agreed new sanctions on Monday."),
         post(2, "Weather in Kyiv", "Snow is expected overnight."),
     )
-    await Dispatcher(db, {"slack": slack}, FAST_RETRIES).run_until_idle(timeout=20)
+    await Dispatcher(SqliteOutbox(db), {"slack": slack}, FAST_RETRIES).run_until_idle(timeout=20)
     [alert] = hooks.payloads(desk)
     assert alert["blocks"][0]["text"]["text"] == "EU widens sanctions"
     assert "*sanctions*" in alert["blocks"][1]["text"]["text"]
@@ -315,7 +316,7 @@ async def test_an_edited_post_follows_up_as_an_update(
 ) -> None:
     url = hooks.url("desk")
     await SubscriptionStore(db).add(hook(url), created_by="test", edit_policy=EditPolicy.EDIT)
-    dispatcher = Dispatcher(db, {"slack": slack}, FAST_RETRIES)
+    dispatcher = Dispatcher(SqliteOutbox(db), {"slack": slack}, FAST_RETRIES)
     await import_posts(db, post(1, body="First version."))
     await dispatcher.run_until_idle(timeout=10)
     await import_posts(db, post(1, body="Second version."))

@@ -22,7 +22,7 @@ from handlers import Deps, handle
 from storage.db import Database
 from storage.ingest import ingest
 from storage.posts import PostStore
-from storage.subscriptions import SubscriptionStore
+from storage.store import SqliteStore
 from tests.fakes.webhooks import WebhookReceiver
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
@@ -187,7 +187,7 @@ async def test_search_and_latest_answer_from_the_shared_handlers(
     )
     store = PostStore(db)
     await ingest(store.db, ImportResult(source=source, posts=posts))
-    deps = Deps(db=db, posts=store, subscriptions=SubscriptionStore(db))
+    deps = Deps(store=SqliteStore(db))
 
     async def shared(request: Request) -> Reply:
         return await handle(request, deps)

@@ -34,8 +34,9 @@ from bot.models import (
 from handlers import Deps, handle
 from storage.db import Database
 from storage.ingest import ingest
+from storage.outbox import Outbox as SqliteOutbox
 from storage.posts import PostStore
-from storage.subscriptions import SubscriptionStore
+from storage.store import SqliteStore
 from tests.blog import BLOG, KYIV, POSTS, T0, post
 from tests.fakes.telegram import FakeTelegram, Limits, Sent
 
@@ -66,7 +67,7 @@ def settings_for(fake: FakeTelegram, **overrides: object) -> TelegramSettings:
 async def deps(db: Database) -> Deps:
     posts = PostStore(db)
     await ingest(posts.db, ImportResult(source=BLOG, posts=tuple(POSTS)))
-    return Deps(db=db, posts=posts, subscriptions=SubscriptionStore(db), timezone=KYIV)
+    return Deps(store=SqliteStore(db), timezone=KYIV)
 
 
 Handle = Callable[[Request], Awaitable[Reply]]
@@ -379,7 +380,7 @@ async def test_admin_lists_are_cached_briefly(
 
 def dispatcher(db: Database, adapter: TelegramAdapter) -> Dispatcher:
     settings = DispatchSettings(backoff_base=0.05, backoff_max=0.2, poll_interval=0.05)
-    return Dispatcher(db, {"telegram": adapter}, settings)
+    return Dispatcher(SqliteOutbox(db), {"telegram": adapter}, settings)
 
 
 def chat_target(chat_id: int, kind: str = "private", thread: str | None = None) -> Target:
@@ -396,7 +397,7 @@ async def test_new_and_edited_posts_reach_every_subscribed_chat(
     for target in chats:
         await deps.subscriptions.add(target, created_by="test")
     fresh = post(50, "Convoy reaches Kyiv", "A convoy of trucks reached the city.")
-    await ingest(deps.posts.db, ImportResult(source=BLOG, posts=(fresh,)))
+    await deps.store.ingest(ImportResult(source=BLOG, posts=(fresh,)))
     await dispatcher(db, bot).run_until_idle()
 
     for chat_id in (101, 102, GROUP):
@@ -406,7 +407,7 @@ async def test_new_and_edited_posts_reach_every_subscribed_chat(
     assert fake.messages_in(GROUP)[0].thread_id == 9  # the forum topic is honoured
 
     edited = fresh.model_copy(update={"body": ("A convoy of 40 trucks reached the city.",)})
-    await ingest(deps.posts.db, ImportResult(source=BLOG, posts=(edited,)))
+    await deps.store.ingest(ImportResult(source=BLOG, posts=(edited,)))
     await dispatcher(db, bot).run_until_idle()
     for chat_id in (101, 102, GROUP):
         [message] = fake.messages_in(chat_id)  # edited in place, not sent again
@@ -423,7 +424,7 @@ async def test_a_blocked_chat_loses_its_subscription_and_a_migrated_group_moves(
     await deps.subscriptions.add(chat_target(old_group, "group"), created_by="test")
     fake.blocked.add(101)
     fake.migrated[old_group] = new_group
-    await ingest(deps.posts.db, ImportResult(source=BLOG, posts=(post(60, "Blackout"),)))
+    await deps.store.ingest(ImportResult(source=BLOG, posts=(post(60, "Blackout"),)))
     await dispatcher(db, bot).run_until_idle()
 
     states = {s.target.address: s for s in await deps.subscriptions.list(platform="telegram")}
@@ -443,7 +444,7 @@ async def test_hostile_post_text_arrives_as_plain_escaped_text(
         "<b>Breaking</b> & <i>more",
         "<script>alert('x')</script> Tom & Jerry @everyone </b> <a href='javascript:x'>go</a>",
     )
-    await ingest(deps.posts.db, ImportResult(source=BLOG, posts=(nasty,)))
+    await deps.store.ingest(ImportResult(source=BLOG, posts=(nasty,)))
     await dispatcher(db, bot).run_until_idle()
     [message] = fake.messages_in(101)
     assert "<b>Breaking</b> & <i>more" in message.text  # shown literally, not as markup
@@ -469,7 +470,7 @@ async def test_a_broadcast_to_300_chats_runs_at_the_limit_without_a_429(
 
         adapter = await running(fake, through_handlers, rate_scale=scale)
         try:
-            await ingest(deps.posts.db, ImportResult(source=BLOG, posts=(post(80, "Ceasefire"),)))
+            await deps.store.ingest(ImportResult(source=BLOG, posts=(post(80, "Ceasefire"),)))
             await dispatcher(db, adapter).run_until_idle(timeout=30)
         finally:
             await adapter.stop()
@@ -565,7 +566,7 @@ async def test_an_inline_query_never_offers_more_than_fifty(
     fake: FakeTelegram, deps: Deps, db: Database
 ) -> None:
     many = [post(100 + n, f"Sanctions item {n}") for n in range(70)]
-    await ingest(deps.posts.db, ImportResult(source=BLOG, posts=tuple(many)))
+    await deps.store.ingest(ImportResult(source=BLOG, posts=tuple(many)))
 
     async def through_handlers(request: Request) -> Reply:
         return await handle(request, deps)

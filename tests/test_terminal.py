@@ -29,7 +29,7 @@ from handlers import Deps, handle
 from storage.db import Database
 from storage.ingest import ingest
 from storage.posts import PostStore
-from storage.subscriptions import SubscriptionStore
+from storage.store import SqliteStore
 
 T0 = datetime(2022, 1, 21, 12, 0, tzinfo=UTC)
 SOURCE = Source(id="kyiv-live", title="Kyiv live", kind=SourceKind.PAGE_TEXT)
@@ -129,7 +129,7 @@ async def deps(db: Database) -> Deps:
             ),
         ),
     )
-    return Deps(db=db, posts=posts, subscriptions=SubscriptionStore(db))
+    return Deps(store=SqliteStore(db))
 
 
 async def run_prompt(deps: Deps, script: str) -> tuple[str, list[Request], list[str]]:
