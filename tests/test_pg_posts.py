@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -166,6 +167,10 @@ async def test_failed_import_changes_nothing(store: PgPostStore) -> None:
         (EventKind.CREATED, "post-3"),
         (EventKind.UPDATED, "post-1"),
     ]
+    # The failed import left no gap in the numbers: post-3 is the third post, as in SQLite.
+    third = await store.get("post-3")
+    assert third is not None and third.number == 3
+    assert await store.get("3") == third
 
 
 async def test_one_megabyte_body_is_stored_whole(store: PgPostStore) -> None:
@@ -402,6 +407,13 @@ async def test_changes_carry_the_stored_post_with_its_number(store: PgPostStore)
     assert change.post.version == 2 and change.event.kind == EventKind.UPDATED
     by_number = await store.get(str(change.rowid))
     assert by_number is not None and by_number.id == "post-2" and by_number.body[0] == "New text."
+    # The identity's sequence follows the numbers given, for a writer that takes the default.
+    async with store.db.write() as conn:
+        cursor = await conn.execute(
+            "INSERT INTO posts (id, source_id, published_at, title, body, content_hash, "
+            "recorded_at) VALUES ('x', 'blog', '2022', 'x', '', '', '2022') RETURNING rowid"
+        )
+        assert (await cursor.fetchone() or {})["rowid"] == 3
 
 
 # --- lookups -----------------------------------------------------------------------------------------
@@ -571,6 +583,17 @@ async def _script(
         await write(ImportResult(source=blog, posts=tuple(posts[:1])), location="https://x/")
     except SourceConflict as error:
         answers.append(str(error))
+    broken = [
+        *side,
+        side[1].model_copy(update={"id": "markets:new", "title": "Never stored"}),
+        side[0].model_copy(update={"id": "nowhere:1", "source_id": "nowhere"}),
+    ]
+    try:  # a post of an unknown blog: the engine's integrity error, and nothing is written
+        await write(ImportResult(source=other, posts=tuple(broken)))
+    except (sqlite3.IntegrityError, psycopg.errors.IntegrityError):
+        answers.append("integrity error")
+    late = side[0].model_copy(update={"id": "markets:late", "title": "After the failure"})
+    answers.append(await write(ImportResult(source=other, posts=(late,))))  # numbered with no gap
     await store.record_fetch_error("https://down.example/", "HTTP 503")
     await store.record_fetch_error("k.xml", "timed out")
     for n in (0, 1, 5, 30, 1000):
@@ -609,6 +632,7 @@ async def test_both_backends_answer_the_same_script_alike(db: Database, pg: PgDa
     for index, (left, right) in enumerate(zip(on_sqlite, on_pg, strict=True)):
         assert _comparable(right) == _comparable(left), f"answer {index} differs"
     assert any(isinstance(a, str) and "refused" in a for a in on_pg)
+    assert "integrity error" in on_pg
 
 
 # --- two processes writing at once -------------------------------------------------------------------
