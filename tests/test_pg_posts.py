@@ -20,6 +20,7 @@ import pytest
 
 from storage import posts as sqlite_posts
 from storage.db import Database
+from storage.interface import Posts, Replays
 from storage.models import EventKind, Image, ImportResult, Post, PostEvent, Source, SourceKind
 from storage.pg_db import PgDatabase
 from storage.pg_posts import PROGRESS_CHUNK, PgPostStore, PgUpserted, upsert_document
@@ -96,6 +97,16 @@ async def matching(db: PgDatabase, words: str) -> list[str]:
             (words,),
         )
         return [str(r["id"]) for r in await cursor.fetchall()]
+
+
+def _keeps_the_contract(db: PgDatabase) -> tuple[Posts, Replays]:
+    """mypy checks here that the PostgreSQL stores satisfy storage.interface's protocols."""
+    return PgPostStore(db), PgReplayStore(db)
+
+
+async def test_the_stores_keep_the_contract(pg: PgDatabase) -> None:
+    posts, replays = _keeps_the_contract(pg)
+    assert await posts.count() == 0 and await replays.count() == 0
 
 
 # --- tests/test_store.py, on PostgreSQL ---------------------------------------------------------------
@@ -672,6 +683,22 @@ async def test_old_signatures_are_pruned_after_the_window(pg: PgDatabase) -> Non
     assert await store.first_seen("v0=b", 1_000.0 + WINDOW + 1)  # prunes v0=a
     assert await store.count() == 1
     assert await store.first_seen("v0=a", 1_000.0 + WINDOW + 2)
+
+
+async def test_a_replay_is_refused_after_a_restart_on_the_same_database(
+    postgres_url: str,
+) -> None:
+    first = await PgDatabase.open(postgres_url, size=1)
+    try:
+        assert await PgReplayStore(first).first_seen("v0=signed", 5_000.0)
+    finally:
+        await first.close()
+    restarted = await PgDatabase.open(postgres_url, size=1)
+    try:
+        assert not await PgReplayStore(restarted).first_seen("v0=signed", 5_001.0)
+        assert await PgReplayStore(restarted).count() == 1
+    finally:
+        await restarted.close()
 
 
 async def test_replays_answer_as_sqlite_s(db: Database, pg: PgDatabase) -> None:
