@@ -529,6 +529,34 @@ async def test_find_sources_by_number_id_title_prefix_or_words(store: PgPostStor
     assert await store.find_source("summit") is None  # not a prefix: find_source takes no words
 
 
+async def test_names_sort_by_their_bytes_whatever_the_database_collation(
+    store: PgPostStore,
+) -> None:
+    """SQLite's BINARY order, even where the columns sort by a language's rules (here ICU's)."""
+    async with store.db.write() as conn:
+        for table, column in (
+            ("sources", "title"),
+            ("sources", "id"),
+            ("fetch_errors", "location"),
+        ):
+            await conn.execute(
+                f'ALTER TABLE {table} ALTER COLUMN {column} TYPE text COLLATE "und-x-icu"'
+            )
+    titles = ["beta", "Alpha", "Ärzte", "zeta", "Zulu", "_x"]
+    for n, title in enumerate(titles):
+        source = Source(id=f"b{n}", title=title, url=None, kind=SourceKind.PAGE_TEXT)
+        await ingest(store.db, _doc(_feed_post(source, "1", "P"), source=source))
+        await store.record_fetch_error(f"{title}.xml", "down")
+    assert [s.title for s in await store.all_sources()] == sorted(titles)
+    assert [i.source.title for i in await store.sources()] == sorted(titles)
+    async with store.db.write() as conn:  # failures at one time: the location decides
+        await conn.execute("UPDATE fetch_errors SET at = '2022-01-21T12:00:00.000000Z'")
+    failures = [f.location for f in await store.failing_locations()]
+    assert failures == sorted(f"{t}.xml" for t in titles)
+    assert [s.number for s in await store.find_sources("")] == []
+    assert [s.number for s in await store.find_sources("#6")] == [6]
+
+
 # --- the same script on both backends: every answer the same -----------------------------------------
 
 
