@@ -32,6 +32,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from psycopg.pq import TransactionStatus
+
 from storage.codecs import (
     POST_COLUMNS,
     from_db_time,
@@ -344,7 +346,11 @@ async def upsert_document(
 
     The blog keeps the id it has in the store (see `_settled`), so the changes' post ids may
     differ from the document's. `on_progress(stored, total)` is called as new posts are written
-    (in chunks, for big feeds). The first statement takes INGEST_LOCK until the transaction ends."""
+    (in chunks, for big feeds). The first statement takes INGEST_LOCK until the transaction ends;
+    RuntimeError outside a transaction (a connection in autocommit)."""
+    if conn.info.transaction_status != TransactionStatus.INTRANS:
+        # In autocommit each statement would commit alone, and the lock would not hold.
+        raise RuntimeError("upsert_document() runs inside a transaction: PgDatabase.write()")
     await conn.execute("SELECT pg_advisory_xact_lock(%s)", (INGEST_LOCK,))
     result = await _settled(conn, result, location)
     # Deliveries go out in publication order, so record changes in that order too.

@@ -296,6 +296,13 @@ async def test_a_fetch_error_is_cut_at_500_characters_and_may_hold_a_nul(
     assert failures == {"feed.xml": "x" * 500, "nul.xml": "bad byte \ufffd here"}
 
 
+async def test_a_document_is_written_only_inside_a_transaction(store: PgPostStore) -> None:
+    async with store.db.read() as conn:  # autocommit
+        with pytest.raises(RuntimeError, match="inside a transaction"):
+            await upsert_document(conn, _doc(_post(1)))
+    assert await store.count() == 0
+
+
 # --- storage/posts.py's rules: which location may update which blog, and blog ids ----------------
 
 
