@@ -23,9 +23,9 @@ Those rows are counted as `updated`; nothing else in a row already there is chan
 A *different* store is refused, before anything is committed (MigrateError, one line): a row under
 the same key whose identity differs (what never changes in a Livedesk row once written: a blog's
 `added_at`; a post's id and blog; a version's time and content hash; a subscription's platform,
-creator and creation time; a delivery's subscription, post, version, event and creation time), or a
-unique name held by another key (a post id under another rowid; a subscription's target under
-another id). Rows PostgreSQL has and SQLite has not are left alone: they are what Livedesk did on
+creator and creation time; a delivery's post, event and creation time, as its version follows
+edits until it is sent and its subscription moves with a merged target), or a unique name held by
+another key (a post id under another rowid; a subscription's target under another id). Rows PostgreSQL has and SQLite has not are left alone: they are what Livedesk did on
 PostgreSQL after an earlier copy.
 """
 
@@ -226,9 +226,9 @@ TABLES: tuple[_Table, ...] = (
             "created_at",
         ),
         key=("id",),
-        identity=("subscription_id", "post_rowid", "version", "event", "created_at"),
+        identity=("post_rowid", "event", "created_at"),
         advance="t.state = 'pending' AND b.state <> 'pending'",
-        advancing=_DELIVERY_OUTCOME,
+        advancing=("version", *_DELIVERY_OUTCOME),
         sequence="id",
     ),
     _Table(
@@ -361,8 +361,14 @@ async def _refuse_another_store(conn: Connection, table: _Table, report: CopyRep
                 "WHERE ({b_ident}) IS DISTINCT FROM ({t_ident}) LIMIT 1"
             ).format(
                 keys=keys,
-                theirs=sql.SQL(", ").join(sql.SQL("t.{}").format(c) for c in ident),
-                ours=sql.SQL(", ").join(sql.SQL("b.{}").format(c) for c in ident),
+                theirs=sql.SQL(", ").join(
+                    sql.SQL("t.{} AS {}").format(c, sql.Identifier(f"there_{i}"))
+                    for i, c in enumerate(ident)
+                ),
+                ours=sql.SQL(", ").join(
+                    sql.SQL("b.{} AS {}").format(c, sql.Identifier(f"here_{i}"))
+                    for i, c in enumerate(ident)
+                ),
                 staging=staging,
                 target=target,
                 same=_same_key(table),
@@ -375,15 +381,16 @@ async def _refuse_another_store(conn: Connection, table: _Table, report: CopyRep
             values = list(found.values())
             n, m = len(table.key), len(table.identity)
             shown = ", ".join(
-                f"{column} {there!r} there, {here!r} in {report.source}"
+                f"{column}: {there!r} there, {here!r} in the file"
                 for column, there, here in zip(
                     table.identity, values[n : n + m], values[n + m :], strict=True
                 )
                 if there != here
             )
             raise MigrateError(
-                f"{report.target} already holds a different Livedesk store: {table.name} "
-                f"{_key_text(table, values[:n])} differs ({shown}); copy into an empty database"
+                f"{report.target} already holds a different Livedesk store than "
+                f"{report.source}: {table.name} {_key_text(table, values[:n])} is not the same "
+                f"row ({shown}); copy into an empty database"
             )
     if table.unique:
         cur = await conn.execute(
@@ -402,9 +409,10 @@ async def _refuse_another_store(conn: Connection, table: _Table, report: CopyRep
         found = await cur.fetchone()
         if found is not None:
             raise MigrateError(
-                f"{report.target} already holds a different Livedesk store: {table.name} "
-                f"{_key_text(table, list(found.values()))} of {report.source} has the same "
-                f"{table.unique_what} as another row there; copy into an empty database"
+                f"{report.target} already holds a different Livedesk store than "
+                f"{report.source}: {table.name} {_key_text(table, list(found.values()))} of the "
+                f"file has the same {table.unique_what} as another row there; "
+                "copy into an empty database"
             )
 
 
