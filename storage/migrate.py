@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
 import psycopg
 from psycopg import sql
 
@@ -257,18 +258,23 @@ async def copy_to_postgres(
     async with await Database.open(sqlite_path, create=False, progress=progress) as sqlite:
         reader = sqlite.reader
         await reader.execute("BEGIN")  # one snapshot for every table
+        doing = "connecting"
         try:
             async with pg.write() as conn:
                 for table in TABLES:
+                    doing = f"copying {table.name}"
                     report.tables[table.name] = await _copy_table(
                         reader, conn, table, report, progress
                     )
+                doing = "moving the id sequences"
                 for table in TABLES:
                     if table.sequence is not None:
                         await _move_sequence(conn, table.name, table.sequence)
+                doing = "committing"
         except psycopg.Error as error:
             raise MigrateError(
-                f"cannot copy {sqlite_path} into {pg.shown_as}: {_one_line(error)}"
+                f"cannot copy {sqlite_path} into {pg.shown_as} ({doing}; nothing was copied): "
+                f"{_one_line(error)}"
             ) from None
         finally:
             await reader.execute("ROLLBACK")
@@ -289,7 +295,7 @@ async def run_migrate(
 
 
 async def _copy_table(
-    reader: Any,
+    reader: aiosqlite.Connection,
     conn: Connection,
     table: _Table,
     report: CopyReport,
@@ -299,7 +305,8 @@ async def _copy_table(
     columns = ", ".join(table.columns)
     key = ", ".join(table.key)
     async with reader.execute(f"SELECT count(*) FROM {table.name}") as cur:
-        total = int((await cur.fetchone())[0])
+        counted = await cur.fetchone()
+    total = int(counted[0]) if counted is not None else 0
     if progress is not None:
         progress(what, 0, total)
     staging = sql.Identifier(f"migrate_{table.name}")

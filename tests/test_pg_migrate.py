@@ -4,6 +4,7 @@ and a different store is refused without a trace."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 
+import storage.migrate
 from bot.adapters.base import InvalidPayload
 from bot.models import ImportResult, SubscriptionState
 from bot.sources import parse_document
@@ -252,3 +254,41 @@ async def test_a_missing_or_foreign_file_is_one_line(tmp_path: Path, pg: PgDatab
     foreign.write_bytes(b"not a database at all" * 100)
     with pytest.raises(DatabaseUnusable, match="not a Livedesk database"):
         await copy_to_postgres(foreign, pg)
+
+
+async def test_small_batches_copy_the_same_rows(
+    tmp_path: Path, pg: PgDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Paging through SQLite by key (a composite one for post_versions) loses and repeats nothing."""
+    monkeypatch.setattr(storage.migrate, "BATCH", 2)
+    path = tmp_path / "livedesk.db"
+    await build_store(path)
+    seen: list[tuple[str, int, int]] = []
+    await copy_to_postgres(path, pg, progress=lambda *told: seen.append(told))
+    rows = await sqlite_rows(path)
+    assert await pg_rows(pg) == rows
+    versions = len(rows["post_versions"])
+    assert [d for w, d, _ in seen if w == "copying post_versions"] == [
+        *range(0, versions, 2),
+        versions,
+    ]
+
+
+async def test_a_row_postgres_cannot_hold_is_one_line_and_copies_nothing(
+    tmp_path: Path, pg: PgDatabase
+) -> None:
+    """SQLite text may hold a NUL character, PostgreSQL text may not: the copy stops, naming the
+    table, and leaves the database as it was (here: empty)."""
+    path = tmp_path / "livedesk.db"
+    await build_store(path)
+    with sqlite3.connect(path) as raw:
+        raw.execute("UPDATE post_versions SET body = 'a' || char(0) || 'b' WHERE version = 2")
+    with pytest.raises(MigrateError) as refused:
+        await copy_to_postgres(path, pg)
+    message = str(refused.value)
+    assert "\n" not in message
+    assert message.startswith(
+        f"cannot copy {path} into {pg.shown_as} (copying post_versions; nothing was copied): "
+    )
+    assert "NUL" in message
+    assert all(rows == [] for rows in (await pg_rows(pg)).values())
