@@ -1,0 +1,588 @@
+"""The post store on PostgreSQL: the same rules, values, ordering and errors as storage.posts.
+
+storage/posts.py is the specification (its module doc: what is new, what is an edit, which location
+may update which blog); this module says it again in PostgreSQL, and says where it has to differ:
+
+- SQLite's `LIKE` folds ASCII case, so `get()` by id prefix folds ASCII case here too (and only
+  ASCII, as SQLite does); names and locations sort by their bytes, as SQLite's BINARY collation does
+  (`COLLATE "C"`), whatever the database's own collation is.
+- A blog's short number is SQLite's implicit `rowid` of `sources`. PostgreSQL's `sources` has no such
+  column (storage.pg_schema), so the number is the blog's place in the order blogs were added
+  (`added_at`, then id): the same numbers as SQLite's, since blogs are never removed and each is
+  added in a transaction of its own. A `number` identity column in the schema would make it exact
+  in every case.
+- SQLite has one writer at a time; PostgreSQL takes every concurrent one. `upsert_document()` takes
+  one transaction-scoped advisory lock (INGEST_LOCK) first, so two processes importing at once are
+  serialised as SQLite serialises them: neither can give a post the same version twice, nor a new blog
+  the same slug twice.
+- PostgreSQL's text cannot hold NUL. A lookup by a text with a NUL finds nothing (as no stored text
+  can hold it), and a fetch error's NUL is kept as U+FFFD instead of failing the poll.
+- A database error (a post of an unknown blog) is psycopg's (`psycopg.errors.ForeignKeyViolation`),
+  where SQLite raises `sqlite3.IntegrityError`; either way the caller's transaction writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from storage.codecs import (
+    POST_COLUMNS,
+    from_db_time,
+    images_json,
+    opt_time,
+    post_from_row,
+    to_db_time,
+    utc_now,
+)
+from storage.index_text import joined_words
+from storage.models import (
+    EventKind,
+    ImportResult,
+    Post,
+    PostEvent,
+    PostVersion,
+    Source,
+    SourceKind,
+)
+from storage.pg_db import Connection, PgDatabase
+from storage.values import (
+    FetchFailure,
+    FetchState,
+    NumberedSource,
+    PostChange,
+    ProgressCallback,
+    SourceConflict,
+    SourceInfo,
+    may_update,
+)
+
+PROGRESS_CHUNK = 2_000
+INGEST_LOCK = 0x4C44_494E_4745_5354  # "LDINGEST": held by the transaction that writes a document
+MAX_ROWID = 2**63 - 1
+_ASCII_UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_ASCII_LOWER = "abcdefghijklmnopqrstuvwxyz"
+
+_SOURCE_NUMBER = 'row_number() OVER (ORDER BY added_at, id COLLATE "C")'
+"""A blog's short number: SQLite's rowid of `sources` (see the module doc)."""
+
+
+class PgPostStore:
+    """storage.posts.PostStore on a PgDatabase."""
+
+    def __init__(self, db: PgDatabase) -> None:
+        self.db = db
+
+    # --- writing ------------------------------------------------------------------------------------
+
+    async def record_fetch_error(self, location: str, error: str) -> None:
+        """Remember why `location` failed: on its blog, or for a location that never imported."""
+        error = error[:500].replace("\x00", "\ufffd")
+        if "\x00" in location:
+            return  # no blog and no fetch error can be stored under it
+        async with self.db.write() as conn:
+            cursor = await conn.execute(
+                "UPDATE sources SET last_error = %s WHERE location = %s", (error, location)
+            )
+            if cursor.rowcount == 0:
+                await conn.execute(
+                    "INSERT INTO fetch_errors (location, error, at) VALUES (%s, %s, %s) "
+                    "ON CONFLICT (location) DO UPDATE SET error = excluded.error, at = excluded.at",
+                    (location, error, to_db_time(utc_now())),
+                )
+
+    # --- reading ------------------------------------------------------------------------------------
+
+    async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        async with self.db.read() as conn:
+            cursor = await conn.execute(sql, params)
+            return await cursor.fetchall()
+
+    async def _one(self, sql: str, params: Sequence[Any] = ()) -> dict[str, Any] | None:
+        async with self.db.read() as conn:
+            cursor = await conn.execute(sql, params)
+            return await cursor.fetchone()
+
+    async def latest(self, n: int = 5, source_id: str | None = None) -> list[Post]:
+        """The newest posts by publication time."""
+        n = max(0, min(n, 1000))
+        if source_id is None:
+            rows = await self._all(
+                f"SELECT {POST_COLUMNS} FROM posts p "
+                "ORDER BY p.published_at DESC, p.rowid DESC LIMIT %s",
+                (n,),
+            )
+        elif "\x00" in source_id:
+            return []
+        else:
+            rows = await self._all(
+                f"SELECT {POST_COLUMNS} FROM posts p WHERE p.source_id = %s "
+                "ORDER BY p.published_at DESC, p.rowid DESC LIMIT %s",
+                (source_id, n),
+            )
+        return [post_from_row(r) for r in rows]
+
+    async def get(self, post_id: str) -> Post | None:
+        """A post by its id, its number (the store's row number), or a unique prefix of its id
+        (ASCII case aside, as SQLite's LIKE)."""
+        if post_id.isascii() and post_id.isdigit():  # '²' is a digit to Python, not a number
+            if len(post_id) > 19 or int(post_id) > MAX_ROWID:  # past the integers: no row
+                return None
+            return await self.get_by_rowid(int(post_id))
+        if "\x00" in post_id:
+            return None
+        row = await self._one(f"SELECT {POST_COLUMNS} FROM posts p WHERE p.id = %s", (post_id,))
+        if row is None and post_id:
+            pattern = _like_escape(_ascii_lower(post_id)) + "%"
+            rows = await self._all(
+                f"SELECT {POST_COLUMNS} FROM posts p "
+                f"WHERE translate(p.id, '{_ASCII_UPPER}', '{_ASCII_LOWER}') LIKE %s ESCAPE '\\' "
+                "LIMIT 2",
+                (pattern,),
+            )
+            row = rows[0] if len(rows) == 1 else None
+        return post_from_row(row) if row else None
+
+    async def get_by_rowid(self, rowid: int) -> Post | None:
+        if not -MAX_ROWID - 1 <= rowid <= MAX_ROWID:
+            return None
+        row = await self._one(f"SELECT {POST_COLUMNS} FROM posts p WHERE p.rowid = %s", (rowid,))
+        return post_from_row(row) if row else None
+
+    async def history(self, post_id: str) -> list[PostVersion]:
+        """Every version of a post, oldest first; the last one is the current text."""
+        post = await self.get(post_id)
+        if post is None:
+            return []
+        rows = await self._all(
+            "SELECT v.version, v.recorded_at, v.updated_at, v.title, v.byline, v.authors, "
+            "v.location, v.body, v.images, v.background, v.permalink, "
+            "p.id, p.source_id, p.published_at, p.time_estimated, p.rowid AS rowid "
+            "FROM post_versions v JOIN posts p ON p.rowid = v.post_rowid "
+            "WHERE p.id = %s ORDER BY v.version",
+            (post.id,),
+        )
+        return [
+            PostVersion(
+                version=r["version"],
+                recorded_at=from_db_time(r["recorded_at"]),
+                post=post_from_row(r),
+            )
+            for r in rows
+        ]
+
+    async def source(self, source_id: str) -> Source | None:
+        if "\x00" in source_id:
+            return None
+        row = await self._one(
+            "SELECT id, title, url, kind FROM sources WHERE id = %s", (source_id,)
+        )
+        return _source_from_row(row) if row else None
+
+    async def find_source(self, text: str) -> Source | None:
+        """A source by id, exact title (any case), or a unique id/title prefix (for chat commands,
+        whose words may be keywords as well as a blog's name)."""
+        known = await self.all_sources()
+        for source in known:
+            if text in (source.id,) or source.title.casefold() == text.casefold():
+                return source
+        folded = text.casefold()
+        candidates = [
+            s for s in known if s.id.startswith(text) or s.title.casefold().startswith(folded)
+        ]
+        return candidates[0] if len(candidates) == 1 else None
+
+    async def source_at(self, location: str) -> Source | None:
+        """The blog last imported from `location`."""
+        if "\x00" in location:
+            return None
+        row = await self._one(
+            "SELECT id, title, url, kind FROM sources WHERE location = %s "
+            "ORDER BY imported_at DESC LIMIT 1",
+            (location,),
+        )
+        return _source_from_row(row) if row else None
+
+    async def find_sources(self, text: str) -> list[NumberedSource]:
+        """Every blog the operator may mean by `text`, best first.
+
+        Its number (`3` or `#3`), its id or its exact title is one blog; otherwise every blog whose
+        id or title begins with `text`, or whose title has a word beginning with each word of
+        `text` (case and accents aside): one entry is a match, several are ambiguous."""
+        text = text.strip()
+        rows = await self._all(
+            f"SELECT {_SOURCE_NUMBER} AS number, id, title, url, kind FROM sources ORDER BY number"
+        )
+        known = [NumberedSource(int(r["number"]), _source_from_row(r)) for r in rows]
+        number = text.removeprefix("#")
+        if number.isdigit():
+            by_number = [s for s in known if s.number == int(number)]
+            if by_number:
+                return by_number
+        by_id = [s for s in known if s.source.id == text]
+        if by_id:
+            return by_id
+        folded = _fold(text)
+        by_title = [s for s in known if _fold(s.source.title) == folded]
+        if by_title or not folded:
+            return by_title
+        wanted = _WORD.findall(folded)
+        return [
+            s
+            for s in known
+            if s.source.id.startswith(text)
+            or _fold(s.source.title).startswith(folded)
+            or (wanted and _has_words(_WORD.findall(_fold(s.source.title)), wanted))
+        ]
+
+    async def all_sources(self) -> list[Source]:
+        rows = await self._all(
+            'SELECT id, title, url, kind FROM sources ORDER BY title COLLATE "C"'
+        )
+        return [_source_from_row(r) for r in rows]
+
+    async def sources(self) -> list[SourceInfo]:
+        """Every blog with its post count and newest post time."""
+        rows = await self._all(
+            "SELECT s.number, s.id, s.title, s.url, s.kind, s.location, s.imported_at, "
+            "s.last_error, "
+            "(SELECT count(*) FROM posts p WHERE p.source_id = s.id) AS posts, "
+            "(SELECT max(published_at) FROM posts p WHERE p.source_id = s.id) AS newest "
+            f"FROM (SELECT {_SOURCE_NUMBER} AS number, * FROM sources) s "
+            'ORDER BY s.title COLLATE "C"'
+        )
+        return [
+            SourceInfo(
+                source=_source_from_row(r),
+                location=r["location"],
+                posts=int(r["posts"]),
+                newest=opt_time(r["newest"]),
+                imported_at=opt_time(r["imported_at"]),
+                last_error=r["last_error"],
+                number=int(r["number"]),
+            )
+            for r in rows
+        ]
+
+    async def failing_locations(self) -> list[FetchFailure]:
+        """Locations whose fetch failed and that have no blog yet, newest failure first."""
+        rows = await self._all(
+            'SELECT location, error, at FROM fetch_errors ORDER BY at DESC, location COLLATE "C"'
+        )
+        return [FetchFailure(r["location"], r["error"], from_db_time(r["at"])) for r in rows]
+
+    async def fetch_state(self, location: str) -> FetchState | None:
+        if "\x00" in location:
+            return None
+        row = await self._one(
+            "SELECT etag, last_modified FROM sources WHERE location = %s "
+            "ORDER BY imported_at DESC LIMIT 1",
+            (location,),
+        )
+        return FetchState(row["etag"], row["last_modified"]) if row else None
+
+    async def count(self) -> int:
+        row = await self._one("SELECT count(*) AS n FROM posts")
+        return int(row["n"]) if row else 0
+
+
+def _source_from_row(row: Any) -> Source:
+    return Source(id=row["id"], title=row["title"], url=row["url"], kind=SourceKind(row["kind"]))
+
+
+_WORD = re.compile(r"[^\W_]+")
+
+
+def _fold(text: str) -> str:
+    """Lowercase without accents, spaces collapsed: how a typed blog name is compared."""
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    return " ".join("".join(c for c in decomposed if not unicodedata.combining(c)).split())
+
+
+def _has_words(title_words: list[str], wanted: list[str]) -> bool:
+    """Each wanted word begins a word of the title."""
+    return all(any(word.startswith(w) for word in title_words) for w in wanted)
+
+
+def _ascii_lower(text: str) -> str:
+    """Lower case for ASCII letters only, as SQLite's LIKE compares them."""
+    return text.translate(str.maketrans(_ASCII_UPPER, _ASCII_LOWER))
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+# --- writing a document: the posts half of an ingest ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PgUpserted:
+    """What writing one document changed: the created and edited posts, in publication order."""
+
+    changes: list[PostChange]
+    new_source: bool
+    """The blog was not in the store before this document."""
+
+
+async def upsert_document(
+    conn: Connection,
+    result: ImportResult,
+    *,
+    location: str | None = None,
+    fetch_state: FetchState | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> PgUpserted:
+    """Inside a write transaction (`PgDatabase.write()`): store one document's blog and posts;
+    report what changed (storage.posts.upsert_document's rules).
+
+    The blog keeps the id it has in the store (see `_settled`), so the changes' post ids may
+    differ from the document's. `on_progress(stored, total)` is called as new posts are written
+    (in chunks, for big feeds). The first statement takes INGEST_LOCK until the transaction ends."""
+    await conn.execute("SELECT pg_advisory_xact_lock(%s)", (INGEST_LOCK,))
+    result = await _settled(conn, result, location)
+    # Deliveries go out in publication order, so record changes in that order too.
+    posts = sorted(result.posts, key=lambda p: (p.published_at, p.id))
+    cursor = await conn.execute("SELECT 1 FROM sources WHERE id = %s", (result.source.id,))
+    is_new_source = await cursor.fetchone() is None
+    await _upsert_source(conn, result.source, location, fetch_state)
+    if location is not None:
+        await conn.execute("DELETE FROM fetch_errors WHERE location = %s", (location,))
+    changes = await _upsert_posts(conn, posts, on_progress)
+    return PgUpserted(changes, is_new_source)
+
+
+async def _settled(conn: Connection, result: ImportResult, location: str | None) -> ImportResult:
+    """The document with its blog named as the store knows it (storage.posts._settled).
+
+    A location imported before keeps the id its blog already has, and so does a feed that states
+    its own URL, read from anywhere. A new blog whose slug another blog holds gets the slug with -2,
+    -3…; a blog without a URL of its own is known by its title."""
+    source = result.source
+    stored: str | None = None
+    if location is not None:
+        stored = await _one_id(conn, "location", location)
+    if stored is None and source.url is not None:
+        stored = await _one_id(conn, "url", source.url)
+    if stored is None:
+        escaped = _like_escape(source.id)
+        cursor = await conn.execute(
+            "SELECT id, url FROM sources WHERE id = %s OR id LIKE %s ESCAPE '\\'",
+            (source.id, escaped + "-%"),
+        )
+        family = {r["id"]: r["url"] for r in await cursor.fetchall()}
+        suffix = 1
+        while stored is None:
+            candidate = source.id if suffix == 1 else f"{source.id}-{suffix}"
+            if candidate not in family or (source.url is None and family[candidate] is None):
+                stored = candidate
+            suffix += 1
+    if stored == source.id:
+        return result
+    prefix = f"{source.id}:"
+    posts = tuple(
+        post.model_copy(
+            update={
+                "source_id": stored,
+                "id": f"{stored}:{post.id.removeprefix(prefix)}"
+                if post.id.startswith(prefix)
+                else post.id,
+            }
+        )
+        for post in result.posts
+    )
+    return result.model_copy(
+        update={"source": source.model_copy(update={"id": stored}), "posts": posts}
+    )
+
+
+async def _one_id(conn: Connection, column: str, value: str) -> str | None:
+    assert column in ("location", "url")
+    cursor = await conn.execute(
+        f"SELECT id FROM sources WHERE {column} = %s ORDER BY imported_at DESC LIMIT 1", (value,)
+    )
+    row = await cursor.fetchone()
+    return str(row["id"]) if row else None
+
+
+async def _upsert_source(
+    conn: Connection,
+    source: Source,
+    location: str | None,
+    fetch_state: FetchState | None,
+) -> None:
+    if location is not None:
+        cursor = await conn.execute("SELECT location FROM sources WHERE id = %s", (source.id,))
+        row = await cursor.fetchone()
+        bound_to = row["location"] if row is not None else None
+        if bound_to is not None and not may_update(bound_to, location):
+            raise SourceConflict(location, bound_to, source)
+    now = to_db_time(utc_now())
+    await conn.execute(
+        "INSERT INTO sources (id, title, url, kind, location, etag, last_modified, added_at, "
+        "imported_at, last_error) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, NULL) "
+        "ON CONFLICT (id) DO UPDATE SET title = excluded.title, "
+        "url = coalesce(excluded.url, sources.url), kind = excluded.kind, "
+        "location = coalesce(excluded.location, sources.location), "
+        "etag = excluded.etag, last_modified = excluded.last_modified, "
+        "imported_at = excluded.imported_at, last_error = NULL",
+        (
+            source.id,
+            source.title,
+            source.url,
+            source.kind.value,
+            location,
+            fetch_state.etag if fetch_state else None,
+            fetch_state.last_modified if fetch_state else None,
+            now,
+            now,
+        ),
+    )
+
+
+_POST_INSERT_COLUMNS = (
+    "id, source_id, published_at, updated_at, title, byline, authors, location, body, images, "
+    "background, permalink, content_hash, version, recorded_at, time_estimated, joined_words"
+)
+_VERSION_COLUMNS = (
+    "post_rowid, version, recorded_at, updated_at, title, byline, authors, location, body, images, "
+    "background, permalink, content_hash"
+)
+
+
+async def _upsert_posts(
+    conn: Connection,
+    posts: Sequence[Post],
+    on_progress: ProgressCallback | None = None,
+) -> list[PostChange]:
+    if not posts:
+        return []
+    cursor = await conn.execute(
+        "SELECT rowid, id, content_hash, version, published_at FROM posts WHERE id = ANY(%s)",
+        (list({p.id for p in posts}),),
+    )
+    existing: dict[str, tuple[int, str, int, str]] = {
+        row["id"]: (row["rowid"], row["content_hash"], row["version"], row["published_at"])
+        for row in await cursor.fetchall()
+    }
+
+    now = to_db_time(utc_now())
+    new_rows: list[tuple[Any, ...]] = []
+    new_posts: list[Post] = []
+    changes: list[PostChange] = []
+    updates: list[tuple[Any, ...]] = []
+    versions: list[tuple[Any, ...]] = []
+    seen: set[str] = set()
+    for post in posts:
+        if post.id in seen:
+            continue  # a document listing one post twice: the first wins
+        seen.add(post.id)
+        digest = post.content_hash
+        found = existing.get(post.id)
+        if found is None:
+            new_posts.append(post)
+            new_rows.append(_post_row(post, digest, 1, now))
+            continue
+        rowid, old_digest, old_version, old_published = found
+        if old_digest == digest:
+            continue  # times are not content: a new stand-in time alone is no edit
+        if post.time_estimated:
+            # An undated post keeps the time it was first seen; this document's stand-in is later.
+            post = post.model_copy(update={"published_at": from_db_time(old_published)})
+        version = old_version + 1
+        row = _post_row(post, digest, version, now)
+        updates.append((*row[2:], post.time_estimated, _joined_words(post), rowid))
+        versions.append((rowid, version, now, *row[3:13]))
+        stored = post.model_copy(update={"version": version, "number": rowid})
+        changes.append(
+            PostChange(
+                rowid,
+                stored,
+                PostEvent(
+                    kind=EventKind.UPDATED, post_id=post.id, version=version, title=post.title
+                ),
+            )
+        )
+    if updates:
+        async with conn.cursor() as cur:
+            await cur.executemany(
+                "UPDATE posts SET published_at = %s, updated_at = %s, title = %s, byline = %s, "
+                "authors = %s, location = %s, body = %s, images = %s, background = %s, "
+                "permalink = %s, content_hash = %s, version = %s, recorded_at = %s, "
+                "time_estimated = (time_estimated <> 0 AND %s)::integer, joined_words = %s "
+                "WHERE rowid = %s",
+                updates,
+            )
+
+    if new_rows:
+        # In chunks, inside the one transaction, so a long import can show its progress.
+        async with conn.cursor() as cur:
+            for start in range(0, len(new_rows), PROGRESS_CHUNK):
+                async with cur.copy(f"COPY posts ({_POST_INSERT_COLUMNS}) FROM STDIN") as copy:
+                    for post, row in zip(
+                        new_posts[start : start + PROGRESS_CHUNK],
+                        new_rows[start : start + PROGRESS_CHUNK],
+                        strict=True,
+                    ):
+                        await copy.write_row((*row, int(post.time_estimated), _joined_words(post)))
+                if on_progress is not None:
+                    on_progress(min(start + PROGRESS_CHUNK, len(new_rows)), len(new_rows))
+        cursor = await conn.execute(
+            "SELECT rowid, id FROM posts WHERE id = ANY(%s)", ([p.id for p in new_posts],)
+        )
+        rowids: dict[str, int] = {r["id"]: r["rowid"] for r in await cursor.fetchall()}
+        versions.extend(
+            (rowids[p.id], 1, row[14], *row[3:13])
+            for p, row in zip(new_posts, new_rows, strict=True)
+        )
+        for post in new_posts:
+            changes.append(
+                PostChange(
+                    rowids[post.id],
+                    post.model_copy(update={"version": 1, "number": rowids[post.id]}),
+                    PostEvent(kind=EventKind.CREATED, post_id=post.id, version=1, title=post.title),
+                )
+            )
+    if versions:
+        async with (
+            conn.cursor() as cur,
+            cur.copy(f"COPY post_versions ({_VERSION_COLUMNS}) FROM STDIN") as copy,
+        ):
+            for version_row in versions:
+                await copy.write_row(version_row)
+    changes.sort(key=lambda c: (c.post.published_at, c.post.id))
+    return changes
+
+
+def _joined_words(post: Post) -> str | None:
+    """The joined forms of the post's dotted and hyphenated words, for the search index."""
+    texts = [post.title, post.byline, *post.body, post.background, post.location]
+    for image in post.images:
+        texts += [image.caption, image.credit]
+    return joined_words(texts) or None
+
+
+def _post_row(post: Post, digest: str, version: int, now: str) -> tuple[Any, ...]:
+    """(id, source_id, published_at, updated_at, title, byline, authors, location, body, images,
+    background, permalink, content_hash, version, recorded_at)"""
+    return (
+        post.id,
+        post.source_id,
+        to_db_time(post.published_at),
+        to_db_time(post.updated_at) if post.updated_at else None,
+        post.title,
+        post.byline,
+        json.dumps(list(post.authors), ensure_ascii=False),
+        post.location,
+        "\n\n".join(post.body),
+        images_json(post.images),
+        post.background,
+        post.permalink,
+        digest,
+        version,
+        now,
+    )
