@@ -21,11 +21,12 @@ process, PostgreSQL may have several, so:
 - `claim()` returns a pending delivery only when this process now holds it; a delivery leased to
   another process (or held back by the order rule) is left out, which the dispatcher reads as
   "settled meanwhile". Deliveries no longer pending are returned as SQLite returns them.
-- `data_version()` is the server's WAL position (`pg_current_wal_lsn()`): it moves with every
-  committed change by any process (a commit writes a WAL record), costs no table read, and only
-  ever moves forward. It also moves for changes that are not deliveries (posts, vacuum,
-  checkpoints), which costs the dispatcher one needless reload at worst, never a missed one; SQLite's
-  `PRAGMA data_version` likewise changes with every commit to any table.
+- `data_version()` is a hash of the server's current snapshot (`pg_current_snapshot()`: the
+  oldest running transaction, the next transaction id, the ones in progress). It changes exactly
+  when a writing transaction of any process starts or ends and at the moment its commit becomes
+  visible (not before, as the WAL position would), and costs no table read. It also changes for
+  writes that are not deliveries (posts, other databases on the server): one needless reload at
+  worst, never a missed one. SQLite's `PRAGMA data_version` likewise changes with every commit.
 """
 
 from __future__ import annotations
@@ -272,9 +273,11 @@ class PgOutbox:
         return [_pending(r) for r in rows]
 
     async def data_version(self) -> int:
-        """The server's WAL position: changes whenever any process commits (see the module doc)."""
-        rows = await self._rows("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint AS lsn")
-        return int(rows[0]["lsn"]) if rows else 0
+        """Changes whenever any process commits a change (see the module doc)."""
+        rows = await self._rows(
+            "SELECT hashtextextended(pg_current_snapshot()::text, 0) AS version"
+        )
+        return int(rows[0]["version"]) if rows else 0
 
     async def pending_ids(self) -> set[int]:
         rows = await self._rows("SELECT id FROM deliveries WHERE state = 'pending'")
