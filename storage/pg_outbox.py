@@ -71,10 +71,12 @@ log = logging.getLogger(__name__)
 LEASE_SECONDS = 60.0
 """How long a claimed delivery stays this process's without being settled."""
 
-_INSERT_DELIVERY = (
-    "INSERT INTO deliveries (subscription_id, post_rowid, version, event, order_key, "
-    "next_attempt_at, created_at) VALUES (%s, %s, %s, %s, %s, 0, %s)"
+_COPY_DELIVERIES = (
+    "COPY deliveries (subscription_id, post_rowid, version, event, order_key, created_at) "
+    "FROM STDIN"
 )
+"""New deliveries go in with COPY: one post to 30,000 subscriptions is one stream, not 30,000
+statements (next_attempt_at, state and attempts take their defaults: due now, pending, 0)."""
 
 
 def default_owner() -> str:
@@ -171,8 +173,9 @@ async def enqueue_for_changes(
     if newest_per_subscription is not None:
         rows = _newest_created(rows, newest_per_subscription)
     if rows:
-        async with conn.cursor() as insert:
-            await insert.executemany(_INSERT_DELIVERY, rows)
+        async with conn.cursor() as cur, cur.copy(_COPY_DELIVERIES) as copy:
+            for row in rows:
+                await copy.write_row(row)
     return len(rows)
 
 

@@ -20,6 +20,7 @@ import pytest
 from bot.models import EditPolicy, ImportResult, SubscriptionState, Target
 from storage import subscriptions as sqlite_subscriptions
 from storage.db import Database
+from storage.interface import Outbox, Subscriptions
 from storage.models import Post, Source
 from storage.pg_db import PgDatabase
 from storage.pg_outbox import PgOutbox, default_owner, enqueue_for_changes
@@ -44,6 +45,13 @@ async def pg(postgres_url: str) -> AsyncIterator[PgDatabase]:
 
 def subs(db: PgDatabase) -> PgSubscriptionStore:
     return PgSubscriptionStore(db, tsquery=tsquery)
+
+
+def test_the_stores_keep_the_contract(pg: PgDatabase) -> None:
+    """mypy checks these assignments: the PostgreSQL stores satisfy storage.interface."""
+    subscriptions: Subscriptions = subs(pg)
+    outbox: Outbox = PgOutbox(pg)
+    assert subscriptions is not None and outbox is not None
 
 
 def chat(address: str, thread: str | None = None, kind: Any = "group") -> Target:
