@@ -181,10 +181,10 @@ def _dotted(words: tuple[str, ...]) -> str:
 
 def _phrase_sql(phrase: _Phrase, params: list[str]) -> str:
     if not phrase.prefix:
-        words = " ".join(phrase.words)
+        spaced = " ".join(phrase.words)
         dotted = _dotted(phrase.words)
-        params.append(words)
-        if dotted == words:
+        params.append(spaced)
+        if dotted == spaced:
             return f"phraseto_tsquery('{CONFIG}', %s)"
         params.append(dotted)
         return f"(phraseto_tsquery('{CONFIG}', %s) || phraseto_tsquery('{CONFIG}', %s))"
