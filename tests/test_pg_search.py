@@ -14,18 +14,19 @@ import pytest
 from psycopg import sql
 
 from bot.sources import parse_document
-from storage import pg_search
+from storage import pg_search, variants
+from storage import search as sqlite_search_module
 from storage.codecs import images_json, to_db_time
 from storage.db import Database
 from storage.index_text import joined_words
 from storage.ingest import ingest
 from storage.models import Post
 from storage.pg_db import PgDatabase
-from storage.pg_search import TsQuery, post_matches, search, tsquery
+from storage.pg_search import COUNT_WINDOW, TsQuery, post_matches, search, tsquery
 from storage.query import HOW_TO, CompiledQuery, QueryError, compile_query
 from storage.search import search as sqlite_search
 from storage.values import SearchPage
-from tests import test_search
+from tests import test_search, test_search_ranking, test_search_reader
 from tests.conftest import SEED, shared
 
 START = datetime(2022, 1, 21, 12, 0, tzinfo=UTC)
@@ -542,3 +543,237 @@ async def test_seed_results_are_those_of_sqlite(seed_db: PgDatabase, db: Databas
         on_sqlite = await sqlite_search(db, text, per_page=50)
         assert _ids(on_pg) == _ids(on_sqlite), text
         assert on_pg.total == on_sqlite.total, text
+
+
+# --- ranking and counting: tests/test_search_ranking.py on PostgreSQL --------------------------------
+
+_rpost = test_search_ranking._post
+_body_matches = test_search_ranking._body_matches
+
+
+async def test_a_title_match_is_not_lost_behind_a_thousand_newer_body_matches(
+    pg: PgDatabase,
+) -> None:
+    oldest = _rpost(1, "Ceasefire agreed", "Both sides signed.")
+    await insert_posts(pg, [oldest, *_body_matches(COUNT_WINDOW + 100)])
+    page = await search(pg, "ceasefire", per_page=5)
+    assert _ids(page)[0] == "blog-1"
+    assert _ids(page)[1:] == [f"blog-{n}" for n in range(COUNT_WINDOW + 101, COUNT_WINDOW + 97, -1)]
+    assert page.has_more
+    assert page.total_is_estimate and page.total_label.startswith("about ")
+    assert page.total > COUNT_WINDOW
+
+
+async def test_a_title_match_ranks_first_in_a_phrase_and_a_prefix_too(pg: PgDatabase) -> None:
+    await insert_posts(pg, [_rpost(1, "Ceasefire talks resume"), *_body_matches(COUNT_WINDOW + 10)])
+    assert _ids(await search(pg, '"ceasefire talks"', per_page=1)) == ["blog-1"]
+    assert _ids(await search(pg, "ceasef*", per_page=1)) == ["blog-1"]
+    assert _ids(await search(pg, "ceas*", per_page=1)) == ["blog-1"]
+
+
+async def test_an_exclusion_still_applies_to_the_whole_post_of_a_title_match(
+    pg: PgDatabase,
+) -> None:
+    await insert_posts(
+        pg,
+        [
+            _rpost(1, "Lavrov speaks", "He met Blinken."),
+            _rpost(2, "Lavrov travels", "He flew to Geneva."),
+            _rpost(3, "Markets", "Lavrov was quoted."),
+        ],
+    )
+    assert _ids(await search(pg, "Lavrov -Blinken")) == ["blog-2", "blog-3"]
+
+
+async def test_tiers_title_then_byline_or_location_then_body_then_captions(pg: PgDatabase) -> None:
+    posts = [
+        _rpost(1, "Typhoon jets arrive"),
+        _rpost(2, "Air show", byline="By Typhoon Reporter"),
+        _rpost(3, "Air show", location="Typhoon Bay"),
+        _rpost(4, "Air show", "A Typhoon flew past."),
+        _rpost(5, "Air show", caption="A Eurofighter Typhoon over the base"),
+        _rpost(6, "Air show", background="The Typhoon entered service in 2003."),
+    ]
+    await insert_posts(pg, posts)
+    page = await search(pg, "typhoon", per_page=10)
+    assert _ids(page) == ["blog-1", "blog-3", "blog-2", "blog-4", "blog-6", "blog-5"]
+    assert [hit.rank for hit in page.hits] == [0.0, 1.0, 1.0, 2.0, 3.0, 3.0]
+    assert page.total == 6 and not page.total_is_estimate and page.total_label == "6"
+
+
+async def test_ties_go_to_the_newest_post_not_the_last_imported(pg: PgDatabase) -> None:
+    await insert_posts(pg, [_rpost(n, "Sirens in Kyiv") for n in (5, 4, 3)])
+    await insert_posts(pg, [_rpost(n, "Sirens in Kyiv", minutes=n) for n in (9, 1)])
+    assert _ids(await search(pg, "sirens")) == ["blog-9", "blog-5", "blog-4", "blog-3", "blog-1"]
+
+
+async def test_pages_across_tiers_have_no_gaps_or_repeats(pg: PgDatabase) -> None:
+    posts = [
+        _rpost(n, "Grain deal" if n % 3 == 0 else "Update", "The grain deal held." * (n % 2))
+        for n in range(1, 30)
+    ]
+    posts += [_rpost(n, "Ports", caption="Grain ships") for n in range(30, 35)]
+    await insert_posts(pg, posts)
+    whole = await search(pg, "grain", per_page=50)
+    pages: list[str] = []
+    for number in range(1, 20):
+        page = await search(pg, "grain", page=number, per_page=4)
+        pages += _ids(page)
+        assert page.total == whole.total
+        if not page.has_more:
+            break
+    assert pages == _ids(whole)
+    expected = {n for n in range(1, 30) if n % 3 == 0 or n % 2} | set(range(30, 35))
+    assert set(pages) == {f"blog-{n}" for n in expected}
+    assert len(pages) == whole.total == len(expected)
+
+
+async def test_counts_are_exact_up_to_the_window(pg: PgDatabase) -> None:
+    await insert_posts(pg, _body_matches(COUNT_WINDOW, first=1))
+    page = await search(pg, "ceasefire")
+    assert page.total == COUNT_WINDOW and not page.total_is_estimate
+    assert page.total_label == f"{COUNT_WINDOW:,}"
+
+
+async def test_counts_above_the_window_are_labelled_estimates(
+    pg: PgDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pg_search, "COUNT_WINDOW", 10)
+    await insert_posts(
+        pg, [_rpost(n, "Update", "ceasefire" if n % 2 else "quiet") for n in range(1, 41)]
+    )
+    page = await search(pg, "ceasefire", per_page=5)
+    assert page.total_is_estimate and page.total == 20 and page.total_label == "about 20"
+    assert page.has_more
+    exact = await search(pg, "quiet", source_id="elsewhere")
+    assert exact.total == 0 and not exact.total_is_estimate
+
+
+async def test_counts_in_a_table_larger_than_the_span_are_labelled_estimates(
+    pg: PgDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pg_search, "COUNT_SPAN", 10)
+    await insert_posts(
+        pg, [_rpost(n, "Update", "ceasefire" if n % 4 == 0 else "quiet") for n in range(1, 41)]
+    )
+    page = await search(pg, "ceasefire", per_page=1)
+    assert _ids(page) == ["blog-40"] and page.has_more
+    assert page.total_is_estimate and page.total_label == "about 12"
+    whole = await search(pg, "ceasefire", per_page=20)  # every match was ranked: exact
+    assert whole.total == 10 and not whole.total_is_estimate
+
+
+def test_the_count_constants_are_sqlite_s() -> None:
+    assert (pg_search.COUNT_WINDOW, pg_search.COUNT_SPAN, pg_search.MAX_PER_PAGE) == (
+        sqlite_search_module.COUNT_WINDOW,
+        sqlite_search_module.COUNT_SPAN,
+        sqlite_search_module.MAX_PER_PAGE,
+    )
+
+
+# --- what a reader means: the CASES and RANKING of tests/test_search_reader.py -----------------------
+
+READER_DIFFERENCES: dict[str, str] = {
+    "Brandon": "PostgreSQL's parser reads the credit `Alex Brandon/AP` as `alex` and the one "
+    "file-path lexeme `brandon/ap`; FTS5 reads the words alex, brandon, ap",
+    '"Coastline Photo Agency"': "the credit `Rhea Santos/Coastline Photo Agency`: the file-path "
+    "lexeme `santos/coastline`, so no `coastline` word to start the phrase",
+}
+"""Reader cases PostgreSQL answers otherwise than FTS5, and why (asserted to differ below)."""
+RANKING_DIFFERENCES: dict[str, str] = {
+    "US": "Allies has `U.S.` in its body, found through the joined form `us`: SQLite's body tier "
+    "is the body column alone (the joined column ranks with the rest), here weight C holds the "
+    "body and the joined forms, so Allies (newer) ranks with Kyiv's body `US`, before it",
+}
+
+
+@pytest.fixture
+async def reader_db(pg: PgDatabase) -> PgDatabase:
+    variants.use(variants.load())
+    for path in (test_search_reader.SAMPLE, test_search_reader.FIXTURE):
+        await insert_posts(pg, parse_document(path.read_bytes(), location=str(path)).posts)
+    return pg
+
+
+def _reader_case_holds(
+    page: SearchPage, found: set[str], missing: set[str], where: str | None
+) -> bool:
+    titles = {hit.post.title for hit in page.hits}
+    if not found <= titles or missing & titles:
+        return False
+    if where is not None:
+        first = next(hit for hit in page.hits if hit.post.title in found)
+        return first.snippet.where == where and bool(_marked(first.snippet))
+    return True
+
+
+@pytest.mark.parametrize(("query", "found", "missing", "where"), test_search_reader.CASES)
+async def test_a_reader_finds_what_they_mean(
+    reader_db: PgDatabase, query: str, found: set[str], missing: set[str], where: str | None
+) -> None:
+    page = await search(reader_db, query, per_page=50)
+    holds = _reader_case_holds(page, found, missing, where)
+    assert holds is (query not in READER_DIFFERENCES), (
+        query,
+        sorted(hit.post.title for hit in page.hits),
+        [(hit.post.title, hit.snippet.where, _marked(hit.snippet)) for hit in page.hits],
+    )
+
+
+@pytest.mark.parametrize(("query", "order"), test_search_reader.RANKING)
+async def test_a_title_match_ranks_before_a_body_match(
+    reader_db: PgDatabase, query: str, order: list[str]
+) -> None:
+    titles = [hit.post.title for hit in (await search(reader_db, query, per_page=50)).hits]
+    holds = [t for t in titles if t in order] == order
+    assert holds is (query not in RANKING_DIFFERENCES), (query, titles)
+
+
+async def test_the_dotted_form_is_marked_when_the_plain_one_is_searched(
+    reader_db: PgDatabase,
+) -> None:
+    page = await search(reader_db, "US", per_page=50)
+    allies = next(hit for hit in page.hits if hit.post.title == test_search_reader.ALLIES)
+    assert "U.S" in " ".join(_marked(allies.snippet))
+    dotted = await search(reader_db, "U.S.", per_page=50)
+    kyiv = next(hit for hit in dotted.hits if hit.post.title == test_search_reader.KYIV)
+    assert "US" in _marked(kyiv.snippet)
+
+
+async def test_a_caption_hit_says_so_and_a_body_hit_does_not(reader_db: PgDatabase) -> None:
+    caption = (await search(reader_db, "Typhoon")).hits[0]
+    assert caption.snippet.where == "caption" and caption.snippet.label == "📷"
+    assert "Alex Brandon/AP" in caption.snippet.plain
+    body = (await search(reader_db, "petrol")).hits[0]
+    assert body.snippet.where == "text" and body.snippet.label is None
+    title_only = (await search(reader_db, '"Markets steady"')).hits[0]
+    assert title_only.snippet.where == "text"
+    assert title_only.snippet.plain.startswith("Stocks in Europe")
+
+
+async def test_the_location_is_searched(pg: PgDatabase) -> None:
+    variants.use(variants.load())
+    post = Post(
+        id="p1",
+        source_id="wire",
+        published_at=datetime(2022, 2, 10, 12, tzinfo=UTC),
+        title="Port reopens",
+        location="Odesa",
+        body=("Ships left the harbour.",),
+    )
+    await insert_posts(pg, [post])
+    assert [hit.post.title for hit in (await search(pg, "Odesa")).hits] == ["Port reopens"]
+    assert [hit.post.title for hit in (await search(pg, "Odessa")).hits] == ["Port reopens"]
+    assert (await search(pg, "Odesa")).hits[0].rank == 1.0
+
+
+async def test_snippets_are_elided_where_they_cut_the_text(pg: PgDatabase) -> None:
+    words = " ".join(f"word{n}" for n in range(100))
+    await insert_posts(pg, [_post(1, "Long", f"{words} ceasefire {words}")])
+    (hit,) = (await search(pg, "ceasefire")).hits
+    assert hit.snippet.plain.startswith("…") and hit.snippet.plain.endswith("…")
+    assert _marked(hit.snippet) == ["ceasefire"]
+    assert len(hit.snippet.plain.split()) <= pg_search.SNIPPET_WORDS
+    (start,) = (await search(pg, "long")).hits  # a title match shows the text's start
+    assert start.snippet.plain.startswith("word0 word1") and start.snippet.plain.endswith("…")
+    assert _marked(start.snippet) == [] and _marked(start.title) == ["Long"]
