@@ -14,7 +14,9 @@ may update which blog); this module says it again in PostgreSQL, and says where 
 - SQLite has one writer at a time; PostgreSQL takes every concurrent one. `upsert_document()` takes
   one transaction-scoped advisory lock (INGEST_LOCK) first, so two processes importing at once are
   serialised as SQLite serialises them: neither can give a post the same version twice, nor a new blog
-  the same slug twice.
+  the same slug twice. Under that lock a new post's number (`rowid`) is the highest one plus one, as
+  SQLite's INTEGER PRIMARY KEY picks it, rather than the identity's sequence: a sequence is not rolled
+  back, so a failed import would leave a gap in the numbers people type (`/post 42`).
 - PostgreSQL's text cannot hold NUL. A lookup by a text with a NUL finds nothing (as no stored text
   can hold it), and a fetch error's NUL is kept as U+FFFD instead of failing the poll.
 - A database error (a post of an unknown blog) is psycopg's (`psycopg.errors.ForeignKeyViolation`),
@@ -29,6 +31,8 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from psycopg.pq import TransactionStatus
 
 from storage.codecs import (
     POST_COLUMNS,
@@ -342,7 +346,11 @@ async def upsert_document(
 
     The blog keeps the id it has in the store (see `_settled`), so the changes' post ids may
     differ from the document's. `on_progress(stored, total)` is called as new posts are written
-    (in chunks, for big feeds). The first statement takes INGEST_LOCK until the transaction ends."""
+    (in chunks, for big feeds). The first statement takes INGEST_LOCK until the transaction ends;
+    RuntimeError outside a transaction (a connection in autocommit)."""
+    if conn.info.transaction_status != TransactionStatus.INTRANS:
+        # In autocommit each statement would commit alone, and the lock would not hold.
+        raise RuntimeError("upsert_document() runs inside a transaction: PgDatabase.write()")
     await conn.execute("SELECT pg_advisory_xact_lock(%s)", (INGEST_LOCK,))
     result = await _settled(conn, result, location)
     # Deliveries go out in publication order, so record changes in that order too.
@@ -519,22 +527,32 @@ async def _upsert_posts(
             )
 
     if new_rows:
+        # Numbered as SQLite numbers an INTEGER PRIMARY KEY: one past the highest, in publication
+        # order, with no gap left by a failed import (a sequence would skip what it handed out).
+        # INGEST_LOCK keeps any other writer out until this transaction ends.
+        cursor = await conn.execute("SELECT coalesce(max(rowid), 0) AS top FROM posts")
+        top = int((await cursor.fetchone() or {"top": 0})["top"])
+        rowids = {post.id: top + n for n, post in enumerate(new_posts, start=1)}
         # In chunks, inside the one transaction, so a long import can show its progress.
         async with conn.cursor() as cur:
             for start in range(0, len(new_rows), PROGRESS_CHUNK):
-                async with cur.copy(f"COPY posts ({_POST_INSERT_COLUMNS}) FROM STDIN") as copy:
+                async with cur.copy(
+                    f"COPY posts (rowid, {_POST_INSERT_COLUMNS}) FROM STDIN"
+                ) as copy:
                     for post, row in zip(
                         new_posts[start : start + PROGRESS_CHUNK],
                         new_rows[start : start + PROGRESS_CHUNK],
                         strict=True,
                     ):
-                        await copy.write_row((*row, int(post.time_estimated), _joined_words(post)))
+                        await copy.write_row(
+                            (rowids[post.id], *row, int(post.time_estimated), _joined_words(post))
+                        )
                 if on_progress is not None:
                     on_progress(min(start + PROGRESS_CHUNK, len(new_rows)), len(new_rows))
-        cursor = await conn.execute(
-            "SELECT rowid, id FROM posts WHERE id = ANY(%s)", ([p.id for p in new_posts],)
+        # The identity's sequence follows, for any writer that takes the default (a copy, a test).
+        await conn.execute(
+            "SELECT setval(pg_get_serial_sequence('posts', 'rowid'), %s)", (top + len(new_posts),)
         )
-        rowids: dict[str, int] = {r["id"]: r["rowid"] for r in await cursor.fetchall()}
         versions.extend(
             (rowids[p.id], 1, row[14], *row[3:13])
             for p, row in zip(new_posts, new_rows, strict=True)
