@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import pytest
@@ -21,7 +21,8 @@ from bot.models import EditPolicy, ImportResult, SubscriptionState, Target
 from storage import subscriptions as sqlite_subscriptions
 from storage.db import Database
 from storage.interface import Outbox, Subscriptions
-from storage.models import Post, Source
+from storage.models import Post, Source, Subscription
+from storage.outbox import Outbox as SqliteOutbox
 from storage.pg_db import PgDatabase
 from storage.pg_outbox import PgOutbox, default_owner, enqueue_for_changes
 from storage.pg_posts import upsert_document
@@ -267,6 +268,87 @@ async def test_keyword_filters_give_what_sqlite_gives(db: Database, pg: PgDataba
     on_pg = [(r["address"], r["post_id"], r["event"]) for r in await deliveries(pg)]
     assert on_pg == on_sqlite
     assert ("phrase", "blog-2", "created") in on_pg and ("prefix", "blog-4", "created") in on_pg
+
+
+async def _scenario(
+    store: Subscriptions,
+    outbox: Outbox,
+    ingest: Callable[[list[Post]], Awaitable[Any]],
+) -> None:
+    """Subscribe, import, edit, greet, pause, move, fail: the same calls on either backend."""
+    await store.add(chat("all"), created_by="u")
+    await ingest([make_post(n) for n in (3, 1, 2)])
+    await store.add(chat("blog", thread="4"), created_by="u", source_id="blog")
+    await store.add(chat("kw"), created_by="u", query="corrected OR number", backfill=2)
+    await store.add(chat("quiet"), created_by="u", edit_policy=EditPolicy.IGNORE, backfill=1)
+    paused, _ = await store.add(chat("paused"), created_by="u", backfill=3)
+    await store.set_state(paused.id, SubscriptionState.PAUSED, "away")
+    await ingest([make_post(1, title="Post number 1, corrected"), make_post(4)])
+    await store.add(chat("moving"), created_by="u", source_id="blog", backfill=1)
+    await store.move_target("fake", "moving", "moved")
+    # As the dispatcher claims: the head of each target's queue (publication order, then id).
+    heads: dict[tuple[str, str, str], int] = {}
+    for row in sorted(await outbox.pending_after(0), key=lambda p: (p.order_key, p.id)):
+        heads.setdefault((row.platform, row.address, row.thread), row.id)
+    jobs = await outbox.claim(sorted(heads.values())[:3])
+    assert len(jobs) == 3
+    await outbox.record(
+        OutboxResults(
+            sent=[(jobs[0].id, "m1", jobs[0].version, "2022-01-21T10:00:00.000000Z")],
+            retry=[(jobs[1].id, 1, 5.0, "HTTP 502")],
+            dead=[(jobs[2].id, 4, "HTTP 500")],
+            disable=[("fake", "quiet", "blocked")],
+        )
+    )
+
+
+async def test_a_whole_scenario_leaves_what_sqlite_leaves(db: Database, pg: PgDatabase) -> None:
+    """Same calls, same rows: subscriptions, deliveries (event, state, version, error), counts."""
+
+    async def on_sqlite(posts: list[Post]) -> None:
+        await sqlite_import_posts(db, posts)
+
+    async def on_pg(posts: list[Post]) -> None:
+        await import_posts(pg, posts)
+
+    await _scenario(SubscriptionStore(db), SqliteOutbox(db), on_sqlite)
+    await _scenario(subs(pg), PgOutbox(pg), on_pg)
+
+    def shown(found: list[Subscription]) -> list[tuple[Any, ...]]:
+        return [
+            (s.id, s.target, s.source_id, s.query, s.edit_policy, s.state, s.reason) for s in found
+        ]
+
+    assert shown(await subs(pg).list()) == shown(await SubscriptionStore(db).list())
+    async with db.reader.execute(
+        "SELECT d.id, d.subscription_id, p.id, d.event, d.state, d.version, d.attempts, "
+        "d.last_error, d.message_ref, d.order_key, d.next_attempt_at FROM deliveries d "
+        "JOIN posts p ON p.rowid = d.post_rowid ORDER BY d.id"
+    ) as cur:
+        sqlite_rows = [tuple(r) for r in await cur.fetchall()]
+    async with pg.read() as conn:
+        cur2 = await conn.execute(
+            "SELECT d.id, d.subscription_id, p.id AS post_id, d.event, d.state, d.version, "
+            "d.attempts, d.last_error, d.message_ref, d.order_key, d.next_attempt_at "
+            "FROM deliveries d JOIN posts p ON p.rowid = d.post_rowid ORDER BY d.id"
+        )
+        pg_rows = [tuple(r.values()) for r in await cur2.fetchall()]
+    assert pg_rows == sqlite_rows
+    assert {r[3] for r in pg_rows} == {"created", "updated", "backfill"}
+    assert {r[4] for r in pg_rows} == {"pending", "sent", "dead", "skipped"}
+    assert await PgOutbox(pg).counts() == await SqliteOutbox(db).counts()
+    assert await PgOutbox(pg).pending_after(0) == await SqliteOutbox(db).pending_after(0)
+    pg_dead, sqlite_dead = await PgOutbox(pg).dead(), await SqliteOutbox(db).dead()
+    assert [(d.id, d.target, d.post_id, d.last_error) for d in pg_dead] == [
+        (d.id, d.target, d.post_id, d.last_error) for d in sqlite_dead
+    ]
+    for sub in await subs(pg).list():
+        assert await subs(pg).backfill_count(sub.id) == await SubscriptionStore(db).backfill_count(
+            sub.id
+        )
+    assert await subs(pg).count_by_platform(active_only=True) == await SubscriptionStore(
+        db
+    ).count_by_platform(active_only=True)
 
 
 async def test_backfill_with_a_keyword_filter(pg: PgDatabase) -> None:
