@@ -300,7 +300,7 @@ class PgOutbox:
         rows = await self._rows(
             f"SELECT {_PENDING_COLUMNS} FROM deliveries d "
             "JOIN subscriptions s ON s.id = d.subscription_id "
-            "WHERE d.id = ANY(%s) AND d.state = 'pending' AND s.state = 'active'",
+            "WHERE d.id = ANY(%s) AND d.state = 'pending' AND s.state = 'active' ORDER BY d.id",
             (list(ids),),
         )
         return [_pending(r) for r in rows]
@@ -354,7 +354,7 @@ class PgOutbox:
         """Posts (current text) with their blog's title, by rowid."""
         rows = await self._rows(
             f"SELECT {POST_COLUMNS}, s.title AS source_title FROM posts p "
-            "JOIN sources s ON s.id = p.source_id WHERE p.rowid = ANY(%s)",
+            "JOIN sources s ON s.id = p.source_id WHERE p.rowid = ANY(%s) ORDER BY p.rowid",
             (sorted(set(rowids)),),
         )
         return {int(r["rowid"]): PostForCard(post_from_row(r), r["source_title"]) for r in rows}
@@ -379,6 +379,16 @@ class PgOutbox:
         async with self.db.write() as conn:
             if not isinstance(results, OutboxResults):
                 results = results()
+            # Rows are updated in id order, so two processes settling the same deliveries (a
+            # lease that ran out) wait for each other instead of deadlocking.
+            results = OutboxResults(
+                sent=sorted(results.sent),
+                retry=sorted(results.retry),
+                dead=sorted(results.dead),
+                skipped=sorted(results.skipped),
+                disable=results.disable,
+                moves=results.moves,
+            )
             async with conn.cursor() as cur:
                 if results.sent:
                     await cur.executemany(

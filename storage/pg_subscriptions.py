@@ -138,7 +138,8 @@ class PgSubscriptionStore:
         where = "WHERE state = 'active'" if active_only else ""
         async with self.db.read() as conn:
             cur = await conn.execute(
-                f"SELECT platform, count(*) AS n FROM subscriptions {where} GROUP BY platform"
+                f"SELECT platform, count(*) AS n FROM subscriptions {where} GROUP BY platform "
+                "ORDER BY platform"
             )
             return {r["platform"]: int(r["n"]) for r in await cur.fetchall()}
 
