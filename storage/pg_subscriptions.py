@@ -11,7 +11,9 @@ Where PostgreSQL differs:
   FTS5 MATCH string by `storage.pg_search.tsquery`. That module sits in this one's layer
   (tests/test_layering.py), so it may not be imported here: the store is given the translator
   (`PgSubscriptionStore(db, tsquery=storage.pg_search.tsquery)`, wired by the layer above). Its
-  matches are PostgreSQL's (Snowball stemming, stop words: see storage.pg_search).
+  matches are PostgreSQL's (Snowball stemming, stop words: see storage.pg_search): a filter that is
+  only a stop word (`the`) matches no post, where SQLite matches every post holding the word; the
+  same holds for the new posts storage.pg_outbox matches (tests/test_pg_outbox.py shows both).
 - Several processes may subscribe the same target at once: the insert is `ON CONFLICT DO NOTHING`
   on the unique index and the loser reads the winner's row, so both get the one subscription
   instead of a unique violation.

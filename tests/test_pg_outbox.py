@@ -351,6 +351,29 @@ async def test_a_whole_scenario_leaves_what_sqlite_leaves(db: Database, pg: PgDa
     ).count_by_platform(active_only=True)
 
 
+async def test_where_keyword_filters_differ_from_sqlite(db: Database, pg: PgDatabase) -> None:
+    """PostgreSQL's English configuration has stop words (storage.pg_search): a filter that is only
+    a stop word matches nothing there, where FTS5 matches every post holding the word; beside
+    another word it is left out (`the OR NATO` is `NATO`)."""
+    posts = [
+        make_post(1, title="The talks begin", body=["Nothing new."]),
+        make_post(2, title="NATO allies meet", body=["Ministers gathered."]),
+    ]
+    for store in (SubscriptionStore(db), subs(pg)):
+        await store.add(chat("stop"), created_by="u", query="the")
+        await store.add(chat("mixed"), created_by="u", query="the OR NATO")
+    await sqlite_import_posts(db, posts)
+    await import_posts(pg, posts)
+    async with db.reader.execute(
+        "SELECT s.address, p.id FROM deliveries d JOIN subscriptions s "
+        "ON s.id = d.subscription_id JOIN posts p ON p.rowid = d.post_rowid ORDER BY d.id"
+    ) as cur:
+        on_sqlite = {tuple(r) for r in await cur.fetchall()}
+    on_pg = {(r["address"], r["post_id"]) for r in await deliveries(pg)}
+    assert on_sqlite == {("stop", "blog-1"), ("mixed", "blog-1"), ("mixed", "blog-2")}
+    assert on_pg == {("mixed", "blog-2")}
+
+
 async def test_backfill_with_a_keyword_filter(pg: PgDatabase) -> None:
     await import_posts(
         pg,
