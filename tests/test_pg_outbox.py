@@ -408,6 +408,25 @@ async def test_dead_letters_are_listed_and_retried(pg: PgDatabase) -> None:
     assert (await outbox.counts())["pending"] == 1
 
 
+async def test_retry_dead_takes_these_ids_of_active_subscriptions_only(pg: PgDatabase) -> None:
+    store = subs(pg)
+    await store.add(chat("a"), created_by="u")
+    stopped, _ = await store.add(chat("b"), created_by="u")
+    await import_posts(pg, [make_post(1), make_post(2)])
+    ids = {(r["address"], r["post_id"]): r["id"] for r in await deliveries(pg)}
+    outbox = PgOutbox(pg)
+    await outbox.record(OutboxResults(dead=[(i, 4, "HTTP 500") for i in ids.values()]))
+    await store.set_state(stopped.id, SubscriptionState.DISABLED, "gone")
+    assert await outbox.retry_dead([]) == 0
+    assert await outbox.retry_dead([ids["a", "blog-2"], ids["b", "blog-2"]]) == 1
+    assert await outbox.retry_dead() == 1  # a's first; b's stay dead: b is disabled
+    assert {(d.target.address, d.post_id) for d in await outbox.dead()} == {
+        ("b", "blog-1"),
+        ("b", "blog-2"),
+    }
+    assert await outbox.dead(limit=1) == (await outbox.dead())[:1]
+
+
 # --- more of storage.subscriptions' rules -------------------------------------------------------------
 
 
