@@ -6,12 +6,14 @@ Posts are written here with plain SQL (the PostgreSQL post store is another modu
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings
 from psycopg import sql
 
 from bot.sources import parse_document
@@ -27,7 +29,7 @@ from storage.pg_search import COUNT_WINDOW, TsQuery, post_matches, search, tsque
 from storage.query import HOW_TO, CompiledQuery, QueryError, compile_query
 from storage.search import search as sqlite_search
 from storage.values import SearchPage
-from tests import test_search, test_search_ranking, test_search_reader
+from tests import test_search, test_search_fuzz, test_search_ranking, test_search_reader
 from tests.conftest import SEED, shared
 
 START = datetime(2022, 1, 21, 12, 0, tzinfo=UTC)
@@ -818,3 +820,77 @@ async def test_snippets_are_elided_where_they_cut_the_text(pg: PgDatabase) -> No
     (start,) = (await search(pg, "long")).hits  # a title match shows the text's start
     assert start.snippet.plain.startswith("word0 word1") and start.snippet.plain.endswith("…")
     assert _marked(start.snippet) == [] and _marked(start.title) == ["Long"]
+
+
+# --- random input: tests/test_search_fuzz.py's queries --------------------------------------------------
+
+
+async def _migrated(url: str) -> None:
+    db = await PgDatabase.open(url, size=1)
+    await db.close()
+
+
+def test_every_compiled_query_is_a_valid_tsquery(postgres_url: str) -> None:
+    """Whatever the compiler writes for random input, the translator reads, and PostgreSQL runs."""
+    url = _recreated(postgres_url, CTYPE)
+    asyncio.run(_migrated(url))
+    variants.use(variants.load())
+    with psycopg.connect(url, autocommit=True) as conn:
+
+        @settings(
+            max_examples=1500,
+            deadline=None,
+            database=None,
+            suppress_health_check=[HealthCheck.too_slow],
+        )
+        @given(test_search_fuzz.QUERIES)
+        def check(text: str) -> None:
+            try:
+                compiled = compile_query(text)
+            except QueryError:
+                return
+            for expression in (compiled.match, compiled.marks):
+                translated = tsquery(expression)
+                conn.execute(f"SELECT {translated.sql}", translated.params).fetchall()
+
+        check()
+
+
+def test_random_queries_are_always_answered(postgres_url: str) -> None:
+    url = _recreated(postgres_url, CTYPE)
+    variants.use(variants.load())
+    loop = asyncio.new_event_loop()
+    try:
+        db = loop.run_until_complete(PgDatabase.open(url, size=1))
+        for path in test_search_fuzz.CORPUS:
+            result = parse_document(path.read_bytes(), location=str(path))
+            loop.run_until_complete(insert_posts(db, result.posts))
+
+        async def attempt(text: str) -> object:
+            try:
+                return await search(db, text, per_page=5)
+            except QueryError as error:
+                return error
+
+        @settings(
+            max_examples=400,
+            deadline=None,
+            database=None,
+            suppress_health_check=[HealthCheck.too_slow],
+        )
+        @given(test_search_fuzz.QUERIES)
+        def check(text: str) -> None:
+            outcome = loop.run_until_complete(attempt(text))
+            if isinstance(outcome, QueryError):
+                message = str(outcome)
+                assert message and "\n" not in message and len(message) < 200
+                assert not message.startswith("Couldn't search"), (
+                    f"PostgreSQL refused the query for {text!r}"
+                )
+            else:
+                assert isinstance(outcome, SearchPage), (text, outcome)
+
+        check()
+        loop.run_until_complete(db.close())
+    finally:
+        loop.close()
