@@ -15,7 +15,18 @@ Where PostgreSQL differs from FTS5 (say so in the tests too):
   (`"sanctions on russia"` needs one word between the two);
 - a prefix `"a"*` whose letters are a stop word alone is read without stemming or stop words (the
   `simple` configuration), so `A*` still finds `apple`; any other prefix is stemmed first, as
-  `to_tsquery` does (`blinking*` is `blink:*`).
+  `to_tsquery` does (`blinking*` is `blink:*`);
+- PostgreSQL's parser reads `U.S.` as the one lexeme `u.s` (FTS5: the words `u s`), so a phrase's
+  run of single letters is also tried dotted (`"u s sanctions"` or `"u.s sanctions"`); it reads
+  `Brandon/AP` as one file-path lexeme, and URLs, hosts and e-mail addresses whole too;
+- the body tier is weight C, which holds the joined forms with the body: a post found in its body
+  only through a joined form (`US` for `U.S.`) ranks as a body match, in SQLite with the rest;
+- the parser needs the database's LC_CTYPE to be a UTF-8 locale: under C it takes every character
+  outside ASCII for a letter (`“very` is one word);
+- ranking tiers every match before it cuts the page (a GIN index has no order to walk), where
+  SQLite walks each tier newest first and stops once the page is full: the same order, more work
+  for a common word.
+The snippet is ts_headline's, elided with `…` where it cuts the text, a phrase marked as one run.
 """
 
 from __future__ import annotations
