@@ -354,7 +354,8 @@ async def test_a_whole_scenario_leaves_what_sqlite_leaves(db: Database, pg: PgDa
 async def test_where_keyword_filters_differ_from_sqlite(db: Database, pg: PgDatabase) -> None:
     """PostgreSQL's English configuration has stop words (storage.pg_search): a filter that is only
     a stop word matches nothing there, where FTS5 matches every post holding the word; beside
-    another word it is left out (`the OR NATO` is `NATO`)."""
+    another word it is left out (`the OR NATO` is `NATO`). Should the schema drop the stop words,
+    the two agree, and this test says so."""
     posts = [
         make_post(1, title="The talks begin", body=["Nothing new."]),
         make_post(2, title="NATO allies meet", body=["Ministers gathered."]),
@@ -371,7 +372,15 @@ async def test_where_keyword_filters_differ_from_sqlite(db: Database, pg: PgData
         on_sqlite = {tuple(r) for r in await cur.fetchall()}
     on_pg = {(r["address"], r["post_id"]) for r in await deliveries(pg)}
     assert on_sqlite == {("stop", "blog-1"), ("mixed", "blog-1"), ("mixed", "blog-2")}
-    assert on_pg == {("mixed", "blog-2")}
+    async with pg.read() as conn:
+        found = await conn.execute(
+            "SELECT numnode(plainto_tsquery('livedesk_english', 'the')) AS n"
+        )
+        row = await found.fetchone()
+    if row is not None and row["n"]:  # a configuration without stop words: no difference left
+        assert on_pg == on_sqlite
+    else:
+        assert on_pg == {("mixed", "blog-2")}
 
 
 async def test_backfill_with_a_keyword_filter(pg: PgDatabase) -> None:
