@@ -1,0 +1,509 @@
+"""The transactional outbox on PostgreSQL: storage.outbox's rules, and leases for several processes.
+
+`enqueue_for_changes` writes, inside the ingest transaction, one delivery per target and post event
+for every active subscription that matches (storage.outbox is the specification: the oldest
+subscription of a target carries the post, an edit reaches those that had the post unless they
+ignore edits, one that matches only since the edit gets it as new, a blog's first import is capped
+per subscription). Keywords are matched by `storage.pg_search.post_matches`.
+
+`PgOutbox` is what a dispatcher claims, loads and settles deliveries through. Where SQLite has one
+process, PostgreSQL may have several, so:
+- `claim()` *leases* deliveries (`SELECT … FOR UPDATE SKIP LOCKED`, then `lease_owner`,
+  `lease_until`): a claimed delivery is this process's (`owner`) for `lease_seconds`, and no other
+  PgOutbox gets it until `record()` settles it (which clears the lease) or the lease runs out (a
+  dead worker's claims pass to the others). Lease times are the server's clock, so machines whose
+  clocks differ agree on them.
+- Order per target across processes: a delivery is not leased while an earlier pending delivery
+  (by order_key, then id) of the same target (platform, address, thread) of an active subscription
+  is not leased to this same process, so no worker sends a target's later post while another may
+  still be sending (or retrying) an earlier one. One process claiming the head of each target's
+  queue, as the dispatcher does, is never refused by this.
+- `claim()` returns a pending delivery only when this process now holds it; a delivery leased to
+  another process (or held back by the order rule) is left out, which the dispatcher reads as
+  "settled meanwhile". Deliveries no longer pending are returned as SQLite returns them.
+- `data_version()` is a hash of the server's current snapshot (`pg_current_snapshot()`: the
+  oldest running transaction, the next transaction id, the ones in progress). It changes exactly
+  when a writing transaction of any process starts or ends and at the moment its commit becomes
+  visible (not before, as the WAL position would), and costs no table read. It also changes for
+  writes that are not deliveries (posts, other databases on the server): one needless reload at
+  worst, never a missed one. SQLite's `PRAGMA data_version` likewise changes with every commit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from storage.codecs import (
+    CREATED,
+    DEAD,
+    PENDING,
+    POST_COLUMNS,
+    SENT,
+    SKIPPED,
+    UPDATED,
+    post_from_row,
+    to_db_time,
+    utc_now,
+)
+from storage.models import EditPolicy, EventKind, Target
+from storage.pg_db import Connection, PgDatabase
+from storage.pg_search import post_matches
+from storage.pg_subscriptions import disable_target, move_target
+from storage.query import CompiledQuery, QueryError, compile_query
+from storage.values import (
+    DeadDelivery,
+    DeliveryJob,
+    OutboxResults,
+    PendingDelivery,
+    PostChange,
+    PostForCard,
+    SentRef,
+)
+
+log = logging.getLogger(__name__)
+
+LEASE_SECONDS = 60.0
+"""How long a claimed delivery stays this process's without being settled."""
+
+_COPY_DELIVERIES = (
+    "COPY deliveries (subscription_id, post_rowid, version, event, order_key, created_at) "
+    "FROM STDIN"
+)
+"""New deliveries go in with COPY: one post to 30,000 subscriptions is one stream, not 30,000
+statements (next_attempt_at, state and attempts take their defaults: due now, pending, 0)."""
+
+
+def default_owner() -> str:
+    """This process, as a lease names it: `host:pid`."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+# --- the outbox: written with the post events -------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Candidate:
+    id: int
+    target: tuple[str, str, str]
+    source_id: str | None
+    query: str | None
+    edit_policy: str
+
+
+async def enqueue_for_changes(
+    conn: Connection,
+    changes: Sequence[PostChange],
+    *,
+    newest_per_subscription: int | None = None,
+) -> int:
+    """Write the delivery rows for every active subscription matching these post events.
+
+    Called inside the ingest transaction, as storage.outbox.enqueue_for_changes: active
+    subscriptions are fetched once, each distinct query compiled once, each changed post tested once
+    per distinct query; `newest_per_subscription` caps the new posts each subscription gets to its
+    newest that many. Returns how many were queued.
+    """
+    if not changes:
+        return 0
+    sources = sorted({c.post.source_id for c in changes})
+    cur = await conn.execute(
+        "SELECT id, platform, address, thread, source_id, query, edit_policy FROM subscriptions "
+        "WHERE state = 'active' AND (source_id IS NULL OR source_id = ANY(%s)) ORDER BY id",
+        (sources,),
+    )
+    candidates = [
+        _Candidate(
+            int(r["id"]),
+            (r["platform"], r["address"], r["thread"] or ""),
+            r["source_id"],
+            r["query"],
+            r["edit_policy"],
+        )
+        for r in await cur.fetchall()
+    ]
+    if not candidates:
+        return 0
+
+    compiled: dict[str, CompiledQuery | None] = {}
+    for text in {c.query for c in candidates if c.query}:
+        try:
+            compiled[text] = compile_query(text)
+        except QueryError:
+            log.warning("subscription query %r cannot be read any more; it matches nothing", text)
+            compiled[text] = None
+
+    now = to_db_time(utc_now())
+    rows: list[tuple[Any, ...]] = []
+    for change in changes:
+        post = change.post
+        verdicts: dict[str, bool] = {}
+        for text, query in compiled.items():
+            verdicts[text] = query is not None and await post_matches(conn, query, change.rowid)
+        updated = change.event.kind == EventKind.UPDATED
+        had_post: set[int] = set()
+        if updated:
+            cur = await conn.execute(
+                "SELECT DISTINCT subscription_id FROM deliveries WHERE post_rowid = %s",
+                (change.rowid,),
+            )
+            had_post = {int(r["subscription_id"]) for r in await cur.fetchall()}
+        order_key = to_db_time(post.published_at)
+        seen_targets: set[tuple[str, str, str]] = set()
+        for cand in candidates:
+            if cand.source_id is not None and cand.source_id != post.source_id:
+                continue
+            if cand.query and not verdicts.get(cand.query, False):
+                continue
+            if cand.target in seen_targets:
+                continue  # this chat already gets the post through an older subscription
+            event = CREATED
+            if updated and cand.id in had_post:
+                if cand.edit_policy == EditPolicy.IGNORE.value:
+                    seen_targets.add(cand.target)
+                    continue
+                event = UPDATED
+            seen_targets.add(cand.target)
+            rows.append((cand.id, change.rowid, post.version, event, order_key, now))
+    if newest_per_subscription is not None:
+        rows = _newest_created(rows, newest_per_subscription)
+    if rows:
+        async with conn.cursor() as cur, cur.copy(_COPY_DELIVERIES) as copy:
+            for row in rows:
+                await copy.write_row(row)
+    return len(rows)
+
+
+def _newest_created(rows: list[tuple[Any, ...]], count: int) -> list[tuple[Any, ...]]:
+    """Rows (in publication order) keeping only each subscription's newest `count` new posts."""
+    kept: list[tuple[Any, ...]] = []
+    per_subscription: dict[int, int] = {}
+    for row in reversed(rows):
+        if row[3] == CREATED:
+            seen = per_subscription.get(row[0], 0)
+            per_subscription[row[0]] = seen + 1
+            if seen >= count:
+                continue
+        kept.append(row)
+    kept.reverse()
+    return kept
+
+
+# --- the outbox: claimed, read and settled by the dispatchers --------------------------------------------
+
+
+_PENDING_COLUMNS = (
+    "d.id, d.subscription_id, s.platform, s.address, coalesce(s.thread, '') AS thread, "
+    "s.target_kind, d.order_key, d.next_attempt_at"
+)
+
+_SERVER_NOW = "SELECT extract(epoch FROM clock_timestamp())::float8 AS now"
+
+# Lock and lease the requested deliveries that are pending and free (never leased, lease run out,
+# or already this process's); rows another claim is locking right now are skipped, not waited for.
+_LEASE = """
+UPDATE deliveries d SET lease_owner = %(owner)s, lease_until = %(until)s
+WHERE d.id IN (
+    SELECT c.id FROM deliveries c
+    WHERE c.id = ANY(%(ids)s) AND c.state = 'pending'
+      AND (c.lease_until IS NULL OR c.lease_until <= %(now)s OR c.lease_owner = %(owner)s)
+    ORDER BY c.id
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING d.id
+"""
+
+# Give back what was just leased when an earlier pending delivery of the same target is not held
+# by this process: the target's order is kept across processes. `coalesce(e.state, '')` keeps the
+# planner off the pending index (deliveries_claimable) here: that index holds every pending
+# delivery, and right after a fan-out, before autovacuum has analyzed the table, the planner
+# takes it for small and scans all of it once per claimed row (50x slower); the lookup goes
+# through the target's subscriptions instead.
+_KEEP_ORDER = """
+UPDATE deliveries d SET lease_owner = NULL, lease_until = NULL
+FROM (
+    SELECT x.id FROM deliveries x
+    JOIN subscriptions s ON s.id = x.subscription_id
+    CROSS JOIN LATERAL (  -- per delivery (LIMIT keeps it a nested loop over the indexes)
+        SELECT 1 FROM subscriptions es JOIN deliveries e ON e.subscription_id = es.id
+        WHERE es.platform = s.platform AND es.address = s.address
+          AND coalesce(es.thread, '') = coalesce(s.thread, '') AND es.state = 'active'
+          AND coalesce(e.state, '') = 'pending' AND (e.order_key, e.id) < (x.order_key, x.id)
+          AND NOT (e.lease_owner IS NOT DISTINCT FROM %(owner)s AND e.lease_until > %(now)s)
+        LIMIT 1
+    ) AS earlier
+    WHERE x.id = ANY(%(leased)s)
+) AS blocked
+WHERE d.id = blocked.id
+RETURNING d.id
+"""
+
+_JOBS = """
+SELECT d.id, d.subscription_id, d.post_rowid, d.version, d.event, d.attempts, d.state,
+       s.state AS subscription_state, s.platform, s.address, s.thread, s.target_kind, s.options,
+       s.source_id, s.query, s.edit_policy, p.version AS post_version
+FROM deliveries d
+JOIN subscriptions s ON s.id = d.subscription_id
+JOIN posts p ON p.rowid = d.post_rowid
+WHERE d.id = ANY(%(ids)s) AND (d.state <> 'pending' OR d.id = ANY(%(held)s))
+"""
+
+
+class PgOutbox:
+    """The deliveries table: pending work for the dispatchers, dead letters for the operator."""
+
+    def __init__(
+        self,
+        db: PgDatabase,
+        *,
+        owner: str | None = None,
+        lease_seconds: float = LEASE_SECONDS,
+    ) -> None:
+        self.db = db
+        self.owner = owner or default_owner()
+        self.lease_seconds = lease_seconds
+
+    async def _rows(self, sql: str, params: Any = None) -> list[dict[str, Any]]:
+        async with self.db.read() as conn:
+            cur = await conn.execute(sql, params)
+            return await cur.fetchall()
+
+    async def pending_after(self, after_id: int, limit: int = 5000) -> list[PendingDelivery]:
+        """Pending deliveries of active subscriptions with id > after_id, by id (leased or not:
+        `claim()` decides who sends)."""
+        rows = await self._rows(
+            f"SELECT {_PENDING_COLUMNS} FROM deliveries d "
+            "JOIN subscriptions s ON s.id = d.subscription_id "
+            "WHERE d.id > %s AND d.state = 'pending' AND s.state = 'active' "
+            "ORDER BY d.id LIMIT %s",
+            (after_id, limit),
+        )
+        return [_pending(r) for r in rows]
+
+    async def data_version(self) -> int:
+        """Changes whenever any process commits a change (see the module doc)."""
+        rows = await self._rows(
+            "SELECT hashtextextended(pg_current_snapshot()::text, 0) AS version"
+        )
+        return int(rows[0]["version"]) if rows else 0
+
+    async def pending_ids(self) -> set[int]:
+        rows = await self._rows("SELECT id FROM deliveries WHERE state = 'pending'")
+        return {int(r["id"]) for r in rows}
+
+    async def pending_by_ids(self, ids: Iterable[int]) -> list[PendingDelivery]:
+        rows = await self._rows(
+            f"SELECT {_PENDING_COLUMNS} FROM deliveries d "
+            "JOIN subscriptions s ON s.id = d.subscription_id "
+            "WHERE d.id = ANY(%s) AND d.state = 'pending' AND s.state = 'active' ORDER BY d.id",
+            (list(ids),),
+        )
+        return [_pending(r) for r in rows]
+
+    async def claim(self, ids: Sequence[int]) -> list[DeliveryJob]:
+        """Lease these deliveries to this process and return their current rows with their
+        subscriptions: pending ones only when this process now holds them (see the module doc)."""
+        wanted = list(ids)
+        if not wanted:
+            return []
+        async with self.db.write() as conn:
+            cur = await conn.execute(_SERVER_NOW)
+            clock = await cur.fetchone()
+            assert clock is not None
+            now = float(clock["now"])
+            args: dict[str, Any] = {
+                "ids": wanted,
+                "owner": self.owner,
+                "now": now,
+                "until": now + self.lease_seconds,
+            }
+            cur = await conn.execute(_LEASE, args)
+            leased = {int(r["id"]) for r in await cur.fetchall()}
+            if leased:
+                cur = await conn.execute(_KEEP_ORDER, {**args, "leased": sorted(leased)})
+                leased -= {int(r["id"]) for r in await cur.fetchall()}
+            cur = await conn.execute(_JOBS, {"ids": wanted, "held": sorted(leased)})
+            rows = await cur.fetchall()
+        return [
+            DeliveryJob(
+                id=int(r["id"]),
+                subscription_id=int(r["subscription_id"]),
+                post_rowid=int(r["post_rowid"]),
+                version=r["version"],
+                post_version=r["post_version"],
+                event=r["event"],
+                attempts=r["attempts"],
+                state=r["state"],
+                subscription_state=r["subscription_state"],
+                target=_target(
+                    r["platform"], r["address"], r["thread"], r["target_kind"], r["options"]
+                ),
+                source_id=r["source_id"],
+                query=r["query"],
+                edit_policy=_EDIT_POLICIES[r["edit_policy"]],
+            )
+            for r in sorted(rows, key=lambda r: int(r["id"]))
+        ]
+
+    async def posts(self, rowids: Iterable[int]) -> dict[int, PostForCard]:
+        """Posts (current text) with their blog's title, by rowid."""
+        rows = await self._rows(
+            f"SELECT {POST_COLUMNS}, s.title AS source_title FROM posts p "
+            "JOIN sources s ON s.id = p.source_id WHERE p.rowid = ANY(%s) ORDER BY p.rowid",
+            (sorted(set(rowids)),),
+        )
+        return {int(r["rowid"]): PostForCard(post_from_row(r), r["source_title"]) for r in rows}
+
+    async def last_sent(self, subscription_id: int, post_rowid: int) -> SentRef | None:
+        """The newest message this subscription got for this post (for edits)."""
+        rows = await self._rows(
+            "SELECT message_ref, version FROM deliveries WHERE subscription_id = %s "
+            "AND post_rowid = %s AND state = 'sent' AND message_ref IS NOT NULL "
+            "ORDER BY id DESC LIMIT 1",
+            (subscription_id, post_rowid),
+        )
+        return SentRef(rows[0]["message_ref"], rows[0]["version"]) if rows else None
+
+    async def record(self, results: OutboxResults | Callable[[], OutboxResults]) -> None:
+        """Write a batch of outcomes in one transaction, clearing their leases. Given a function,
+        it is called once the transaction has begun. A retry is not written over another
+        process's lease: when this process's lease ran out and another took the delivery over,
+        the other's outcome counts; sent, dead and skipped are written whoever holds it."""
+        if isinstance(results, OutboxResults) and not len(results):
+            return
+        async with self.db.write() as conn:
+            if not isinstance(results, OutboxResults):
+                results = results()
+            # Rows are updated in id order, so two processes settling the same deliveries (a
+            # lease that ran out) wait for each other instead of deadlocking.
+            results = OutboxResults(
+                sent=sorted(results.sent),
+                retry=sorted(results.retry),
+                dead=sorted(results.dead),
+                skipped=sorted(results.skipped),
+                disable=results.disable,
+                moves=results.moves,
+            )
+            async with conn.cursor() as cur:
+                if results.sent:
+                    await cur.executemany(
+                        "UPDATE deliveries SET state = 'sent', message_ref = %s, version = %s, "
+                        "sent_at = %s, attempts = attempts + 1, last_error = NULL, "
+                        "lease_owner = NULL, lease_until = NULL WHERE id = %s",
+                        [(ref, version, at, i) for i, ref, version, at in results.sent],
+                    )
+                if results.retry:
+                    await cur.executemany(
+                        "UPDATE deliveries SET attempts = %s, next_attempt_at = %s, "
+                        "last_error = %s, lease_owner = NULL, lease_until = NULL "
+                        "WHERE id = %s AND state = 'pending' "
+                        "AND (lease_owner IS NULL OR lease_owner = %s)",
+                        [(n, at, err[:500], i, self.owner) for i, n, at, err in results.retry],
+                    )
+                if results.dead:
+                    await cur.executemany(
+                        "UPDATE deliveries SET state = 'dead', attempts = %s, last_error = %s, "
+                        "lease_owner = NULL, lease_until = NULL WHERE id = %s",
+                        [(n, err[:500], i) for i, n, err in results.dead],
+                    )
+                if results.skipped:
+                    await cur.executemany(
+                        "UPDATE deliveries SET state = 'skipped', last_error = %s, "
+                        "lease_owner = NULL, lease_until = NULL WHERE id = %s",
+                        [(why[:500], i) for i, why in results.skipped],
+                    )
+            for platform, address, reason in results.disable:
+                await disable_target(conn, platform, address, reason)
+            for platform, old, new in results.moves:
+                await move_target(conn, platform, old, new)
+
+    async def dead(self, limit: int = 100) -> list[DeadDelivery]:
+        """Deliveries that gave up, newest first."""
+        rows = await self._rows(
+            "SELECT d.id, d.subscription_id, d.event, d.attempts, d.last_error, d.created_at, "
+            "s.platform, s.address, s.thread, s.target_kind, s.options, p.id AS post_id, "
+            "p.title AS post_title FROM deliveries d "
+            "JOIN subscriptions s ON s.id = d.subscription_id "
+            "JOIN posts p ON p.rowid = d.post_rowid WHERE d.state = 'dead' "
+            "ORDER BY d.id DESC LIMIT %s",
+            (limit,),
+        )
+        return [
+            DeadDelivery(
+                id=int(r["id"]),
+                subscription_id=int(r["subscription_id"]),
+                target=_target(
+                    r["platform"], r["address"], r["thread"], r["target_kind"], r["options"]
+                ),
+                post_id=r["post_id"],
+                post_title=r["post_title"],
+                event=r["event"],
+                attempts=r["attempts"],
+                last_error=r["last_error"],
+                created_at=r["created_at"],
+            )
+            for r in rows
+        ]
+
+    async def retry_dead(self, ids: Sequence[int] | None = None) -> int:
+        """Make dead deliveries pending again (all, or these ids), for active subscriptions only."""
+        sql = (
+            "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = 0, "
+            "last_error = NULL, lease_owner = NULL, lease_until = NULL "
+            "WHERE state = 'dead' AND subscription_id IN "
+            "(SELECT id FROM subscriptions WHERE state = 'active')"
+        )
+        async with self.db.write() as conn:
+            if ids is None:
+                cur = await conn.execute(sql)
+            else:
+                cur = await conn.execute(f"{sql} AND id = ANY(%s)", (list(ids),))
+            return cur.rowcount
+
+    async def counts(self) -> dict[str, int]:
+        """How many deliveries are in each state (pending, sent, dead, skipped)."""
+        out = {PENDING: 0, SENT: 0, DEAD: 0, SKIPPED: 0}
+        for r in await self._rows("SELECT state, count(*) AS n FROM deliveries GROUP BY state"):
+            out[r["state"]] = int(r["n"])
+        return out
+
+
+_EDIT_POLICIES = {policy.value: policy for policy in EditPolicy}
+
+
+def _pending(r: dict[str, Any]) -> PendingDelivery:
+    return PendingDelivery(
+        id=int(r["id"]),
+        subscription_id=int(r["subscription_id"]),
+        platform=r["platform"],
+        address=r["address"],
+        thread=r["thread"],
+        target_kind=r["target_kind"],
+        order_key=r["order_key"],
+        next_attempt_at=float(r["next_attempt_at"]),
+    )
+
+
+_target_cache: dict[tuple[str, str, str | None, str, str], Target] = {}
+
+
+def _target(platform: str, address: str, thread: str | None, kind: Any, options: str) -> Target:
+    key = (platform, address, thread, kind, options)
+    found = _target_cache.get(key)
+    if found is None:
+        if len(_target_cache) > 20_000:
+            _target_cache.clear()
+        found = Target(
+            platform=platform,
+            address=address,
+            thread=thread,
+            kind=kind,
+            options=json.loads(options),
+        )
+        _target_cache[key] = found
+    return found

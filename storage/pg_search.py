@@ -1,0 +1,492 @@
+"""Full-text search over PostgreSQL's tsvector column `posts.search`: the SQLite search's rules.
+
+The query language is compiled by storage.query into an FTS5 MATCH string; `tsquery` translates
+that string (and only that string's grammar: double-quoted phrases of lower-case tokens, a prefix
+`"blink"*`, AND / OR / NOT, parentheses) into a PostgreSQL tsquery expression built of
+`phraseto_tsquery` / `to_tsquery` pieces whose texts are all parameters: no user text is ever SQL.
+FTS5's precedence is kept: NOT binds tightest, then AND, then OR; `a NOT b` is `a && !!b`.
+
+Where PostgreSQL differs from FTS5 (say so in the tests too):
+- stemming is Snowball English, not Porter: most words stem alike, a few do not;
+- the configuration has stop words, and the stored vector holds none of them: a phrase made only
+  of stop words (`"the"`) is an empty tsquery, which PostgreSQL leaves out of `&&`, `||` and `!!`
+  (so `sanctions AND the` is `sanctions`), and a query that is nothing else matches no post
+  (FTS5 finds every post holding the word); inside a phrase a stop word still takes its place
+  (`"sanctions on russia"` needs one word between the two);
+- a prefix `"a"*` whose letters are a stop word alone is read without stemming or stop words (the
+  `simple` configuration), so `A*` still finds `apple`; any other prefix is stemmed first, as
+  `to_tsquery` does (`blinking*` is `blink:*`);
+- PostgreSQL's parser reads `U.S.` as the one lexeme `u.s` (FTS5: the words `u s`), so a phrase's
+  run of single letters is also tried dotted (`"u s sanctions"` or `"u.s sanctions"`); it reads
+  `Brandon/AP` as one file-path lexeme, and URLs, hosts and e-mail addresses whole too;
+- the body tier is weight C, which holds the joined forms with the body: a post found in its body
+  only through a joined form (`US` for `U.S.`) ranks as a body match, in SQLite with the rest;
+- the parser needs the database's LC_CTYPE to be a UTF-8 locale: under C it takes every character
+  outside ASCII for a letter (`“very` is one word);
+- ranking tiers every match before it cuts the page (a GIN index has no order to walk), where
+  SQLite walks each tier newest first and stops once the page is full: the same order, more work
+  for a common word.
+The snippet is ts_headline's, elided with `…` where it cuts the text, a phrase marked as one run.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import psycopg
+
+from storage.codecs import POST_COLUMNS, post_from_row
+from storage.models import Highlighted, Segment, SnippetSource
+from storage.pg_db import Connection, PgDatabase
+from storage.query import HOW_TO, CompiledQuery, QueryError, compile_query
+from storage.values import SearchHit, SearchPage
+
+log = logging.getLogger(__name__)
+
+CONFIG = "livedesk_english"
+"""The text search configuration of `posts.search` (storage.pg_schema.TEXT_SEARCH_CONFIG)."""
+
+
+class TsQuery(NamedTuple):
+    """A tsquery as an SQL expression and the parameters of its `%s` placeholders, in order."""
+
+    sql: str
+    params: tuple[str, ...]
+
+
+# --- the translator: FTS5 MATCH (as storage.query writes it) → tsquery ------------------------------
+
+# A token of a phrase: anything but white space and the double quote, lower case, and none of the
+# characters to_tsquery reads as syntax (storage.query keeps letters and digits only).
+_TSQUERY_SYNTAX = frozenset("&|!():*<>'\\")
+_LEXEME = re.compile(r'"([^"]*)"(\*?)|(AND|OR|NOT)\b|([()])|(\s+)')
+
+
+@dataclass(frozen=True, slots=True)
+class _Phrase:
+    words: tuple[str, ...]
+    prefix: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Not:
+    left: _Node
+    right: _Node
+
+
+@dataclass(frozen=True, slots=True)
+class _And:
+    left: _Node
+    right: _Node
+
+
+@dataclass(frozen=True, slots=True)
+class _Or:
+    left: _Node
+    right: _Node
+
+
+_Node = _Phrase | _Not | _And | _Or
+
+
+def _bug(match: str, why: str) -> QueryError:
+    log.warning("not a MATCH expression storage.query writes (%s): %r", why, match)
+    return QueryError(f"Couldn't search for that. {HOW_TO}")
+
+
+def _lexemes(match: str) -> list[str | _Phrase]:
+    """The expression's tokens: phrases, operators and brackets; QueryError for anything else."""
+    tokens: list[str | _Phrase] = []
+    position = 0
+    while position < len(match):
+        found = _LEXEME.match(match, position)
+        if found is None:
+            raise _bug(match, f"unexpected text at {position}")
+        position = found.end()
+        inner, star, operator, bracket, _ = found.groups()
+        if inner is not None:
+            words = tuple(inner.split(" "))
+            for word in words:
+                if not word or word != word.lower() or any(ch.isspace() for ch in word):
+                    raise _bug(match, f"a phrase word {word!r}")
+                if _TSQUERY_SYNTAX.intersection(word):
+                    raise _bug(match, f"a phrase word {word!r}")
+            tokens.append(_Phrase(words, star == "*"))
+        elif operator is not None:
+            tokens.append(operator)
+        elif bracket is not None:
+            tokens.append(bracket)
+    return tokens
+
+
+class _Parser:
+    """Recursive descent over FTS5's precedence: or := and (OR and)*; and := not (AND not)*;
+    not := atom (NOT atom)*; atom := phrase | ( or )."""
+
+    def __init__(self, match: str) -> None:
+        self.match = match
+        self.tokens = _lexemes(match)
+        self.at = 0
+
+    def parse(self) -> _Node:
+        if not self.tokens:
+            raise _bug(self.match, "empty")
+        node = self._or()
+        if self.at != len(self.tokens):
+            raise _bug(self.match, f"unexpected {self.tokens[self.at]!r}")
+        return node
+
+    def _peek(self) -> str | _Phrase | None:
+        return self.tokens[self.at] if self.at < len(self.tokens) else None
+
+    def _or(self) -> _Node:
+        node = self._and()
+        while self._peek() == "OR":
+            self.at += 1
+            node = _Or(node, self._and())
+        return node
+
+    def _and(self) -> _Node:
+        node = self._not()
+        while self._peek() == "AND":
+            self.at += 1
+            node = _And(node, self._not())
+        return node
+
+    def _not(self) -> _Node:
+        node = self._atom()
+        while self._peek() == "NOT":
+            self.at += 1
+            node = _Not(node, self._atom())
+        return node
+
+    def _atom(self) -> _Node:
+        token = self._peek()
+        self.at += 1
+        if isinstance(token, _Phrase):
+            return token
+        if token == "(":
+            node = self._or()
+            if self._peek() != ")":
+                raise _bug(self.match, "an unclosed bracket")
+            self.at += 1
+            return node
+        raise _bug(self.match, f"expected a phrase or a bracket, found {token!r}")
+
+
+def _dotted(words: tuple[str, ...]) -> str:
+    """The phrase with each run of single letters written as PostgreSQL's parser reads a dotted
+    abbreviation: `u s sanctions` is `u.s sanctions` (the text's `U.S.` is the one lexeme `u.s`,
+    where FTS5 reads the two words `u s`)."""
+    out: list[str] = []
+    for word in words:
+        if len(word) == 1 and out and all(len(part) == 1 for part in out[-1].split(".")):
+            out[-1] += "." + word
+        else:
+            out.append(word)
+    return " ".join(out)
+
+
+def _phrase_sql(phrase: _Phrase, params: list[str]) -> str:
+    if not phrase.prefix:
+        spaced = " ".join(phrase.words)
+        dotted = _dotted(phrase.words)
+        params.append(spaced)
+        if dotted == spaced:
+            return f"phraseto_tsquery('{CONFIG}', %s)"
+        params.append(dotted)
+        return f"(phraseto_tsquery('{CONFIG}', %s) || phraseto_tsquery('{CONFIG}', %s))"
+    # `"u s"*`: the phrase `u`, then a word beginning with `s`.
+    *words, last = phrase.words
+    # A prefix that is a stop word alone would be an empty query: read it as it is typed.
+    params.extend((last, last))
+    prefix = (
+        f"(SELECT CASE WHEN numnode(q) = 0 THEN to_tsquery('simple', %s || ':*') ELSE q END "
+        f"FROM to_tsquery('{CONFIG}', %s || ':*') AS q)"
+    )
+    if not words:
+        return prefix
+    params.insert(len(params) - 2, " ".join(words))
+    return f"(phraseto_tsquery('{CONFIG}', %s) <-> {prefix})"
+
+
+def _render(node: _Node, params: list[str]) -> str:
+    if isinstance(node, _Phrase):
+        return _phrase_sql(node, params)
+    left = _render(node.left, params)
+    right = _render(node.right, params)
+    if isinstance(node, _Not):
+        return f"({left} && !!{right})"
+    if isinstance(node, _And):
+        return f"({left} && {right})"
+    return f"({left} || {right})"
+
+
+def tsquery(match: str) -> TsQuery:
+    """The tsquery of an FTS5 MATCH expression written by storage.query (`CompiledQuery.match` or
+    `.marks`); pure. QueryError (with storage.query.HOW_TO) for anything storage.query does not
+    write: that is a bug, logged."""
+    params: list[str] = []
+    sql = _render(_Parser(match).parse(), params)
+    return TsQuery(sql, tuple(params))
+
+
+# --- one post ---------------------------------------------------------------------------------------
+
+
+async def post_matches(conn: Connection, query: CompiledQuery, post_rowid: int) -> bool:
+    """Whether one stored post matches; works inside an open write transaction (the generated
+    column is in step with the row). A failure is logged and is no match, as in SQLite; it runs
+    under a savepoint, so it never spoils the caller's transaction."""
+    try:
+        compiled = tsquery(query.match)
+    except QueryError:
+        return False
+    try:
+        async with conn.transaction():
+            cur = await conn.execute(
+                f"SELECT 1 FROM posts WHERE rowid = %s AND search @@ {compiled.sql}",
+                (post_rowid, *compiled.params),
+            )
+            return await cur.fetchone() is not None
+    except psycopg.Error as error:
+        log.warning("post_matches failed for %r: %s", query.match, error)
+        return False
+
+
+# --- searching --------------------------------------------------------------------------------------
+
+COUNT_WINDOW = 1000
+"""Count exactly up to this many matches; above, the count is an estimate (storage.search's)."""
+COUNT_SPAN = 100_000
+"""Counting walks only the newest this many posts, as storage.search does."""
+MAX_PER_PAGE = 50
+SNIPPET_WORDS = 32
+TIER_WEIGHTS: tuple[str | None, ...] = ("{a}", "{a,b}", "{c}", None)
+"""Rank tiers as tsvector weights (storage.pg_schema): the title (A), then the byline or location
+(B, with the title), then the body (C, which here holds the joined forms too), then any match
+(captions and background, D, or words spread over several weights). Ties go to the newest."""
+_MARK_START = "\x02"
+_MARK_END = "\x03"
+_HEADLINE = f"StartSel={_MARK_START}, StopSel={_MARK_END}"
+_TITLE_OPTIONS = f"HighlightAll=true, {_HEADLINE}"
+_SNIPPET_OPTIONS = (
+    f"MaxWords={SNIPPET_WORDS}, MinWords={SNIPPET_WORDS // 2}, ShortWord=0, MaxFragments=1, "
+    f"{_HEADLINE}"
+)
+_ELLIPSIS = "…"
+_SNIPPET_SOURCES: tuple[tuple[SnippetSource, str], ...] = (
+    ("text", "p.body"),
+    ("caption", "livedesk_captions(p.images)"),
+    ("background", "coalesce(p.background, '')"),
+)
+"""Where a snippet comes from, in the order chosen: the text, a caption, the background."""
+
+
+async def search(
+    db: PgDatabase,
+    text: str,
+    *,
+    page: int = 1,
+    per_page: int = 5,
+    source_id: str | None = None,
+) -> SearchPage:
+    """One page of posts matching the query, best first; raises QueryError only (as SQLite's)."""
+    query = compile_query(text)
+    match = tsquery(query.match)
+    marks = tsquery(query.marks)
+    page = max(1, page)
+    per_page = max(1, min(per_page, MAX_PER_PAGE))
+    offset = (page - 1) * per_page
+    try:
+        async with db.read() as conn:
+            counted: tuple[int, bool] | None = None
+            if offset:  # a later page: nothing to rank when it is past the end
+                counted = await _count(conn, match, source_id)
+            ranked: list[_Candidate] = []
+            known: int | None = None
+            if counted is None or offset < counted[0]:
+                need = offset + per_page + 1
+                ranked = await _candidates(conn, match, marks, source_id, need)
+                if len(ranked) < need:  # every match was ranked
+                    known = len(ranked)
+            chosen = ranked[offset : offset + per_page]
+            hits = await _hits(conn, marks, chosen)
+            if known is not None:
+                total, estimated = known, False
+            elif counted is not None:
+                total, estimated = counted
+            else:
+                total, estimated = await _count(conn, match, source_id)
+    except psycopg.Error as error:
+        log.warning("search failed for %r (%s): %s", text, query.match, error)
+        raise QueryError(f"Couldn't search for that. {HOW_TO}") from error
+    more = len(ranked) > offset + per_page
+    total = max(total, len(ranked))
+    return SearchPage(
+        query=text,
+        hits=hits,
+        page=page,
+        per_page=per_page,
+        total=total,
+        notice=query.notice,
+        total_is_estimate=estimated,
+        more=more,
+    )
+
+
+_Candidate = tuple[float, str, int]
+"""(tier, published_at, rowid): tier 0 ranks first."""
+
+
+async def _candidates(
+    conn: Connection, match: TsQuery, marks: TsQuery, source_id: str | None, need: int
+) -> list[_Candidate]:
+    """The first `need` posts in rank order: tier (title, then byline or location, then body,
+    then the rest), then newest first. The heading tiers are found with the query's marks (`u s`
+    for US: the title and byline hold no joined forms), held to `match` over the whole post, as in
+    SQLite; a title match is never lost behind newer body matches: the tier is part of the order.
+    Unlike SQLite's walks, every match is tiered before the page is cut (GIN has no order)."""
+    cases: list[str] = []
+    params: list[object] = []
+    for tier, weights in enumerate(TIER_WEIGHTS):
+        if weights is None:
+            continue
+        expression = marks if tier < 2 else match
+        cases.append(f"WHEN ts_filter(p.search, '{weights}') @@ {expression.sql} THEN {tier}")
+        params.extend(expression.params)
+    sql = (
+        f"SELECT p.rowid, p.published_at, CASE {' '.join(cases)} ELSE {len(TIER_WEIGHTS) - 1} "
+        f"END AS tier FROM posts p WHERE p.search @@ {match.sql}"
+    )
+    params.extend(match.params)
+    if source_id is not None:
+        sql += " AND p.source_id = %s"
+        params.append(source_id)
+    sql += " ORDER BY tier, p.published_at DESC, p.rowid DESC LIMIT %s"
+    params.append(need)
+    cur = await conn.execute(sql, params)
+    return [
+        (float(row["tier"]), str(row["published_at"]), int(row["rowid"]))
+        for row in await cur.fetchall()
+    ]
+
+
+async def _count(conn: Connection, match: TsQuery, source_id: str | None) -> tuple[int, bool]:
+    """(count, is an estimate), as storage.search counts: only the newest COUNT_SPAN posts are
+    walked, and at most COUNT_WINDOW + 1 matches among them; exact when every post is within the
+    span and no more match, else the density of matches in what was walked, spread over the whole
+    table and rounded to two significant figures."""
+    cur = await conn.execute("SELECT min(rowid) AS low, max(rowid) AS high FROM posts")
+    row = await cur.fetchone()
+    if row is None or row["low"] is None:
+        return 0, False
+    low, high = int(row["low"]), int(row["high"])
+    floor = high - COUNT_SPAN
+    sql = f"SELECT p.rowid FROM posts p WHERE p.search @@ {match.sql} AND p.rowid > %s"
+    params: list[object] = [*match.params, floor]
+    if source_id is not None:
+        sql += " AND p.source_id = %s"
+        params.append(source_id)
+    sql += " ORDER BY p.rowid DESC LIMIT %s"
+    params.append(COUNT_WINDOW + 1)
+    cur = await conn.execute(sql, params)
+    rowids = [int(r["rowid"]) for r in await cur.fetchall()]
+    if len(rowids) > COUNT_WINDOW:
+        boundary = rowids[COUNT_WINDOW - 1]
+        high = max(high, rowids[0])
+        spread = COUNT_WINDOW * (high - low + 1) / max(1, high - boundary + 1)
+        return max(COUNT_WINDOW + 1, _two_figures(spread)), True
+    if floor < low:
+        return len(rowids), False
+    return _two_figures(len(rowids) * (high - low + 1) / COUNT_SPAN), True
+
+
+def _two_figures(value: float) -> int:
+    """Rounded to two significant figures: 338,512 is 340,000."""
+    number = round(value)
+    if number < 100:
+        return number
+    digits = len(str(number))
+    return round(number, 2 - digits)
+
+
+async def _hits(
+    conn: Connection, marks: TsQuery, chosen: list[_Candidate]
+) -> tuple[SearchHit, ...]:
+    """The chosen posts with highlighted title and snippet (ts_headline), for those rows only."""
+    if not chosen:
+        return ()
+    headlines = [f"ts_headline('{CONFIG}', p.title, {marks.sql}, %s) AS marked_title"]
+    params: list[object] = [*marks.params, _TITLE_OPTIONS]
+    for where, column in _SNIPPET_SOURCES:
+        headlines.append(f"ts_headline('{CONFIG}', {column}, {marks.sql}, %s) AS snippet_{where}")
+        params.extend((*marks.params, _SNIPPET_OPTIONS))
+    sql = (
+        f"SELECT {POST_COLUMNS}, {', '.join(headlines)}, "
+        f"{', '.join(f'{column} AS source_{where}' for where, column in _SNIPPET_SOURCES)} "
+        "FROM posts p WHERE p.rowid = ANY(%s)"
+    )
+    params.append([rowid for _, _, rowid in chosen])
+    cur = await conn.execute(sql, params)
+    rows = {int(row["rowid"]): row for row in await cur.fetchall()}
+    hits: list[SearchHit] = []
+    for score, _, rowid in chosen:
+        row = rows.get(rowid)
+        if row is None:  # deleted since it was ranked
+            continue
+        hits.append(
+            SearchHit(
+                post=post_from_row(row),
+                title=_marked(row["marked_title"] or ""),
+                snippet=_chosen_snippet(row),
+                rank=score,
+            )
+        )
+    return tuple(hits)
+
+
+def _chosen_snippet(row: dict[str, Any]) -> Highlighted:
+    """The body's snippet when the body matched (or nothing else did: a title match shows the
+    text's start), else the caption's or the background's, labelled with where it comes from."""
+    for where, _ in _SNIPPET_SOURCES:
+        marked = row[f"snippet_{where}"] or ""
+        if _MARK_START in marked:
+            return _marked(_elided(marked, row[f"source_{where}"] or ""), where)
+    return _marked(_elided(row["snippet_text"] or "", row["source_text"] or ""))
+
+
+def _elided(marked: str, text: str) -> str:
+    """The snippet with `…` where it cuts the text, as FTS5's snippet() shows."""
+    plain = marked.replace(_MARK_START, "").replace(_MARK_END, "")
+    if not plain:
+        return marked
+    if not text.startswith(plain):
+        marked = _ELLIPSIS + marked
+    if not text.endswith(plain):
+        marked += _ELLIPSIS
+    return marked
+
+
+_MARKERS = re.compile(f"([{_MARK_START}{_MARK_END}])")
+_BETWEEN_MARKS = re.compile(f"{_MARK_END}( +){_MARK_START}")
+
+
+def _marked(text: str, where: SnippetSource = "text") -> Highlighted:
+    """Text with \\x02…\\x03 markers as Highlighted segments (the runs between the markers)."""
+    segments: list[Segment] = []
+    inside = False
+    # ts_headline marks a phrase word by word; FTS5 marks it whole: join marks only a space apart.
+    text = _BETWEEN_MARKS.sub(r"\1", text)
+    for piece in _MARKERS.split(text):
+        if piece in (_MARK_START, _MARK_END):
+            inside = piece == _MARK_START
+        elif piece:
+            if segments and segments[-1][1] == inside:
+                segments[-1] = (segments[-1][0] + piece, inside)
+            else:
+                segments.append((piece, inside))
+    return Highlighted(segments=tuple(segments), where=where)
