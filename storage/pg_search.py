@@ -46,6 +46,10 @@ from storage.values import SearchHit, SearchPage
 
 log = logging.getLogger(__name__)
 
+QUERY_FAILURES = (psycopg.DataError, psycopg.ProgrammingError, psycopg.errors.QueryCanceled)
+"""The errors of a query itself (as SQLite's OperationalError for a MATCH), answered as a how-to
+line or no match; a lost connection or a full pool is the store's failure and propagates."""
+
 CONFIG = "livedesk_english"
 """The text search configuration of `posts.search` (storage.pg_schema.TEXT_SEARCH_CONFIG)."""
 
@@ -252,7 +256,7 @@ async def post_matches(conn: Connection, query: CompiledQuery, post_rowid: int) 
                 (post_rowid, *compiled.params),
             )
             return await cur.fetchone() is not None
-    except psycopg.Error as error:
+    except QUERY_FAILURES as error:
         log.warning("post_matches failed for %r: %s", query.match, error)
         return False
 
@@ -321,7 +325,7 @@ async def search(
                 total, estimated = counted
             else:
                 total, estimated = await _count(conn, match, source_id)
-    except psycopg.Error as error:
+    except QUERY_FAILURES as error:
         log.warning("search failed for %r (%s): %s", text, query.match, error)
         raise QueryError(f"Couldn't search for that. {HOW_TO}") from error
     more = len(ranked) > offset + per_page

@@ -475,11 +475,18 @@ async def test_postgres_errors_become_query_errors(
         await search(fixture_db, "x")
 
     def failing(conn: object, *args: object) -> object:
-        raise psycopg.OperationalError("boom")
+        raise psycopg.errors.SyntaxError("boom")
 
     monkeypatch.setattr(pg_search, "compile_query", compile_query)
     monkeypatch.setattr(pg_search, "_candidates", failing)
     with pytest.raises(QueryError, match="Search with words"):
+        await search(fixture_db, "x")
+
+    def unreachable(conn: object, *args: object) -> object:
+        raise psycopg.OperationalError("server closed the connection")
+
+    monkeypatch.setattr(pg_search, "_candidates", unreachable)
+    with pytest.raises(psycopg.OperationalError):  # the store's failure, not the query's
         await search(fixture_db, "x")
 
 
@@ -500,6 +507,22 @@ async def test_post_matches_inside_the_write_transaction(pg: PgDatabase) -> None
         assert await post_matches(conn, query, rowid)
         assert not await post_matches(conn, compile_query("Blinken"), rowid)
         assert not await post_matches(conn, query, rowid + 1)
+
+
+async def test_a_failing_post_matches_leaves_the_transaction_usable(
+    pg: PgDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rowids = await insert_posts(pg, [_post(1, "Lavrov speaks", "Text.")])
+    bad = TsQuery("to_tsquery('livedesk_english', %s)", ("a & & b",))
+    monkeypatch.setattr(pg_search, "tsquery", lambda match: bad)
+    async with pg.write() as conn:
+        assert not await post_matches(conn, compile_query("lavrov"), rowids["blog-1"])
+        monkeypatch.undo()
+        assert await post_matches(conn, compile_query("lavrov"), rowids["blog-1"])
+        await conn.execute("UPDATE posts SET title = 'Lavrov spoke'")
+    async with pg.read() as conn:
+        cur = await conn.execute("SELECT title FROM posts")
+        assert [row["title"] for row in await cur.fetchall()] == ["Lavrov spoke"]
 
 
 # --- the seed blog ------------------------------------------------------------------------------------
