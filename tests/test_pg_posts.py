@@ -23,11 +23,11 @@ from storage.db import Database
 from storage.interface import Posts, Replays
 from storage.models import EventKind, Image, ImportResult, Post, PostEvent, Source, SourceKind
 from storage.pg_db import PgDatabase
-from storage.pg_posts import PROGRESS_CHUNK, PgPostStore, PgUpserted, upsert_document
+from storage.pg_posts import PROGRESS_CHUNK, PgPostStore, upsert_document
 from storage.pg_replays import WINDOW, PgReplayStore
 from storage.posts import PostStore
 from storage.replays import ReplayStore
-from storage.values import FetchState, PostChange, ProgressCallback, SourceConflict
+from storage.values import FetchState, PostChange, ProgressCallback, SourceConflict, Upserted
 
 START = datetime(2022, 1, 21, 12, 0, tzinfo=UTC)
 SOURCE = Source(id="blog", title="The blog", kind=SourceKind.PAGE_TEXT)
@@ -69,7 +69,7 @@ async def upsert(
     location: str | None = None,
     fetch_state: FetchState | None = None,
     on_progress: ProgressCallback | None = None,
-) -> PgUpserted:
+) -> Upserted:
     async with db.write() as conn:
         return await upsert_document(
             conn, result, location=location, fetch_state=fetch_state, on_progress=on_progress
