@@ -6,17 +6,15 @@ may update which blog); this module says it again in PostgreSQL, and says where 
 - SQLite's `LIKE` folds ASCII case, so `get()` by id prefix folds ASCII case here too (and only
   ASCII, as SQLite does); names and locations sort by their bytes, as SQLite's BINARY collation does
   (`COLLATE "C"`), whatever the database's own collation is.
-- A blog's short number is SQLite's implicit `rowid` of `sources`. PostgreSQL's `sources` has no such
-  column (storage.pg_schema), so the number is the blog's place in the order blogs were added
-  (`added_at`, then id): the same numbers as SQLite's, since blogs are never removed and each is
-  added in a transaction of its own. A `number` identity column in the schema would make it exact
-  in every case.
+- A blog's short number is SQLite's implicit `rowid` of `sources`; PostgreSQL's `sources` holds it in
+  a `number` column (storage.pg_schema, migration 3), which `livedesk migrate` copies from SQLite.
 - SQLite has one writer at a time; PostgreSQL takes every concurrent one. `upsert_document()` takes
   one transaction-scoped advisory lock (INGEST_LOCK) first, so two processes importing at once are
   serialised as SQLite serialises them: neither can give a post the same version twice, nor a new blog
-  the same slug twice. Under that lock a new post's number (`rowid`) is the highest one plus one, as
-  SQLite's INTEGER PRIMARY KEY picks it, rather than the identity's sequence: a sequence is not rolled
-  back, so a failed import would leave a gap in the numbers people type (`/post 42`).
+  the same slug twice. Under that lock a new post's number (`rowid`) and a new blog's (`number`) are
+  the highest one plus one, as SQLite picks a rowid, rather than the identity's sequence: a sequence
+  is not rolled back (and `INSERT … ON CONFLICT` draws from it even when the row exists), so a failed
+  import would leave a gap in the numbers people type (`/post 42`, `--source 3`).
 - PostgreSQL's text cannot hold NUL. A lookup by a text with a NUL finds nothing (as no stored text
   can hold it), and a fetch error's NUL is kept as U+FFFD instead of failing the poll.
 - A database error (a post of an unknown blog) is psycopg's (`psycopg.errors.ForeignKeyViolation`),
@@ -71,9 +69,6 @@ INGEST_LOCK = 0x4C44_494E_4745_5354  # "LDINGEST": held by the transaction that 
 MAX_ROWID = 2**63 - 1
 _ASCII_UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _ASCII_LOWER = "abcdefghijklmnopqrstuvwxyz"
-
-_SOURCE_NUMBER = 'row_number() OVER (ORDER BY added_at, id COLLATE "C")'
-"""A blog's short number: SQLite's rowid of `sources` (see the module doc)."""
 
 
 class PgPostStore:
@@ -219,9 +214,7 @@ class PgPostStore:
         id or title begins with `text`, or whose title has a word beginning with each word of
         `text` (case and accents aside): one entry is a match, several are ambiguous."""
         text = text.strip()
-        rows = await self._all(
-            f"SELECT {_SOURCE_NUMBER} AS number, id, title, url, kind FROM sources ORDER BY number"
-        )
+        rows = await self._all("SELECT number, id, title, url, kind FROM sources ORDER BY number")
         known = [NumberedSource(int(r["number"]), source_from_row(r)) for r in rows]
         number = text.removeprefix("#")
         if number.isdigit():
@@ -257,7 +250,7 @@ class PgPostStore:
             "s.last_error, "
             "(SELECT count(*) FROM posts p WHERE p.source_id = s.id) AS posts, "
             "(SELECT max(published_at) FROM posts p WHERE p.source_id = s.id) AS newest "
-            f"FROM (SELECT {_SOURCE_NUMBER} AS number, * FROM sources) s "
+            "FROM sources s "
             'ORDER BY s.title COLLATE "C"'
         )
         return [
@@ -328,6 +321,11 @@ async def upsert_document(
     cursor = await conn.execute("SELECT 1 FROM sources WHERE id = %s", (result.source.id,))
     is_new_source = await cursor.fetchone() is None
     await _upsert_source(conn, result.source, location, fetch_state)
+    if is_new_source:
+        # The identity's sequence follows, for any writer that takes the default (a copy, a test).
+        await conn.execute(
+            "SELECT setval(pg_get_serial_sequence('sources', 'number'), max(number)) FROM sources"
+        )
     if location is not None:
         await conn.execute("DELETE FROM fetch_errors WHERE location = %s", (location,))
     changes = await _upsert_posts(conn, posts, on_progress)
@@ -400,9 +398,13 @@ async def _upsert_source(
         if bound_to is not None and not may_update(bound_to, location):
             raise SourceConflict(location, bound_to, source)
     now = to_db_time(utc_now())
+    # A new blog's number is one past the highest (see the module doc); on a conflict the blog
+    # keeps its own.
     await conn.execute(
-        "INSERT INTO sources (id, title, url, kind, location, etag, last_modified, added_at, "
-        "imported_at, last_error) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, NULL) "
+        "INSERT INTO sources (number, id, title, url, kind, location, etag, last_modified, "
+        "added_at, imported_at, last_error) VALUES ("
+        "(SELECT coalesce(max(number), 0) + 1 FROM sources), "
+        "%s, %s, %s, %s, %s, %s, %s, %s, %s, NULL) "
         "ON CONFLICT (id) DO UPDATE SET title = excluded.title, "
         "url = coalesce(excluded.url, sources.url), kind = excluded.kind, "
         "location = coalesce(excluded.location, sources.location), "
