@@ -7,14 +7,19 @@ columns hold lists and objects; the delivery states and events are the words the
 from __future__ import annotations
 
 import json
+import re
+import unicodedata
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from storage.index_text import joined_words
 from storage.models import (
     EditPolicy,
     Image,
     Post,
+    Source,
+    SourceKind,
     Subscription,
     SubscriptionState,
     Target,
@@ -81,6 +86,61 @@ POST_COLUMNS = (
     "p.rowid AS rowid, p.id, p.source_id, p.published_at, p.updated_at, p.title, p.byline, "
     "p.authors, p.location, p.body, p.images, p.background, p.permalink, p.version, p.time_estimated"
 )
+
+
+def post_row(post: Post, digest: str, version: int, now: str) -> tuple[Any, ...]:
+    """A post as a `posts` row: (id, source_id, published_at, updated_at, title, byline, authors,
+    location, body, images, background, permalink, content_hash, version, recorded_at)."""
+    return (
+        post.id,
+        post.source_id,
+        to_db_time(post.published_at),
+        to_db_time(post.updated_at) if post.updated_at else None,
+        post.title,
+        post.byline,
+        json.dumps(list(post.authors), ensure_ascii=False),
+        post.location,
+        "\n\n".join(post.body),
+        images_json(post.images),
+        post.background,
+        post.permalink,
+        digest,
+        version,
+        now,
+    )
+
+
+def post_joined_words(post: Post) -> str | None:
+    """The joined forms of the post's dotted and hyphenated words, for the search index."""
+    texts = [post.title, post.byline, *post.body, post.background, post.location]
+    for image in post.images:
+        texts += [image.caption, image.credit]
+    return joined_words(texts) or None
+
+
+def source_from_row(row: Any) -> Source:
+    """Build a Source from a `sources` row (id, title, url, kind)."""
+    return Source(id=row["id"], title=row["title"], url=row["url"], kind=SourceKind(row["kind"]))
+
+
+WORD = re.compile(r"[^\W_]+")
+"""A word of a blog's title, as `find_sources` matches typed words against it."""
+
+
+def fold(text: str) -> str:
+    """Lowercase without accents, spaces collapsed: how a typed blog name is compared."""
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    return " ".join("".join(c for c in decomposed if not unicodedata.combining(c)).split())
+
+
+def has_words(title_words: list[str], wanted: list[str]) -> bool:
+    """Each wanted word begins a word of the title."""
+    return all(any(word.startswith(w) for word in title_words) for w in wanted)
+
+
+def like_escape(text: str) -> str:
+    """`text` as a literal in a `LIKE … ESCAPE '\\'` pattern."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 SUB_COLUMNS = (

@@ -1,8 +1,12 @@
 """The copy of an SQLite store into PostgreSQL (`livedesk migrate postgresql://…`).
 
-Every table is copied with its keys as they are (post rowids, subscription and delivery ids), so
-the versions and deliveries that point at them stay right; then the identity sequences are moved
-past the highest id copied, so new rows never collide with copied ones. Rows travel in batches by
+Every table is copied with its keys as they are (post rowids, subscription and delivery ids, and
+SQLite's implicit rowid of `sources` as the blog's `number`), so the versions and deliveries that
+point at them and the numbers people type stay right; then the identity sequences are moved past the
+highest id copied, so new rows never collide with copied ones. The copy holds the post store's
+ingest lock (storage.pg_posts.INGEST_LOCK) from its first statement to its commit: a Livedesk
+ingesting into the same database meanwhile waits, rather than numbering a post or a blog with a
+number the copy is writing. Rows travel in batches by
 `COPY` into a temporary table, and from there into the real one: the copy is one transaction in
 PostgreSQL (all of it or nothing) over one read snapshot of the SQLite file (a Livedesk running on it
 meanwhile changes nothing in what is copied).
@@ -25,7 +29,8 @@ the same key whose identity differs (what never changes in a Livedesk row once w
 `added_at`; a post's id and blog; a version's time and content hash; a subscription's platform,
 creator and creation time; a delivery's post, event and creation time, as its version follows
 edits until it is sent and its subscription moves with a merged target), or a unique name held by
-another key (a post id under another rowid; a subscription's target under another id). Rows PostgreSQL has and SQLite has not are left alone: they are what Livedesk did on
+another key (a post id under another rowid; a blog number under another blog; a subscription's
+target under another id). Rows PostgreSQL has and SQLite has not are left alone: they are what Livedesk did on
 PostgreSQL after an earlier copy.
 """
 
@@ -42,6 +47,7 @@ from psycopg import sql
 
 from storage.db import Database, DatabaseUnusable, MigrationProgress
 from storage.pg_db import Connection, PgDatabase
+from storage.pg_posts import INGEST_LOCK
 
 BATCH = 5000
 """Rows per COPY batch (and per progress report)."""
@@ -99,6 +105,16 @@ class _Table:
     """The columns brought to SQLite's values when it is ahead."""
     sequence: str | None = None
     """The identity column whose sequence is moved past the copied ids."""
+    read_as: tuple[tuple[str, str], ...] = ()
+    """(column, SQLite expression) for the columns SQLite holds under another name."""
+
+    @property
+    def sqlite_columns(self) -> str:
+        """The SELECT list that reads `columns` from SQLite's table, in their order."""
+        expressions = dict(self.read_as)
+        return ", ".join(
+            f"{expressions[c]} AS {c}" if c in expressions else c for c in self.columns
+        )
 
 
 _POST_TEXTS = (
@@ -127,6 +143,7 @@ TABLES: tuple[_Table, ...] = (
         "sources",
         (
             "id",
+            "number",
             "title",
             "url",
             "kind",
@@ -139,6 +156,8 @@ TABLES: tuple[_Table, ...] = (
         ),
         key=("id",),
         identity=("added_at",),
+        unique=("{}.number",),
+        unique_what="blog number",
         advance="coalesce(b.imported_at, '') > coalesce(t.imported_at, '')",
         advancing=(
             "title",
@@ -150,6 +169,8 @@ TABLES: tuple[_Table, ...] = (
             "imported_at",
             "last_error",
         ),
+        sequence="number",
+        read_as=(("number", "rowid"),),
     ),
     _Table(
         "posts",
@@ -261,6 +282,9 @@ async def copy_to_postgres(
         doing = "connecting"
         try:
             async with pg.write() as conn:
+                doing = "waiting for an import into PostgreSQL to finish"
+                # Held until the commit: no post or blog is numbered by an ingest meanwhile.
+                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (INGEST_LOCK,))
                 for table in TABLES:
                     doing = f"copying {table.name}"
                     report.tables[table.name] = await _copy_table(
@@ -302,7 +326,6 @@ async def _copy_table(
     progress: MigrationProgress | None,
 ) -> TableCopy:
     what = f"copying {table.name}"
-    columns = ", ".join(table.columns)
     key = ", ".join(table.key)
     async with reader.execute(f"SELECT count(*) FROM {table.name}") as cur:
         counted = await cur.fetchone()
@@ -320,7 +343,7 @@ async def _copy_table(
     while True:
         after = "" if last is None else f"WHERE ({key}) > ({', '.join('?' * len(table.key))})"
         async with reader.execute(
-            f"SELECT {columns} FROM {table.name} {after} ORDER BY {key} LIMIT {BATCH}",
+            f"SELECT {table.sqlite_columns} FROM {table.name} {after} ORDER BY {key} LIMIT {BATCH}",
             () if last is None else tuple(last),
         ) as cur:
             rows = [tuple(row) for row in await cur.fetchall()]

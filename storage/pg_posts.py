@@ -6,17 +6,15 @@ may update which blog); this module says it again in PostgreSQL, and says where 
 - SQLite's `LIKE` folds ASCII case, so `get()` by id prefix folds ASCII case here too (and only
   ASCII, as SQLite does); names and locations sort by their bytes, as SQLite's BINARY collation does
   (`COLLATE "C"`), whatever the database's own collation is.
-- A blog's short number is SQLite's implicit `rowid` of `sources`. PostgreSQL's `sources` has no such
-  column (storage.pg_schema), so the number is the blog's place in the order blogs were added
-  (`added_at`, then id): the same numbers as SQLite's, since blogs are never removed and each is
-  added in a transaction of its own. A `number` identity column in the schema would make it exact
-  in every case.
+- A blog's short number is SQLite's implicit `rowid` of `sources`; PostgreSQL's `sources` holds it in
+  a `number` column (storage.pg_schema, migration 3), which `livedesk migrate` copies from SQLite.
 - SQLite has one writer at a time; PostgreSQL takes every concurrent one. `upsert_document()` takes
   one transaction-scoped advisory lock (INGEST_LOCK) first, so two processes importing at once are
   serialised as SQLite serialises them: neither can give a post the same version twice, nor a new blog
-  the same slug twice. Under that lock a new post's number (`rowid`) is the highest one plus one, as
-  SQLite's INTEGER PRIMARY KEY picks it, rather than the identity's sequence: a sequence is not rolled
-  back, so a failed import would leave a gap in the numbers people type (`/post 42`).
+  the same slug twice. Under that lock a new post's number (`rowid`) and a new blog's (`number`) are
+  the highest one plus one, as SQLite picks a rowid, rather than the identity's sequence: a sequence
+  is not rolled back (and `INSERT … ON CONFLICT` draws from it even when the row exists), so a failed
+  import would leave a gap in the numbers people type (`/post 42`, `--source 3`).
 - PostgreSQL's text cannot hold NUL. A lookup by a text with a NUL finds nothing (as no stored text
   can hold it), and a fetch error's NUL is kept as U+FFFD instead of failing the poll.
 - A database error (a post of an unknown blog) is psycopg's (`psycopg.errors.ForeignKeyViolation`),
@@ -25,25 +23,26 @@ may update which blog); this module says it again in PostgreSQL, and says where 
 
 from __future__ import annotations
 
-import json
-import re
-import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from psycopg.pq import TransactionStatus
 
 from storage.codecs import (
     POST_COLUMNS,
+    WORD,
+    fold,
     from_db_time,
-    images_json,
+    has_words,
+    like_escape,
     opt_time,
     post_from_row,
+    post_joined_words,
+    post_row,
+    source_from_row,
     to_db_time,
     utc_now,
 )
-from storage.index_text import joined_words
 from storage.models import (
     EventKind,
     ImportResult,
@@ -51,7 +50,6 @@ from storage.models import (
     PostEvent,
     PostVersion,
     Source,
-    SourceKind,
 )
 from storage.pg_db import Connection, PgDatabase
 from storage.values import (
@@ -62,6 +60,7 @@ from storage.values import (
     ProgressCallback,
     SourceConflict,
     SourceInfo,
+    Upserted,
     may_update,
 )
 
@@ -70,9 +69,6 @@ INGEST_LOCK = 0x4C44_494E_4745_5354  # "LDINGEST": held by the transaction that 
 MAX_ROWID = 2**63 - 1
 _ASCII_UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _ASCII_LOWER = "abcdefghijklmnopqrstuvwxyz"
-
-_SOURCE_NUMBER = 'row_number() OVER (ORDER BY added_at, id COLLATE "C")'
-"""A blog's short number: SQLite's rowid of `sources` (see the module doc)."""
 
 
 class PgPostStore:
@@ -141,7 +137,7 @@ class PgPostStore:
             return None
         row = await self._one(f"SELECT {POST_COLUMNS} FROM posts p WHERE p.id = %s", (post_id,))
         if row is None and post_id:
-            pattern = _like_escape(_ascii_lower(post_id)) + "%"
+            pattern = like_escape(_ascii_lower(post_id)) + "%"
             rows = await self._all(
                 f"SELECT {POST_COLUMNS} FROM posts p "
                 f"WHERE translate(p.id, '{_ASCII_UPPER}', '{_ASCII_LOWER}') LIKE %s ESCAPE '\\' "
@@ -185,7 +181,7 @@ class PgPostStore:
         row = await self._one(
             "SELECT id, title, url, kind FROM sources WHERE id = %s", (source_id,)
         )
-        return _source_from_row(row) if row else None
+        return source_from_row(row) if row else None
 
     async def find_source(self, text: str) -> Source | None:
         """A source by id, exact title (any case), or a unique id/title prefix (for chat commands,
@@ -209,7 +205,7 @@ class PgPostStore:
             "ORDER BY imported_at DESC LIMIT 1",
             (location,),
         )
-        return _source_from_row(row) if row else None
+        return source_from_row(row) if row else None
 
     async def find_sources(self, text: str) -> list[NumberedSource]:
         """Every blog the operator may mean by `text`, best first.
@@ -218,10 +214,8 @@ class PgPostStore:
         id or title begins with `text`, or whose title has a word beginning with each word of
         `text` (case and accents aside): one entry is a match, several are ambiguous."""
         text = text.strip()
-        rows = await self._all(
-            f"SELECT {_SOURCE_NUMBER} AS number, id, title, url, kind FROM sources ORDER BY number"
-        )
-        known = [NumberedSource(int(r["number"]), _source_from_row(r)) for r in rows]
+        rows = await self._all("SELECT number, id, title, url, kind FROM sources ORDER BY number")
+        known = [NumberedSource(int(r["number"]), source_from_row(r)) for r in rows]
         number = text.removeprefix("#")
         if number.isdigit():
             by_number = [s for s in known if s.number == int(number)]
@@ -230,24 +224,24 @@ class PgPostStore:
         by_id = [s for s in known if s.source.id == text]
         if by_id:
             return by_id
-        folded = _fold(text)
-        by_title = [s for s in known if _fold(s.source.title) == folded]
+        folded = fold(text)
+        by_title = [s for s in known if fold(s.source.title) == folded]
         if by_title or not folded:
             return by_title
-        wanted = _WORD.findall(folded)
+        wanted = WORD.findall(folded)
         return [
             s
             for s in known
             if s.source.id.startswith(text)
-            or _fold(s.source.title).startswith(folded)
-            or (wanted and _has_words(_WORD.findall(_fold(s.source.title)), wanted))
+            or fold(s.source.title).startswith(folded)
+            or (wanted and has_words(WORD.findall(fold(s.source.title)), wanted))
         ]
 
     async def all_sources(self) -> list[Source]:
         rows = await self._all(
             'SELECT id, title, url, kind FROM sources ORDER BY title COLLATE "C"'
         )
-        return [_source_from_row(r) for r in rows]
+        return [source_from_row(r) for r in rows]
 
     async def sources(self) -> list[SourceInfo]:
         """Every blog with its post count and newest post time."""
@@ -256,12 +250,12 @@ class PgPostStore:
             "s.last_error, "
             "(SELECT count(*) FROM posts p WHERE p.source_id = s.id) AS posts, "
             "(SELECT max(published_at) FROM posts p WHERE p.source_id = s.id) AS newest "
-            f"FROM (SELECT {_SOURCE_NUMBER} AS number, * FROM sources) s "
+            "FROM sources s "
             'ORDER BY s.title COLLATE "C"'
         )
         return [
             SourceInfo(
-                source=_source_from_row(r),
+                source=source_from_row(r),
                 location=r["location"],
                 posts=int(r["posts"]),
                 newest=opt_time(r["newest"]),
@@ -294,43 +288,12 @@ class PgPostStore:
         return int(row["n"]) if row else 0
 
 
-def _source_from_row(row: Any) -> Source:
-    return Source(id=row["id"], title=row["title"], url=row["url"], kind=SourceKind(row["kind"]))
-
-
-_WORD = re.compile(r"[^\W_]+")
-
-
-def _fold(text: str) -> str:
-    """Lowercase without accents, spaces collapsed: how a typed blog name is compared."""
-    decomposed = unicodedata.normalize("NFKD", text.casefold())
-    return " ".join("".join(c for c in decomposed if not unicodedata.combining(c)).split())
-
-
-def _has_words(title_words: list[str], wanted: list[str]) -> bool:
-    """Each wanted word begins a word of the title."""
-    return all(any(word.startswith(w) for word in title_words) for w in wanted)
-
-
 def _ascii_lower(text: str) -> str:
     """Lower case for ASCII letters only, as SQLite's LIKE compares them."""
     return text.translate(str.maketrans(_ASCII_UPPER, _ASCII_LOWER))
 
 
-def _like_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
 # --- writing a document: the posts half of an ingest ------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class PgUpserted:
-    """What writing one document changed: the created and edited posts, in publication order."""
-
-    changes: list[PostChange]
-    new_source: bool
-    """The blog was not in the store before this document."""
 
 
 async def upsert_document(
@@ -340,7 +303,7 @@ async def upsert_document(
     location: str | None = None,
     fetch_state: FetchState | None = None,
     on_progress: ProgressCallback | None = None,
-) -> PgUpserted:
+) -> Upserted:
     """Inside a write transaction (`PgDatabase.write()`): store one document's blog and posts;
     report what changed (storage.posts.upsert_document's rules).
 
@@ -358,10 +321,15 @@ async def upsert_document(
     cursor = await conn.execute("SELECT 1 FROM sources WHERE id = %s", (result.source.id,))
     is_new_source = await cursor.fetchone() is None
     await _upsert_source(conn, result.source, location, fetch_state)
+    if is_new_source:
+        # The identity's sequence follows, for any writer that takes the default (a copy, a test).
+        await conn.execute(
+            "SELECT setval(pg_get_serial_sequence('sources', 'number'), max(number)) FROM sources"
+        )
     if location is not None:
         await conn.execute("DELETE FROM fetch_errors WHERE location = %s", (location,))
     changes = await _upsert_posts(conn, posts, on_progress)
-    return PgUpserted(changes, is_new_source)
+    return Upserted(changes, is_new_source)
 
 
 async def _settled(conn: Connection, result: ImportResult, location: str | None) -> ImportResult:
@@ -377,7 +345,7 @@ async def _settled(conn: Connection, result: ImportResult, location: str | None)
     if stored is None and source.url is not None:
         stored = await _one_id(conn, "url", source.url)
     if stored is None:
-        escaped = _like_escape(source.id)
+        escaped = like_escape(source.id)
         cursor = await conn.execute(
             "SELECT id, url FROM sources WHERE id = %s OR id LIKE %s ESCAPE '\\'",
             (source.id, escaped + "-%"),
@@ -430,9 +398,13 @@ async def _upsert_source(
         if bound_to is not None and not may_update(bound_to, location):
             raise SourceConflict(location, bound_to, source)
     now = to_db_time(utc_now())
+    # A new blog's number is one past the highest (see the module doc); on a conflict the blog
+    # keeps its own.
     await conn.execute(
-        "INSERT INTO sources (id, title, url, kind, location, etag, last_modified, added_at, "
-        "imported_at, last_error) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, NULL) "
+        "INSERT INTO sources (number, id, title, url, kind, location, etag, last_modified, "
+        "added_at, imported_at, last_error) VALUES ("
+        "(SELECT coalesce(max(number), 0) + 1 FROM sources), "
+        "%s, %s, %s, %s, %s, %s, %s, %s, %s, NULL) "
         "ON CONFLICT (id) DO UPDATE SET title = excluded.title, "
         "url = coalesce(excluded.url, sources.url), kind = excluded.kind, "
         "location = coalesce(excluded.location, sources.location), "
@@ -493,7 +465,7 @@ async def _upsert_posts(
         found = existing.get(post.id)
         if found is None:
             new_posts.append(post)
-            new_rows.append(_post_row(post, digest, 1, now))
+            new_rows.append(post_row(post, digest, 1, now))
             continue
         rowid, old_digest, old_version, old_published = found
         if old_digest == digest:
@@ -502,8 +474,8 @@ async def _upsert_posts(
             # An undated post keeps the time it was first seen; this document's stand-in is later.
             post = post.model_copy(update={"published_at": from_db_time(old_published)})
         version = old_version + 1
-        row = _post_row(post, digest, version, now)
-        updates.append((*row[2:], post.time_estimated, _joined_words(post), rowid))
+        row = post_row(post, digest, version, now)
+        updates.append((*row[2:], post.time_estimated, post_joined_words(post), rowid))
         versions.append((rowid, version, now, *row[3:13]))
         stored = post.model_copy(update={"version": version, "number": rowid})
         changes.append(
@@ -545,7 +517,12 @@ async def _upsert_posts(
                         strict=True,
                     ):
                         await copy.write_row(
-                            (rowids[post.id], *row, int(post.time_estimated), _joined_words(post))
+                            (
+                                rowids[post.id],
+                                *row,
+                                int(post.time_estimated),
+                                post_joined_words(post),
+                            )
                         )
                 if on_progress is not None:
                     on_progress(min(start + PROGRESS_CHUNK, len(new_rows)), len(new_rows))
@@ -574,33 +551,3 @@ async def _upsert_posts(
                 await copy.write_row(version_row)
     changes.sort(key=lambda c: (c.post.published_at, c.post.id))
     return changes
-
-
-def _joined_words(post: Post) -> str | None:
-    """The joined forms of the post's dotted and hyphenated words, for the search index."""
-    texts = [post.title, post.byline, *post.body, post.background, post.location]
-    for image in post.images:
-        texts += [image.caption, image.credit]
-    return joined_words(texts) or None
-
-
-def _post_row(post: Post, digest: str, version: int, now: str) -> tuple[Any, ...]:
-    """(id, source_id, published_at, updated_at, title, byline, authors, location, body, images,
-    background, permalink, content_hash, version, recorded_at)"""
-    return (
-        post.id,
-        post.source_id,
-        to_db_time(post.published_at),
-        to_db_time(post.updated_at) if post.updated_at else None,
-        post.title,
-        post.byline,
-        json.dumps(list(post.authors), ensure_ascii=False),
-        post.location,
-        "\n\n".join(post.body),
-        images_json(post.images),
-        post.background,
-        post.permalink,
-        digest,
-        version,
-        now,
-    )

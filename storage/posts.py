@@ -19,26 +19,27 @@ under a new id would deliver every one of its posts again.
 
 from __future__ import annotations
 
-import json
-import re
-import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import aiosqlite
 
 from storage.codecs import (
     POST_COLUMNS,
+    WORD,
+    fold,
     from_db_time,
-    images_json,
+    has_words,
+    like_escape,
     opt_time,
     post_from_row,
+    post_joined_words,
+    post_row,
+    source_from_row,
     to_db_time,
     utc_now,
 )
 from storage.db import Database
-from storage.index_text import joined_words
 from storage.models import (
     EventKind,
     ImportResult,
@@ -46,7 +47,6 @@ from storage.models import (
     PostEvent,
     PostVersion,
     Source,
-    SourceKind,
 )
 from storage.values import (
     FetchFailure,
@@ -56,6 +56,7 @@ from storage.values import (
     ProgressCallback,
     SourceConflict,
     SourceInfo,
+    Upserted,
     may_update,
 )
 
@@ -109,7 +110,7 @@ class PostStore:
         ) as cur:
             row = await cur.fetchone()
         if row is None and post_id:
-            escaped = _like_escape(post_id)
+            escaped = like_escape(post_id)
             async with self.db.reader.execute(
                 f"SELECT {POST_COLUMNS} FROM posts p WHERE p.id LIKE ? ESCAPE '\\' LIMIT 2",
                 (escaped + "%",),
@@ -153,7 +154,7 @@ class PostStore:
             "SELECT id, title, url, kind FROM sources WHERE id = ?", (source_id,)
         ) as cur:
             row = await cur.fetchone()
-        return _source_from_row(row) if row else None
+        return source_from_row(row) if row else None
 
     async def find_source(self, text: str) -> Source | None:
         """A source by id, exact title (any case), or a unique id/title prefix (for chat commands,
@@ -177,7 +178,7 @@ class PostStore:
             (location,),
         ) as cur:
             row = await cur.fetchone()
-        return _source_from_row(row) if row else None
+        return source_from_row(row) if row else None
 
     async def find_sources(self, text: str) -> list[NumberedSource]:
         """Every blog the operator may mean by `text`, best first.
@@ -189,7 +190,7 @@ class PostStore:
         async with self.db.reader.execute(
             "SELECT rowid, id, title, url, kind FROM sources ORDER BY rowid"
         ) as cur:
-            known = [NumberedSource(r["rowid"], _source_from_row(r)) for r in await cur.fetchall()]
+            known = [NumberedSource(r["rowid"], source_from_row(r)) for r in await cur.fetchall()]
         number = text.removeprefix("#")
         if number.isdigit():
             by_number = [s for s in known if s.number == int(number)]
@@ -198,24 +199,24 @@ class PostStore:
         by_id = [s for s in known if s.source.id == text]
         if by_id:
             return by_id
-        folded = _fold(text)
-        by_title = [s for s in known if _fold(s.source.title) == folded]
+        folded = fold(text)
+        by_title = [s for s in known if fold(s.source.title) == folded]
         if by_title or not folded:
             return by_title
-        wanted = _WORD.findall(folded)
+        wanted = WORD.findall(folded)
         return [
             s
             for s in known
             if s.source.id.startswith(text)
-            or _fold(s.source.title).startswith(folded)
-            or (wanted and _has_words(_WORD.findall(_fold(s.source.title)), wanted))
+            or fold(s.source.title).startswith(folded)
+            or (wanted and has_words(WORD.findall(fold(s.source.title)), wanted))
         ]
 
     async def all_sources(self) -> list[Source]:
         async with self.db.reader.execute(
             "SELECT id, title, url, kind FROM sources ORDER BY title"
         ) as cur:
-            return [_source_from_row(r) for r in await cur.fetchall()]
+            return [source_from_row(r) for r in await cur.fetchall()]
 
     async def sources(self) -> list[SourceInfo]:
         """Every blog with its post count and newest post time."""
@@ -228,7 +229,7 @@ class PostStore:
             rows = await cur.fetchall()
         return [
             SourceInfo(
-                source=_source_from_row(r),
+                source=source_from_row(r),
                 location=r["location"],
                 posts=r["posts"],
                 newest=opt_time(r["newest"]),
@@ -262,34 +263,7 @@ class PostStore:
         return int(row[0]) if row else 0
 
 
-def _source_from_row(row: Any) -> Source:
-    return Source(id=row["id"], title=row["title"], url=row["url"], kind=SourceKind(row["kind"]))
-
-
-_WORD = re.compile(r"[^\W_]+")
-
-
-def _fold(text: str) -> str:
-    """Lowercase without accents, spaces collapsed: how a typed blog name is compared."""
-    decomposed = unicodedata.normalize("NFKD", text.casefold())
-    return " ".join("".join(c for c in decomposed if not unicodedata.combining(c)).split())
-
-
-def _has_words(title_words: list[str], wanted: list[str]) -> bool:
-    """Each wanted word begins a word of the title."""
-    return all(any(word.startswith(w) for word in title_words) for w in wanted)
-
-
 # --- writing a document: the posts half of storage.ingest ---------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Upserted:
-    """What writing one document changed: the created and edited posts, in publication order."""
-
-    changes: list[PostChange]
-    new_source: bool
-    """The blog was not in the store before this document."""
 
 
 async def upsert_document(
@@ -334,7 +308,7 @@ async def _settled(
     if stored is None and source.url is not None:
         stored = await _one_id(conn, "url = ?", source.url)
     if stored is None:
-        escaped = _like_escape(source.id)
+        escaped = like_escape(source.id)
         async with conn.execute(
             "SELECT id, url FROM sources WHERE id = ? OR id LIKE ? ESCAPE '\\'",
             (source.id, escaped + "-%"),
@@ -371,10 +345,6 @@ async def _one_id(conn: aiosqlite.Connection, where: str, value: str) -> str | N
     ) as cur:
         row = await cur.fetchone()
     return str(row["id"]) if row else None
-
-
-def _like_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 async def _upsert_source(
@@ -448,7 +418,7 @@ async def _upsert_posts(
         found = existing.get(post.id)
         if found is None:
             new_posts.append(post)
-            new_rows.append(_post_row(post, digest, 1, now))
+            new_rows.append(post_row(post, digest, 1, now))
             continue
         rowid, old_digest, old_version, old_published = found
         if old_digest == digest:
@@ -463,9 +433,9 @@ async def _upsert_posts(
             "version = ?, recorded_at = ?, time_estimated = time_estimated AND ?, joined_words = ? "
             "WHERE rowid = ?",
             (
-                *_post_row(post, digest, version, now)[2:],
+                *post_row(post, digest, version, now)[2:],
                 int(post.time_estimated),
-                _joined_words(post),
+                post_joined_words(post),
                 rowid,
             ),
         )
@@ -490,7 +460,7 @@ async def _upsert_posts(
                 "time_estimated, joined_words) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (*row, int(post.time_estimated), _joined_words(post))
+                    (*row, int(post.time_estimated), post_joined_words(post))
                     for post, row in zip(
                         new_posts[start : start + PROGRESS_CHUNK],
                         new_rows[start : start + PROGRESS_CHUNK],
@@ -530,40 +500,10 @@ async def _upsert_posts(
     return changes
 
 
-def _joined_words(post: Post) -> str | None:
-    """The joined forms of the post's dotted and hyphenated words, for the search index."""
-    texts = [post.title, post.byline, *post.body, post.background, post.location]
-    for image in post.images:
-        texts += [image.caption, image.credit]
-    return joined_words(texts) or None
-
-
-def _post_row(post: Post, digest: str, version: int, now: str) -> tuple[Any, ...]:
-    """(id, source_id, published_at, updated_at, title, byline, authors, location, body, images,
-    background, permalink, content_hash, version, recorded_at)"""
-    return (
-        post.id,
-        post.source_id,
-        to_db_time(post.published_at),
-        to_db_time(post.updated_at) if post.updated_at else None,
-        post.title,
-        post.byline,
-        json.dumps(list(post.authors), ensure_ascii=False),
-        post.location,
-        "\n\n".join(post.body),
-        images_json(post.images),
-        post.background,
-        post.permalink,
-        digest,
-        version,
-        now,
-    )
-
-
 async def _insert_version(
     conn: aiosqlite.Connection, rowid: int, version: int, post: Post, digest: str, now: str
 ) -> None:
-    row = _post_row(post, digest, version, now)
+    row = post_row(post, digest, version, now)
     await conn.execute(
         "INSERT INTO post_versions (post_rowid, version, recorded_at, updated_at, title, byline, "
         "authors, location, body, images, background, permalink, content_hash) "

@@ -41,6 +41,15 @@ class PostChange:
 
 
 @dataclass(frozen=True, slots=True)
+class Upserted:
+    """What writing one document changed: the created and edited posts, in publication order."""
+
+    changes: list[PostChange]
+    new_source: bool
+    """The blog was not in the store before this document."""
+
+
+@dataclass(frozen=True, slots=True)
 class NumberedSource:
     """A blog with its short number in the store (what `livedesk sources` shows in its # column)."""
 

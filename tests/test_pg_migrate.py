@@ -4,6 +4,7 @@ and a different store is refused without a trace."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -19,7 +20,8 @@ from bot.sources import parse_document
 from storage.db import Database, DatabaseUnusable
 from storage.ingest import ingest
 from storage.migrate import TABLES, CopyReport, MigrateError, copy_to_postgres, run_migrate
-from storage.pg_db import PgDatabase
+from storage.pg_db import Connection, PgDatabase
+from storage.pg_posts import PgPostStore, upsert_document
 from storage.posts import PostStore
 from storage.replays import ReplayStore
 from storage.subscriptions import SubscriptionStore
@@ -68,8 +70,7 @@ async def sqlite_rows(path: Path) -> dict[str, list[tuple[Any, ...]]]:
         found: dict[str, list[tuple[Any, ...]]] = {}
         for table in TABLES:
             async with db.reader.execute(
-                f"SELECT {', '.join(table.columns)} FROM {table.name} "
-                f"ORDER BY {', '.join(table.key)}"
+                f"SELECT {table.sqlite_columns} FROM {table.name} ORDER BY {', '.join(table.key)}"
             ) as cur:
                 found[table.name] = [tuple(r) for r in await cur.fetchall()]
         return found
@@ -86,6 +87,9 @@ async def pg_rows(pg: PgDatabase, *, everything: bool = False) -> dict[str, list
             )
             found[table.name] = [tuple(r.values()) for r in await cur.fetchall()]
     return found
+
+
+TABLES_BY_NAME = {table.name: table for table in TABLES}
 
 
 def counts(report: CopyReport) -> dict[str, tuple[int, int, int]]:
@@ -134,11 +138,13 @@ async def test_every_row_is_copied_with_its_ids(tmp_path: Path, postgres_url: st
             assert (await cur.fetchone()) == {"n": 1}
             # New rows get ids past the copied ones.
             for table, column in (
+                ("sources", "number"),
                 ("subscriptions", "id"),
                 ("deliveries", "id"),
                 ("posts", "rowid"),
             ):
-                top = max(row[0] for row in before[table])
+                at = TABLES_BY_NAME[table].columns.index(column)
+                top = max(row[at] for row in before[table])
                 cur = await conn.execute(
                     f"SELECT nextval(pg_get_serial_sequence('{table}', '{column}')) AS n"
                 )
@@ -224,12 +230,133 @@ async def test_a_different_store_is_refused_and_nothing_is_copied(
 
     message = str(refused.value)
     assert "\n" not in message
+    # Its blog is refused first: it has the number of the blog already there.
+    assert message.startswith(
+        f"{pg.shown_as} already holds a different Livedesk store than {other}: sources id 'harbour"
+    )
+    assert message.endswith(
+        "of the file has the same blog number as another row there; copy into an empty database"
+    )
+    assert await pg_rows(pg, everything=True) == before  # not even the other blog's source row
+
+
+async def test_posts_under_the_same_numbers_in_another_store_are_refused(
+    tmp_path: Path, pg: PgDatabase
+) -> None:
+    first, other = tmp_path / "first.db", tmp_path / "other.db"
+    await build_store(first)
+    await copy_to_postgres(first, pg)
+    before = await pg_rows(pg, everything=True)
+    async with await Database.open(other) as db:  # another blog, numbered past the first one
+        await import_file(db, FEED)
+    with sqlite3.connect(other) as raw:
+        raw.execute("UPDATE sources SET rowid = 2")
+
+    with pytest.raises(MigrateError) as refused:
+        await copy_to_postgres(other, pg)
+
+    message = str(refused.value)
     assert message.startswith(
         f"{pg.shown_as} already holds a different Livedesk store than {other}: posts rowid 1 is "
         "not the same row (id: 'live-city-council"
     )
     assert message.endswith("in the file); copy into an empty database")
     assert await pg_rows(pg, everything=True) == before  # not even the other blog's source row
+
+
+async def test_blog_numbers_survive_the_copy_and_new_blogs_number_on(
+    tmp_path: Path, pg: PgDatabase
+) -> None:
+    """The numbers an operator types (`--source 7`) are SQLite's, whatever order the blogs were
+    added in; a blog added on PostgreSQL afterwards takes the next one, as SQLite would."""
+    path = tmp_path / "livedesk.db"
+    async with await Database.open(path) as db:
+        await import_file(db, FEED)
+        await import_file(db, BLOG)
+    with sqlite3.connect(path) as raw:  # numbers with a gap, against the order of added_at
+        raw.execute("UPDATE sources SET rowid = 11 WHERE rowid = 1")  # the feed, added first
+        raw.execute("UPDATE sources SET rowid = 7 WHERE rowid = 2")
+        numbers = dict(raw.execute("SELECT id, rowid FROM sources").fetchall())
+    assert sorted(numbers.values()) == [7, 11]
+
+    await copy_to_postgres(path, pg)
+
+    store = PgPostStore(pg)
+    assert {info.source.id: info.number for info in await store.sources()} == numbers
+    blog = next(i for i, n in numbers.items() if n == 7)
+    assert [s.source.id for s in await store.find_sources("#7")] == [blog]
+    async with pg.write() as conn:
+        upserted = await upsert_document(conn, _other_blog())
+    assert upserted.new_source
+    infos = {info.source.id: info.number for info in await store.sources()}
+    assert infos == {**numbers, "elsewhere": 12}
+    async with pg.write() as conn:  # a writer taking the default gets the next number too
+        cur = await conn.execute(
+            "INSERT INTO sources (id, title, kind, added_at) "
+            "VALUES ('by-default', 'D', 'rss', '2026-12-01T00:00:00.000000Z') RETURNING number"
+        )
+        assert await cur.fetchone() == {"number": 13}
+
+
+def _other_blog() -> ImportResult:
+    """A blog of its own, with one post, that no store built here holds."""
+    result = document(FEED)
+    source = result.source.model_copy(
+        update={"id": "elsewhere", "title": "Elsewhere", "url": "https://elsewhere.example/"}
+    )
+    post = result.posts[0].model_copy(update={"id": "elsewhere:1", "source_id": "elsewhere"})
+    return ImportResult(source=source, posts=(post,))
+
+
+async def test_an_ingest_at_the_same_time_waits_for_the_copy(
+    tmp_path: Path, pg: PgDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Livedesk ingesting into the database while the copy runs would otherwise number its new
+    post (and blog) from what it sees, without the copy's uncommitted rows: the same numbers."""
+    path = tmp_path / "livedesk.db"
+    await build_store(path)
+    copied = await sqlite_rows(path)
+    ingesting: list[asyncio.Task[Any]] = []
+
+    async def ingest_on_pg() -> Any:
+        async with pg.write() as conn:
+            return await upsert_document(conn, _other_blog())
+
+    async def waiting_for_the_lock() -> int:
+        async with pg.read() as conn:
+            cur = await conn.execute(
+                "SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            )
+            row = await cur.fetchone()
+            return int(row["n"]) if row else 0
+
+    move_sequence = storage.migrate._move_sequence
+
+    async def slow_move_sequence(conn: Connection, table: str, column: str) -> None:
+        if not ingesting:  # every row is in, uncommitted: an ingest starts now
+            ingesting.append(asyncio.create_task(ingest_on_pg()))
+            for _ in range(200):
+                if await waiting_for_the_lock():
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("the ingest did not wait for the copy")
+            assert not ingesting[0].done()
+        await move_sequence(conn, table, column)
+
+    monkeypatch.setattr(storage.migrate, "_move_sequence", slow_move_sequence)
+    report = await copy_to_postgres(path, pg)
+    upserted = await ingesting[0]
+
+    assert report.copied == sum(len(rows) for rows in copied.values())
+    top = max(row[0] for row in copied["posts"])
+    assert [change.rowid for change in upserted.changes] == [top + 1]
+    numbers = {i.source.id: i.number for i in await PgPostStore(pg).sources()}
+    assert numbers["elsewhere"] == max(row[1] for row in copied["sources"]) + 1
+    rows = await pg_rows(pg)
+    assert {name: rows[name] for name in ("subscriptions", "deliveries")} == {
+        name: copied[name] for name in ("subscriptions", "deliveries")
+    }
 
 
 async def test_the_same_blog_imported_into_another_store_is_refused(

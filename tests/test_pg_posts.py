@@ -23,11 +23,11 @@ from storage.db import Database
 from storage.interface import Posts, Replays
 from storage.models import EventKind, Image, ImportResult, Post, PostEvent, Source, SourceKind
 from storage.pg_db import PgDatabase
-from storage.pg_posts import PROGRESS_CHUNK, PgPostStore, PgUpserted, upsert_document
+from storage.pg_posts import PROGRESS_CHUNK, PgPostStore, upsert_document
 from storage.pg_replays import WINDOW, PgReplayStore
 from storage.posts import PostStore
 from storage.replays import ReplayStore
-from storage.values import FetchState, PostChange, ProgressCallback, SourceConflict
+from storage.values import FetchState, PostChange, ProgressCallback, SourceConflict, Upserted
 
 START = datetime(2022, 1, 21, 12, 0, tzinfo=UTC)
 SOURCE = Source(id="blog", title="The blog", kind=SourceKind.PAGE_TEXT)
@@ -69,7 +69,7 @@ async def upsert(
     location: str | None = None,
     fetch_state: FetchState | None = None,
     on_progress: ProgressCallback | None = None,
-) -> PgUpserted:
+) -> Upserted:
     async with db.write() as conn:
         return await upsert_document(
             conn, result, location=location, fetch_state=fetch_state, on_progress=on_progress
@@ -505,6 +505,43 @@ async def test_sources_list_counts_newest_and_numbers(store: PgPostStore) -> Non
         '"etag-1"', "Sat, 01 Jan 2022 00:00:00 GMT"
     )
     assert await store.fetch_state("nowhere") is None
+
+
+async def test_a_blog_keeps_the_number_it_was_given(store: PgPostStore) -> None:
+    """Numbers live in `sources.number` (as SQLite's rowid): a new blog takes one past the highest,
+    a failed import or a re-import uses none up, and the order blogs were added in plays no part."""
+    first = _feed_source("First blog", "https://1.example/")
+    second = _feed_source("Second blog", "https://2.example/")
+    third = _feed_source("Third blog", "https://3.example/")
+    await ingest(store.db, _doc(_feed_post(first, "1", "A"), source=first))
+    for _ in range(3):  # the same blog again: no number drawn for it
+        await ingest(store.db, _doc(_feed_post(first, "2", "B"), source=first))
+    broken = _doc(_feed_post(second, "1", "A"), _post(9, source_id="no-such-blog"), source=second)
+    with pytest.raises(psycopg.errors.ForeignKeyViolation):
+        await ingest(store.db, broken)
+    await ingest(store.db, _doc(_feed_post(second, "1", "A"), source=second))
+    numbers = {s.source.id: s.number for s in await store.find_sources("blog")}
+    assert numbers == {"first-blog": 1, "second-blog": 2}
+    async with store.db.write() as conn:  # as a copy of SQLite may leave them
+        await conn.execute(
+            "UPDATE sources SET number = 5, added_at = '2000-01-01T00:00:00.000000Z' "
+            "WHERE id = 'second-blog'"
+        )
+    await ingest(store.db, _doc(_feed_post(third, "1", "A"), source=third))
+    assert [(i.source.id, i.number) for i in await store.sources()] == [
+        ("first-blog", 1),
+        ("second-blog", 5),
+        ("third-blog", 6),
+    ]
+    assert [s.source.id for s in await store.find_sources("#5")] == ["second-blog"]
+    assert await store.find_sources("2") == []
+    # The identity's sequence follows the numbers given, for a writer that takes the default.
+    async with store.db.write() as conn:
+        cursor = await conn.execute(
+            "INSERT INTO sources (id, title, kind, added_at) "
+            "VALUES ('x', 'x', 'rss', '2022') RETURNING number"
+        )
+        assert await cursor.fetchone() == {"number": 7}
 
 
 async def test_find_sources_by_number_id_title_prefix_or_words(store: PgPostStore) -> None:

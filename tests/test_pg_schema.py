@@ -19,8 +19,13 @@ NEWEST = len(PG_MIGRATIONS)
 Connection = psycopg.AsyncConnection[Any]
 
 # What PostgreSQL has beyond SQLite's schema: the search vector lives in posts (SQLite keeps it in
-# FTS5 tables), and the fleet's tables and leases exist only here.
-PG_ONLY_COLUMNS = {"posts": {"search"}, "deliveries": {"lease_owner", "lease_until"}}
+# FTS5 tables), a blog's number is a column (SQLite's implicit rowid of sources), and the fleet's
+# tables and leases exist only here.
+PG_ONLY_COLUMNS = {
+    "posts": {"search"},
+    "sources": {"number"},
+    "deliveries": {"lease_owner", "lease_until"},
+}
 PG_ONLY_TABLES = {"livedesk_schema", "workers"}
 
 
@@ -178,6 +183,57 @@ async def test_a_copy_keeps_sqlite_rowids_and_new_rows_number_on(store: Connecti
     await add_post(store, "new", "Written here")
     cur = await store.execute("SELECT id, rowid FROM posts ORDER BY rowid")
     assert await cur.fetchall() == [("copied", 41), ("new", 42)]
+
+
+async def test_blog_numbers_are_given_to_the_blogs_already_there_in_the_order_they_were_added(
+    conn: Connection,
+) -> None:
+    """Migration 3 on a database at version 2: the numbers are SQLite's rowids of a copy (blogs
+    are never removed), ties in time go by id as bytes, and new blogs number on past them."""
+    await conn.execute(
+        "CREATE TABLE livedesk_schema (version integer NOT NULL);"
+        "INSERT INTO livedesk_schema (version) VALUES (0)"
+    )
+    for version, migration in enumerate(PG_MIGRATIONS[:2], start=1):
+        await conn.execute(migration)
+        await conn.execute("UPDATE livedesk_schema SET version = %s", (version,))
+    for blog, added_at in (
+        ("later", "2022-03-01T00:00:00.000000Z"),
+        ("b-first", "2022-01-01T00:00:00.000000Z"),
+        ("a-first", "2022-01-01T00:00:00.000000Z"),
+        ("Z-first", "2022-01-01T00:00:00.000000Z"),  # 'Z' sorts before 'a' as bytes
+        ("middle", "2022-02-01T00:00:00.000000Z"),
+    ):
+        await conn.execute(
+            "INSERT INTO sources (id, title, kind, added_at) VALUES (%s, %s, 'rss', %s)",
+            (blog, blog, added_at),
+        )
+    assert await apply(conn) == NEWEST
+    cur = await conn.execute("SELECT number, id FROM sources ORDER BY number")
+    assert await cur.fetchall() == [
+        (1, "Z-first"),
+        (2, "a-first"),
+        (3, "b-first"),
+        (4, "middle"),
+        (5, "later"),
+    ]
+    new = await one_value(
+        conn,
+        "INSERT INTO sources (id, title, kind, added_at) "
+        "VALUES ('new', 'New', 'rss', '2022-04-01T00:00:00.000000Z') RETURNING number",
+    )
+    assert new == 6
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        await conn.execute(
+            "INSERT INTO sources (number, id, title, kind, added_at) "
+            "VALUES (6, 'twin', 'Twin', 'rss', '2022-04-01T00:00:00.000000Z')"
+        )
+    with pytest.raises(psycopg.errors.NotNullViolation):
+        await conn.execute("UPDATE sources SET number = NULL WHERE id = 'new'")
+
+
+async def test_an_empty_database_numbers_its_first_blog_1(store: Connection) -> None:
+    assert await one_value(store, "SELECT number FROM sources WHERE id = 'ukraine'") == 1
 
 
 async def test_another_programs_database_is_refused_untouched(conn: Connection) -> None:
