@@ -141,13 +141,26 @@ class App:
         from handlers import handle
         from handlers.base import Deps
         from storage import variants
-        from storage.store import open_sqlite
+        from storage.interface import Store
+        from storage.pg_db import AlreadyRunning
+        from storage.store import open_postgres, open_sqlite
 
         settings = self.settings
         variants.use(settings.search.variants)  # the operator's name variants, for every search
-        stack.enter_context(_run_lock(settings.db_path))
-        self.store = store = await open_sqlite(settings.db_path)
-        stack.push_async_callback(store.close)
+        store: Store
+        if settings.database_url is not None:
+            postgres = await open_postgres(settings.database_url.get_secret_value())
+            stack.push_async_callback(postgres.close)
+            try:
+                await stack.enter_async_context(postgres.db.run_lock())
+            except AlreadyRunning as error:
+                raise StartupError(str(error)) from None
+            store = postgres
+        else:
+            stack.enter_context(_run_lock(settings.db_path))
+            store = await open_sqlite(settings.db_path)
+            stack.push_async_callback(store.close)
+        self.store = store
         stack.push_async_callback(self._end_demo)  # after everything else stopped
         self.posts = store.posts
         self.subscriptions = store.subscriptions

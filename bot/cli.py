@@ -25,8 +25,10 @@ from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
+from pydantic import SecretStr
 from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -52,8 +54,11 @@ from bot.targets import FLAVORS, mask_url, public_options
 from storage import variants as search_variants
 from storage.db import DatabaseUnusable, check_location, classify
 from storage.interface import Posts, Store
+from storage.migrate import MigrateError, run_migrate
+from storage.pg_db import masked
+from storage.pg_schema import PostgresUnusable
 from storage.query import QueryError, compile_query
-from storage.store import open_sqlite
+from storage.store import is_postgres_url, open_postgres, open_sqlite
 from storage.values import MAX_PER_PAGE, FetchState, SourceConflict
 
 if TYPE_CHECKING:
@@ -83,6 +88,13 @@ class Ctx:
     json: bool
     out: Console
     err: Console
+    database_url: str | None = None
+    """A PostgreSQL server (from --db or LIVEDESK_DATABASE_URL) instead of the SQLite file."""
+
+    @property
+    def shown_store(self) -> str:
+        """Where the store is, for messages: the file, or the server URL with its password masked."""
+        return masked(self.database_url) if self.database_url else str(self.db_path)
 
     @property
     def zone(self) -> ZoneInfo:
@@ -174,10 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
 
         parser.add_argument(
             "--db",
-            type=Path,
             default=default(None),
-            metavar="PATH",
-            help="SQLite database file (default: LIVEDESK_DB_PATH or livedesk.db)",
+            metavar="PATH|URL",
+            help="SQLite database file, or a postgresql:// URL (default: LIVEDESK_DATABASE_URL, "
+            "else LIVEDESK_DB_PATH, else livedesk.db)",
         )
         parser.add_argument(
             "--json",
@@ -333,6 +345,16 @@ def build_parser() -> argparse.ArgumentParser:
     retry.add_argument(
         "ids", nargs="*", type=record_id, metavar="ID", help="as `deliveries --dead` shows them"
     )
+    p = command(
+        "migrate",
+        "copy this SQLite store (--db PATH) into a PostgreSQL database, idempotently",
+    )
+    p.add_argument(
+        "url",
+        metavar="URL",
+        help="postgresql://user:password@host/dbname (empty, or a copy of this store)",
+    )
+
     return parser
 
 
@@ -462,25 +484,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         "DEBUG" if args.verbose else _log_level(settings, args.command),
         configured_secrets(settings),
     )
+    database_url, db_path = _store_location(args.db, settings)
+    if database_url is not None:  # given as --db: keep its password out of every log line too
+        secrets = [*configured_secrets(settings), database_url, urlsplit(database_url).password]
+        configure_logging(
+            "DEBUG" if args.verbose else _log_level(settings, args.command),
+            [secret for secret in secrets if secret],
+        )
     ctx = Ctx(
         settings=settings,
-        db_path=args.db or settings.db_path,
+        db_path=db_path,
         json=args.json,
         out=out,
         err=err,
+        database_url=database_url,
     )
     if args.command == "run":
         from bot.app import run_app
 
         try:  # before the run lock, which lives in the same folder
-            check_location(ctx.db_path, create=True)
-            if ctx.db_path.exists() and not ctx.json and err.is_terminal:
+            if ctx.database_url is None:
+                check_location(ctx.db_path, create=True)
+            if (ctx.database_url or ctx.db_path.exists()) and not ctx.json and err.is_terminal:
                 asyncio.run(_migrate_with_a_bar(ctx))  # else the app logs a re-index's progress
-        except DatabaseUnusable as error:
+        except (DatabaseUnusable, PostgresUnusable) as error:
             ctx.error(str(error))
             return EXIT_FAILED
+        url = SecretStr(ctx.database_url) if ctx.database_url else None
         return run_app(
-            settings.model_copy(update={"db_path": ctx.db_path}),
+            settings.model_copy(update={"db_path": ctx.db_path, "database_url": url}),
             once=args.once,
             loud_without_demo=not args.verbose and _quiet_for_demo(settings),
         )
@@ -493,7 +525,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as error:
         ctx.error(str(error), details=error.details)
         return EXIT_BAD_INPUT
-    except DatabaseUnusable as error:
+    except (DatabaseUnusable, PostgresUnusable, MigrateError) as error:
         ctx.error(str(error))
         return EXIT_FAILED
     except Exception as error:
@@ -578,6 +610,18 @@ class MigrationBar:
             self._progress = None
 
 
+def _store_location(given: str | None, settings: Settings) -> tuple[str | None, Path]:
+    """(PostgreSQL URL or None, SQLite path): --db wins, then LIVEDESK_DATABASE_URL, then
+    LIVEDESK_DB_PATH."""
+    if given is not None and is_postgres_url(given):
+        return given.strip(), settings.db_path
+    if given is not None:
+        return None, Path(given)
+    if settings.database_url is not None:
+        return settings.database_url.get_secret_value(), settings.db_path
+    return None, settings.db_path
+
+
 async def _migrate_with_a_bar(ctx: Ctx) -> None:
     """Bring an existing store to this version's schema, showing a re-index as a bar."""
     async with open_db(ctx):
@@ -589,8 +633,12 @@ async def open_db(ctx: Ctx, *, create: bool = False) -> AsyncIterator[Store]:
     """The store; only commands that add to it (`import`, `subscribe`) may create its folder."""
     interactive = not ctx.json and ctx.err.is_terminal
     bar = MigrationBar(ctx.err) if interactive else None
+    store: Store
     try:
-        store = await open_sqlite(ctx.db_path, create=create, progress=bar)
+        if ctx.database_url is not None:
+            store = await open_postgres(ctx.database_url, progress=bar)
+        else:
+            store = await open_sqlite(ctx.db_path, create=create, progress=bar)
     finally:
         if bar is not None:
             bar.close()
@@ -1339,6 +1387,47 @@ def _dead_json(item: DeadDelivery) -> dict[str, Any]:
     }
 
 
+async def cmd_migrate(ctx: Ctx, args: argparse.Namespace) -> int:
+    """Copy the SQLite store into PostgreSQL (storage.migrate: idempotent, all or nothing)."""
+    url = str(args.url).strip()
+    if not is_postgres_url(url):
+        raise UserError(f"{masked(url)} is not a postgresql:// URL")
+    if ctx.database_url is not None:
+        raise UserError("migrate copies an SQLite file: give it with --db PATH, not a URL")
+    interactive = not ctx.json and ctx.err.is_terminal
+    bar = MigrationBar(ctx.err) if interactive else None
+    try:
+        report = await run_migrate(ctx.db_path, url, progress=bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    if ctx.json:
+        ctx.emit_json(
+            {
+                "from": str(report.source),
+                "to": report.target,
+                "tables": {
+                    name: {
+                        "copied": t.copied,
+                        "already_there": t.already_there,
+                        "updated": t.updated,
+                    }
+                    for name, t in report.tables.items()
+                },
+            }
+        )
+        return EXIT_OK
+    table = Table(box=None, pad_edge=False)
+    for column in ("table", "copied", "already there", "updated"):
+        table.add_column(column, justify="left" if column == "table" else "right")
+    for name, t in report.tables.items():
+        table.add_row(name, f"{t.copied:,}", f"{t.already_there:,}", f"{t.updated:,}")
+    ctx.out.print(table)
+    what = f"{report.copied:,} rows copied" if report.copied else "nothing new to copy"
+    ctx.out.print(f"{report.source} → {report.target}: {what}", soft_wrap=True)
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[Ctx, argparse.Namespace], Coroutine[Any, Any, int]]] = {
     "import": cmd_import,
     "latest": cmd_latest,
@@ -1351,6 +1440,7 @@ COMMANDS: dict[str, Callable[[Ctx, argparse.Namespace], Coroutine[Any, Any, int]
     "pause": cmd_pause,
     "resume": cmd_resume,
     "deliveries": cmd_deliveries,
+    "migrate": cmd_migrate,
 }
 
 

@@ -30,6 +30,11 @@ Connection = psycopg.AsyncConnection[dict[str, Any]]
 CONNECT_TIMEOUT = 10.0
 """Seconds to wait for the server at start before saying it cannot be reached."""
 POOL_SIZE = 8
+RUN_LOCK = 0x4C495645_52554E31  # "LIVERUN1": held by the one `livedesk run` of a database
+
+
+class AlreadyRunning(OSError):
+    """Another `livedesk run` holds this database; the message is one line."""
 
 
 def masked(url: str) -> str:
@@ -72,8 +77,19 @@ class PgDatabase:
             raise _one_line(shown, error) from None
         try:
             await apply(first, progress)
+            cur = await first.execute("SELECT current_setting('lc_ctype')")
+            row = await cur.fetchone()
+            ctype = str(row[0]) if row else ""
         finally:
             await first.close()
+        if ctype.upper() in ("C", "POSIX"):
+            log.warning(
+                "%s has LC_CTYPE %s: search reads letters outside ASCII as parts of words "
+                "(a curly-quoted word is not found); create it with a UTF-8 LC_CTYPE such as "
+                "C.UTF-8 or en_US.UTF-8",
+                shown,
+                ctype,
+            )
         pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
             url,
             min_size=1,
@@ -107,6 +123,26 @@ class PgDatabase:
         """A pooled connection in autocommit: each statement sees the latest commits."""
         async with self.pool.connection() as conn:
             yield conn
+
+    @asynccontextmanager
+    async def run_lock(self) -> AsyncIterator[None]:
+        """Held while `livedesk run` serves this database, on a connection of its own: the lock
+        goes with the session, so a process that dies releases it at once. AlreadyRunning when
+        another process holds it. (Until the outbox is shared by a fleet of workers, one process
+        delivers per database, as on SQLite.)"""
+        conn = await psycopg.AsyncConnection.connect(
+            self._url, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT)
+        )
+        try:
+            cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (RUN_LOCK,))
+            row = await cur.fetchone()
+            if row is None or not row[0]:
+                raise AlreadyRunning(
+                    f"another `livedesk run` is already using {self.shown_as}; stop it first"
+                )
+            yield
+        finally:
+            await conn.close()
 
     async def close(self) -> None:
         await self.pool.close()

@@ -260,6 +260,35 @@ PG_MIGRATIONS: tuple[str, ...] = (
     FROM sources;
     CREATE UNIQUE INDEX sources_by_number ON sources(number);
     """,
+    # 4: search as FTS5 does it: no stop words, and the joined forms ranked with the rest.
+    r"""
+    -- FTS5 has no stop words: `the` alone, or `"the same"`, finds what SQLite finds. A snowball
+    -- dictionary without a stop-word list replaces english_stem (same stemmer).
+    CREATE TEXT SEARCH DICTIONARY livedesk_english_stem (TEMPLATE = snowball, LANGUAGE = english);
+    ALTER TEXT SEARCH CONFIGURATION livedesk_english
+        ALTER MAPPING FOR asciiword, asciihword, hword_asciipart WITH livedesk_english_stem;
+    ALTER TEXT SEARCH CONFIGURATION livedesk_english
+        ALTER MAPPING FOR hword, hword_part, word WITH public.unaccent, livedesk_english_stem;
+    -- A stored generated column is not recomputed when its configuration changes: rebuild it.
+    -- The joined forms (`us` for U.S.) move to weight D, as SQLite ranks a match only there with
+    -- the rest (storage.search.TIERS).
+    DROP INDEX posts_search;
+    ALTER TABLE posts DROP COLUMN search;
+    ALTER TABLE posts ADD COLUMN search tsvector GENERATED ALWAYS AS (
+        setweight(to_tsvector('livedesk_english', title), 'A')
+        || setweight(to_tsvector('livedesk_english',
+               coalesce(byline, '') || E'\n' || coalesce(location, '')), 'B')
+        || setweight(to_tsvector('livedesk_english', body), 'C')
+        || setweight(to_tsvector('livedesk_english',
+               livedesk_captions(images) || E'\n' || coalesce(background, '') || E'\n'
+               || coalesce(joined_words, '')), 'D')
+    ) STORED;
+    CREATE INDEX posts_search ON posts USING gin (search);
+    -- The outbox's order check per target (storage.pg_outbox.claim) reads a subscription's pending
+    -- deliveries only, not its whole history.
+    CREATE INDEX deliveries_pending_by_target ON deliveries (subscription_id, order_key, id)
+        WHERE state = 'pending';
+    """,
 )
 
 

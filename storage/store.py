@@ -6,11 +6,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from storage import pg_ingest, pg_search
 from storage.db import Database, MigrationProgress
 from storage.ingest import ingest
 from storage.interface import Backend, Outbox, Posts, Replays, Store, Subscriptions
 from storage.models import ImportResult, PostEvent
 from storage.outbox import Outbox as SqliteOutbox
+from storage.pg_db import PgDatabase
+from storage.pg_outbox import PgOutbox
+from storage.pg_posts import PgPostStore
+from storage.pg_replays import PgReplayStore
+from storage.pg_subscriptions import PgSubscriptionStore
 from storage.posts import PostStore
 from storage.replays import ReplayStore
 from storage.search import search
@@ -74,3 +80,56 @@ async def open_sqlite(
 def sqlite_store(db: Database) -> Store:
     """The contract over an open SQLite database (mypy checks that SqliteStore keeps it)."""
     return SqliteStore(db)
+
+
+class PgStore:
+    """The PostgreSQL backend: one database any number of Livedesk processes may share."""
+
+    backend: Backend = "postgresql"
+
+    def __init__(self, db: PgDatabase) -> None:
+        self.db = db
+        self.shown_as = db.shown_as
+        self.posts: Posts = PgPostStore(db)
+        self.subscriptions: Subscriptions = PgSubscriptionStore(db, tsquery=pg_search.tsquery)
+        self.outbox: Outbox = PgOutbox(db)
+        self.replays: Replays = PgReplayStore(db)
+
+    async def ingest(
+        self,
+        result: ImportResult,
+        *,
+        location: str | None = None,
+        fetch_state: FetchState | None = None,
+        on_progress: ProgressCallback | None = None,
+        new_source_deliveries: int | None = None,
+    ) -> list[PostEvent]:
+        return await pg_ingest.ingest(
+            self.db,
+            result,
+            location=location,
+            fetch_state=fetch_state,
+            on_progress=on_progress,
+            new_source_deliveries=new_source_deliveries,
+        )
+
+    async def search(
+        self, text: str, *, page: int = 1, per_page: int = 5, source_id: str | None = None
+    ) -> SearchPage:
+        return await pg_search.search(
+            self.db, text, page=page, per_page=per_page, source_id=source_id
+        )
+
+    async def close(self) -> None:
+        await self.db.close()
+
+
+async def open_postgres(url: str, *, progress: MigrationProgress | None = None) -> PgStore:
+    """Connect to and migrate the PostgreSQL database at `url`; PostgresUnusable with one line
+    (password masked) when it cannot serve."""
+    return PgStore(await PgDatabase.open(url, progress=progress))
+
+
+def pg_store(db: PgDatabase) -> Store:
+    """The contract over an open PostgreSQL database (mypy checks that PgStore keeps it)."""
+    return PgStore(db)

@@ -191,7 +191,11 @@ def running_server() -> Iterator[PostgresServer]:
             "trust",
             "--encoding",
             "UTF8",
+            # C.UTF-8 classifies characters as Unicode (text search splits `“very` at the quote);
+            # C collation sorts by bytes, as SQLite does.
             "--locale",
+            "C.UTF-8",
+            "--lc-collate",
             "C",
             "--no-sync",
         )

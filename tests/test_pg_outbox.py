@@ -19,6 +19,7 @@ import pytest
 
 from bot.models import EditPolicy, ImportResult, SubscriptionState, Target
 from storage import subscriptions as sqlite_subscriptions
+from storage import values
 from storage.db import Database
 from storage.interface import Outbox, Subscriptions
 from storage.models import Post, Source, Subscription
@@ -94,7 +95,7 @@ async def deliveries(db: PgDatabase) -> list[dict[str, Any]]:
 
 
 def test_the_rules_constants_are_sqlites() -> None:
-    assert SAMPLE_SCHEME == sqlite_subscriptions.SAMPLE_SCHEME
+    assert SAMPLE_SCHEME == values.SAMPLE_SCHEME
     assert MAX_BACKFILL == sqlite_subscriptions.MAX_BACKFILL
 
 

@@ -1,0 +1,186 @@
+"""The real `livedesk` command on PostgreSQL (`--db postgresql://…` and LIVEDESK_DATABASE_URL), as an
+operator uses it: import, read, search, subscribe and deliver to a fake webhook, copy an SQLite
+store over with `livedesk migrate`; the same answers as on SQLite; one-line errors that never show
+the password. Every test runs against a real PostgreSQL server (tests/pgserver.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from tests.cli_process import Finished, livedesk, spawn
+from tests.conftest import FIXTURES
+from tests.fakes.webhooks import WebhookReceiver
+
+BLOG = str(FIXTURES / "cli_blog.txt")  # 4 posts about a tram line
+READER = str(FIXTURES / "search-reader.txt")
+
+
+async def run(*args: str, cwd: Path, env: dict[str, str] | None = None) -> Finished:
+    """`livedesk ARGS` in a child process, while this loop keeps serving the fake webhooks."""
+    return await asyncio.to_thread(livedesk, *args, cwd=cwd, env=env, timeout=120)
+
+
+DIFFERS = ("imported_at", "recorded_at", "snippet")
+"""What differs by when it ran (import times), and a snippet's framing: FTS5's snippet() and
+PostgreSQL's ts_headline() cut the text around a match differently (both mark the match, and both
+say where the snippet comes from: `snippet_from` is compared). What each marks differs too:
+PostgreSQL's parser keeps `U.S` whole where FTS5 marks `U.S.-Russia`; that some text is marked is
+compared."""
+
+
+def _without_times(value: Any) -> Any:
+    """A JSON answer without what may differ between runs and backends (DIFFERS)."""
+    if isinstance(value, dict):
+        return {
+            k: bool(v) if k == "highlights" else _without_times(v)
+            for k, v in value.items()
+            if k not in DIFFERS
+        }
+    if isinstance(value, list):
+        return [_without_times(v) for v in value]
+    return value
+
+
+def _with_password(url: str, password: str) -> str:
+    parts = urlsplit(url)
+    user = parts.username or "postgres"
+    return urlunsplit(parts._replace(netloc=f"{user}:{password}@{parts.hostname}:{parts.port}"))
+
+
+def test_reading_commands_answer_as_on_sqlite(tmp_path: Path, postgres_url: str) -> None:
+    sqlite_db = str(tmp_path / "livedesk.db")
+    for db in (sqlite_db, postgres_url):
+        for blog in (BLOG, READER):
+            done = livedesk("--db", db, "import", blog, cwd=tmp_path, timeout=120)
+            assert done.code == 0, done.err
+    for command in (
+        ("latest", "-n", "20"),
+        ("search", "US-Russia"),
+        ("search", "tram", "--limit", "10"),
+        ("search", '"fighter jets"'),
+        ("search", "Kiev", "-Kyiv"),
+        ("post", "3"),
+        ("sources",),
+    ):
+        answers = []
+        for db in (sqlite_db, postgres_url):
+            done = livedesk("--json", "--db", db, *command, cwd=tmp_path, timeout=120)
+            assert done.code == 0, f"{command}: {done.err}"
+            answers.append(_without_times(json.loads(done.out)))
+        assert answers[0] == answers[1], command
+
+
+def test_the_database_url_setting_selects_postgresql(tmp_path: Path, postgres_url: str) -> None:
+    env = {"LIVEDESK_DATABASE_URL": postgres_url}
+    assert livedesk("import", BLOG, cwd=tmp_path, env=env, timeout=120).code == 0
+    latest = livedesk("--json", "latest", cwd=tmp_path, env=env, timeout=120)
+    assert latest.code == 0 and len(json.loads(latest.out)) == 4
+    assert not (tmp_path / "livedesk.db").exists()  # no SQLite file was made beside it
+
+
+def test_a_wrong_database_url_is_one_line_without_the_password(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    secret = "s3cret-pass"
+    missing = _with_password(postgres_url.rsplit("/", 1)[0] + "/no_such_database", secret)
+    for args in (("latest",), ("run", "--once")):
+        done = livedesk("--db", missing, *args, cwd=tmp_path, timeout=120)
+        assert done.code == 1, done.err
+        assert "no_such_database" in done.err and "does not exist" in done.err
+        assert secret not in done.out + done.err
+        assert len(done.err.strip().splitlines()) == 1 and "Traceback" not in done.err
+    bad = livedesk("latest", cwd=tmp_path, env={"LIVEDESK_DATABASE_URL": "mysql://x@127.0.0.1/db"})
+    assert bad.code == 2 and "LIVEDESK_DATABASE_URL" in bad.err and "postgresql://" in bad.err
+
+
+async def test_subscribe_and_run_deliver_from_postgresql(tmp_path: Path, postgres_url: str) -> None:
+    async with WebhookReceiver() as hooks:
+        url = hooks.url("desk")
+        assert (await run("--db", postgres_url, "import", BLOG, cwd=tmp_path)).code == 0
+        subscribed = await run("--db", postgres_url, "subscribe", "slack", url, cwd=tmp_path)
+        assert subscribed.code == 0, subscribed.err
+
+        done = await run("--db", postgres_url, "run", "--once", cwd=tmp_path)
+
+        assert done.code == 0, done.err
+        assert len(hooks.payloads(url)) == 3  # the subscription's greeting: the newest three posts
+        assert url not in done.out + done.err
+        listing = await run("--json", "--db", postgres_url, "deliveries", cwd=tmp_path)
+        assert listing.code == 0, listing.err
+        again = await run("--db", postgres_url, "run", "--once", cwd=tmp_path)
+        assert again.code == 0 and len(hooks.payloads(url)) == 3  # nothing is sent twice
+
+
+async def test_a_second_run_on_the_same_postgresql_database_is_refused(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    async with WebhookReceiver() as hooks:
+        assert (
+            await run("--db", postgres_url, "subscribe", "slack", hooks.url("a"), cwd=tmp_path)
+        ).code == 0
+        first = spawn("--db", postgres_url, "run", cwd=tmp_path)
+        try:
+            for _ in range(600):  # until the first one holds the run lock
+                second = await run("--db", postgres_url, "run", "--once", cwd=tmp_path)
+                if second.code != 0:
+                    break
+                await asyncio.sleep(0.1)
+            assert second.code == 1
+            assert "another `livedesk run` is already using" in second.err
+            assert len(second.err.strip().splitlines()) == 1
+        finally:
+            first.terminate()
+            first.communicate(timeout=60)
+        after = await run("--db", postgres_url, "run", "--once", cwd=tmp_path)
+        assert after.code == 0, after.err  # the lock went with the process
+
+
+def test_migrate_copies_an_sqlite_store_once(tmp_path: Path, postgres_url: str) -> None:
+    sqlite_db = str(tmp_path / "livedesk.db")
+    assert livedesk("--db", sqlite_db, "import", BLOG, READER, cwd=tmp_path, timeout=120).code == 0
+    hook = "https://hooks.slack.com/services/T000/B000/XXXXXXXX"
+    assert livedesk("--db", sqlite_db, "subscribe", "slack", hook, cwd=tmp_path).code == 0
+
+    first = livedesk(
+        "--json", "--db", sqlite_db, "migrate", postgres_url, cwd=tmp_path, timeout=120
+    )
+    assert first.code == 0, first.err
+    copied = json.loads(first.out)["tables"]
+    assert copied["posts"]["copied"] == 11 and copied["subscriptions"]["copied"] == 1
+    assert copied["deliveries"]["copied"] == 3  # the subscription's greeting, still pending
+
+    second = livedesk(
+        "--json", "--db", sqlite_db, "migrate", postgres_url, cwd=tmp_path, timeout=120
+    )
+    assert second.code == 0, second.err
+    assert all(t["copied"] == 0 for t in json.loads(second.out)["tables"].values())
+
+    for command in (("latest", "-n", "20"), ("search", "de-escalate"), ("subscriptions",)):
+        answers = [
+            _without_times(
+                json.loads(livedesk("--json", "--db", db, *command, cwd=tmp_path, timeout=120).out)
+            )
+            for db in (sqlite_db, postgres_url)
+        ]
+        assert answers[0] == answers[1], command
+    assert hook not in first.out + first.err + second.out + second.err
+
+
+def test_migrate_needs_a_postgresql_url(tmp_path: Path) -> None:
+    assert livedesk("import", BLOG, cwd=tmp_path).code == 0
+    done = livedesk("migrate", str(tmp_path / "other.db"), cwd=tmp_path)
+    assert done.code == 2 and "is not a postgresql:// URL" in done.err
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
+def test_both_url_schemes_name_postgresql(tmp_path: Path, postgres_url: str, scheme: str) -> None:
+    url = scheme + postgres_url.removeprefix("postgresql")
+    done = livedesk("--db", url, "latest", cwd=tmp_path, timeout=120)
+    assert done.code == 0, done.err
+    assert not (tmp_path / url).exists()
