@@ -355,6 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="postgresql://user:password@host/dbname (empty, or a copy of this store)",
     )
 
+    command("workers", "the workers of a fleet sharing a PostgreSQL database, and their roles")
+
     return parser
 
 
@@ -1428,6 +1430,86 @@ async def cmd_migrate(ctx: Ctx, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --- workers --------------------------------------------------------------------------------------
+
+
+async def cmd_workers(ctx: Ctx, args: argparse.Namespace) -> int:
+    """The fleet's workers (storage.pg_fleet): who runs, how recently it beat, what it leads."""
+    from datetime import UTC
+
+    from bot.fleet import STALE_AFTER
+    from storage.pg_db import PgDatabase
+    from storage.pg_fleet import Fleet
+
+    def ago(seconds: float) -> str:
+        """A heartbeat's age as an operator reads it: `3 s ago`, `5 min ago`, `2 h ago`."""
+        whole = int(seconds)
+        if whole < 120:
+            return f"{whole} s ago"
+        if whole < 2 * 3600:
+            return f"{whole // 60} min ago"
+        if whole < 2 * 86400:
+            return f"{whole // 3600} h ago"
+        return f"{whole // 86400} days ago"
+
+    if ctx.database_url is None:
+        if ctx.json:
+            ctx.emit_json([])
+        else:
+            ctx.out.print(
+                f"{ctx.shown_store} is an SQLite store: one `livedesk run` serves it, "
+                "so there is no fleet of workers to list.",
+                soft_wrap=True,
+            )
+        return EXIT_OK
+    db = await PgDatabase.open(ctx.database_url)
+    try:
+        workers = await Fleet(db).workers(STALE_AFTER)
+    except ConnectionError as error:
+        raise PostgresUnusable(str(error)) from None
+    finally:
+        await db.close()
+    if ctx.json:
+        ctx.emit_json(
+            [
+                {
+                    "id": w.id,
+                    "host": w.host,
+                    "pid": w.pid,
+                    "started_at": w.started_at.isoformat(),
+                    "heartbeat_at": datetime.fromtimestamp(w.heartbeat_at, UTC).isoformat(),
+                    "heartbeat_age": round(w.heartbeat_age, 1),
+                    "live": w.live,
+                    "leases": w.leases,
+                    "roles": list(w.roles),
+                }
+                for w in workers
+            ]
+        )
+        return EXIT_OK
+    if not workers:
+        ctx.out.print(f"No worker runs on {ctx.shown_store}.", soft_wrap=True)
+        return EXIT_OK
+    table = Table(title="Workers", title_justify="left")
+    for column in ("id", "host", "pid", "started", "heartbeat", "state", "leases", "roles"):
+        table.add_column(column, justify="right" if column in ("pid", "leases") else "left")
+    for w in workers:
+        table.add_row(
+            Text(printable(w.id)),
+            Text(printable(w.host)),
+            str(w.pid),
+            ctx.when(w.started_at, seconds=True),
+            ago(w.heartbeat_age),
+            Text("live", style="green") if w.live else Text("stale", style="yellow"),
+            str(w.leases),
+            Text(printable(", ".join(w.roles)) or "–"),
+        )
+    ctx.out.print(table)
+    live = sum(w.live for w in workers)
+    ctx.out.print(f"{live} live, {len(workers) - live} stale (no heartbeat for {STALE_AFTER:g} s).")
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[Ctx, argparse.Namespace], Coroutine[Any, Any, int]]] = {
     "import": cmd_import,
     "latest": cmd_latest,
@@ -1441,6 +1523,7 @@ COMMANDS: dict[str, Callable[[Ctx, argparse.Namespace], Coroutine[Any, Any, int]
     "resume": cmd_resume,
     "deliveries": cmd_deliveries,
     "migrate": cmd_migrate,
+    "workers": cmd_workers,
 }
 
 
