@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import AsyncExitStack
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 from rich.console import Console
@@ -31,17 +31,36 @@ from bot.adapters.base import Adapter, AdapterContext, StartupError
 from bot.adapters.terminal import TerminalAdapter
 from bot.config import ConfigError, Settings
 from bot.demo import PROMPT_HINT, SAMPLE_LOCATION, TERMINAL_TARGET, DemoReplay, forget_terminal
+from bot.fleet import FleetMember
 from bot.models import PostEvent, Reply, Request
 from bot.platforms import CONFIGURABLE, Platform, waiting_lines
 from bot.provision import provision
 from bot.ratelimit import SendBudget
 from bot.redact import printable
+from bot.share import TargetShare
+from storage.pg_fleet import Fleet, Leadership
 
 log = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_SETTING = 2
+
+
+SOURCES_ROLE = "sources"
+"""The fleet's role of polling the blogs: one worker fetches them, so each is fetched once."""
+
+
+@runtime_checkable
+class Leadable(Protocol):
+    """An adapter that receives by polling (Telegram): in a fleet only the leader polls."""
+
+    platform: str
+    polls: bool
+
+    async def start_polling(self) -> None: ...
+
+    async def stop_polling(self) -> None: ...
 
 
 class App:
@@ -78,6 +97,8 @@ class App:
         self.extra_adapters = tuple(extra_adapters)  # embedding and tests: started like the others
         self.adapters: dict[str, Adapter] = {}
         self.store: Any = None
+        self.fleet: Any = None
+        self._leadable: list[Leadable] = []
         self.posts: Any = None
         self.subscriptions: Any = None
         self.dispatcher: Any = None
@@ -142,20 +163,21 @@ class App:
         from handlers.base import Deps
         from storage import variants
         from storage.interface import Store
-        from storage.pg_db import AlreadyRunning
+        from storage.pg_db import OUTBOX_CHANNEL, PgDatabase
         from storage.store import open_postgres, open_sqlite
 
         settings = self.settings
         variants.use(settings.search.variants)  # the operator's name variants, for every search
         store: Store
+        # On PostgreSQL several `livedesk run` share the store as a fleet (bot/fleet.py); a
+        # one-shot run (--once) delivers what is due and leaves, without joining it.
+        fleet_db: PgDatabase | None = None
         if settings.database_url is not None:
             postgres = await open_postgres(settings.database_url.get_secret_value())
             stack.push_async_callback(postgres.close)
-            try:
-                await stack.enter_async_context(postgres.db.run_lock())
-            except AlreadyRunning as error:
-                raise StartupError(str(error)) from None
             store = postgres
+            if not self.once:
+                fleet_db = postgres.db
         else:
             stack.enter_context(_run_lock(settings.db_path))
             store = await open_sqlite(settings.db_path)
@@ -185,11 +207,17 @@ class App:
             self._warn(line)
         sections = self._sections(active)
         alone = not sections and not self.extra_adapters
-        demo_on = await self._demo_allowed(
-            settings.demo if settings.demo is not None else alone,
-            nothing_else=alone and not settings.sources,
-        )
+        demo_wanted = settings.demo if settings.demo is not None else alone
+        if demo_wanted and store.backend == "postgresql":
+            if settings.demo:
+                self._warn("the demo runs on the embedded SQLite store only, not on PostgreSQL")
+            demo_wanted = False
+        demo_on = await self._demo_allowed(demo_wanted, nothing_else=alone and not settings.sources)
+        leadable: list[Leadable] = []
         for adapter in self._build_adapters(sections, demo=demo_on):
+            if fleet_db is not None and isinstance(adapter, Leadable):
+                adapter.polls = False  # only the fleet's leader polls for commands
+                leadable.append(adapter)
             await self._start_adapter(adapter, context)
             stack.push_async_callback(self._stop_adapter, adapter)
             self.adapters[adapter.platform] = adapter
@@ -201,8 +229,20 @@ class App:
         if not demo_on and self.loud_without_demo:
             logging.getLogger().setLevel(settings.log_level.upper())
 
+        member: FleetMember | None = None
+        share: TargetShare | None = None
+        if fleet_db is not None:
+            roles = [SOURCES_ROLE, *(f"{a.platform}-polling" for a in leadable)]
+            member = FleetMember(Fleet(fleet_db), Leadership(fleet_db), roles, self._roles_changed)
+            share = TargetShare(member.id)
+        self.fleet = member
+        self._leadable = leadable
         self.dispatcher = dispatcher = Dispatcher(
-            store.outbox, dict(self.adapters), settings.dispatch, limiter=budget.limiter
+            store.outbox,
+            dict(self.adapters),
+            settings.dispatch,
+            limiter=budget.limiter,
+            share=share,
         )
         if not self.once:
             task = asyncio.create_task(dispatcher.run(), name="dispatcher")
@@ -217,9 +257,19 @@ class App:
             on_import=wake,
             new_source_backfill=settings.new_source_backfill,
         )
-        if not self.once:
-            poller.start()
         stack.push_async_callback(poller.stop)
+        if member is not None and share is not None and fleet_db is not None:
+            # The leader polls the blogs and the chats; every worker delivers its share.
+            listening = asyncio.create_task(
+                fleet_db.listen(OUTBOX_CHANNEL, dispatcher.wake), name="outbox notifications"
+            )
+            stack.push_async_callback(_cancel, listening)
+            await member.start()
+            stack.push_async_callback(member.stop)
+            sharing = asyncio.create_task(self._follow_fleet(member, share), name="fleet share")
+            stack.push_async_callback(_cancel, sharing)
+        elif not self.once:
+            poller.start()
 
         if demo_on:
             self.demo = demo = DemoReplay(
@@ -240,6 +290,27 @@ class App:
             len(settings.sources),
             ", demo replay" if demo_on else "",
         )
+
+    async def _roles_changed(self, held: frozenset[str]) -> None:
+        """This worker became (or stopped being) a leader of the fleet: poll the blogs, and the
+        chats whose platform polls, only while it leads."""
+        if self.poller is not None:
+            if SOURCES_ROLE in held:
+                self.poller.start()
+            else:
+                await self.poller.stop()
+        for adapter in self._leadable:
+            if f"{adapter.platform}-polling" in held:
+                await adapter.start_polling()
+            else:
+                await adapter.stop_polling()
+        log.info("fleet: leading %s", ", ".join(sorted(held)) or "nothing")
+
+    async def _follow_fleet(self, member: FleetMember, share: TargetShare) -> None:
+        """Keep this worker's share of the targets in step with the live workers."""
+        while True:
+            share.update(member.live_ids)
+            await asyncio.sleep(member.heartbeat / 2)
 
     def _sections(self, active: dict[str, int]) -> list[tuple[Platform, BaseModel]]:
         """The platforms to start, with their settings: those configured, and those that need no

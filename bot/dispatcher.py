@@ -55,6 +55,7 @@ from bot.config import DispatchSettings
 from bot.models import Card, EditPolicy
 from bot.ratelimit import Check, Permit, RateLimiter, chat_key, platform_key, target_checks
 from bot.redact import clean_outcomes
+from bot.share import TargetShare
 from storage.codecs import PENDING, UPDATED, to_db_time
 from storage.interface import Outbox
 from storage.query import CompiledQuery, QueryError, compile_query
@@ -161,8 +162,12 @@ class Dispatcher:
         send_timeout: float = 60.0,
         rng: random.Random | None = None,
         limiter: RateLimiter | None = None,
+        share: TargetShare | None = None,
     ) -> None:
         self.outbox = outbox
+        # In a fleet (several processes on one PostgreSQL store): the targets this one sends to.
+        self.share = share
+        self._share_version = share.version if share is not None else 0
         self.adapters = dict(adapters)
         self.settings = settings
         self.clock = clock
@@ -276,6 +281,8 @@ class Dispatcher:
             while not self._stopping:
                 self._wake.clear()
                 t = loop.time()
+                if self.share is not None and self.share.version != self._share_version:
+                    self._reshare()
                 if self._resync_needed or t >= next_full:
                     await self._resync()
                     next_full = t + FULL_RESYNC_INTERVAL
@@ -372,6 +379,20 @@ class Dispatcher:
             if pending:
                 self._watermark = max(self._watermark, max(pending))
 
+    def _reshare(self) -> None:
+        """The fleet changed: let go of the targets another worker sends to now (what is in flight
+        finishes), and look for those this one gained."""
+        assert self.share is not None
+        self._share_version = self.share.version
+        self.limiter.share_among(len(self.share.workers))
+        for key in [k for k in self._queues if not self.share.owns(k)]:
+            tq = self._queues[key]
+            for item in tq.items:
+                self._known.pop(item.id, None)
+            tq.items.clear()
+            self._drop_if_empty(tq)
+        self._resync_needed = True
+
     def _add(self, row: PendingDelivery) -> None:
         if row.id in self._known or row.id in self._taken or row.id in self._settling:
             return
@@ -379,6 +400,8 @@ class Dispatcher:
         if lane is None:
             return  # no adapter for it in this process
         key = (row.platform, row.address, row.thread)
+        if self.share is not None and not self.share.owns(key):
+            return  # another worker of the fleet sends to this target
         tq = self._queues.get(key)
         if tq is None:
             limits = lane.adapter.capabilities.rate_limits

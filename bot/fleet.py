@@ -93,6 +93,7 @@ class FleetMember:
         self._on_change = on_change
         self._held: frozenset[str] = frozenset()
         self._live = 1
+        self._live_ids: tuple[str, ...] = (self.id,)
         self._joined = False
         self._outage = False
         self._task: asyncio.Task[None] | None = None
@@ -106,6 +107,11 @@ class FleetMember:
     def live_count(self) -> int:
         """Live workers in the fleet at the last heartbeat round, this one included (at least 1)."""
         return self._live
+
+    @property
+    def live_ids(self) -> tuple[str, ...]:
+        """The live workers' ids at the last heartbeat round (this one's at least)."""
+        return self._live_ids
 
     async def start(self) -> None:
         """Join and take what roles are free now, then keep beating in the background. An
@@ -174,6 +180,7 @@ class FleetMember:
             await self._registry.heartbeat(self.id, sorted(self._leaders.held))
         live = await self._registry.live_ids(self.stale_after)
         self._live = max(1, len(live))
+        self._live_ids = tuple(live) or (self.id,)
 
     async def _changed(self, held: frozenset[str]) -> None:
         if held == self._held:

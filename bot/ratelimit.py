@@ -50,6 +50,10 @@ def platform_key(platform: str) -> Hashable:
     return ("platform", platform)
 
 
+def _is_platform_key(key: Hashable) -> bool:
+    return isinstance(key, tuple) and len(key) == 2 and key[0] == "platform"
+
+
 def chat_key(platform: str, address: str) -> Hashable:
     """The key of one chat's retry-after; its limits hang below it. Per chat, not per forum topic:
     Telegram counts a chat's messages whatever topic they go to."""
@@ -84,6 +88,18 @@ class RateLimiter:
         self._reserved: dict[Hashable, int] = {}  # key → priority sends waiting for it
         self._longest = 0.0
         self._since_prune = 0
+        self._share = 1
+
+    def share_among(self, workers: int) -> None:
+        """Several processes send for one bot (a fleet on PostgreSQL): each keeps its part of every
+        platform-wide limit (Telegram's 30/s among 3 is 10/s each), so the fleet together stays
+        within it. Per-chat limits are not divided: one process sends to a chat at a time."""
+        self._share = max(1, workers)
+
+    def _scaled(self, key: Hashable, rate: Rate | None) -> Rate | None:
+        if rate is None or self._share == 1 or not _is_platform_key(key):
+            return rate
+        return Rate(max(1, rate.count // self._share), rate.per)
 
     def delay(
         self, checks: Sequence[Check], now: float | None = None, *, priority: bool = False
@@ -95,7 +111,7 @@ class RateLimiter:
         reserved = None if priority or not self._reserved else self._reserved
         for key, rate in checks:
             skip = reserved.get(key, 0) if reserved is not None else 0
-            wait = max(wait, self._delay(key, rate, now, skip))
+            wait = max(wait, self._delay(key, self._scaled(key, rate), now, skip))
         return wait
 
     def acquire(
@@ -108,7 +124,8 @@ class RateLimiter:
         if wait > 0:
             return wait, None
         taken: list[tuple[list[float], int]] = []
-        for key, rate in checks:
+        for key, given in checks:
+            rate = self._scaled(key, given)
             if rate is None:
                 continue
             slots = self._slots.get(key)

@@ -11,8 +11,9 @@ them alike. The URL holds the password: only `shown_as` (password masked) is eve
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -30,6 +31,9 @@ Connection = psycopg.AsyncConnection[dict[str, Any]]
 CONNECT_TIMEOUT = 10.0
 """Seconds to wait for the server at start before saying it cannot be reached."""
 POOL_SIZE = 8
+OUTBOX_CHANNEL = "livedesk_outbox"
+"""NOTIFY'd when an ingest commits new deliveries: the workers look at the outbox at once."""
+LISTEN_RETRY = 2.0
 RUN_LOCK = 0x4C495645_52554E31  # "LIVERUN1": held by the one `livedesk run` of a database
 
 
@@ -143,6 +147,31 @@ class PgDatabase:
             yield
         finally:
             await conn.close()
+
+    async def listen(self, channel: str, wake: Callable[[], None]) -> None:
+        """Call `wake()` for every NOTIFY on `channel`, until cancelled. On a connection of its own;
+        when the server goes away it says so once and connects again (polling covers the gap)."""
+        down = False
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(
+                    self._url, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT)
+                )
+                try:
+                    await conn.execute(f"LISTEN {channel}")
+                    if down:
+                        log.info("listening to %s again", self.shown_as)
+                        down = False
+                    wake()  # whatever was committed while not listening
+                    async for _ in conn.notifies():
+                        wake()
+                finally:
+                    await conn.close()
+            except psycopg.Error as error:
+                if not down:
+                    log.warning("lost the notifications of %s: %s", self.shown_as, error)
+                    down = True
+            await asyncio.sleep(LISTEN_RETRY)
 
     async def close(self) -> None:
         await self.pool.close()

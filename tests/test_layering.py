@@ -74,6 +74,7 @@ STORAGE_LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"db", "interface"}),  # the SQLite engine and its migrations; the stores' contract
     frozenset({"pg_schema"}),  # PostgreSQL's migrations
     frozenset({"pg_db"}),  # the PostgreSQL engine: its pool
+    frozenset({"pg_fleet"}),  # the fleet's registry and leader locks
     frozenset(  # the stores, on either engine
         {
             "posts",

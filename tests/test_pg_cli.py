@@ -117,28 +117,45 @@ async def test_subscribe_and_run_deliver_from_postgresql(tmp_path: Path, postgre
         assert again.code == 0 and len(hooks.payloads(url)) == 3  # nothing is sent twice
 
 
-async def test_a_second_run_on_the_same_postgresql_database_is_refused(
+async def test_two_runs_on_one_postgresql_database_form_a_fleet(
     tmp_path: Path, postgres_url: str
 ) -> None:
+    """No single-instance lock on PostgreSQL: a second `livedesk run` joins the first; the blogs
+    are polled by one of them (the `sources` leader); `livedesk workers` lists both."""
     async with WebhookReceiver() as hooks:
         assert (
             await run("--db", postgres_url, "subscribe", "slack", hooks.url("a"), cwd=tmp_path)
         ).code == 0
-        first = spawn("--db", postgres_url, "run", cwd=tmp_path)
+        env = {"LIVEDESK_SOURCES": json.dumps([BLOG])}
+        first = spawn("--db", postgres_url, "run", cwd=tmp_path, env=env)
+        second = spawn("--db", postgres_url, "run", cwd=tmp_path, env=env)
         try:
-            for _ in range(600):  # until the first one holds the run lock
-                second = await run("--db", postgres_url, "run", "--once", cwd=tmp_path)
-                if second.code != 0:
+            listed: list[dict[str, Any]] = []
+            for _ in range(300):  # until both beat and one leads the blogs
+                done = await run("--json", "--db", postgres_url, "workers", cwd=tmp_path)
+                assert done.code == 0, done.err
+                listed = json.loads(done.out)
+                leaders = [w for w in listed if "sources" in w["roles"]]
+                if len([w for w in listed if w["live"]]) == 2 and len(leaders) == 1:
+                    break
+                await asyncio.sleep(0.2)
+            assert {w["pid"] for w in listed} == {first.pid, second.pid}
+            assert len([w for w in listed if "sources" in w["roles"]]) == 1
+            for _ in range(300):  # the leader imports the blog; one of them sends its posts
+                if len(hooks.payloads(hooks.url("a"))) >= 3:
                     break
                 await asyncio.sleep(0.1)
-            assert second.code == 1
-            assert "another `livedesk run` is already using" in second.err
-            assert len(second.err.strip().splitlines()) == 1
+            await asyncio.sleep(1.0)  # time for a second sender to show up, if there were one
         finally:
-            first.terminate()
-            first.communicate(timeout=60)
-        after = await run("--db", postgres_url, "run", "--once", cwd=tmp_path)
-        assert after.code == 0, after.err  # the lock went with the process
+            for process in (first, second):
+                process.terminate()
+            outputs = [process.communicate(timeout=60) for process in (first, second)]
+        assert all(process.returncode == 0 for process in (first, second)), outputs
+        # the new blog's newest post reaches the old subscription once (first-poll backfill 3:
+        # the subscription had no posts to greet it with)
+        assert len(hooks.payloads(hooks.url("a"))) == 3
+        done = await run("--json", "--db", postgres_url, "workers", cwd=tmp_path)
+        assert json.loads(done.out) == []  # both left the fleet when they stopped
 
 
 def test_migrate_copies_an_sqlite_store_once(tmp_path: Path, postgres_url: str) -> None:

@@ -174,6 +174,10 @@ class TelegramAdapter(Adapter):
         self.poll_timeout = poll_timeout
         self.connection_pool_size = connection_pool_size
         self.previews = LinkPreviewOptions(is_disabled=not settings.link_previews)
+        self.polls = True
+        """Long-poll for commands at start (without a webhook). A fleet worker sets it False and
+        polls only while it leads (`start_polling`, `stop_polling`)."""
+        self._polling = False
         self._app: PtbApp | None = None
         self._stack = AsyncExitStack()
         self._context: AdapterContext | None = None
@@ -211,18 +215,40 @@ class TelegramAdapter(Adapter):
             assert updater is not None
             if webhook:
                 await self._start_webhook(app)
-            else:
-                await updater.start_polling(
-                    poll_interval=0,
-                    timeout=timedelta(seconds=self.poll_timeout),
-                    allowed_updates=UPDATE_KINDS,
-                )
-            self._stack.push_async_callback(updater.stop)
+                self._stack.push_async_callback(updater.stop)
+            elif self.polls:
+                await self.start_polling()
+            self._stack.push_async_callback(self._stop_polling, app)
         except BaseException:
             self._app = None
             await self._stack.aclose()
             raise
-        log.info("Telegram: @%s is %s", app.bot.username, "on a webhook" if webhook else "polling")
+        how = "on a webhook" if webhook else "polling" if self.polls else "sending only"
+        log.info("Telegram: @%s is %s", app.bot.username, how)
+
+    async def start_polling(self) -> None:
+        """Receive commands by long polling. In a fleet only the leader polls (Telegram answers a
+        second poller with a conflict), so it calls this when it becomes the leader."""
+        app = self._app
+        if app is None or app.updater is None or self._polling or self._webhook_mode():
+            return
+        await app.updater.start_polling(
+            poll_interval=0,
+            timeout=timedelta(seconds=self.poll_timeout),
+            allowed_updates=UPDATE_KINDS,
+        )
+        self._polling = True
+        log.info("Telegram: polling for commands")
+
+    async def stop_polling(self) -> None:
+        """Stop long polling (the commands in progress are answered); sending goes on."""
+        if self._app is not None:
+            await self._stop_polling(self._app)
+
+    async def _stop_polling(self, app: PtbApp) -> None:
+        if self._polling and app.updater is not None:
+            self._polling = False
+            await app.updater.stop()
 
     @property
     def updates_in_progress(self) -> int:
