@@ -31,7 +31,7 @@ from bot.adapters.base import Adapter, AdapterContext, StartupError
 from bot.adapters.terminal import TerminalAdapter
 from bot.config import ConfigError, Settings
 from bot.demo import PROMPT_HINT, SAMPLE_LOCATION, TERMINAL_TARGET, DemoReplay, forget_terminal
-from bot.fleet import FleetMember
+from bot.fleet import FleetMember, new_worker_id
 from bot.models import PostEvent, Reply, Request
 from bot.platforms import CONFIGURABLE, Platform, waiting_lines
 from bot.provision import provision
@@ -98,6 +98,7 @@ class App:
         self.adapters: dict[str, Adapter] = {}
         self.store: Any = None
         self.fleet: Any = None
+        self.worker_id = new_worker_id()  # this process in a PostgreSQL fleet
         self._leadable: list[Leadable] = []
         self.posts: Any = None
         self.subscriptions: Any = None
@@ -173,7 +174,11 @@ class App:
         # one-shot run (--once) delivers what is due and leaves, without joining it.
         fleet_db: PgDatabase | None = None
         if settings.database_url is not None:
-            postgres = await open_postgres(settings.database_url.get_secret_value())
+            postgres = await open_postgres(
+                settings.database_url.get_secret_value(),
+                lease_seconds=settings.dispatch.lease_seconds,
+                owner=self.worker_id,
+            )
             stack.push_async_callback(postgres.close)
             store = postgres
             if not self.once:

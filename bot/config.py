@@ -83,6 +83,9 @@ class DispatchSettings(BaseModel):
     backoff_max: float = Field(default=600.0, gt=0)
     # how often imports made by other processes are noticed
     poll_interval: float = Field(default=0.25, gt=0)
+    # PostgreSQL fleet: a claimed delivery is the claiming worker's for this long; when a worker
+    # dies, its claims go to another worker after at most this many seconds
+    lease_seconds: float = Field(default=60.0, ge=1, le=3600)
 
 
 class SearchSettings(BaseModel):

@@ -81,10 +81,12 @@ class FleetMember:
         stale_after: float | None = None,
         host: str | None = None,
         pid: int | None = None,
+        worker_id: str | None = None,
     ) -> None:
         self.host = host or socket.gethostname()
         self.pid = os.getpid() if pid is None else pid
-        self.id = new_worker_id(self.host, self.pid)
+        # The outbox leases deliveries under the same id (`livedesk workers` counts them).
+        self.id = worker_id or new_worker_id(self.host, self.pid)
         self.roles = tuple(dict.fromkeys(roles))
         self.heartbeat = heartbeat
         self.stale_after = 3 * heartbeat if stale_after is None else stale_after

@@ -13,7 +13,7 @@ from storage.interface import Backend, Outbox, Posts, Replays, Store, Subscripti
 from storage.models import ImportResult, PostEvent
 from storage.outbox import Outbox as SqliteOutbox
 from storage.pg_db import PgDatabase
-from storage.pg_outbox import PgOutbox
+from storage.pg_outbox import LEASE_SECONDS, PgOutbox
 from storage.pg_posts import PgPostStore
 from storage.pg_replays import PgReplayStore
 from storage.pg_subscriptions import PgSubscriptionStore
@@ -87,12 +87,14 @@ class PgStore:
 
     backend: Backend = "postgresql"
 
-    def __init__(self, db: PgDatabase) -> None:
+    def __init__(
+        self, db: PgDatabase, *, lease_seconds: float = LEASE_SECONDS, owner: str | None = None
+    ) -> None:
         self.db = db
         self.shown_as = db.shown_as
         self.posts: Posts = PgPostStore(db)
         self.subscriptions: Subscriptions = PgSubscriptionStore(db, tsquery=pg_search.tsquery)
-        self.outbox: Outbox = PgOutbox(db)
+        self.outbox: Outbox = PgOutbox(db, owner=owner, lease_seconds=lease_seconds)
         self.replays: Replays = PgReplayStore(db)
 
     async def ingest(
@@ -124,10 +126,18 @@ class PgStore:
         await self.db.close()
 
 
-async def open_postgres(url: str, *, progress: MigrationProgress | None = None) -> PgStore:
+async def open_postgres(
+    url: str,
+    *,
+    progress: MigrationProgress | None = None,
+    lease_seconds: float = LEASE_SECONDS,
+    owner: str | None = None,
+) -> PgStore:
     """Connect to and migrate the PostgreSQL database at `url`; PostgresUnusable with one line
-    (password masked) when it cannot serve."""
-    return PgStore(await PgDatabase.open(url, progress=progress))
+    (password masked) when it cannot serve. `lease_seconds`: how long a claimed delivery stays
+    the claiming worker's (storage.pg_outbox), leased to `owner` (this worker's fleet id)."""
+    db = await PgDatabase.open(url, progress=progress)
+    return PgStore(db, lease_seconds=lease_seconds, owner=owner)
 
 
 def pg_store(db: PgDatabase) -> Store:
