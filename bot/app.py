@@ -53,14 +53,17 @@ SOURCES_ROLE = "sources"
 
 @runtime_checkable
 class Leadable(Protocol):
-    """An adapter that receives by polling (Telegram): in a fleet only the leader polls."""
+    """An adapter whose inbound traffic one worker of a fleet must receive alone: Telegram's long
+    polling (a second poller gets a conflict), Discord's gateway (two sessions would answer every
+    slash command twice). `polls` False before start: it receives only from `start_receiving()`."""
 
     platform: str
     polls: bool
+    receive_role: str
 
-    async def start_polling(self) -> None: ...
+    async def start_receiving(self) -> None: ...
 
-    async def stop_polling(self) -> None: ...
+    async def stop_receiving(self) -> None: ...
 
 
 class App:
@@ -221,7 +224,7 @@ class App:
         leadable: list[Leadable] = []
         for adapter in self._build_adapters(sections, demo=demo_on):
             if fleet_db is not None and isinstance(adapter, Leadable):
-                adapter.polls = False  # only the fleet's leader polls for commands
+                adapter.polls = False  # only the fleet's leader receives commands
                 leadable.append(adapter)
             await self._start_adapter(adapter, context)
             stack.push_async_callback(self._stop_adapter, adapter)
@@ -237,7 +240,7 @@ class App:
         member: FleetMember | None = None
         share: TargetShare | None = None
         if fleet_db is not None:
-            roles = [SOURCES_ROLE, *(f"{a.platform}-polling" for a in leadable)]
+            roles = [SOURCES_ROLE, *(a.receive_role for a in leadable)]
             member = FleetMember(Fleet(fleet_db), Leadership(fleet_db), roles, self._roles_changed)
             share = TargetShare(member.id)
         self.fleet = member
@@ -305,10 +308,10 @@ class App:
             else:
                 await self.poller.stop()
         for adapter in self._leadable:
-            if f"{adapter.platform}-polling" in held:
-                await adapter.start_polling()
+            if adapter.receive_role in held:
+                await adapter.start_receiving()
             else:
-                await adapter.stop_polling()
+                await adapter.stop_receiving()
         log.info("fleet: leading %s", ", ".join(sorted(held)) or "nothing")
 
     async def _follow_fleet(self, member: FleetMember, share: TargetShare) -> None:

@@ -601,3 +601,30 @@ async def test_through_the_gateway_a_slash_command_is_answered(
     if sharded:
         assert fake.identified[0]["shard"] == [0, 1]
     await fake.wait_for(lambda: not fake.sessions)  # the connection was closed at stop
+
+
+async def test_a_fleet_worker_holds_the_gateway_only_while_it_leads(
+    fake: FakeDiscord, deps: Deps
+) -> None:
+    """In a fleet the gateway is one worker's (two sessions would answer every slash command):
+    not connected at start, connected by start_receiving(), left by stop_receiving(), taken
+    again later; sending works throughout (REST)."""
+    settings = settings_for(fake, gateway_url=fake.gateway_url)
+    adapter = DiscordAdapter(settings)
+    adapter.polls = False
+    await adapter.start(AdapterContext(handle=lambda r: handle(r, deps), timezone=KYIV))
+    try:
+        assert not fake.commands and not fake.identified  # no sync, no session: a follower
+        await adapter.send(channel_target(CHANNEL), card())
+        assert fake.in_channel(CHANNEL)
+        await adapter.start_receiving()
+        await fake.wait_for(lambda: len(fake.sessions) == 1)
+        assert fake.commands[None]  # the leader syncs the commands
+        await adapter.stop_receiving()
+        await fake.wait_for(lambda: not fake.sessions)
+        await adapter.start_receiving()
+        await fake.wait_for(lambda: len(fake.sessions) == 1)
+        assert len(fake.identified) == 2
+    finally:
+        await adapter.stop()
+    await fake.wait_for(lambda: not fake.sessions)

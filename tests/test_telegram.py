@@ -3,6 +3,7 @@ handlers, a real SQLite store, the real dispatcher. Updates arrive through getUp
 
 from __future__ import annotations
 
+import asyncio
 import math
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -578,3 +579,34 @@ async def test_an_inline_query_never_offers_more_than_fifty(
     finally:
         await adapter.stop()
     assert len(fake.inline_answers[0]["results"]) == 50
+
+
+async def test_a_fleet_worker_polls_only_while_it_leads(fake: FakeTelegram, deps: Deps) -> None:
+    """In a fleet one worker polls (Telegram answers a second poller with a conflict): a follower
+    sends but never calls getUpdates; start_receiving() makes it answer commands;
+    stop_receiving() stops its polling, and a later start polls again."""
+
+    async def through_handlers(request: Request) -> Reply:
+        return await handle(request, deps)
+
+    adapter = TelegramAdapter(settings_for(fake), poll_timeout=0.5)
+    adapter.polls = False
+    await adapter.start(AdapterContext(handle=through_handlers, timezone=KYIV))
+    try:
+        assert not any(method == "getUpdates" for method, _ in fake.calls)
+        fake.command(USER, "/latest 1", user_id=USER)
+        with pytest.raises(TimeoutError):
+            await fake.wait_for(lambda: bool(fake.messages_in(USER)), timeout=0.5)
+        await adapter.start_receiving()
+        await fake.wait_for(lambda: bool(fake.messages_in(USER)), timeout=10)
+        await adapter.stop_receiving()
+        polls = sum(method == "getUpdates" for method, _ in fake.calls)
+        fake.command(USER, "/latest 1", user_id=USER)
+        await asyncio.sleep(0.8)
+        assert sum(method == "getUpdates" for method, _ in fake.calls) == polls
+        assert len(fake.messages_in(USER)) == 1
+        await adapter.start_receiving()
+        await fake.wait_for(lambda: len(fake.messages_in(USER)) == 2, timeout=10)
+    finally:
+        fake.end_long_polls()
+        await adapter.stop()

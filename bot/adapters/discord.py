@@ -103,6 +103,11 @@ class DiscordAdapter(Adapter):
         self.timezone = UTC  # the operator's zone and blog names come with the context at start
         self.source_names: SourceNames = _no_sources
         self.connect_gateway = connect_gateway
+        self.polls = True
+        """Hold the gateway (slash commands, buttons) from the start. A fleet worker sets it False
+        and holds it only while it leads (`start_receiving`, `stop_receiving`): two sessions of one
+        bot would each answer every command."""
+        self.receive_role = "discord-gateway"
         self._context: AdapterContext | None = None
         self._answering = 0  # interactions being answered now
         self._idle = asyncio.Event()
@@ -153,14 +158,34 @@ class DiscordAdapter(Adapter):
                 f"that is not a Discord answer ({type(error).__name__})"
                 + ("; check LIVEDESK_DISCORD__API_BASE" if where else "")
             ) from None
-        if self.connect_gateway:
-            try:
-                await self.sync_commands()
-            except (aiohttp.ClientError, OSError, discord.HTTPException) as error:
-                # pushes still work; the commands Discord already has stay as they were
-                log.error("discord: slash commands could not be synced: %s", error)
-            self._gateway = asyncio.create_task(self._connect(client), name="discord gateway")
+        if self.connect_gateway and self.polls:
+            await self.start_receiving()
         log.info("discord: logged in as %s", client.user)
+
+    async def start_receiving(self) -> None:
+        """Sync the slash commands and hold the gateway connection (a task)."""
+        client = self._client
+        if client is None or not self.connect_gateway or self._gateway is not None:
+            return
+        try:
+            await self.sync_commands()
+        except (aiohttp.ClientError, OSError, discord.HTTPException) as error:
+            # pushes still work; the commands Discord already has stay as they were
+            log.error("discord: slash commands could not be synced: %s", error)
+        self._gateway = asyncio.create_task(self._connect(client), name="discord gateway")
+
+    async def stop_receiving(self) -> None:
+        """Leave the gateway (another worker of the fleet holds it now); sending goes on (REST)."""
+        gateway, self._gateway = self._gateway, None
+        if gateway is None:
+            return
+        client = self._client
+        if client is not None and client.ws is not None:
+            with contextlib.suppress(Exception):
+                await client.ws.close(code=1000)
+        gateway.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await gateway
 
     async def _connect(self, client: discord.Client) -> None:
         try:

@@ -176,7 +176,9 @@ class TelegramAdapter(Adapter):
         self.previews = LinkPreviewOptions(is_disabled=not settings.link_previews)
         self.polls = True
         """Long-poll for commands at start (without a webhook). A fleet worker sets it False and
-        polls only while it leads (`start_polling`, `stop_polling`)."""
+        polls only while it leads (`start_receiving`, `stop_receiving`)."""
+        self.receive_role = "telegram-polling"
+        """The fleet's role whose leader polls (Telegram answers a second poller with a conflict)."""
         self._polling = False
         self._app: PtbApp | None = None
         self._stack = AsyncExitStack()
@@ -217,7 +219,7 @@ class TelegramAdapter(Adapter):
                 await self._start_webhook(app)
                 self._stack.push_async_callback(updater.stop)
             elif self.polls:
-                await self.start_polling()
+                await self.start_receiving()
             self._stack.push_async_callback(self._stop_polling, app)
         except BaseException:
             self._app = None
@@ -226,7 +228,7 @@ class TelegramAdapter(Adapter):
         how = "on a webhook" if webhook else "polling" if self.polls else "sending only"
         log.info("Telegram: @%s is %s", app.bot.username, how)
 
-    async def start_polling(self) -> None:
+    async def start_receiving(self) -> None:
         """Receive commands by long polling. In a fleet only the leader polls (Telegram answers a
         second poller with a conflict), so it calls this when it becomes the leader."""
         app = self._app
@@ -240,7 +242,7 @@ class TelegramAdapter(Adapter):
         self._polling = True
         log.info("Telegram: polling for commands")
 
-    async def stop_polling(self) -> None:
+    async def stop_receiving(self) -> None:
         """Stop long polling (the commands in progress are answered); sending goes on."""
         if self._app is not None:
             await self._stop_polling(self._app)
