@@ -107,6 +107,11 @@ class FleetMember:
         """Live workers in the fleet at the last heartbeat round, this one included (at least 1)."""
         return self._live
 
+    @property
+    def reachable(self) -> bool:
+        """Whether the last heartbeat round reached the database from start to end."""
+        return not self._outage
+
     async def start(self) -> None:
         """Join and take what roles are free now, then keep beating in the background. An
         unreachable database is logged, not raised: the member keeps trying."""
