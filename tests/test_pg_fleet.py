@@ -159,10 +159,10 @@ async def test_a_closed_holder_frees_its_roles_at_once(pg: PgDatabase) -> None:
 
 async def _terminate_lock_sessions(db: PgDatabase) -> None:
     """Cut every connection that holds an advisory lock in this database (as a network cut or a
-    server-side kill would)."""
+    server-side kill would), and wait until their sessions have ended."""
     async with db.read() as conn:
         await conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
+            "SELECT pg_terminate_backend(pid, 10000) FROM pg_locks WHERE locktype = 'advisory' "
             "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
         )
 
@@ -315,7 +315,7 @@ async def _allow_connections(server: PostgresServer, dbname: str, allowed: bool)
         )
         if not allowed:
             await admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity WHERE datname = %s",
                 (dbname,),
             )
 
