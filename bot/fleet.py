@@ -115,6 +115,11 @@ class FleetMember:
         """The live workers' ids at the last heartbeat round (this one's at least)."""
         return self._live_ids
 
+    @property
+    def reachable(self) -> bool:
+        """Whether the last heartbeat round reached the database from start to end."""
+        return not self._outage
+
     async def start(self) -> None:
         """Join and take what roles are free now, then keep beating in the background. An
         unreachable database is logged, not raised: the member keeps trying."""

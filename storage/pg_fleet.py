@@ -237,11 +237,19 @@ class Leadership:
             await self._ask(self._conn, "SELECT pg_advisory_unlock(%s)", role_key(role))
 
     async def close(self) -> None:
-        """Give up every role: the connection ends, and the server frees its locks."""
+        """Give up every role, then end the connection. The locks are unlocked first: a closed
+        socket frees them too, but only once the server's session has ended, a moment later."""
         async with self._lock:
             self._held.clear()
             conn, self._conn = self._conn, None
-            if conn is not None:
+            if conn is None:
+                return
+            try:
+                if not conn.broken and not conn.closed:
+                    await conn.execute("SELECT pg_advisory_unlock_all()")
+            except psycopg.OperationalError:
+                pass  # the connection is gone, and its locks with it
+            finally:
                 await conn.close()
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
