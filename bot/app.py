@@ -274,7 +274,9 @@ class App:
             stack.push_async_callback(_cancel, listening)
             await member.start()
             stack.push_async_callback(member.stop)
-            sharing = asyncio.create_task(self._follow_fleet(member, share), name="fleet share")
+            sharing = asyncio.create_task(
+                self._follow_fleet(member, share, registry), name="fleet share"
+            )
             stack.push_async_callback(_cancel, sharing)
         elif not self.once:
             poller.start()
@@ -314,10 +316,16 @@ class App:
                 await adapter.stop_receiving()
         log.info("fleet: leading %s", ", ".join(sorted(held)) or "nothing")
 
-    async def _follow_fleet(self, member: FleetMember, share: TargetShare) -> None:
-        """Keep this worker's share of the targets in step with the live workers."""
+    async def _follow_fleet(self, member: FleetMember, share: TargetShare, registry: Fleet) -> None:
+        """Keep this worker's share of the targets in step with the live workers; the `sources`
+        leader also forgets workers gone for a day (and holding no lease)."""
+        beats = 0
         while True:
             share.update(member.live_ids)
+            beats += 1
+            if SOURCES_ROLE in member.held and beats % 600 == 0:
+                with contextlib.suppress(ConnectionError):
+                    await registry.prune(older_than=86_400)
             await asyncio.sleep(member.heartbeat / 2)
 
     def _sections(self, active: dict[str, int]) -> list[tuple[Platform, BaseModel]]:
