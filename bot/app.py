@@ -241,7 +241,14 @@ class App:
         share: TargetShare | None = None
         if fleet_db is not None:
             roles = [SOURCES_ROLE, *(a.receive_role for a in leadable)]
-            member = FleetMember(Fleet(fleet_db), Leadership(fleet_db), roles, self._roles_changed)
+            registry = Fleet(fleet_db)
+            member = FleetMember(
+                registry,
+                Leadership(fleet_db),
+                roles,
+                self._roles_changed,
+                worker_id=self.worker_id,
+            )
             share = TargetShare(member.id)
         self.fleet = member
         self._leadable = leadable
