@@ -174,6 +174,7 @@ async def test_latest_orders_by_publication_time_not_import_order(store: Store) 
     await store.ingest(_doc(_post(2, minutes=10), _post(3, minutes=50)))
     assert [p.id for p in await store.posts.latest(3)] == ["post-3", "post-1", "post-2"]
     assert [p.id for p in await store.posts.latest(1)] == ["post-3"]
+    assert [p.id for p in await store.posts.latest(-1)] == []
     assert [p.id for p in await store.posts.latest(5, source_id="blog")] == [
         "post-3",
         "post-1",
@@ -228,6 +229,8 @@ async def test_a_big_import_reports_its_progress_and_stays_one_transaction(store
     assert [e.post_id for e in events] == [f"post-{n}" for n in range(1, 4_502)]
     assert seen == [(2_000, 4_501), (4_000, 4_501), (4_501, 4_501)]
     assert await store.posts.count() == 4_501
+    for n in (1, 2_000, 2_001, 4_501):  # every new post has its first version
+        assert [v.version for v in await store.posts.history(f"post-{n}")] == [1]
 
 
 async def test_an_undated_post_keeps_the_time_it_was_first_seen(store: Store) -> None:
@@ -254,7 +257,19 @@ async def test_an_undated_post_keeps_the_time_it_was_first_seen(store: Store) ->
     stored = await store.posts.get("blog:title-1a2b3c4d")
     assert stored is not None and stored.published_at == first_seen
     assert stored.body == ("No date in the feed, corrected.",)
+    assert stored.time_estimated
     assert [p.id for p in await store.posts.latest(1)] == ["blog:title-1a2b3c4d"]
+    # Once the feed gives it a time of its own, it keeps that time and loses the flag for good.
+    dated = edited.model_copy(
+        update={"time_estimated": False, "body": ("Dated now.",), "published_at": START}
+    )
+    assert [e.version for e in await store.ingest(_doc(dated))] == [3]
+    stored = await store.posts.get("blog:title-1a2b3c4d")
+    assert stored is not None and stored.published_at == START and not stored.time_estimated
+    back = dated.model_copy(update={"time_estimated": True, "body": ("Undated again.",)})
+    await store.ingest(_doc(back))
+    stored = await store.posts.get("blog:title-1a2b3c4d")
+    assert stored is not None and not stored.time_estimated
 
 
 async def test_a_location_that_never_imported_keeps_its_fetch_error(store: Store) -> None:
@@ -681,6 +696,12 @@ async def test_search_finds_these_posts(
     got = _ids(page)
     assert (got if isinstance(found, list) else set(got)) == found
     assert page.total == len(found) and not page.has_more
+
+
+async def test_a_title_match_is_the_first_tier(searched: Store) -> None:
+    page = await searched.search("sanctions", source_id="blog")
+    assert _ids(page) == ["blog-2", "blog-1"]
+    assert [hit.rank for hit in page.hits] == [0.0, 2.0]
 
 
 async def test_search_pages_and_totals(searched: Store) -> None:
