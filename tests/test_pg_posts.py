@@ -1,6 +1,8 @@
-"""The PostgreSQL post and replay stores against a real server: tests/test_store.py's assertions
-ported, the rules of storage/posts.py (blog binding, slugs, versions, undated posts, lookups), and one
-script run on both backends whose every answer must be the same.
+"""The PostgreSQL post and replay stores against a real server: what only PostgreSQL has (chunks
+written inside one transaction, NUL, collations, concurrent imports), the rules of storage/posts.py
+(blog binding, slugs, numbers, lookups), and one script run on both backends whose every answer
+must be the same. The store contract's behaviours, on both backends, are in
+tests/test_store_contract.py.
 
 Where PostgreSQL differs, the test says so: a database error is psycopg's, not sqlite3's, and a
 text holding NUL (which PostgreSQL cannot store) finds nothing instead of being looked up.
@@ -88,17 +90,6 @@ async def ingest(
     return [change.event for change in upserted.changes]
 
 
-async def matching(db: PgDatabase, words: str) -> list[str]:
-    """Ids of the posts whose search vector holds every word (the index follows the rows)."""
-    async with db.read() as conn:
-        cursor = await conn.execute(
-            "SELECT id FROM posts WHERE search @@ plainto_tsquery('livedesk_english', %s) "
-            "ORDER BY id",
-            (words,),
-        )
-        return [str(r["id"]) for r in await cursor.fetchall()]
-
-
 def _keeps_the_contract(db: PgDatabase) -> tuple[Posts, Replays]:
     """mypy checks here that the PostgreSQL stores satisfy storage.interface's protocols."""
     return PgPostStore(db), PgReplayStore(db)
@@ -109,107 +100,11 @@ async def test_the_stores_keep_the_contract(pg: PgDatabase) -> None:
     assert await posts.count() == 0 and await replays.count() == 0
 
 
-# --- tests/test_store.py, on PostgreSQL ---------------------------------------------------------------
+# --- writing a document: what tests/test_store_contract.py does not cover -----------------------------
 
 
-async def test_first_import_creates_every_post_in_publication_order(store: PgPostStore) -> None:
-    events = await ingest(store.db, _doc(_post(3), _post(1), _post(2)))
-    assert [(e.kind, e.post_id, e.version) for e in events] == [
-        (EventKind.CREATED, "post-1", 1),
-        (EventKind.CREATED, "post-2", 1),
-        (EventKind.CREATED, "post-3", 1),
-    ]
-    assert await store.count() == 3
-
-
-async def test_reimporting_the_same_document_gives_no_events(store: PgPostStore) -> None:
-    document = _doc(_post(1), _post(2))
-    await ingest(store.db, document)
-    assert await ingest(store.db, document) == []
-    assert await store.count() == 2
-
-
-async def test_body_edit_is_one_updated_event_with_history(store: PgPostStore) -> None:
-    await ingest(store.db, _doc(_post(1), _post(2)))
-    edited = _post(1, "Body of post 1, now corrected.")
-    events = await ingest(store.db, _doc(edited, _post(2)))
-    assert [(e.kind, e.post_id, e.version) for e in events] == [(EventKind.UPDATED, "post-1", 2)]
-
-    current = await store.get("post-1")
-    assert current is not None
-    assert current.version == 2 and current.body[0] == "Body of post 1, now corrected."
-
-    history = await store.history("post-1")
-    assert [v.version for v in history] == [1, 2]
-    assert history[0].post.body[0] == "Body of post 1."
-    assert history[1].post.body[0] == "Body of post 1, now corrected."
-    # The search vector follows the edit.
-    assert await matching(store.db, "corrected") == ["post-1"]
-    assert await matching(store.db, "body post 1 now") == ["post-1"]
-
-
-async def test_latest_orders_by_publication_time_not_import_order(store: PgPostStore) -> None:
-    await ingest(store.db, _doc(_post(1, minutes=30)))
-    await ingest(store.db, _doc(_post(2, minutes=10), _post(3, minutes=50)))
-    assert [p.id for p in await store.latest(3)] == ["post-3", "post-1", "post-2"]
-    assert [p.id for p in await store.latest(1)] == ["post-3"]
-    assert [p.id for p in await store.latest(-1)] == []
-    assert [p.id for p in await store.latest(5, source_id="blog")] == ["post-3", "post-1", "post-2"]
-    assert await store.latest(5, source_id="other") == []
-
-
-async def test_failed_import_changes_nothing(store: PgPostStore) -> None:
-    await ingest(store.db, _doc(_post(1), _post(2)))
-    # An edit, a new post, then a post whose blog does not exist: the foreign key fails mid-batch.
-    # PostgreSQL differs from SQLite only in the error's class (psycopg's, not sqlite3's).
-    bad = _doc(_post(1, "Edited body."), _post(3), _post(4, source_id="no-such-blog"), _post(5))
-    with pytest.raises(psycopg.errors.ForeignKeyViolation):
-        await ingest(store.db, bad)
-
-    assert await store.count() == 2
-    assert await store.get("post-3") is None
-    post = await store.get("post-1")
-    assert post is not None and post.version == 1 and post.body[0] == "Body of post 1."
-    assert [v.version for v in await store.history("post-1")] == [1]
-    assert await matching(store.db, "edited") == []
-    # The store is still usable, and the edit goes through once the document is sound.
-    events = await ingest(store.db, _doc(_post(1, "Edited body."), _post(3)))
-    assert sorted((e.kind, e.post_id) for e in events) == [
-        (EventKind.CREATED, "post-3"),
-        (EventKind.UPDATED, "post-1"),
-    ]
-    # The failed import left no gap in the numbers: post-3 is the third post, as in SQLite.
-    third = await store.get("post-3")
-    assert third is not None and third.number == 3
-    assert await store.get("3") == third
-
-
-async def test_one_megabyte_body_is_stored_whole(store: PgPostStore) -> None:
-    paragraph = "word " * 200_000  # 1,000,000 characters
-    await ingest(store.db, _doc(_post(1, paragraph.strip() + " needle")))
-    post = await store.get("post-1")
-    assert post is not None
-    assert len(post.body[0]) == len(paragraph.strip() + " needle")
-    assert await matching(store.db, "needle") == ["post-1"]
-
-
-async def test_a_big_import_reports_its_progress_and_stays_one_transaction(
-    store: PgPostStore,
-) -> None:
+def test_the_progress_chunk_is_sqlite_s() -> None:
     assert PROGRESS_CHUNK == sqlite_posts.PROGRESS_CHUNK
-    seen: list[tuple[int, int]] = []
-    posts = [_post(n, minutes=n) for n in range(1, 4_502)]
-    events = await ingest(
-        store.db, _doc(*posts), on_progress=lambda done, total: seen.append((done, total))
-    )
-    assert len(events) == 4_501
-    assert seen == [(2_000, 4_501), (4_000, 4_501), (4_501, 4_501)]
-    assert await store.count() == 4_501
-    # Every new post has its first version, and its number is its row.
-    async with store.db.read() as conn:
-        cursor = await conn.execute("SELECT count(*) AS n FROM post_versions WHERE version = 1")
-        assert (await cursor.fetchone() or {})["n"] == 4_501
-    assert [e.post_id for e in events] == [f"post-{n}" for n in range(1, 4_502)]
 
 
 async def test_a_failure_in_a_later_chunk_keeps_nothing_of_the_earlier_ones(
@@ -222,68 +117,6 @@ async def test_a_failure_in_a_later_chunk_keeps_nothing_of_the_earlier_ones(
         await ingest(store.db, _doc(*posts), on_progress=lambda d, t: seen.append((d, t)))
     assert seen == [(2_000, 2_500)]  # the first chunk was written, inside the transaction
     assert await store.count() == 0 and await store.sources() == []
-
-
-async def test_an_undated_post_keeps_the_time_it_was_first_seen(store: PgPostStore) -> None:
-    def undated(seen: datetime, body: str = "No date in the feed.") -> Post:
-        return Post(
-            id="blog:title-1a2b3c4d",
-            source_id="blog",
-            published_at=seen,
-            time_estimated=True,
-            title="An undated post",
-            body=(body,),
-        )
-
-    first_seen = START + timedelta(hours=1)
-    assert [e.kind for e in await ingest(store.db, _doc(undated(first_seen)))] == [
-        EventKind.CREATED
-    ]
-    # Polled again later: a later stand-in time is no edit, and the first one stays.
-    assert await ingest(store.db, _doc(undated(first_seen + timedelta(hours=2)))) == []
-    stored = await store.get("blog:title-1a2b3c4d")
-    assert stored is not None and stored.published_at == first_seen and stored.time_estimated
-    # A real edit is a new version, still at the time the post was first seen.
-    edited = undated(first_seen + timedelta(hours=3), "No date in the feed, corrected.")
-    events = await ingest(store.db, _doc(edited))
-    assert [(e.kind, e.version) for e in events] == [(EventKind.UPDATED, 2)]
-    stored = await store.get("blog:title-1a2b3c4d")
-    assert stored is not None and stored.published_at == first_seen
-    assert stored.body == ("No date in the feed, corrected.",)
-    assert stored.time_estimated
-    assert [p.id for p in await store.latest(1)] == ["blog:title-1a2b3c4d"]
-    # Once the feed gives it a time of its own, it keeps that time and loses the flag for good.
-    dated = edited.model_copy(
-        update={"time_estimated": False, "body": ("Dated now.",), "published_at": START}
-    )
-    assert [e.version for e in await ingest(store.db, _doc(dated))] == [3]
-    stored = await store.get("blog:title-1a2b3c4d")
-    assert stored is not None and stored.published_at == START and not stored.time_estimated
-    back = dated.model_copy(update={"time_estimated": True, "body": ("Undated again.",)})
-    await ingest(store.db, _doc(back))
-    stored = await store.get("blog:title-1a2b3c4d")
-    assert stored is not None and not stored.time_estimated
-
-
-async def test_a_location_that_never_imported_keeps_its_fetch_error(store: PgPostStore) -> None:
-    url = "https://news.example.org/live.xml"
-    await store.record_fetch_error(url, f"{url}: HTTP 503 Service Unavailable")
-    await store.record_fetch_error(url, f"{url}: timed out after 30 s")  # the latest one counts
-    (failure,) = await store.failing_locations()
-    assert (failure.location, failure.error) == (url, f"{url}: timed out after 30 s")
-    assert await store.sources() == []
-
-    # Once it imports, its blog row carries later errors and the location is no longer listed.
-    await ingest(store.db, _doc(_post(1)), location=url)
-    assert await store.failing_locations() == []
-    await store.record_fetch_error(url, f"{url}: HTTP 500 Internal Server Error")
-    assert await store.failing_locations() == []
-    (info,) = await store.sources()
-    assert info.last_error == f"{url}: HTTP 500 Internal Server Error"
-    # A later import clears it.
-    await ingest(store.db, _doc(_post(1)), location=url)
-    (info,) = await store.sources()
-    assert info.last_error is None
 
 
 async def test_a_fetch_error_is_cut_at_500_characters_and_may_hold_a_nul(

@@ -1,4 +1,6 @@
-"""Search on PostgreSQL (storage.pg_search): the SQLite search's tests, on a real server.
+"""Search on PostgreSQL (storage.pg_search): the SQLite search's tests, on a real server, less those
+tests/test_store_contract.py runs on both backends (tests/test_search.py's fixture posts, and
+tests/test_search_reader.py's tables of queries: found, order, totals).
 
 Posts are written here with plain SQL (the PostgreSQL post store is another module's): the generated
 `search` column indexes them as the store's own inserts would.
@@ -7,7 +9,6 @@ Posts are written here with plain SQL (the PostgreSQL post store is another modu
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime, timedelta
 
@@ -241,7 +242,7 @@ async def test_post_matches(pg: PgDatabase) -> None:
         assert await post_matches(conn, compile_query("speaks"), rowids["blog-1"])
 
 
-# --- searching: tests/test_search.py on PostgreSQL ---------------------------------------------------
+# --- searching: what the contract suite does not cover (stop words, locale, estimates, errors) -----
 
 FIXTURE_POSTS = [
     *test_search.FIXTURE_POSTS,
@@ -269,66 +270,6 @@ def _ids(page: SearchPage) -> list[str]:
 _marked = test_search._marked
 
 
-async def test_stemming_and_case_folding(fixture_db: PgDatabase) -> None:
-    plural = await search(fixture_db, "sanctions")
-    singular = await search(fixture_db, "SANCTION")
-    assert set(_ids(plural)) == set(_ids(singular)) == {"blog-1", "blog-2", "other-8"}
-
-
-async def test_title_match_outranks_body_match(fixture_db: PgDatabase) -> None:
-    page = await search(fixture_db, "sanctions", source_id="blog")
-    assert _ids(page) == ["blog-2", "blog-1"]
-    assert [hit.rank for hit in page.hits] == [0.0, 2.0]
-
-
-async def test_diacritics_and_quotes_are_folded(fixture_db: PgDatabase) -> None:
-    assert _ids(await search(fixture_db, "cafe")) == ["blog-3"]
-    assert _ids(await search(fixture_db, "café")) == ["blog-3"]
-    assert _ids(await search(fixture_db, "CNN's")) == ["blog-6"]
-    assert _ids(await search(fixture_db, '"very tense"')) == ["blog-6"]
-
-
-async def test_phrase_needs_adjacent_words(fixture_db: PgDatabase) -> None:
-    assert _ids(await search(fixture_db, '"written response"')) == ["blog-4"]
-    assert set(_ids(await search(fixture_db, "written response"))) == {"blog-4", "blog-7"}
-
-
-async def test_exclusion_and_or(fixture_db: PgDatabase) -> None:
-    assert _ids(await search(fixture_db, "Lavrov -Blinken")) == ["blog-4"]
-    assert set(_ids(await search(fixture_db, "cafe OR Zelensky"))) == {"blog-3", "blog-7"}
-
-
-async def test_snippet_and_title_carry_highlights(fixture_db: PgDatabase) -> None:
-    page = await search(fixture_db, "sanction", source_id="blog")
-    top = page.hits[0]
-    assert _marked(top.title) == ["Sanctions"]
-    assert top.title.plain == "Sanctions package agreed"
-    body_hit = page.hits[1]
-    assert _marked(body_hit.snippet) == ["Sanctions"]
-    assert "\x02" not in body_hit.snippet.plain and "\x03" not in body_hit.snippet.plain
-
-
-async def test_paging_and_totals(fixture_db: PgDatabase) -> None:
-    first = await search(fixture_db, "sanctions", per_page=2)
-    second = await search(fixture_db, "sanctions", page=2, per_page=2)
-    assert first.total == second.total == 3
-    assert first.has_more and not second.has_more
-    assert len(first.hits) == 2 and len(second.hits) == 1
-    assert not set(_ids(first)) & set(_ids(second))
-    beyond = await search(fixture_db, "sanctions", page=9, per_page=2)
-    assert beyond.hits == () and beyond.total == 3
-
-
-async def test_source_filter(fixture_db: PgDatabase) -> None:
-    assert _ids(await search(fixture_db, "sanctions", source_id="other")) == ["other-8"]
-    assert _ids(await search(fixture_db, "sanctions", source_id="nope")) == []
-
-
-async def test_no_match_is_an_empty_page(fixture_db: PgDatabase) -> None:
-    page = await search(fixture_db, "xylophone")
-    assert page.hits == () and page.total == 0 and not page.has_more
-
-
 async def _has_stop_words(db: PgDatabase) -> bool:
     """Whether the schema's configuration drops stop words (schema 2 does; FTS5 does not)."""
     async with db.read() as conn:
@@ -336,25 +277,6 @@ async def _has_stop_words(db: PgDatabase) -> bool:
         row = await cur.fetchone()
         assert row is not None
         return int(row["n"]) == 0
-
-
-_WEIGHT_LABEL = re.compile(r"'([A-D])'::\"char\"")
-
-
-async def _joined_weight(db: PgDatabase) -> str:
-    """The tsvector weight of the joined forms in the schema's `posts.search` (C in schema 2)."""
-    async with db.read() as conn:
-        cur = await conn.execute(
-            "SELECT pg_get_expr(d.adbin, d.adrelid) AS expression FROM pg_attrdef d "
-            "JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum "
-            "WHERE d.adrelid = 'posts'::regclass AND a.attname = 'search'"
-        )
-        row = await cur.fetchone()
-        assert row is not None
-        expression = str(row["expression"])
-        weight = _WEIGHT_LABEL.search(expression[expression.index("joined_words") :])
-        assert weight is not None, expression
-        return weight.group(1)
 
 
 async def test_ties_go_to_the_newest(pg: PgDatabase) -> None:
@@ -735,20 +657,8 @@ def test_the_count_constants_are_sqlite_s() -> None:
     )
 
 
-# --- what a reader means: the CASES and RANKING of tests/test_search_reader.py -----------------------
-
-READER_DIFFERENCES: dict[str, str] = {
-    "Brandon": "PostgreSQL's parser reads the credit `Alex Brandon/AP` as `alex` and the one "
-    "file-path lexeme `brandon/ap`; FTS5 reads the words alex, brandon, ap",
-    '"Coastline Photo Agency"': "the credit `Rhea Santos/Coastline Photo Agency`: the file-path "
-    "lexeme `santos/coastline`, so no `coastline` word to start the phrase",
-}
-"""Reader cases PostgreSQL answers otherwise than FTS5, and why (asserted to differ below)."""
-RANKING_DIFFERENCES: dict[str, str] = {
-    "US": "Allies has `U.S.` in its body, found through the joined form `us`: SQLite's body tier "
-    "is the body column alone (the joined column ranks with the rest), here weight C holds the "
-    "body and the joined forms, so Allies (newer) ranks with Kyiv's body `US`, before it",
-}
+# --- what a reader means (the CASES and RANKING tables run on both backends in
+# tests/test_store_contract.py, with where PostgreSQL differs) ----------------------------------------
 
 
 @pytest.fixture
@@ -757,42 +667,6 @@ async def reader_db(pg: PgDatabase) -> PgDatabase:
     for path in (test_search_reader.SAMPLE, test_search_reader.FIXTURE):
         await insert_posts(pg, parse_document(path.read_bytes(), location=str(path)).posts)
     return pg
-
-
-def _reader_case_holds(
-    page: SearchPage, found: set[str], missing: set[str], where: str | None
-) -> bool:
-    titles = {hit.post.title for hit in page.hits}
-    if not found <= titles or missing & titles:
-        return False
-    if where is not None:
-        first = next(hit for hit in page.hits if hit.post.title in found)
-        return first.snippet.where == where and bool(_marked(first.snippet))
-    return True
-
-
-@pytest.mark.parametrize(("query", "found", "missing", "where"), test_search_reader.CASES)
-async def test_a_reader_finds_what_they_mean(
-    reader_db: PgDatabase, query: str, found: set[str], missing: set[str], where: str | None
-) -> None:
-    page = await search(reader_db, query, per_page=50)
-    holds = _reader_case_holds(page, found, missing, where)
-    assert holds is (query not in READER_DIFFERENCES), (
-        query,
-        sorted(hit.post.title for hit in page.hits),
-        [(hit.post.title, hit.snippet.where, _marked(hit.snippet)) for hit in page.hits],
-    )
-
-
-@pytest.mark.parametrize(("query", "order"), test_search_reader.RANKING)
-async def test_a_title_match_ranks_before_a_body_match(
-    reader_db: PgDatabase, query: str, order: list[str]
-) -> None:
-    titles = [hit.post.title for hit in (await search(reader_db, query, per_page=50)).hits]
-    holds = [t for t in titles if t in order] == order
-    # The difference is the schema's: gone once the joined forms are not weighed as the body.
-    differs = query in RANKING_DIFFERENCES and await _joined_weight(reader_db) == "C"
-    assert holds is not differs, (query, titles)
 
 
 async def test_the_dotted_form_is_marked_when_the_plain_one_is_searched(
