@@ -34,11 +34,6 @@ POOL_SIZE = 8
 OUTBOX_CHANNEL = "livedesk_outbox"
 """NOTIFY'd when an ingest commits new deliveries: the workers look at the outbox at once."""
 LISTEN_RETRY = 2.0
-RUN_LOCK = 0x4C495645_52554E31  # "LIVERUN1": held by the one `livedesk run` of a database
-
-
-class AlreadyRunning(OSError):
-    """Another `livedesk run` holds this database; the message is one line."""
 
 
 def masked(url: str) -> str:
@@ -127,26 +122,6 @@ class PgDatabase:
         """A pooled connection in autocommit: each statement sees the latest commits."""
         async with self.pool.connection() as conn:
             yield conn
-
-    @asynccontextmanager
-    async def run_lock(self) -> AsyncIterator[None]:
-        """Held while `livedesk run` serves this database, on a connection of its own: the lock
-        goes with the session, so a process that dies releases it at once. AlreadyRunning when
-        another process holds it. (Until the outbox is shared by a fleet of workers, one process
-        delivers per database, as on SQLite.)"""
-        conn = await psycopg.AsyncConnection.connect(
-            self._url, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT)
-        )
-        try:
-            cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (RUN_LOCK,))
-            row = await cur.fetchone()
-            if row is None or not row[0]:
-                raise AlreadyRunning(
-                    f"another `livedesk run` is already using {self.shown_as}; stop it first"
-                )
-            yield
-        finally:
-            await conn.close()
 
     async def listen(self, channel: str, wake: Callable[[], None]) -> None:
         """Call `wake()` for every NOTIFY on `channel`, until cancelled. On a connection of its own;

@@ -35,7 +35,7 @@ REACH_TIMEOUT = 5.0
 
 ROLE_KEY_SPACE = 0x4C44  # "LD": the top 16 bits of every role's lock key
 """Role locks are 64-bit keys `0x4C44_xxxxxxxxxxxx`: Livedesk's own space, apart from the run lock
-(storage.pg_db.RUN_LOCK, `0x4C49…`) and from whatever else shares the server."""
+(storage.pg_schema.ADVISORY_LOCK and storage.pg_posts.INGEST_LOCK, `0x4C49…`) and from whatever else shares the server."""
 
 
 def role_key(role: str) -> int:

@@ -65,7 +65,7 @@ from storage.values import (
 )
 
 PROGRESS_CHUNK = 2_000
-INGEST_LOCK = 0x4C44_494E_4745_5354  # "LDINGEST": held by the transaction that writes a document
+INGEST_LOCK = 0x4C49_4E47_4553_5431  # "LINGEST1": held by the transaction that writes a document
 MAX_ROWID = 2**63 - 1
 _ASCII_UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _ASCII_LOWER = "abcdefghijklmnopqrstuvwxyz"
