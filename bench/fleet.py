@@ -268,6 +268,8 @@ class FanoutFigures:
     hooks: int
     fleet: dict[int, list[float]]
     """{workers: deliveries/s per run}"""
+    senders: dict[int, int]
+    """{workers: how many distinct workers were seen holding leases during the fan-out}"""
     raw: list[float]
     loads: list[str]
 
@@ -290,10 +292,20 @@ async def _raw_aiohttp(urls: Sequence[str], payload: bytes) -> float:
         return len(urls) / (time.perf_counter() - started)
 
 
+async def _lease_owners(store: PgStore) -> set[str]:
+    """The workers holding a lease on a delivery right now (a sample, for the table)."""
+    async with store.db.read() as conn:
+        cursor = await conn.execute(
+            "SELECT DISTINCT lease_owner FROM deliveries WHERE lease_owner IS NOT NULL"
+        )
+        return {str(row["lease_owner"]) for row in await cursor.fetchall()}
+
+
 async def fanout(server: PostgresServer, hooks: int, runs: int, workdir: Path) -> FanoutFigures:
     name = _new_database(server)
     url = server.url(name)
     fleet: dict[int, list[float]] = {}
+    senders: dict[int, int] = {}
     raw: list[float] = []
     loads: list[str] = []
     try:
@@ -312,6 +324,7 @@ async def fanout(server: PostgresServer, hooks: int, runs: int, workdir: Path) -
                         try:
                             await _wait_for_fleet(url, workers, workdir)
                             rates: list[float] = []
+                            owners: set[str] = set()
                             for _ in range(runs):
                                 loads.append(_load())
                                 await asyncio.sleep(1.1)  # Slack's 1/s per hook: let it pass
@@ -325,6 +338,7 @@ async def fanout(server: PostgresServer, hooks: int, runs: int, workdir: Path) -
                                     if time.monotonic() > limit:
                                         raise RuntimeError(f"fan-out stalled: {stats}")
                                     await asyncio.sleep(0.05)
+                                    owners |= await _lease_owners(store)
                                     stats = await _stats(probe, base)
                                 await asyncio.sleep(0.5)  # a duplicate would show up here
                                 stats = await _stats(probe, base)
@@ -333,6 +347,7 @@ async def fanout(server: PostgresServer, hooks: int, runs: int, workdir: Path) -
                                     raise RuntimeError(f"{delivered} deliveries for {hooks} hooks")
                                 rates.append(hooks / (stats["last"] - committed))
                             fleet[count] = rates
+                            senders[count] = len(owners)
                         finally:
                             await asyncio.to_thread(_stop_workers, workers)
                 for _ in range(runs):
@@ -341,7 +356,7 @@ async def fanout(server: PostgresServer, hooks: int, runs: int, workdir: Path) -
                 await store.close()
     finally:
         _drop_database(server, name)
-    return FanoutFigures(hooks, fleet, raw, loads)
+    return FanoutFigures(hooks, fleet, senders, raw, loads)
 
 
 def print_fanout(figures: FanoutFigures, runs: int) -> None:
@@ -349,7 +364,8 @@ def print_fanout(figures: FanoutFigures, runs: int) -> None:
     table = Table(
         title=f"One post → {figures.hooks:,} webhooks, `livedesk run` workers on one PostgreSQL"
     )
-    for column in ("sender", "deliveries/s", "× 1 worker", "÷ raw", "per core", "efficiency"):
+    columns = ("sender", "deliveries/s", "× 1 worker", "÷ raw", "per core", "efficiency", "seen")
+    for column in columns:
         table.add_column(column, justify="left" if column == "sender" else "right", no_wrap=True)
     one = statistics.median(figures.fleet[1])
     ceiling = statistics.median(figures.raw)
@@ -363,6 +379,7 @@ def print_fanout(figures: FanoutFigures, runs: int) -> None:
             f"{rate / ceiling:.2f}",
             f"{rate / used:,.0f}",
             f"{rate / one / used:.0%}",
+            f"{figures.senders[count]} of {count}",
         )
     table.add_row(
         f"raw aiohttp, one process (concurrency {CONCURRENCY})",
@@ -371,12 +388,13 @@ def print_fanout(figures: FanoutFigures, runs: int) -> None:
         "1.00",
         f"{ceiling:,.0f}",
         "",
+        "",
     )
     console.print(table)
     console.print(
         f"{cores} cores, shared by the workers, PostgreSQL and the receiver; per core = deliveries/s "
         f"÷ min(workers, cores), efficiency = (× 1 worker) ÷ min(workers, cores); commit → last "
-        f"delivery (receiver's clock); median of {runs} ({', '.join(figures.loads)})"
+        f"delivery (receiver's clock); seen = workers sampled holding leases during the fan-out; median of {runs} ({', '.join(figures.loads)})"
     )
 
 
