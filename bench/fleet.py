@@ -1,7 +1,7 @@
 """The fleet on PostgreSQL: fan-out with 1, 2 and 3 `livedesk run` workers, import and search.
 
     python -m bench fleet                (or python -m bench.fleet)
-    python -m bench fleet --quick        smaller numbers, one run each: a few minutes
+    python -m bench fleet --quick        3,000 hooks, 10k posts: about five minutes
     python -m bench fleet --big          search at 1M posts as well (long: building the 1M
                                          databases takes well over half an hour on 2 cores)
 
@@ -690,7 +690,7 @@ async def _run(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench fleet", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="3,000 hooks, 10k posts, one run")
+    parser.add_argument("--quick", action="store_true", help="3,000 hooks, 10k posts, 20 samples")
     parser.add_argument("--big", action="store_true", help="search at 1M posts too (long)")
     parser.add_argument("--hooks", type=int, default=HOOKS)
     parser.add_argument("--posts", type=int, default=IMPORT_POSTS)
@@ -702,7 +702,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         serve(args.serve)
         return 0
     if args.quick:
-        args.hooks, args.posts, args.runs, args.samples = 3_000, 10_000, 1, 20
+        args.hooks, args.posts, args.samples = 3_000, 10_000, 20
     if args.big:
         console.print("--big: search at 1M posts as well; building those databases takes long")
     asyncio.run(_run(args))
