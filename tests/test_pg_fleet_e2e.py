@@ -29,6 +29,7 @@ from typing import Any
 from aiohttp import web
 
 from tests.cli_process import Finished, livedesk, spawn
+from tests.fakes.telegram import FakeTelegram
 from tests.fakes.webhooks import WebhookReceiver
 
 WORKERS = 3
@@ -324,3 +325,97 @@ async def test_a_worker_killed_mid_fanout_loses_nothing(tmp_path: Path, postgres
     assert all(first_sender[path] in gone for path in twice), (killed, pids, senders)
     assert all(set(senders[path][1:]) <= set(pids) - gone for path in twice), senders
     print(f"killed after {sent_before_kill} requests; {len(twice)} desks got the post twice")
+
+
+# --- 3. Telegram's 30/s ---------------------------------------------------------------------------
+
+CHATS = 300
+
+
+def telegram_env(fake: FakeTelegram) -> dict[str, str]:
+    return {"LIVEDESK_TELEGRAM__TOKEN": fake.token, "LIVEDESK_TELEGRAM__BASE_URL": fake.base_url}
+
+
+async def test_the_fleet_keeps_telegrams_30_per_second(tmp_path: Path, postgres_url: str) -> None:
+    """One post to 300 private chats from three workers: each worker takes a third of the bot's
+    30 messages/s, so the fake Bot API (which enforces Telegram's limits) never answers 429."""
+    async with FakeTelegram(TOKEN) as fake:
+        env = telegram_env(fake)
+        chats = [1000 + n for n in range(CHATS)]
+        targets = write_targets(tmp_path / "chats.txt", [str(c) for c in chats])
+        subscribed = await run(
+            "--db",
+            postgres_url,
+            "subscribe",
+            "telegram",
+            "--from-file",
+            str(targets),
+            cwd=tmp_path,
+            env=env,
+        )
+        assert subscribed.code == 0, subscribed.err
+        async with fleet(postgres_url, tmp_path, env) as workers:
+            await workers.all_live()
+
+            await import_one_post(postgres_url, tmp_path)
+            await fake.wait_for(lambda: len({m.chat_id for m in fake.sent}) == CHATS, timeout=60)
+            await asyncio.sleep(1.0)  # time for a second copy to show up, if there were one
+            fake.end_long_polls()
+        assert all(p.returncode == 0 for p in workers.processes)
+
+    assert fake.rate_limited == 0 and fake.errors == []
+    assert sorted(m.chat_id for m in fake.sent) == chats  # each chat once
+    assert all("Council approves the tram line" in m.text for m in fake.sent)
+
+
+# --- 4. a command, and the polling leader killed ------------------------------------------------
+
+
+def polling_leaders(listed: list[dict[str, Any]]) -> list[int]:
+    return [w["pid"] for w in listed if w["live"] and "telegram-polling" in w["roles"]]
+
+
+async def test_a_command_is_answered_once_and_after_the_polling_leader_is_killed(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    async with FakeTelegram(TOKEN) as fake:
+        env = telegram_env(fake)
+        await import_one_post(postgres_url, tmp_path)
+        async with fleet(postgres_url, tmp_path, env) as workers:
+            listed = await workers.until(
+                lambda ws: (
+                    len([w for w in ws if w["live"]]) == WORKERS and len(polling_leaders(ws)) == 1
+                )
+            )
+            leader = polling_leaders(listed)[0]
+
+            first = fake.command(501, "/latest")
+            await fake.wait_for(lambda: bool(fake.messages_in(501)), timeout=30)
+            # the leader took the update off the queue (its next getUpdates moved the offset past
+            # it), so whoever polls next does not get it again
+            await fake.wait_for(
+                lambda: any(
+                    method == "getUpdates" and int(params.get("offset") or 0) > first
+                    for method, params in fake.calls
+                ),
+                timeout=30,
+            )
+            os.kill(leader, signal.SIGKILL)
+
+            listed = await workers.until(
+                lambda ws: bool(polling_leaders(ws)) and leader not in polling_leaders(ws)
+            )
+            assert len(polling_leaders(listed)) == 1
+            fake.command(502, "/latest")
+            await fake.wait_for(lambda: bool(fake.messages_in(502)), timeout=30)
+            await asyncio.sleep(1.0)  # time for a second answer to show up, if there were one
+            fake.end_long_polls()
+        killed = next(p for p in workers.processes if p.pid == leader)
+        assert killed.returncode == -signal.SIGKILL
+        assert all(p.returncode == 0 for p in workers.processes if p is not killed)
+
+    for chat in (501, 502):
+        answers = fake.messages_in(chat)
+        assert len(answers) == 1, [a.text for a in answers]  # answered once
+        assert "Council approves the tram line" in answers[0].text
+    assert fake.rate_limited == 0
