@@ -332,6 +332,26 @@ async def test_a_worker_killed_mid_fanout_loses_nothing(tmp_path: Path, postgres
 CHATS = 300
 
 
+class CountingTelegram(FakeTelegram):
+    """The fake Bot API, noting which of `pids` made each sendMessage call."""
+
+    def __init__(self, pids: list[int]) -> None:
+        super().__init__(TOKEN)
+        self.pids = pids
+        self.senders: Counter[int | None] = Counter()
+        self._ports: dict[int, int | None] = {}
+
+    async def _serve(self, request: web.Request) -> web.Response:
+        if request.match_info["method"].lower() == "sendmessage":
+            peer = request.transport.get_extra_info("peername") if request.transport else None
+            if peer is not None:
+                port = int(peer[1])
+                if self._ports.get(port) is None:
+                    self._ports[port] = process_of(port, self.pids)
+                self.senders[self._ports[port]] += 1
+        return await super()._serve(request)
+
+
 def telegram_env(fake: FakeTelegram) -> dict[str, str]:
     return {"LIVEDESK_TELEGRAM__TOKEN": fake.token, "LIVEDESK_TELEGRAM__BASE_URL": fake.base_url}
 
@@ -339,7 +359,8 @@ def telegram_env(fake: FakeTelegram) -> dict[str, str]:
 async def test_the_fleet_keeps_telegrams_30_per_second(tmp_path: Path, postgres_url: str) -> None:
     """One post to 300 private chats from three workers: each worker takes a third of the bot's
     30 messages/s, so the fake Bot API (which enforces Telegram's limits) never answers 429."""
-    async with FakeTelegram(TOKEN) as fake:
+    pids: list[int] = []
+    async with CountingTelegram(pids) as fake:
         env = telegram_env(fake)
         chats = [1000 + n for n in range(CHATS)]
         targets = write_targets(tmp_path / "chats.txt", [str(c) for c in chats])
@@ -355,6 +376,7 @@ async def test_the_fleet_keeps_telegrams_30_per_second(tmp_path: Path, postgres_
         )
         assert subscribed.code == 0, subscribed.err
         async with fleet(postgres_url, tmp_path, env) as workers:
+            pids.extend(workers.pids)
             await workers.all_live()
 
             await import_one_post(postgres_url, tmp_path)
@@ -366,6 +388,7 @@ async def test_the_fleet_keeps_telegrams_30_per_second(tmp_path: Path, postgres_
     assert fake.rate_limited == 0 and fake.errors == []
     assert sorted(m.chat_id for m in fake.sent) == chats  # each chat once
     assert all("Council approves the tram line" in m.text for m in fake.sent)
+    assert set(fake.senders) == set(pids), fake.senders  # all three sent their share
 
 
 # --- 4. a command, and the polling leader killed ------------------------------------------------
