@@ -78,22 +78,26 @@ def _socket_inodes(pid: int) -> set[str]:
     return inodes
 
 
-def _inode_of_local_port(port: int) -> str | None:
-    """The inode of the IPv4 TCP socket bound locally to 127.0.0.1:`port` (a client's end)."""
-    wanted = f"0100007F:{port:04X}"
+def _inode_of(port: int, server_port: int) -> str | None:
+    """The inode of the TCP socket from 127.0.0.1:`port` to 127.0.0.1:`server_port` (a client's
+    end; matching both ends skips a closed socket that had the same local port)."""
+    local, remote = f"0100007F:{port:04X}", f"0100007F:{server_port:04X}"
     with open("/proc/net/tcp", encoding="ascii") as table:
         next(table)
         for line in table:
             fields = line.split()
-            if fields[1] == wanted:
+            if fields[1] == local and fields[2] == remote and fields[9] != "0":
                 return fields[9]
     return None
 
 
-def process_of(port: int, pids: list[int]) -> int | None:
-    """Which of `pids` holds the client socket on 127.0.0.1:`port` (None: none of them)."""
-    inode = _inode_of_local_port(port)
-    if inode is None:
+def process_of(port: int, server_port: int, pids: list[int]) -> int | None:
+    """Which of `pids` holds the client socket 127.0.0.1:`port` → `server_port` (None: none)."""
+    for _ in range(3):  # /proc/net/tcp is read in pages: a busy table may skip a line
+        inode = _inode_of(port, server_port)
+        if inode is not None:
+            break
+    else:
         return None
     for pid in pids:
         if inode in _socket_inodes(pid):
@@ -131,7 +135,7 @@ class SlowDesks(WebhookReceiver):
         if peer is not None:
             port = int(peer[1])
             if self._ports.get(port) is None:
-                self._ports[port] = process_of(port, self.pids)
+                self._ports[port] = process_of(port, self.port, self.pids)
             pid = self._ports[port]
         arrival = Arrival(request.path, pid, body)
         self.arrivals.append(arrival)
@@ -347,7 +351,7 @@ class CountingTelegram(FakeTelegram):
             if peer is not None:
                 port = int(peer[1])
                 if self._ports.get(port) is None:
-                    self._ports[port] = process_of(port, self.pids)
+                    self._ports[port] = process_of(port, self.port, self.pids)
                 self.senders[self._ports[port]] += 1
         return await super()._serve(request)
 
