@@ -72,6 +72,7 @@ LOAD_PAGE = 5000
 SHORT_WAIT = 0.05  # a rate-limit wait this short is slept by the worker that holds the delivery
 CLAIM_FRACTION = 0.25
 FLUSH_FRACTION = 0.5
+STORE_RETRY = 1.0  # seconds between tries while the store does not answer
 PROBE_INTERVAL = 0.02  # how often `PRAGMA data_version` is asked whether another process committed
 
 
@@ -212,6 +213,7 @@ class Dispatcher:
         self._flusher_stop = False
         self._flushing = 0
         self._data_version = -1
+        self._store_down = False
         self._slot_waiters: list[asyncio.Future[None]] = []
         self._posts: dict[int, PostForCard] = {}
         self._queries: dict[str, CompiledQuery | None] = {}
@@ -263,6 +265,24 @@ class Dispatcher:
         self._stopping = False
         await asyncio.wait_for(self._main(until_idle=True), timeout)
 
+    def _trouble(self, what: str, error: Exception) -> None:
+        """The store failed: one warning line per outage (the details at debug level); the work
+        stays pending and is tried again."""
+        if not self._store_down:
+            self._store_down = True
+            log.warning(
+                "could not %s (%s: %s); trying again until the store answers",
+                what,
+                type(error).__name__,
+                " ".join(str(error).split())[:300],
+            )
+        log.debug("store failure", exc_info=error)
+
+    def _recovered(self) -> None:
+        if self._store_down:
+            self._store_down = False
+            log.warning("the store answers again; delivering")
+
     def pending_count(self) -> int:
         """Deliveries waiting in the schedule (not counting those in flight)."""
         return len(self._known)
@@ -283,14 +303,23 @@ class Dispatcher:
                 t = loop.time()
                 if self.share is not None and self.share.version != self._share_version:
                     self._reshare()
-                if self._resync_needed or t >= next_full:
-                    await self._resync()
-                    next_full = t + FULL_RESYNC_INTERVAL
-                    next_poll = t + self.settings.poll_interval
-                elif self._woken or t >= next_poll or (t >= next_probe and await self._changed()):
-                    self._woken = False
-                    await self._load_new()
-                    next_poll = t + self.settings.poll_interval
+                try:
+                    if self._resync_needed or t >= next_full:
+                        await self._resync()
+                        next_full = t + FULL_RESYNC_INTERVAL
+                        next_poll = t + self.settings.poll_interval
+                    elif (
+                        self._woken or t >= next_poll or (t >= next_probe and await self._changed())
+                    ):
+                        self._woken = False
+                        await self._load_new()
+                        next_poll = t + self.settings.poll_interval
+                except Exception as error:  # the store is unreachable (a server restart, …)
+                    self._trouble("read the outbox", error)
+                    self._resync_needed = True
+                    await self._wake.wait(STORE_RETRY)
+                    continue
+                self._recovered()
                 if t >= next_probe:
                     next_probe = t + min(PROBE_INTERVAL, self.settings.poll_interval)
                 now = self.clock()
@@ -528,8 +557,8 @@ class Dispatcher:
                 if len(self._posts) > 1000:
                     self._posts.clear()
                 self._posts.update(await self.outbox.posts(stale))
-        except Exception:
-            log.exception("could not read a batch of deliveries; will try again")
+        except Exception as error:
+            self._trouble("read a batch of deliveries", error)
             for tq, item in batch:
                 self._release(tq, item, requeue=True)
             await asyncio.sleep(min(1.0, self.settings.poll_interval))
@@ -898,15 +927,15 @@ class Dispatcher:
                     self._unrecorded.pop(key, None)
                 if results.moves or results.disable:
                     self._resync_needed = True
-        except Exception:
+        except Exception as error:
             if batch:
                 results, ids, sent_keys = batch[0]
-                log.exception("could not record %d delivery outcomes; will try again", len(results))
+                self._trouble(f"record {len(results)} delivery outcomes", error)
                 _merge(self._results, results)
                 self._result_ids.extend(ids)
                 self._unrecorded_keys.extend(sent_keys)
             else:
-                log.exception("could not record delivery outcomes; will try again")
+                self._trouble("record delivery outcomes", error)
             self._flush_signal.set()
             await asyncio.sleep(0.5)
         finally:

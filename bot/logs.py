@@ -55,3 +55,8 @@ def configure_logging(level: str | int, secrets: Iterable[str] = ()) -> None:
         logger = logging.getLogger(name)
         if logger.level == logging.NOTSET or logger.level < logging.INFO:
             logger.setLevel(logging.INFO if name != "httpx" else logging.WARNING)
+    # The pool says so at every reconnection attempt; the dispatcher and the fleet say it once per
+    # outage, and again when the server answers.
+    pool = logging.getLogger("psycopg.pool")
+    if pool.level == logging.NOTSET or pool.level < logging.ERROR:
+        pool.setLevel(logging.ERROR)

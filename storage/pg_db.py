@@ -144,7 +144,8 @@ class PgDatabase:
                     await conn.close()
             except psycopg.Error as error:
                 if not down:
-                    log.warning("lost the notifications of %s: %s", self.shown_as, error)
+                    reason = " ".join(str(error).split())
+                    log.warning("lost the notifications of %s: %s", self.shown_as, reason)
                     down = True
             await asyncio.sleep(LISTEN_RETRY)
 

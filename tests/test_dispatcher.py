@@ -392,3 +392,61 @@ def test_rate_limiter_counts_a_send_from_its_completion_and_honours_blocks() -> 
     assert limiter.acquire(checks)[1] is not None
     limiter.block("overall", clock() + 5)
     assert limiter.delay([("overall", None)]) == pytest.approx(5)
+
+
+class _UnreachableFor(SqliteOutbox):
+    """The outbox of a store that stops answering for a while (a database server restarting)."""
+
+    def __init__(self, db: Database, failures: int) -> None:
+        super().__init__(db)
+        self.failures = failures
+
+    def _maybe_fail(self) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise ConnectionError("server closed the connection unexpectedly")
+
+    async def data_version(self) -> int:
+        self._maybe_fail()
+        return await super().data_version()
+
+    async def pending_ids(self) -> set[int]:
+        self._maybe_fail()
+        return await super().pending_ids()
+
+    async def claim(self, ids: Any) -> Any:
+        self._maybe_fail()
+        return await super().claim(ids)
+
+
+async def test_an_unreachable_store_is_one_line_and_delivery_goes_on(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = SubscriptionStore(db)
+    for address in ("a", "b"):
+        await store.add(chat(address), created_by="u")
+    await import_posts(db, [make_post(1, title="Storm warning")])
+    adapter = FlakyAdapter()
+    outbox = _UnreachableFor(db, failures=5)
+    running = Dispatcher(
+        outbox, {adapter.platform: adapter}, SETTINGS.model_copy(update={"poll_interval": 0.01})
+    )
+    task = asyncio.create_task(running.run())
+    try:
+        for _ in range(500):
+            if len(adapter.calls) == 2:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await running.stop()
+        await task
+    assert sorted(c.target.address for c in adapter.calls) == ["a", "b"]
+    assert outbox.failures == 0
+    lines = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "bot.dispatcher" and r.levelname == "WARNING"
+    ]
+    assert len([line for line in lines if line.startswith("could not")]) == 1, lines
+    assert "trying again until the store answers" in lines[0]
+    assert not [r for r in caplog.records if r.exc_info and r.levelname != "DEBUG"]
