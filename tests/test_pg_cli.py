@@ -201,3 +201,57 @@ def test_both_url_schemes_name_postgresql(tmp_path: Path, postgres_url: str, sch
     done = livedesk("--db", url, "latest", cwd=tmp_path, timeout=120)
     assert done.code == 0, done.err
     assert not (tmp_path / url).exists()
+
+
+async def test_a_run_outlives_a_database_outage_and_says_so_once(
+    tmp_path: Path, postgres_url: str, postgres_server: Any
+) -> None:
+    """The server goes away for a while (here: the database refuses connections and its sessions
+    are ended): `livedesk run` says so in one line per part, keeps running, and delivers what was
+    imported after the server came back."""
+    import psycopg
+    from psycopg import sql
+
+    name = urlsplit(postgres_url).path.lstrip("/")
+
+    def allow(on: bool) -> None:
+        with psycopg.connect(postgres_server.dsn(), autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS {}").format(
+                    sql.Identifier(name), sql.SQL("true" if on else "false")
+                )
+            )
+            if not on:
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                    (name,),
+                )
+
+    async with WebhookReceiver() as hooks:
+        url = hooks.url("desk")
+        assert (await run("--db", postgres_url, "subscribe", "slack", url, cwd=tmp_path)).code == 0
+        worker = spawn("--db", postgres_url, "run", cwd=tmp_path)
+        try:
+            for _ in range(300):  # until it has joined the fleet
+                listed = await run("--json", "--db", postgres_url, "workers", cwd=tmp_path)
+                if listed.code == 0 and json.loads(listed.out):
+                    break
+                await asyncio.sleep(0.1)
+            await asyncio.to_thread(allow, False)
+            await asyncio.sleep(4)  # a few heartbeats and outbox probes fail
+            await asyncio.to_thread(allow, True)
+            assert (await run("--db", postgres_url, "import", BLOG, cwd=tmp_path)).code == 0
+            for _ in range(300):
+                if len(hooks.payloads(url)) >= 3:
+                    break
+                await asyncio.sleep(0.1)
+            assert worker.poll() is None  # still running
+        finally:
+            worker.terminate()
+            _, err = worker.communicate(timeout=60)
+        assert worker.returncode == 0, err
+        assert len(hooks.payloads(url)) == 3  # the new blog's newest posts, once
+        assert "Traceback" not in err
+        dispatcher_lines = [line for line in err.splitlines() if "bot.dispatcher" in line]
+        assert len([line for line in dispatcher_lines if "could not" in line]) == 1, err
+        assert any("the store answers again" in line for line in dispatcher_lines), err
