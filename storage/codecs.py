@@ -167,3 +167,42 @@ def subscription_from_row(row: Any) -> Subscription:
         state=SubscriptionState(row["state"]),
         reason=row["reason"],
     )
+
+
+EDIT_POLICIES = {policy.value: policy for policy in EditPolicy}
+
+_target_cache: dict[tuple[str, str, str | None, str, str], Target] = {}
+
+
+def target_from_row(
+    platform: str, address: str, thread: str | None, kind: Any, options: str
+) -> Target:
+    key = (platform, address, thread, kind, options)
+    found = _target_cache.get(key)
+    if found is None:
+        if len(_target_cache) > 20_000:
+            _target_cache.clear()
+        found = Target(
+            platform=platform,
+            address=address,
+            thread=thread,
+            kind=kind,
+            options=json.loads(options),
+        )
+        _target_cache[key] = found
+    return found
+
+
+def newest_created(rows: list[tuple[Any, ...]], count: int) -> list[tuple[Any, ...]]:
+    """Rows (in publication order) keeping only each subscription's newest `count` new posts."""
+    kept: list[tuple[Any, ...]] = []
+    per_subscription: dict[int, int] = {}
+    for row in reversed(rows):
+        if row[3] == CREATED:
+            seen = per_subscription.get(row[0], 0)
+            per_subscription[row[0]] = seen + 1
+            if seen >= count:
+                continue
+        kept.append(row)
+    kept.reverse()
+    return kept

@@ -8,7 +8,6 @@ and post event for every active subscription that matches; `Outbox` is what the 
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -19,17 +18,20 @@ import aiosqlite
 from storage.codecs import (
     CREATED,
     DEAD,
+    EDIT_POLICIES,
     PENDING,
     POST_COLUMNS,
     SENT,
     SKIPPED,
     UPDATED,
+    newest_created,
     post_from_row,
+    target_from_row,
     to_db_time,
     utc_now,
 )
 from storage.db import Database
-from storage.models import EditPolicy, EventKind, Target
+from storage.models import EditPolicy, EventKind
 from storage.query import CompiledQuery, QueryError, compile_query
 from storage.search import post_matches
 from storage.subscriptions import disable_target, move_target
@@ -132,7 +134,7 @@ async def enqueue_for_changes(
             seen_targets.add(cand.target)
             rows.append((cand.id, change.rowid, post.version, event, order_key, now))
     if newest_per_subscription is not None:
-        rows = _newest_created(rows, newest_per_subscription)
+        rows = newest_created(rows, newest_per_subscription)
     if rows:
         await conn.executemany(
             "INSERT INTO deliveries (subscription_id, post_rowid, version, event, order_key, "
@@ -140,21 +142,6 @@ async def enqueue_for_changes(
             rows,
         )
     return len(rows)
-
-
-def _newest_created(rows: list[tuple[Any, ...]], count: int) -> list[tuple[Any, ...]]:
-    """Rows (in publication order) keeping only each subscription's newest `count` new posts."""
-    kept: list[tuple[Any, ...]] = []
-    per_subscription: dict[int, int] = {}
-    for row in reversed(rows):
-        if row[3] == CREATED:
-            seen = per_subscription.get(row[0], 0)
-            per_subscription[row[0]] = seen + 1
-            if seen >= count:
-                continue
-        kept.append(row)
-    kept.reverse()
-    return kept
 
 
 # --- the outbox: read and settled by the dispatcher ------------------------------------------------------
@@ -229,10 +216,10 @@ class Outbox:
                 attempts=r[5],
                 state=r[6],
                 subscription_state=r[7],
-                target=_target(r[8], r[9], r[10], r[11], r[12]),
+                target=target_from_row(r[8], r[9], r[10], r[11], r[12]),
                 source_id=r[13],
                 query=r[14],
-                edit_policy=_EDIT_POLICIES[r[15]],
+                edit_policy=EDIT_POLICIES[r[15]],
             )
             for r in rows
         ]
@@ -314,7 +301,7 @@ class Outbox:
             DeadDelivery(
                 id=r[0],
                 subscription_id=r[1],
-                target=_target(r[6], r[7], r[8], r[9], r[10]),
+                target=target_from_row(r[6], r[7], r[8], r[9], r[10]),
                 post_id=r[11],
                 post_title=r[12],
                 event=r[2],
@@ -356,29 +343,6 @@ class Outbox:
         return out
 
 
-_EDIT_POLICIES = {policy.value: policy for policy in EditPolicy}
-
-
 def _id_list(ids: Iterable[int]) -> str:
     """Ids as one JSON parameter (`IN (SELECT value FROM json_each(?))`): any number in one query."""
     return "[" + ",".join(map(str, ids)) + "]"
-
-
-_target_cache: dict[tuple[str, str, str | None, str, str], Target] = {}
-
-
-def _target(platform: str, address: str, thread: str | None, kind: Any, options: str) -> Target:
-    key = (platform, address, thread, kind, options)
-    found = _target_cache.get(key)
-    if found is None:
-        if len(_target_cache) > 20_000:
-            _target_cache.clear()
-        found = Target(
-            platform=platform,
-            address=address,
-            thread=thread,
-            kind=kind,
-            options=json.loads(options),
-        )
-        _target_cache[key] = found
-    return found

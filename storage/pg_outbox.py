@@ -31,7 +31,6 @@ process, PostgreSQL may have several, so:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -42,16 +41,19 @@ from typing import Any
 from storage.codecs import (
     CREATED,
     DEAD,
+    EDIT_POLICIES,
     PENDING,
     POST_COLUMNS,
     SENT,
     SKIPPED,
     UPDATED,
+    newest_created,
     post_from_row,
+    target_from_row,
     to_db_time,
     utc_now,
 )
-from storage.models import EditPolicy, EventKind, Target
+from storage.models import EditPolicy, EventKind
 from storage.pg_db import Connection, PgDatabase
 from storage.pg_search import post_matches
 from storage.pg_subscriptions import disable_target, move_target
@@ -171,27 +173,12 @@ async def enqueue_for_changes(
             seen_targets.add(cand.target)
             rows.append((cand.id, change.rowid, post.version, event, order_key, now))
     if newest_per_subscription is not None:
-        rows = _newest_created(rows, newest_per_subscription)
+        rows = newest_created(rows, newest_per_subscription)
     if rows:
         async with conn.cursor() as cur, cur.copy(_COPY_DELIVERIES) as copy:
             for row in rows:
                 await copy.write_row(row)
     return len(rows)
-
-
-def _newest_created(rows: list[tuple[Any, ...]], count: int) -> list[tuple[Any, ...]]:
-    """Rows (in publication order) keeping only each subscription's newest `count` new posts."""
-    kept: list[tuple[Any, ...]] = []
-    per_subscription: dict[int, int] = {}
-    for row in reversed(rows):
-        if row[3] == CREATED:
-            seen = per_subscription.get(row[0], 0)
-            per_subscription[row[0]] = seen + 1
-            if seen >= count:
-                continue
-        kept.append(row)
-    kept.reverse()
-    return kept
 
 
 # --- the outbox: claimed, read and settled by the dispatchers --------------------------------------------
@@ -340,12 +327,12 @@ class PgOutbox:
                 attempts=r["attempts"],
                 state=r["state"],
                 subscription_state=r["subscription_state"],
-                target=_target(
+                target=target_from_row(
                     r["platform"], r["address"], r["thread"], r["target_kind"], r["options"]
                 ),
                 source_id=r["source_id"],
                 query=r["query"],
-                edit_policy=_EDIT_POLICIES[r["edit_policy"]],
+                edit_policy=EDIT_POLICIES[r["edit_policy"]],
             )
             for r in sorted(rows, key=lambda r: int(r["id"]))
         ]
@@ -437,7 +424,7 @@ class PgOutbox:
             DeadDelivery(
                 id=int(r["id"]),
                 subscription_id=int(r["subscription_id"]),
-                target=_target(
+                target=target_from_row(
                     r["platform"], r["address"], r["thread"], r["target_kind"], r["options"]
                 ),
                 post_id=r["post_id"],
@@ -473,9 +460,6 @@ class PgOutbox:
         return out
 
 
-_EDIT_POLICIES = {policy.value: policy for policy in EditPolicy}
-
-
 def _pending(r: dict[str, Any]) -> PendingDelivery:
     return PendingDelivery(
         id=int(r["id"]),
@@ -487,23 +471,3 @@ def _pending(r: dict[str, Any]) -> PendingDelivery:
         order_key=r["order_key"],
         next_attempt_at=float(r["next_attempt_at"]),
     )
-
-
-_target_cache: dict[tuple[str, str, str | None, str, str], Target] = {}
-
-
-def _target(platform: str, address: str, thread: str | None, kind: Any, options: str) -> Target:
-    key = (platform, address, thread, kind, options)
-    found = _target_cache.get(key)
-    if found is None:
-        if len(_target_cache) > 20_000:
-            _target_cache.clear()
-        found = Target(
-            platform=platform,
-            address=address,
-            thread=thread,
-            kind=kind,
-            options=json.loads(options),
-        )
-        _target_cache[key] = found
-    return found

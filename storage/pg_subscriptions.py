@@ -40,14 +40,16 @@ from storage.codecs import (
 from storage.models import EditPolicy, Subscription, SubscriptionState, Target
 from storage.pg_db import Connection, PgDatabase
 from storage.query import CompiledQuery, compile_query
-from storage.values import Added, NewSubscription, normalize_query
+from storage.values import (
+    MAX_BACKFILL,
+    SAMPLE_SCHEME,
+    Added,
+    NewSubscription,
+    normalize_query,
+    subscription_changes,
+)
 
 log = logging.getLogger(__name__)
-
-# storage.subscriptions' constants, which this layer may not import: the tests check they agree.
-SAMPLE_SCHEME = "bundled:"
-"""Locations of blogs that ship with Livedesk (the demo's invented sample): never sent to a real chat."""
-MAX_BACKFILL = 50
 
 TsQueryTranslator = Callable[[str], tuple[str, tuple[str, ...]]]
 """An FTS5 MATCH string → (tsquery SQL with `%s` placeholders, its parameters):
@@ -267,32 +269,7 @@ async def _add(
     )
     fresh = await _fetch_subscription(conn, int(row["id"]))
     before, after = subscription_from_row(row), subscription_from_row(fresh)
-    return Added(after, False, _changes(before, after))
-
-
-def _changes(before: Subscription, after: Subscription) -> tuple[str, ...]:
-    """What subscribing again changed in an existing subscription, in words (as SQLite says it)."""
-    changed: list[str] = []
-    if before.edit_policy != after.edit_policy:
-        changed.append(f"edits {after.edit_policy.value} (was {before.edit_policy.value})")
-    old_flavor, new_flavor = before.target.options.get("flavor"), after.target.options.get("flavor")
-    if old_flavor != new_flavor:
-        changed.append(f"flavor {new_flavor or 'none'} (was {old_flavor or 'none'})")
-    old_hook = before.target.options.get("webhook_id"), before.target.options.get("webhook_token")
-    new_hook = after.target.options.get("webhook_id"), after.target.options.get("webhook_token")
-    if old_hook != new_hook:
-        if new_hook[0] is None:
-            changed.append("webhook removed: posts go through the bot")
-        else:
-            changed.append("webhook added" if old_hook[0] is None else "webhook replaced")
-    elif before.target.options != after.target.options:
-        changed.append("target options updated")
-    if before.target.kind != after.target.kind:
-        changed.append(f"kind {after.target.kind} (was {before.target.kind})")
-    if before.state != after.state:
-        reason = f": {before.reason}" if before.reason else ""
-        changed.append(f"resumed (was {before.state.value}{reason})")
-    return tuple(changed)
+    return Added(after, False, subscription_changes(before, after))
 
 
 async def _enqueue_backfill(

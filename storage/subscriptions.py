@@ -29,12 +29,18 @@ from storage.codecs import SUB_COLUMNS, subscription_from_row, to_db_time, utc_n
 from storage.db import Database
 from storage.models import EditPolicy, Subscription, SubscriptionState, Target
 from storage.query import CompiledQuery, compile_query
-from storage.values import SAMPLE_SCHEME, Added, NewSubscription, normalize_query
+from storage.values import (
+    MAX_BACKFILL,
+    SAMPLE_SCHEME,
+    Added,
+    NewSubscription,
+    normalize_query,
+    subscription_changes,
+)
 
 log = logging.getLogger(__name__)
 
 
-MAX_BACKFILL = 50
 _CHUNK = 500  # ids per `IN (...)` list
 
 
@@ -195,7 +201,7 @@ async def _add(conn: aiosqlite.Connection, item: NewSubscription, backfill: int)
         ) as cur:
             fresh = await cur.fetchone()
         before, after = subscription_from_row(row), subscription_from_row(fresh)
-        return Added(after, False, _changes(before, after))
+        return Added(after, False, subscription_changes(before, after))
 
     cur = await conn.execute(
         "INSERT INTO subscriptions (platform, address, thread, target_kind, options, source_id, "
@@ -231,31 +237,6 @@ async def _add(conn: aiosqlite.Connection, item: NewSubscription, backfill: int)
     ) as cur2:
         fresh = await cur2.fetchone()
     return Added(subscription_from_row(fresh), True)
-
-
-def _changes(before: Subscription, after: Subscription) -> tuple[str, ...]:
-    """What subscribing again changed in an existing subscription, in words."""
-    changed: list[str] = []
-    if before.edit_policy != after.edit_policy:
-        changed.append(f"edits {after.edit_policy.value} (was {before.edit_policy.value})")
-    old_flavor, new_flavor = before.target.options.get("flavor"), after.target.options.get("flavor")
-    if old_flavor != new_flavor:
-        changed.append(f"flavor {new_flavor or 'none'} (was {old_flavor or 'none'})")
-    old_hook = before.target.options.get("webhook_id"), before.target.options.get("webhook_token")
-    new_hook = after.target.options.get("webhook_id"), after.target.options.get("webhook_token")
-    if old_hook != new_hook:
-        if new_hook[0] is None:
-            changed.append("webhook removed: posts go through the bot")
-        else:
-            changed.append("webhook added" if old_hook[0] is None else "webhook replaced")
-    elif before.target.options != after.target.options:
-        changed.append("target options updated")
-    if before.target.kind != after.target.kind:
-        changed.append(f"kind {after.target.kind} (was {before.target.kind})")
-    if before.state != after.state:
-        reason = f": {before.reason}" if before.reason else ""
-        changed.append(f"resumed (was {before.state.value}{reason})")
-    return tuple(changed)
 
 
 async def _enqueue_backfill(

@@ -27,6 +27,8 @@ ProgressCallback = Callable[[int, int], None]
 
 MAX_PER_PAGE = 50
 """The most hits one search page holds, on every backend."""
+MAX_BACKFILL = 50
+"""The most latest posts a new subscription is greeted with."""
 SAMPLE_SCHEME = "bundled:"
 """Locations of blogs that ship with Livedesk (the demo's invented sample): never sent to a real chat."""
 
@@ -270,3 +272,28 @@ class SearchPage:
     def total_label(self) -> str:
         """'12', or 'about 340,000' when the count is an estimate."""
         return f"about {self.total:,}" if self.total_is_estimate else f"{self.total:,}"
+
+
+def subscription_changes(before: Subscription, after: Subscription) -> tuple[str, ...]:
+    """What subscribing again changed in an existing subscription, in words."""
+    changed: list[str] = []
+    if before.edit_policy != after.edit_policy:
+        changed.append(f"edits {after.edit_policy.value} (was {before.edit_policy.value})")
+    old_flavor, new_flavor = before.target.options.get("flavor"), after.target.options.get("flavor")
+    if old_flavor != new_flavor:
+        changed.append(f"flavor {new_flavor or 'none'} (was {old_flavor or 'none'})")
+    old_hook = before.target.options.get("webhook_id"), before.target.options.get("webhook_token")
+    new_hook = after.target.options.get("webhook_id"), after.target.options.get("webhook_token")
+    if old_hook != new_hook:
+        if new_hook[0] is None:
+            changed.append("webhook removed: posts go through the bot")
+        else:
+            changed.append("webhook added" if old_hook[0] is None else "webhook replaced")
+    elif before.target.options != after.target.options:
+        changed.append("target options updated")
+    if before.target.kind != after.target.kind:
+        changed.append(f"kind {after.target.kind} (was {before.target.kind})")
+    if before.state != after.state:
+        reason = f": {before.reason}" if before.reason else ""
+        changed.append(f"resumed (was {before.state.value}{reason})")
+    return tuple(changed)

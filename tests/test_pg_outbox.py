@@ -20,8 +20,6 @@ from typing import Any
 import pytest
 
 from bot.models import EditPolicy, ImportResult, SubscriptionState, Target
-from storage import subscriptions as sqlite_subscriptions
-from storage import values
 from storage.db import Database
 from storage.interface import Outbox, Subscriptions
 from storage.models import Post, Source, Subscription
@@ -30,10 +28,10 @@ from storage.pg_db import PgDatabase
 from storage.pg_outbox import PgOutbox, default_owner, enqueue_for_changes
 from storage.pg_posts import upsert_document
 from storage.pg_search import tsquery
-from storage.pg_subscriptions import MAX_BACKFILL, SAMPLE_SCHEME, PgSubscriptionStore
+from storage.pg_subscriptions import PgSubscriptionStore
 from storage.query import QueryError
 from storage.subscriptions import SubscriptionStore
-from storage.values import NewSubscription, OutboxResults
+from storage.values import SAMPLE_SCHEME, NewSubscription, OutboxResults
 from tests.fakes.flaky import import_posts as sqlite_import_posts
 from tests.fakes.flaky import make_post, make_source
 
@@ -94,11 +92,6 @@ async def deliveries(db: PgDatabase) -> list[dict[str, Any]]:
 
 
 # --- subscriptions: what the store contract does not show ---------------------------------------------
-
-
-def test_the_rules_constants_are_sqlites() -> None:
-    assert SAMPLE_SCHEME == values.SAMPLE_SCHEME
-    assert MAX_BACKFILL == sqlite_subscriptions.MAX_BACKFILL
 
 
 async def test_a_skipped_delivery_keeps_the_reason_it_was_skipped(pg: PgDatabase) -> None:
