@@ -192,6 +192,8 @@ class Settings(BaseSettings):
     first_poll_backfill: int | None = Field(default=None, ge=0, le=50)
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)
+    # the control room (dashboard and /api/v1) is on when this is set; a secret like a token
+    admin_token: SecretStr | None = None
     log_level: str = "INFO"
     # replay the bundled sample blog; default: on when no adapter is configured
     demo: bool | None = None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 from typing import Literal, Protocol
 
 from storage.models import (
@@ -29,6 +30,7 @@ from storage.values import (
     Added,
     DeadDelivery,
     DeliveryJob,
+    Feed,
     FetchFailure,
     FetchState,
     NewSubscription,
@@ -112,6 +114,39 @@ class Outbox(Protocol):
     async def dead(self, limit: int = 100) -> list[DeadDelivery]: ...
     async def retry_dead(self, ids: Sequence[int] | None = None) -> int: ...
     async def counts(self) -> dict[str, int]: ...
+
+
+class Feeds(Protocol):
+    """The blogs to follow, managed at run time (CLI, API, dashboard; LIVEDESK_SOURCES synced in).
+
+    Every process sees the same rows; a poller re-reads them (`version()` tells it cheaply whether
+    anything changed) and records each fetch's outcome here.
+    """
+
+    async def list(self) -> builtins.list[Feed]: ...
+    async def get(self, feed_id: int) -> Feed | None: ...
+    async def add(
+        self, location: str, interval: float, *, origin: str, title: str | None = None
+    ) -> Feed:
+        """Raises storage.values.FeedExists when the location is already followed."""
+        ...
+
+    async def update(
+        self, feed_id: int, *, interval: float | None = None, enabled: bool | None = None
+    ) -> Feed | None: ...
+    async def remove(self, feed_id: int) -> bool: ...
+    async def record_fetch(
+        self,
+        feed_id: int,
+        *,
+        at: datetime,
+        error: str | None,
+        next_attempt_at: datetime,
+        source_id: str | None = None,
+    ) -> None: ...
+    async def version(self) -> int:
+        """A number that changes whenever a feed is added, changed or removed."""
+        ...
 
 
 class Replays(Protocol):

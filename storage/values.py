@@ -297,3 +297,39 @@ def subscription_changes(before: Subscription, after: Subscription) -> tuple[str
         reason = f": {before.reason}" if before.reason else ""
         changed.append(f"resumed (was {before.state.value}{reason})")
     return tuple(changed)
+
+
+@dataclass(frozen=True, slots=True)
+class Feed:
+    """A blog to follow: a location the poller fetches on its interval (`livedesk sources add`).
+
+    Distinct from a `Source` (a blog the store holds posts of): a feed is what to fetch and how
+    often; the blog it yields is `source_id` once it has imported.
+    """
+
+    id: int
+    location: str
+    """A file path or an http(s) URL (a secret only in its query string's tokens: shown masked)."""
+    interval: float
+    """Seconds between polls."""
+    enabled: bool
+    """False: paused; kept, not fetched."""
+    origin: str
+    """Who added it: "settings" (LIVEDESK_SOURCES, synced at start), "cli", "api", "dashboard", "opml"."""
+    added_at: datetime
+    last_fetch_at: datetime | None = None
+    last_error: str | None = None
+    next_attempt_at: datetime | None = None
+    failures: int = 0
+    """Consecutive failed fetches (the backoff grows with them)."""
+    source_id: str | None = None
+    title: str | None = None
+    """The blog's title once imported, or the OPML outline's text."""
+
+
+class FeedExists(Exception):
+    """A feed with that location is already followed; `str()` is one readable line."""
+
+    def __init__(self, feed: Feed) -> None:
+        self.feed = feed
+        super().__init__(f"{feed.location} is already followed (source {feed.id})")
