@@ -4,6 +4,7 @@
     python -m bench fleet --quick        3,000 hooks, 10k posts: about five minutes
     python -m bench fleet --big          search at 1M posts as well (long: building the 1M
                                          databases takes well over half an hour on 2 cores)
+    python -m bench fleet --fanout       the fan-out section (1) alone
 
 It starts its own throwaway PostgreSQL (tests/pgserver.py's running_server()). Each figure stands
 beside the raw ceiling measured in the same run; each is the median of several runs, with the load
@@ -670,6 +671,8 @@ async def _run(args: argparse.Namespace) -> None:
         console.print(f"PostgreSQL on port {server.port}; {os.cpu_count()} cores; {_load()}")
         figures = await fanout(server, args.hooks, args.runs, Path(tmp))
         print_fanout(figures, args.runs)
+        if args.fanout:
+            return
 
         imported, kept = await bench_import(server, corpus, args.posts, args.runs)
         print_import(imported)
@@ -692,6 +695,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench fleet", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="3,000 hooks, 10k posts, 20 samples")
     parser.add_argument("--big", action="store_true", help="search at 1M posts too (long)")
+    parser.add_argument("--fanout", action="store_true", help="the fan-out section alone")
     parser.add_argument("--hooks", type=int, default=HOOKS)
     parser.add_argument("--posts", type=int, default=IMPORT_POSTS)
     parser.add_argument("--runs", type=int, default=RUNS)
