@@ -316,8 +316,12 @@ class PgOutbox:
         return int(rows[0]["version"]) if rows else 0
 
     async def pending_ids(self) -> set[int]:
-        rows = await self._rows("SELECT id FROM deliveries WHERE state = 'pending'")
-        return {int(r["id"]) for r in rows}
+        # One array, not a row per delivery: a fan-out's 30,000 rows as dicts cost the worker
+        # a tenth of a second at every full reload.
+        rows = await self._rows(
+            "SELECT coalesce(array_agg(id), '{}') AS ids FROM deliveries WHERE state = 'pending'"
+        )
+        return set(rows[0]["ids"]) if rows else set()
 
     async def pending_by_ids(self, ids: Iterable[int]) -> list[PendingDelivery]:
         rows = await self._rows(
