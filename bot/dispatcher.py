@@ -74,6 +74,9 @@ CLAIM_FRACTION = 0.25
 FLUSH_FRACTION = 0.5
 STORE_RETRY = 1.0  # seconds between tries while the store does not answer
 PROBE_INTERVAL = 0.02  # how often `PRAGMA data_version` is asked whether another process committed
+FOREIGN_REFRESH = (
+    60.0  # seconds a fleet worker trusts that a delivery's target is another's (moves)
+)
 
 
 class _Signal:
@@ -186,6 +189,7 @@ class Dispatcher:
         self._queues: dict[TargetKey, _TargetQueue] = {}
         self._known: dict[int, _Item] = {}
         self._foreign: set[int] = set()  # pending deliveries another worker of the fleet sends
+        self._foreign_until = 0.0
         self._taken: set[int] = set()
         self._settling: set[int] = set()
         self._results = OutboxResults()
@@ -402,6 +406,9 @@ class Dispatcher:
             pending = await self.outbox.pending_ids()
             for gone in [i for i in self._known if i not in pending]:
                 self._forget(gone)
+            if time.monotonic() >= self._foreign_until:  # a moved target may be ours now
+                self._foreign.clear()
+                self._foreign_until = time.monotonic() + FOREIGN_REFRESH
             self._foreign &= pending
             missing = pending - self._known.keys() - self._taken - self._settling - self._foreign
             if missing:

@@ -265,5 +265,30 @@ async def test_a_fleet_worker_does_not_reload_what_another_sends(pg: PgDatabase)
     assert len(adapter.calls) == 40
 
 
+async def test_a_target_another_worker_moved_to_this_ones_share_is_sent(
+    pg: PgDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A group that became a supergroup (a move recorded by the worker that sent to it) may now
+    be this worker's: what it took for another's is read again, within FOREIGN_REFRESH."""
+    share = TargetShare("one", ["one", "two"])
+    theirs = next(n for n in range(100) if not share.owns(("fake", f"hook{n:03d}", "")))
+    new_home = next(n for n in range(100, 200) if share.owns(("fake", f"hook{n:03d}", "")))
+    await subs(pg).add(hook(theirs), created_by="u")
+    await import_posts(pg, [make_post(1)])
+    monkeypatch.setattr("bot.dispatcher.FOREIGN_REFRESH", 0.0)  # every full reload refreshes
+    outbox = _WatchedOutbox(pg, owner="one")
+    outbox.reloaded = []
+    adapter = FlakyAdapter()
+    dispatcher = Dispatcher(
+        outbox, {"fake": adapter}, DispatchSettings(concurrency=8, max_attempts=4), share=share
+    )
+    await dispatcher.run_until_idle()
+    assert adapter.calls == [] and len(outbox.reloaded) == 1  # the other worker's
+    await subs(pg).move_target("fake", f"hook{theirs:03d}", f"hook{new_home:03d}")
+    await dispatcher.run_until_idle()  # the refresh is due: the deliveries are read again
+    await dispatcher.run_until_idle()
+    assert [call.target.address for call in adapter.calls] == [f"hook{new_home:03d}"]
+
+
 async def _settled(pg: PgDatabase) -> list[int]:
     return [r["id"] for r in await deliveries(pg) if r["state"] != "pending"]
