@@ -213,7 +213,7 @@ def render(
     )
     body = ElementTree.SubElement(opml, "body")
     for feed in feeds:
-        name = feed.title or feed.location
+        name = feed.title or redact(feed.location)
         attributes = {
             "type": "rss",
             "text": name,

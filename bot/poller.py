@@ -259,6 +259,13 @@ class Poller:
                 else:
                     await self.prepare()
                     ready = True
+                    paused = sum(not s.enabled for s in self.status.values())
+                    log.info(
+                        "following %d blog%s%s",
+                        len(self.status),
+                        "" if len(self.status) == 1 else "s",
+                        f" ({paused} paused)" if paused else "",
+                    )
                 if self._store_down:
                     log.info("the feeds can be read again")
                     self._store_down = False
