@@ -267,6 +267,13 @@ async def add_source(request: web.Request) -> web.Response:
     return web.json_response(feed_json(feed), status=201)
 
 
+async def get_source(request: web.Request) -> web.Response:
+    feed = await context_of(request).feeds.get(path_id(request))
+    if feed is None:
+        raise web.HTTPNotFound()
+    return web.json_response(feed_json(feed))
+
+
 async def change_source(request: web.Request) -> web.Response:
     context = context_of(request)
     feed_id = path_id(request)
@@ -419,6 +426,10 @@ async def add_subscription(request: web.Request) -> web.Response:
     return web.json_response(answer, status=201 if added.created else 200)
 
 
+async def get_subscription(request: web.Request) -> web.Response:
+    return web.json_response(subscription_json(await _subscription(request)))
+
+
 async def change_subscription(request: web.Request) -> web.Response:
     subscriptions = context_of(request).store.subscriptions
     subscription = await _subscription(request)
@@ -488,6 +499,7 @@ async def retry_deliveries(request: web.Request) -> web.Response:
 ROUTES: tuple[tuple[str, str, Any], ...] = (
     ("GET", "/sources", list_sources),
     ("POST", "/sources", add_source),
+    ("GET", "/sources/{id}", get_source),
     ("PATCH", "/sources/{id}", change_source),
     ("DELETE", "/sources/{id}", remove_source),
     ("GET", "/posts", list_posts),
@@ -495,6 +507,7 @@ ROUTES: tuple[tuple[str, str, Any], ...] = (
     ("GET", "/search", search),
     ("GET", "/subscriptions", list_subscriptions),
     ("POST", "/subscriptions", add_subscription),
+    ("GET", "/subscriptions/{id}", get_subscription),
     ("PATCH", "/subscriptions/{id}", change_subscription),
     ("DELETE", "/subscriptions/{id}", remove_subscription),
     ("POST", "/subscriptions/{id}/test", test_subscription),
