@@ -1,18 +1,27 @@
 """`GET /metrics` after real deliveries: the counters move, the outbox depth is read at each scrape,
-and no label carries a webhook URL or a chat's id."""
+and no label carries a webhook URL or a chat's id. `/healthz` and `/readyz`, and the Slack slash
+command on the same server."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 import pytest
+from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
+from bot.adapters.base import Rate, RateLimits
+from bot.adapters.slack_commands import PATH, signature
 from bot.metrics import OUTCOMES, Metrics
 from bot.models import ChatKind, ImportResult, Request, Target
+from bot.ratelimit import RateLimiter, platform_key, target_checks
+from bot.web.server import build_app
 from handlers import Deps, handle
 from tests.blog import BLOG, POSTS
 from tests.control_room import TOKEN, Api, backend_settings, eventually, running_app, url_of
@@ -134,3 +143,87 @@ def test_labels_are_names_never_addresses() -> None:
     assert json.dumps(sorted({k for _, labels in samples for k, _ in labels})) == json.dumps(
         ["le", "outcome", "platform", "source", "state"]
     )
+
+
+# --- rate-limit use ---------------------------------------------------------------------------------
+
+
+def test_rate_limit_use_is_the_share_of_the_budget_taken() -> None:
+    now = [100.0]
+    limiter = RateLimiter(clock=lambda: now[0])
+    bot_wide = RateLimits(overall=Rate(30, 1.0))
+    permits = [limiter.acquire([(platform_key("telegram"), Rate(30, 1.0))])[1] for _ in range(15)]
+    assert limiter.use("telegram", bot_wide) == 0.5  # in flight counts as taken
+    for permit in permits:
+        assert permit is not None
+        limiter.release(permit)
+    now[0] += 0.5
+    assert limiter.use("telegram", bot_wide) == 0.5  # still within its window
+    now[0] += 1.0
+    assert limiter.use("telegram", bot_wide) == 0.0
+    per_hook = RateLimits(per_target=Rate(1, 1.0))  # Slack: no bot-wide limit, one per hook
+    checks = target_checks("slack", per_hook, "https://hooks.example/a", "webhook")
+    assert limiter.acquire(checks)[1] is not None
+    assert limiter.use("slack", per_hook) == 1.0  # its busiest hook is at its limit
+    assert limiter.use("discord", per_hook) == 0.0
+
+
+# --- health -----------------------------------------------------------------------------------------
+
+
+async def test_health_and_readiness_of_a_running_app(tmp_path: Path) -> None:
+    async with (
+        running_app(db_path=tmp_path / "livedesk.db") as app,
+        aiohttp.ClientSession() as session,
+    ):
+        assert app.control_room is not None
+        base = url_of(app)
+        async with session.get(f"{base}/healthz") as alive:
+            assert alive.status == 200 and (await alive.json())["alive"] is True
+        async with session.get(f"{base}/readyz") as ready:
+            assert ready.status == 200
+            assert await ready.json() == {
+                "ready": True,
+                "checks": {"store": True, "adapters": True, "dispatcher": True},
+            }
+
+        async def store_away() -> dict[str, bool]:
+            return {"store": False, "adapters": True}
+
+        failing = dataclasses.replace(app.control_room.context, readiness=store_away)
+        runner = web.AppRunner(build_app(failing), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        try:
+            port = runner.addresses[0][1]
+            async with session.get(f"http://127.0.0.1:{port}/readyz") as unready:
+                assert unready.status == 503
+                assert (await unready.json())["failing"] == ["store"]
+            async with session.get(f"http://127.0.0.1:{port}/healthz") as alive:
+                assert alive.status == 200  # alive, though not ready
+        finally:
+            await runner.cleanup()
+
+
+async def test_slack_slash_commands_share_the_control_rooms_port(tmp_path: Path) -> None:
+    secret = "8f742231b10e8888abcd99yyyzzz85a5"
+    slack = {"signing_secret": secret}
+    async with (
+        running_app(db_path=tmp_path / "livedesk.db", slack=slack, admin_token=TOKEN) as app,
+        aiohttp.ClientSession() as session,
+    ):
+        base = url_of(app)
+        body = urlencode(
+            {"channel_id": "C1", "user_id": "U1", "command": "/livedesk", "text": "help"}
+        ).encode()
+        stamp = str(int(time.time()))
+        headers = {
+            "X-Slack-Request-Timestamp": stamp,
+            "X-Slack-Signature": signature(secret, stamp, body),
+            "Content-Type": "application/x-www-form-urlencoded",
+        }
+        async with session.post(f"{base}{PATH}", data=body, headers=headers) as answer:
+            assert answer.status == 200 and "blocks" in await answer.json()
+        async with session.post(f"{base}{PATH}", data=body) as unsigned:
+            assert unsigned.status == 401  # Slack's signature, not the admin token, guards it
+        assert (await Api(session, base).ok("GET", "/posts")) == {"posts": []}
