@@ -128,6 +128,12 @@ class SubscriptionError(ValueError):
     """A subscription request that cannot be carried out; the message is one readable line."""
 
 
+def same_keywords(query: str | None) -> str:
+    """Why a subscription's keywords cannot change to `query`: its chat has that one already."""
+    what = f"keywords {query!r}" if query else "every post"
+    return f"this chat already has a subscription for {what} from the same blogs"
+
+
 @dataclass(frozen=True, slots=True)
 class NewSubscription:
     target: Target
