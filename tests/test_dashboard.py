@@ -180,9 +180,46 @@ async def test_a_session_expires_and_logout_ends_it(
     assert (await client.get("/stream", allow_redirects=False)).status == 303
 
     csrf = await sign_in(client)
+    [cookie] = [c for c in client.session.cookie_jar if c.key == COOKIE]
     answer = await client.post("/logout", data={"csrf": csrf}, allow_redirects=False)
     assert (answer.status, answer.headers["Location"]) == (303, "/login")
     assert (await client.get("/", allow_redirects=False)).headers["Location"] == "/login"
+    replayed = await client.get(
+        "/", headers={"Cookie": f"{COOKIE}={cookie.value}"}, allow_redirects=False
+    )
+    assert replayed.headers["Location"] == "/login"  # signed out here means refused here
+
+
+async def test_a_session_holds_on_every_worker_with_the_token_and_no_other(
+    store: Store, make_client: ClientFactory
+) -> None:
+    first = await make_client()
+    csrf = await sign_in(first)
+    [cookie] = [c.value for c in first.session.cookie_jar if c.key == COOKIE]
+    second = await make_client()  # another process of the fleet, or this one restarted
+    answer = await second.post(
+        "/deliveries/retry",
+        data={"csrf": csrf, "all": "1"},
+        headers={"Cookie": f"{COOKIE}={cookie}"},
+        allow_redirects=False,
+    )
+    assert (answer.status, answer.headers["Location"]) == (303, "/deliveries")
+    rotated = await make_client(dashboard_app(store, MemoryFeeds(), token="a-new-admin-token"))
+    refused = await rotated.get(
+        "/", headers={"Cookie": f"{COOKIE}={cookie}"}, allow_redirects=False
+    )
+    assert refused.headers["Location"] == "/login"  # a new token ends every session
+    session_id, expires, signature = cookie.split(".")
+    for forged in (
+        f"{session_id}.{int(expires) + 86400}.{signature}",  # a longer life
+        f"x{session_id[1:]}.{expires}.{signature}",
+        f"{session_id}.{expires}.",
+        "garbage",
+    ):
+        answer = await second.get(
+            "/", headers={"Cookie": f"{COOKIE}={forged}"}, allow_redirects=False
+        )
+        assert answer.headers["Location"] == "/login", forged
 
 
 # --- CSRF ----------------------------------------------------------------------------------------

@@ -26,11 +26,13 @@ from bot.web import views
 from bot.web.context import WebContext, context_of
 from bot.web.sessions import (
     COOKIE,
+    FLASH_COOKIE,
     LOGIN_COOKIE,
     SESSION_SECONDS,
     LoginLimiter,
     Session,
     Sessions,
+    new_token,
     same,
 )
 from storage.models import SubscriptionState
@@ -122,8 +124,29 @@ def page(
     )
 
 
-def back(to: str) -> web.HTTPSeeOther:
-    return web.HTTPSeeOther(to, headers={"Cache-Control": "no-store"})
+def back(to: str) -> web.Response:
+    """See the page `to` (after a form: reloading it does not post again)."""
+    return web.Response(status=303, headers={"Location": to, "Cache-Control": "no-store"})
+
+
+def _cookie(
+    request: web.Request,
+    response: web.StreamResponse,
+    name: str,
+    value: str,
+    *,
+    max_age: int,
+    path: str = "/",
+) -> None:
+    response.set_cookie(
+        name,
+        value,
+        max_age=max_age,
+        path=path,
+        httponly=True,
+        samesite="Strict",
+        secure=request.secure,
+    )
 
 
 def _dashboard_off() -> web.Response:
@@ -135,12 +158,16 @@ def _page(handler: Page) -> Callable[[web.Request], Awaitable[web.StreamResponse
 
     async def guarded(request: web.Request) -> web.StreamResponse:
         ctx = context_of(request)
-        if not ctx.admin_token:
+        token = ctx.admin_token
+        if not token:
             return _dashboard_off()
-        session = request.app[SESSIONS].get(request.cookies.get(COOKIE))
+        sessions = request.app[SESSIONS]
+        session = sessions.read(
+            token, request.cookies.get(COOKIE), request.cookies.get(FLASH_COOKIE)
+        )
         if session is None:
             if request.method == "GET" and request.path != "/stream/fragment":
-                raise back("/login")
+                return back("/login")
             return render(
                 "refused.html",
                 status=401,
@@ -150,8 +177,8 @@ def _page(handler: Page) -> Callable[[web.Request], Awaitable[web.StreamResponse
             )
         if request.method == "POST":
             form = await request.post()
-            token = form.get("csrf")
-            if not isinstance(token, str) or not same(token, session.csrf):
+            given = form.get("csrf")
+            if not isinstance(given, str) or not same(given, session.csrf):
                 return render(
                     "refused.html",
                     status=403,
@@ -161,7 +188,7 @@ def _page(handler: Page) -> Callable[[web.Request], Awaitable[web.StreamResponse
                     link="/",
                 )
         try:
-            return await handler(request, ctx, session)
+            response = await handler(request, ctx, session)
         except web.HTTPException:
             raise
         except Exception:
@@ -174,6 +201,13 @@ def _page(handler: Page) -> Callable[[web.Request], Awaitable[web.StreamResponse
                 "Try again in a moment.",
                 link="/",
             )
+        if session.flash_out:
+            _cookie(
+                request, response, FLASH_COOKIE, sessions.flash_cookie(token, session), max_age=300
+            )
+        elif session.flash_shown and FLASH_COOKIE in request.cookies:
+            response.del_cookie(FLASH_COOKIE, path="/")
+        return response
 
     return guarded
 
@@ -194,15 +228,15 @@ async def login_form(request: web.Request) -> web.StreamResponse:
     ctx = context_of(request)
     if not ctx.admin_token:
         return _dashboard_off()
-    if request.app[SESSIONS].get(request.cookies.get(COOKIE)) is not None:
-        raise back("/")
+    if request.app[SESSIONS].read(ctx.admin_token, request.cookies.get(COOKIE)) is not None:
+        return back("/")
     return _login_page(request)
 
 
 def _login_page(
     request: web.Request, status: int = 200, error: str | None = None, **headers: str
 ) -> web.Response:
-    token = Sessions.new_token()
+    token = new_token()
     response = render(
         "login.html",
         status=status,
@@ -211,15 +245,7 @@ def _login_page(
         csrf=token,
         flash=[("error", error)] if error else [],
     )
-    response.set_cookie(
-        LOGIN_COOKIE,
-        token,
-        max_age=3600,
-        path="/login",
-        httponly=True,
-        samesite="Strict",
-        secure=request.secure,
-    )
+    _cookie(request, response, LOGIN_COOKIE, token, max_age=3600, path="/login")
     return response
 
 
@@ -231,6 +257,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     client = request.remote or "unknown"
     wait = limiter.retry_after(client)
     if wait:
+        log.warning("dashboard: sign-in from %s refused: too many wrong tokens", client)
         return _login_page(
             request,
             429,
@@ -244,28 +271,21 @@ async def login(request: web.Request) -> web.StreamResponse:
     token = form.get("token")
     if not isinstance(token, str) or not same(token.strip(), ctx.admin_token):
         limiter.failed(client)
+        log.warning("dashboard: sign-in from %s refused: wrong token", client)
         return _login_page(request, 401, "That is not the admin token (LIVEDESK_ADMIN_TOKEN).")
     limiter.succeeded(client)
-    session = request.app[SESSIONS].open()
+    _session, cookie = request.app[SESSIONS].open(ctx.admin_token)
     response = back("/")
-    response.set_cookie(
-        COOKIE,
-        session.id,
-        max_age=SESSION_SECONDS,
-        path="/",
-        httponly=True,
-        samesite="Strict",
-        secure=request.secure,
-    )
+    _cookie(request, response, COOKIE, cookie, max_age=SESSION_SECONDS)
     response.del_cookie(LOGIN_COOKIE, path="/login")
-    raise response
+    return response
 
 
 async def logout(request: web.Request, ctx: WebContext, session: Session) -> web.StreamResponse:
-    request.app[SESSIONS].close(session.id)
+    request.app[SESSIONS].end(session)
     response = back("/login")
     response.del_cookie(COOKIE, path="/")
-    raise response
+    return response
 
 
 # --- blogs ---------------------------------------------------------------------------------------
@@ -349,7 +369,7 @@ async def add_blog(request: web.Request, ctx: WebContext, session: Session) -> w
     else:
         ctx.feeds_changed()
         session.say("ok", f"Following {clean(feed.location)} every {feed.interval:g} s.")
-    raise back("/")
+    return back("/")
 
 
 async def change_blog(
@@ -361,7 +381,7 @@ async def change_blog(
     feed = await ctx.feeds.get(feed_id) if feed_id is not None else None
     if feed is None:
         session.say("error", f"No blog #{request.match_info['id']} is followed.")
-        raise back("/")
+        return back("/")
     shown = feed.title or clean(feed.location)
     if action == "remove":
         await ctx.feeds.remove(feed.id)
@@ -370,7 +390,7 @@ async def change_blog(
         await ctx.feeds.update(feed.id, enabled=action == "resume")
         session.say("ok", f"{shown}: {'resumed' if action == 'resume' else 'paused'}.")
     ctx.feeds_changed()
-    raise back("/")
+    return back("/")
 
 
 # --- posts and search ----------------------------------------------------------------------------
@@ -448,7 +468,7 @@ async def change_subscription(
     sub = await ctx.store.subscriptions.get(sub_id) if sub_id is not None else None
     if sub is None:
         session.say("error", f"No subscription #{request.match_info['id']}.")
-        raise back("/subscriptions")
+        return back("/subscriptions")
     if action == "test":
         try:
             where = await ctx.send_test(sub)
@@ -467,7 +487,7 @@ async def change_subscription(
     else:
         await ctx.store.subscriptions.set_state(sub.id, SubscriptionState.ACTIVE)
         session.say("ok", f"Subscription #{sub.id} resumed.")
-    raise back("/subscriptions")
+    return back("/subscriptions")
 
 
 async def deliveries(request: web.Request, ctx: WebContext, session: Session) -> web.StreamResponse:
@@ -493,11 +513,11 @@ async def retry(request: web.Request, ctx: WebContext, session: Session) -> web.
         moved = await ctx.store.outbox.retry_dead([delivery_id])
     else:
         session.say("error", "Say which delivery to retry.")
-        raise back("/deliveries")
+        return back("/deliveries")
     session.say(
         "ok" if moved else "error",
         f"{moved} {'delivery' if moved == 1 else 'deliveries'} back in the queue."
         if moved
         else "Nothing to retry: that delivery is no longer dead.",
     )
-    raise back("/deliveries")
+    return back("/deliveries")
