@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import fcntl
 import logging
+import os
 import signal
 from collections.abc import Iterator, Sequence
 from contextlib import AsyncExitStack
@@ -359,12 +360,13 @@ class App:
             await room.start()
         except OSError as error:
             where = f"{room.host}:{room.port}"
+            reason = os.strerror(error.errno).lower() if error.errno else str(error)
             if room.mounted:
                 raise StartupError(
-                    f"cannot serve {room.mounted[0][0]} on {where}: {error.strerror or error}"
+                    f"cannot serve {room.mounted[0][0]} on {where}: {reason}"
                 ) from None
             self._warn(
-                f"the control room is off: cannot listen on {where} ({error.strerror or error}); "
+                f"the control room is off: cannot listen on {where} ({reason}); "
                 "set LIVEDESK_HTTP_PORT to a free port"
             )
             self.control_room = None
