@@ -167,6 +167,7 @@ class Store(Protocol):
     subscriptions: Subscriptions
     outbox: Outbox
     replays: Replays
+    feeds: Feeds
 
     async def ingest(
         self,
