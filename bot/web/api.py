@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from datetime import datetime
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -28,16 +29,18 @@ from storage.query import QueryError
 from storage.values import (
     MAX_BACKFILL,
     MAX_PER_PAGE,
+    MIN_FEED_INTERVAL,
     DeadDelivery,
     Feed,
+    FeedError,
     FeedExists,
     NewSubscription,
     SearchHit,
     SubscriptionError,
+    feed_state,
 )
 
 MAX_LATEST = 100  # posts one GET /posts lists
-MIN_INTERVAL = 10.0  # seconds between polls of a blog, at least
 MAX_INTERVAL = 7 * 86_400.0
 DEAD_LISTED = 1000  # dead deliveries one GET /deliveries?state=dead lists
 
@@ -62,11 +65,11 @@ class _Body(BaseModel):
 
 class NewSource(_Body):
     url: str = Field(min_length=1, max_length=2048)
-    interval: float = Field(default=60.0, ge=MIN_INTERVAL, le=MAX_INTERVAL)
+    interval: float = Field(default=60.0, ge=MIN_FEED_INTERVAL, le=MAX_INTERVAL)
 
 
 class SourceChange(_Body):
-    interval: float | None = Field(default=None, ge=MIN_INTERVAL, le=MAX_INTERVAL)
+    interval: float | None = Field(default=None, ge=MIN_FEED_INTERVAL, le=MAX_INTERVAL)
     enabled: bool | None = None
 
 
@@ -145,12 +148,6 @@ def dead_json(item: DeadDelivery) -> dict[str, Any]:
         "reason": clean(item.last_error) if item.last_error else None,
         "created_at": item.created_at,
     }
-
-
-def feed_state(feed: Feed) -> str:
-    if not feed.enabled:
-        return "paused"
-    return "failing" if feed.failures and feed.last_error else "active"
 
 
 def feed_json(feed: Feed) -> dict[str, Any]:
@@ -255,14 +252,23 @@ async def list_sources(request: web.Request) -> web.Response:
 
 
 async def add_source(request: web.Request) -> web.Response:
+    """Follow an http(s) feed or live page. Files on the server are the CLI's to add (`livedesk
+    sources add PATH`): over HTTP a path would let the caller read any file the server can."""
     context = context_of(request)
     body = await read_body(request, NewSource)
+    parts = urlsplit(body.url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname or " " in body.url:
+        raise BadRequest(
+            "url", "url must be an http(s) URL (add a file with `livedesk sources add PATH`)"
+        )
     try:
         feed = await context.feeds.add(body.url, body.interval, origin="api")
     except FeedExists as error:
-        return json_error(409, clean(str(error)), source=feed_json(error.feed))
-    except ValueError as error:  # the store refused the location
-        raise BadRequest("url", clean(str(error))) from None
+        return json_error(
+            409, f"{redact(error.feed.location)} is already followed", source=feed_json(error.feed)
+        )
+    except FeedError as error:
+        raise BadRequest("interval", clean(str(error))) from None
     context.feeds_changed()
     return web.json_response(feed_json(feed), status=201)
 
@@ -278,7 +284,10 @@ async def change_source(request: web.Request) -> web.Response:
     context = context_of(request)
     feed_id = path_id(request)
     body = await read_body(request, SourceChange)
-    feed = await context.feeds.update(feed_id, interval=body.interval, enabled=body.enabled)
+    try:
+        feed = await context.feeds.update(feed_id, interval=body.interval, enabled=body.enabled)
+    except FeedError as error:
+        raise BadRequest("interval", clean(str(error))) from None
     if feed is None:
         raise web.HTTPNotFound()
     context.feeds_changed()
