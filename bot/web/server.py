@@ -23,7 +23,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from bot.metrics import CONTENT_TYPE
-from bot.web import api
+from bot.web import api, dashboard
 from bot.web.auth import FailedLogins, json_error
 from bot.web.context import CONTEXT, WebContext, context_of
 
@@ -104,11 +104,6 @@ async def api_off(request: web.Request) -> web.Response:
     return json_error(404, "the HTTP API is off: set LIVEDESK_ADMIN_TOKEN to turn it on")
 
 
-def mount_dashboard(app: web.Application) -> None:
-    """THE PLACE THE DASHBOARD IS MOUNTED: `bot.web.dashboard.setup(app)` adds its routes under `/`
-    (login, blogs, posts, search, subscriptions, deliveries) once that module is part of Livedesk."""
-
-
 def build_app(context: WebContext, *, failures: FailedLogins | None = None) -> web.Application:
     """The control room's aiohttp application over `context` (not yet serving)."""
     app = web.Application(client_max_size=MAX_BODY, middlewares=[errors])
@@ -118,7 +113,7 @@ def build_app(context: WebContext, *, failures: FailedLogins | None = None) -> w
     app.router.add_get("/metrics", metrics)
     if context.admin_token:
         app.add_subapp(API_PREFIX, api.build(context, failures or FailedLogins()))
-        mount_dashboard(app)
+        dashboard.setup(app)  # login, blogs, posts, search, subscriptions, deliveries under `/`
     else:
         app.router.add_route("*", API_PREFIX + "/{tail:.*}", api_off)
     return app
