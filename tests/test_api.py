@@ -55,6 +55,10 @@ async def test_an_operator_runs_the_newsroom_through_the_api(
 
         latest = await api.ok("GET", "/posts", limit=3)
         assert [p["title"] for p in latest["posts"]] == ["Update 11", "Update 10", "Update 9"]
+        [blog] = await app.store.posts.sources()
+        for named in (str(blog.number), BLOG.id, "Kyiv"):  # as --source takes it
+            one = await api.ok("GET", "/posts", limit=1, source=named)
+            assert [p["title"] for p in one["posts"]] == ["Update 11"]
 
         # An edited post: its page lists both versions.
         await ingest(app, POSTS[1].model_copy(update={"title": "Sanctions package agreed"}))

@@ -24,6 +24,7 @@ from bot.redact import clean, mask_url, redact
 from bot.targets import public_options
 from bot.web.auth import FailedLogins, bearer_auth, json_error
 from bot.web.context import CONTEXT, WebContext, context_of
+from storage.interface import Posts
 from storage.models import Highlighted, Post, Subscription, SubscriptionState, Target
 from storage.query import QueryError
 from storage.values import (
@@ -54,6 +55,10 @@ class BadRequest(Exception):
         super().__init__(message)
         self.field = field
         self.message = message
+
+
+class Missing(Exception):
+    """No such subscription, blog or post: 404 saying which."""
 
 
 # --- request bodies -----------------------------------------------------------------------------------
@@ -223,14 +228,26 @@ def int_param(request: web.Request, name: str, default: int, low: int, high: int
 def path_id(request: web.Request) -> int:
     text = request.match_info["id"]
     if not (text.isascii() and text.isdigit()) or len(text) > 18:
-        raise web.HTTPNotFound()
+        raise Missing(f"no such id {text!r}")
     return int(text)
+
+
+async def source_id_of(posts: Posts, text: str, field: str) -> str:
+    """The id of the blog `text` names, as `--source` does: its number, id, or a unique word of
+    its title; BadRequest naming `field` when none or several match."""
+    found = await posts.find_sources(text)
+    if not found:
+        raise BadRequest(field, f"no blog matches {text!r}")
+    if len(found) > 1:
+        shown = "; ".join(f"#{s.number} {s.source.title} ({s.source.id})" for s in found[:5])
+        raise BadRequest(field, f"{text!r} matches {len(found)} blogs: {shown}; give its number")
+    return found[0].source.id
 
 
 async def _subscription(request: web.Request) -> Subscription:
     found = await context_of(request).store.subscriptions.get(path_id(request))
     if found is None:
-        raise web.HTTPNotFound()
+        raise Missing(f"no subscription #{path_id(request)}")
     return found
 
 
@@ -240,6 +257,8 @@ async def bad_requests(request: web.Request, handler: Handler) -> web.StreamResp
         response: web.StreamResponse = await handler(request)
     except BadRequest as error:
         return json_error(400, error.message, field=error.field)
+    except Missing as error:
+        return json_error(404, clean(str(error)))
     return response
 
 
@@ -276,7 +295,7 @@ async def add_source(request: web.Request) -> web.Response:
 async def get_source(request: web.Request) -> web.Response:
     feed = await context_of(request).feeds.get(path_id(request))
     if feed is None:
-        raise web.HTTPNotFound()
+        raise Missing(f"no followed blog #{path_id(request)}")
     return web.json_response(feed_json(feed))
 
 
@@ -289,7 +308,7 @@ async def change_source(request: web.Request) -> web.Response:
     except FeedError as error:
         raise BadRequest("interval", clean(str(error))) from None
     if feed is None:
-        raise web.HTTPNotFound()
+        raise Missing(f"no followed blog #{feed_id}")
     context.feeds_changed()
     return web.json_response(feed_json(feed))
 
@@ -298,7 +317,7 @@ async def remove_source(request: web.Request) -> web.Response:
     context = context_of(request)
     feed_id = path_id(request)
     if not await context.feeds.remove(feed_id):
-        raise web.HTTPNotFound()
+        raise Missing(f"no followed blog #{feed_id}")
     context.feeds_changed()
     return web.json_response({"removed": feed_id})
 
@@ -311,10 +330,7 @@ async def list_posts(request: web.Request) -> web.Response:
     limit = int_param(request, "limit", 20, 1, MAX_LATEST)
     source_id: str | None = None
     if blog := request.query.get("source", "").strip():
-        source = await store.posts.find_source(blog)
-        if source is None:
-            raise BadRequest("source", f"no blog {blog!r}")
-        source_id = source.id
+        source_id = await source_id_of(store.posts, blog, "source")
     posts = await store.posts.latest(limit, source_id=source_id)
     return web.json_response({"posts": [post_json(p) for p in posts]})
 
@@ -323,7 +339,7 @@ async def get_post(request: web.Request) -> web.Response:
     posts = context_of(request).store.posts
     post = await posts.get(request.match_info["number"])
     if post is None:
-        raise web.HTTPNotFound()
+        raise Missing(f"no post {request.match_info['number']!r}")
     versions = await posts.history(post.id)
     source = await posts.source(post.source_id)
     return web.json_response(
@@ -408,10 +424,7 @@ async def add_subscription(request: web.Request) -> web.Response:
         raise BadRequest(field, str(error)) from None
     source_id: str | None = None
     if body.source:
-        source = await store.posts.find_source(body.source)
-        if source is None:
-            raise BadRequest("source", f"no blog {body.source!r}")
-        source_id = source.id
+        source_id = await source_id_of(store.posts, body.source, "source")
     try:
         [added] = await store.subscriptions.put(
             [
@@ -451,18 +464,18 @@ async def change_subscription(request: web.Request) -> web.Response:
         except SubscriptionError as error:
             return json_error(409, str(error))
         if changed is None:
-            raise web.HTTPNotFound()
+            raise Missing(f"no subscription #{subscription.id}")
     if body.state is not None:
         state = SubscriptionState(body.state)
         if not await subscriptions.set_state(subscription.id, state):
-            raise web.HTTPNotFound()
+            raise Missing(f"no subscription #{subscription.id}")
     return web.json_response(subscription_json(await _subscription(request)))
 
 
 async def remove_subscription(request: web.Request) -> web.Response:
     subscription = await _subscription(request)
     if not await context_of(request).store.subscriptions.remove(subscription.id):
-        raise web.HTTPNotFound()
+        raise Missing(f"no subscription #{subscription.id}")
     return web.json_response({"removed": subscription.id})
 
 
