@@ -16,13 +16,14 @@ import asyncio
 import contextlib
 import fcntl
 import logging
+import os
 import signal
 from collections.abc import Iterator, Sequence
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol, cast, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 from rich.console import Console
@@ -42,7 +43,6 @@ from bot.redact import printable
 from bot.share import TargetShare
 from bot.web.context import WebContext
 from bot.web.server import ControlRoom
-from storage.interface import Feeds
 from storage.pg_fleet import Fleet, Leadership
 
 log = logging.getLogger(__name__)
@@ -293,7 +293,10 @@ class App:
             settings.sources,
             on_import=wake,
             new_source_backfill=settings.new_source_backfill,
+            metrics=self.metrics,
         )
+        if self.control_room is not None:
+            self.control_room.context.feeds_changed = poller.changed  # the API added or changed one
         stack.push_async_callback(poller.stop)
         if member is not None and share is not None and fleet_db is not None:
             # The leader polls the blogs and the chats; every worker delivers its share.
@@ -338,7 +341,7 @@ class App:
         token = settings.admin_token.get_secret_value() if settings.admin_token else None
         web = WebContext(
             store=store,
-            feeds=cast(Feeds, getattr(store, "feeds", None)),  # until every store has `feeds`
+            feeds=store.feeds,
             metrics=self.metrics,
             zone=settings.zone,
             admin_token=token or None,
@@ -359,12 +362,13 @@ class App:
             await room.start()
         except OSError as error:
             where = f"{room.host}:{room.port}"
+            reason = os.strerror(error.errno).lower() if error.errno else str(error)
             if room.mounted:
                 raise StartupError(
-                    f"cannot serve {room.mounted[0][0]} on {where}: {error.strerror or error}"
+                    f"cannot serve {room.mounted[0][0]} on {where}: {reason}"
                 ) from None
             self._warn(
-                f"the control room is off: cannot listen on {where} ({error.strerror or error}); "
+                f"the control room is off: cannot listen on {where} ({reason}); "
                 "set LIVEDESK_HTTP_PORT to a free port"
             )
             self.control_room = None

@@ -28,7 +28,8 @@ def backend_settings(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str
 @contextlib.asynccontextmanager
 async def running_app(**settings: Any) -> AsyncIterator[App]:
     """`livedesk run` in this process (demo off, the control room on a free port) until the block ends."""
-    app = App(load_settings(demo=False, http_port=0, **settings), prompt=False, idle_timeout=30.0)
+    settings.setdefault("http_port", 0)
+    app = App(load_settings(demo=False, **settings), prompt=False, idle_timeout=30.0)
     running = asyncio.create_task(app.run())
     started = asyncio.create_task(app.started.wait())
     done, _ = await asyncio.wait({running, started}, timeout=60, return_when="FIRST_COMPLETED")

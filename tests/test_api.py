@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from bot.app import App
 from bot.models import ImportResult
@@ -54,6 +55,10 @@ async def test_an_operator_runs_the_newsroom_through_the_api(
 
         latest = await api.ok("GET", "/posts", limit=3)
         assert [p["title"] for p in latest["posts"]] == ["Update 11", "Update 10", "Update 9"]
+        [blog] = await app.store.posts.sources()
+        for named in (str(blog.number), BLOG.id, "Kyiv"):  # as --source takes it
+            one = await api.ok("GET", "/posts", limit=1, source=named)
+            assert [p["title"] for p in one["posts"]] == ["Update 11"]
 
         # An edited post: its page lists both versions.
         await ingest(app, POSTS[1].model_copy(update={"title": "Sanctions package agreed"}))
@@ -239,3 +244,60 @@ async def test_the_real_livedesk_run_serves_the_api(tmp_path: Path) -> None:
             code, out, err = await stopped(child)
     assert code == 0, err
     assert TOKEN not in out + err and desk not in out + err and broken not in out + err
+
+
+async def test_blogs_to_follow_are_added_paused_and_removed_through_the_api(
+    store_settings: dict[str, Any],
+) -> None:
+    feed = (FIXTURES / "rss2.xml").read_bytes()
+
+    async def serve_feed(request: web.Request) -> web.Response:
+        return web.Response(body=feed, content_type="application/rss+xml")
+
+    publisher = web.Application()
+    publisher.router.add_get("/live/feed.xml", serve_feed)
+    runner = web.AppRunner(publisher, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/live/feed.xml"
+    try:
+        async with (
+            running_app(admin_token=TOKEN, **store_settings) as app,
+            aiohttp.ClientSession() as session,
+        ):
+            api = Api(session, url_of(app))
+            status, added = await api.call("POST", "/sources", {"url": url, "interval": 10})
+            assert status == 201 and added["origin"] == "api" and added["enabled"] is True
+            # The running poller follows it at once: its posts arrive without a restart.
+            posts = await eventually(
+                lambda: api.ok("GET", "/posts", limit=5), lambda a: len(a["posts"]) > 0
+            )
+            assert posts["posts"][0]["source_id"]
+            fetched = await eventually(
+                lambda: api.ok("GET", f"/sources/{added['id']}"),
+                lambda a: a["last_fetch_at"] is not None,
+            )
+            assert fetched["state"] == "active" and fetched["last_error"] is None
+
+            status, again = await api.call("POST", "/sources", {"url": url})
+            assert status == 409 and again["source"]["id"] == added["id"]
+            paused = await api.ok("PATCH", f"/sources/{added['id']}", {"enabled": False})
+            assert (paused["state"], paused["enabled"]) == ("paused", False)
+            slower = await api.ok("PATCH", f"/sources/{added['id']}", {"interval": 600})
+            assert slower["interval"] == 600
+
+            secret = "https://feeds.example/live.xml?token=s3cr3t-feed-token"
+            hidden = await api.ok("POST", "/sources", {"url": secret, "interval": 60})
+            listed = await api.ok("GET", "/sources")
+            assert "s3cr3t-feed-token" not in json.dumps(listed)
+            assert [s["id"] for s in listed["sources"]] == [added["id"], hidden["id"]]
+
+            status, refused = await api.call("POST", "/sources", {"url": "/etc/passwd"})
+            assert status == 400 and refused["field"] == "url"
+            assert await api.ok("DELETE", f"/sources/{added['id']}") == {"removed": added["id"]}
+            status, _ = await api.call("GET", f"/sources/{added['id']}")
+            assert status == 404
+            kept = await api.ok("GET", "/posts", limit=5)
+            assert kept["posts"] == posts["posts"]  # removing a blog keeps its posts
+    finally:
+        await runner.cleanup()

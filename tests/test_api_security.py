@@ -198,6 +198,18 @@ async def test_errors_are_json_with_their_status_and_the_field(
         assert "https://h.example/x" not in answer["error"]  # a target URL is never echoed
 
 
+async def test_an_unknown_id_says_what_is_missing(context: WebContext) -> None:
+    async with serving(build_app(context)) as base, aiohttp.ClientSession() as session:
+        api_client = Api(session, base)
+        for path, said in (
+            ("/subscriptions/999", "no subscription #999"),
+            ("/sources/77", "no followed blog #77"),
+            ("/posts/12345", "no post '12345'"),
+            ("/nowhere", "no such route"),
+        ):
+            assert await api_client.call("GET", path) == (404, {"error": said})
+
+
 async def test_a_body_that_is_not_json_or_too_large_is_refused(context: WebContext) -> None:
     headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
     async with serving(build_app(context)) as base, aiohttp.ClientSession() as session:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from datetime import datetime
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -23,21 +24,24 @@ from bot.redact import clean, mask_url, redact
 from bot.targets import public_options
 from bot.web.auth import FailedLogins, bearer_auth, json_error
 from bot.web.context import CONTEXT, WebContext, context_of
+from storage.interface import Posts
 from storage.models import Highlighted, Post, Subscription, SubscriptionState, Target
 from storage.query import QueryError
 from storage.values import (
     MAX_BACKFILL,
     MAX_PER_PAGE,
+    MIN_FEED_INTERVAL,
     DeadDelivery,
     Feed,
+    FeedError,
     FeedExists,
     NewSubscription,
     SearchHit,
     SubscriptionError,
+    feed_state,
 )
 
 MAX_LATEST = 100  # posts one GET /posts lists
-MIN_INTERVAL = 10.0  # seconds between polls of a blog, at least
 MAX_INTERVAL = 7 * 86_400.0
 DEAD_LISTED = 1000  # dead deliveries one GET /deliveries?state=dead lists
 
@@ -53,6 +57,10 @@ class BadRequest(Exception):
         self.message = message
 
 
+class Missing(Exception):
+    """No such subscription, blog or post: 404 saying which."""
+
+
 # --- request bodies -----------------------------------------------------------------------------------
 
 
@@ -62,11 +70,11 @@ class _Body(BaseModel):
 
 class NewSource(_Body):
     url: str = Field(min_length=1, max_length=2048)
-    interval: float = Field(default=60.0, ge=MIN_INTERVAL, le=MAX_INTERVAL)
+    interval: float = Field(default=60.0, ge=MIN_FEED_INTERVAL, le=MAX_INTERVAL)
 
 
 class SourceChange(_Body):
-    interval: float | None = Field(default=None, ge=MIN_INTERVAL, le=MAX_INTERVAL)
+    interval: float | None = Field(default=None, ge=MIN_FEED_INTERVAL, le=MAX_INTERVAL)
     enabled: bool | None = None
 
 
@@ -147,12 +155,6 @@ def dead_json(item: DeadDelivery) -> dict[str, Any]:
     }
 
 
-def feed_state(feed: Feed) -> str:
-    if not feed.enabled:
-        return "paused"
-    return "failing" if feed.failures and feed.last_error else "active"
-
-
 def feed_json(feed: Feed) -> dict[str, Any]:
     """A followed blog; a secret in its URL (`?token=…`, `user:password@`) masked."""
     return {
@@ -226,14 +228,26 @@ def int_param(request: web.Request, name: str, default: int, low: int, high: int
 def path_id(request: web.Request) -> int:
     text = request.match_info["id"]
     if not (text.isascii() and text.isdigit()) or len(text) > 18:
-        raise web.HTTPNotFound()
+        raise Missing(f"no such id {text!r}")
     return int(text)
+
+
+async def source_id_of(posts: Posts, text: str, field: str) -> str:
+    """The id of the blog `text` names, as `--source` does: its number, id, or a unique word of
+    its title; BadRequest naming `field` when none or several match."""
+    found = await posts.find_sources(text)
+    if not found:
+        raise BadRequest(field, f"no blog matches {text!r}")
+    if len(found) > 1:
+        shown = "; ".join(f"#{s.number} {s.source.title} ({s.source.id})" for s in found[:5])
+        raise BadRequest(field, f"{text!r} matches {len(found)} blogs: {shown}; give its number")
+    return found[0].source.id
 
 
 async def _subscription(request: web.Request) -> Subscription:
     found = await context_of(request).store.subscriptions.get(path_id(request))
     if found is None:
-        raise web.HTTPNotFound()
+        raise Missing(f"no subscription #{path_id(request)}")
     return found
 
 
@@ -243,6 +257,8 @@ async def bad_requests(request: web.Request, handler: Handler) -> web.StreamResp
         response: web.StreamResponse = await handler(request)
     except BadRequest as error:
         return json_error(400, error.message, field=error.field)
+    except Missing as error:
+        return json_error(404, clean(str(error)))
     return response
 
 
@@ -255,14 +271,23 @@ async def list_sources(request: web.Request) -> web.Response:
 
 
 async def add_source(request: web.Request) -> web.Response:
+    """Follow an http(s) feed or live page. Files on the server are the CLI's to add (`livedesk
+    sources add PATH`): over HTTP a path would let the caller read any file the server can."""
     context = context_of(request)
     body = await read_body(request, NewSource)
+    parts = urlsplit(body.url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname or " " in body.url:
+        raise BadRequest(
+            "url", "url must be an http(s) URL (add a file with `livedesk sources add PATH`)"
+        )
     try:
         feed = await context.feeds.add(body.url, body.interval, origin="api")
     except FeedExists as error:
-        return json_error(409, clean(str(error)), source=feed_json(error.feed))
-    except ValueError as error:  # the store refused the location
-        raise BadRequest("url", clean(str(error))) from None
+        return json_error(
+            409, f"{redact(error.feed.location)} is already followed", source=feed_json(error.feed)
+        )
+    except FeedError as error:
+        raise BadRequest("interval", clean(str(error))) from None
     context.feeds_changed()
     return web.json_response(feed_json(feed), status=201)
 
@@ -270,7 +295,7 @@ async def add_source(request: web.Request) -> web.Response:
 async def get_source(request: web.Request) -> web.Response:
     feed = await context_of(request).feeds.get(path_id(request))
     if feed is None:
-        raise web.HTTPNotFound()
+        raise Missing(f"no followed blog #{path_id(request)}")
     return web.json_response(feed_json(feed))
 
 
@@ -278,9 +303,12 @@ async def change_source(request: web.Request) -> web.Response:
     context = context_of(request)
     feed_id = path_id(request)
     body = await read_body(request, SourceChange)
-    feed = await context.feeds.update(feed_id, interval=body.interval, enabled=body.enabled)
+    try:
+        feed = await context.feeds.update(feed_id, interval=body.interval, enabled=body.enabled)
+    except FeedError as error:
+        raise BadRequest("interval", clean(str(error))) from None
     if feed is None:
-        raise web.HTTPNotFound()
+        raise Missing(f"no followed blog #{feed_id}")
     context.feeds_changed()
     return web.json_response(feed_json(feed))
 
@@ -289,7 +317,7 @@ async def remove_source(request: web.Request) -> web.Response:
     context = context_of(request)
     feed_id = path_id(request)
     if not await context.feeds.remove(feed_id):
-        raise web.HTTPNotFound()
+        raise Missing(f"no followed blog #{feed_id}")
     context.feeds_changed()
     return web.json_response({"removed": feed_id})
 
@@ -302,10 +330,7 @@ async def list_posts(request: web.Request) -> web.Response:
     limit = int_param(request, "limit", 20, 1, MAX_LATEST)
     source_id: str | None = None
     if blog := request.query.get("source", "").strip():
-        source = await store.posts.find_source(blog)
-        if source is None:
-            raise BadRequest("source", f"no blog {blog!r}")
-        source_id = source.id
+        source_id = await source_id_of(store.posts, blog, "source")
     posts = await store.posts.latest(limit, source_id=source_id)
     return web.json_response({"posts": [post_json(p) for p in posts]})
 
@@ -314,7 +339,7 @@ async def get_post(request: web.Request) -> web.Response:
     posts = context_of(request).store.posts
     post = await posts.get(request.match_info["number"])
     if post is None:
-        raise web.HTTPNotFound()
+        raise Missing(f"no post {request.match_info['number']!r}")
     versions = await posts.history(post.id)
     source = await posts.source(post.source_id)
     return web.json_response(
@@ -399,10 +424,7 @@ async def add_subscription(request: web.Request) -> web.Response:
         raise BadRequest(field, str(error)) from None
     source_id: str | None = None
     if body.source:
-        source = await store.posts.find_source(body.source)
-        if source is None:
-            raise BadRequest("source", f"no blog {body.source!r}")
-        source_id = source.id
+        source_id = await source_id_of(store.posts, body.source, "source")
     try:
         [added] = await store.subscriptions.put(
             [
@@ -442,18 +464,18 @@ async def change_subscription(request: web.Request) -> web.Response:
         except SubscriptionError as error:
             return json_error(409, str(error))
         if changed is None:
-            raise web.HTTPNotFound()
+            raise Missing(f"no subscription #{subscription.id}")
     if body.state is not None:
         state = SubscriptionState(body.state)
         if not await subscriptions.set_state(subscription.id, state):
-            raise web.HTTPNotFound()
+            raise Missing(f"no subscription #{subscription.id}")
     return web.json_response(subscription_json(await _subscription(request)))
 
 
 async def remove_subscription(request: web.Request) -> web.Response:
     subscription = await _subscription(request)
     if not await context_of(request).store.subscriptions.remove(subscription.id):
-        raise web.HTTPNotFound()
+        raise Missing(f"no subscription #{subscription.id}")
     return web.json_response({"removed": subscription.id})
 
 
