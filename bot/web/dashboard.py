@@ -37,12 +37,11 @@ from bot.web.sessions import (
 )
 from storage.models import SubscriptionState
 from storage.query import QueryError
-from storage.values import FeedExists
+from storage.values import MIN_FEED_INTERVAL, FeedExists, check_interval
 
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
-MIN_INTERVAL = 10.0
 DEFAULT_INTERVAL = 60.0
 STREAM_SIZE = 30
 SEARCH_PER_PAGE = 10
@@ -321,7 +320,7 @@ async def blogs(request: web.Request, ctx: WebContext, session: Session) -> web.
         when=lambda at: views.when(at, ctx.zone),
         clean=clean,
         default_interval=int(DEFAULT_INTERVAL),
-        min_interval=int(MIN_INTERVAL),
+        min_interval=int(MIN_FEED_INTERVAL),
     )
 
 
@@ -351,8 +350,7 @@ def _interval(text: str) -> float:
         seconds = float(text)
     except ValueError:
         raise ValueError(f"interval: {text!r} is not a number of seconds.") from None
-    if not seconds >= MIN_INTERVAL:  # also refuses NaN
-        raise ValueError(f"interval: at least {MIN_INTERVAL:g} seconds.")
+    check_interval(seconds)  # FeedError: at least 10 seconds
     if seconds > 7 * 86400:
         raise ValueError("interval: at most a week (604800 seconds).")
     return seconds
@@ -492,7 +490,7 @@ async def change_subscription(
 
 async def deliveries(request: web.Request, ctx: WebContext, session: Session) -> web.StreamResponse:
     counts = await ctx.store.outbox.counts()
-    dead = [views.dead_line(d) for d in await ctx.store.outbox.dead(DEAD_SHOWN)]
+    dead = [views.dead_line(d, ctx.zone) for d in await ctx.store.outbox.dead(DEAD_SHOWN)]
     return page(
         request,
         session,

@@ -23,7 +23,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from bot.metrics import CONTENT_TYPE
-from bot.web import api
+from bot.web import api, dashboard
 from bot.web.auth import FailedLogins, json_error
 from bot.web.context import CONTEXT, WebContext, context_of
 
@@ -105,8 +105,9 @@ async def api_off(request: web.Request) -> web.Response:
 
 
 def mount_dashboard(app: web.Application) -> None:
-    """THE PLACE THE DASHBOARD IS MOUNTED: `bot.web.dashboard.setup(app)` adds its routes under `/`
-    (login, blogs, posts, search, subscriptions, deliveries) once that module is part of Livedesk."""
+    """The dashboard's routes under `/` (login, blogs, live posts, search, subscriptions,
+    deliveries) and its static files under `/static/`: `bot.web.dashboard`."""
+    dashboard.setup(app)
 
 
 def build_app(context: WebContext, *, failures: FailedLogins | None = None) -> web.Application:
@@ -118,9 +119,9 @@ def build_app(context: WebContext, *, failures: FailedLogins | None = None) -> w
     app.router.add_get("/metrics", metrics)
     if context.admin_token:
         app.add_subapp(API_PREFIX, api.build(context, failures or FailedLogins()))
-        mount_dashboard(app)
     else:
         app.router.add_route("*", API_PREFIX + "/{tail:.*}", api_off)
+    mount_dashboard(app)  # without the token its pages say it is off and how to turn it on
     return app
 
 
