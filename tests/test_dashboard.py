@@ -17,13 +17,15 @@ from aiohttp.typedefs import Handler
 
 from bot.adapters.base import PermanentError
 from bot.web import dashboard, server, views
+from bot.web.auth import MAX_FAILURES
 from bot.web.context import CONTEXT
-from bot.web.sessions import COOKIE, MAX_FAILURES, SESSION_SECONDS, Sessions
+from bot.web.sessions import COOKIE, SESSION_SECONDS, Sessions
 from storage.interface import Store
 from storage.models import ImportResult, Post, Source, SourceKind, SubscriptionState, Target
-from storage.store import open_sqlite
+from storage.store import open_postgres, open_sqlite
 from storage.values import OutboxResults
 from tests.dashboard_kit import TOKEN, SendTests, csrf_of, dashboard_app, sign_in
+from tests.test_pg_search import CTYPE, _recreated
 
 Client = TestClient[web.Request, web.Application]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -47,9 +49,15 @@ async def ingest(store: Store, *posts: Post) -> None:
     await store.ingest(ImportResult(source=SOURCE, posts=posts), location="test")
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await open_sqlite(tmp_path / "livedesk.db")
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """A real store of each backend: the dashboard sees only the store's contract."""
+    opened: Store
+    if request.param == "sqlite":
+        opened = await open_sqlite(tmp_path / "livedesk.db")
+    else:
+        url: str = request.getfixturevalue("postgres_url")
+        opened = await open_postgres(_recreated(url, CTYPE))
     try:
         yield opened
     finally:
@@ -350,7 +358,9 @@ async def test_search_marks_the_hits_and_escapes_around_them(
     await sign_in(client)
     html = await (await client.get("/search?q=ferry")).text()
     assert "<mark>Ferry</mark> service suspended" in html
-    assert "All &lt;b&gt;<mark>ferry</mark>&lt;/b&gt; crossings" in html
+    assert "<b>" not in html and "<mark>ferry</mark>" in html
+    if store.backend == "sqlite":  # PostgreSQL's headline leaves tag-like words out of a snippet
+        assert "All &lt;b&gt;<mark>ferry</mark>&lt;/b&gt; crossings" in html
     assert "Harbour master" not in html
     assert "1 post matches" in html
     unclosed = await (await client.get('/search?q="unclosed')).text()

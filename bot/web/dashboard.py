@@ -11,6 +11,7 @@ CSRF token (bot.web.sessions). Without LIVEDESK_ADMIN_TOKEN every page answers 4
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -23,13 +24,13 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from bot.adapters.base import DeliveryError
 from bot.redact import clean
 from bot.web import views
+from bot.web.auth import FailedLogins
 from bot.web.context import WebContext, context_of
 from bot.web.sessions import (
     COOKIE,
     FLASH_COOKIE,
     LOGIN_COOKIE,
     SESSION_SECONDS,
-    LoginLimiter,
     Session,
     Sessions,
     new_token,
@@ -50,7 +51,7 @@ POSTS_FOR_HEALTH = 1000
 """The newest posts per blog read to draw its 24-hour sparkline (the store returns at most 1000)."""
 
 SESSIONS: web.AppKey[Sessions] = web.AppKey("dashboard_sessions", Sessions)
-LIMITER: web.AppKey[LoginLimiter] = web.AppKey("dashboard_login_limiter", LoginLimiter)
+LIMITER: web.AppKey[FailedLogins] = web.AppKey("dashboard_failed_logins", FailedLogins)
 
 HEADERS = {
     "Content-Security-Policy": (
@@ -78,7 +79,7 @@ Page = Callable[[web.Request, WebContext, Session], Awaitable[web.StreamResponse
 def setup(app: web.Application) -> None:
     """Add the dashboard's routes under `/` and its static files under `/static/`."""
     app[SESSIONS] = Sessions()
-    app[LIMITER] = LoginLimiter()
+    app[LIMITER] = FailedLogins()  # the API's rule: 10 failures a minute per address
     r = app.router
     r.add_get("/login", login_form)
     r.add_post("/login", login)
@@ -254,7 +255,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         return _dashboard_off()
     limiter = request.app[LIMITER]
     client = request.remote or "unknown"
-    wait = limiter.retry_after(client)
+    wait = math.ceil(limiter.retry_after(client))
     if wait:
         log.warning("dashboard: sign-in from %s refused: too many wrong tokens", client)
         return _login_page(
@@ -272,7 +273,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         limiter.failed(client)
         log.warning("dashboard: sign-in from %s refused: wrong token", client)
         return _login_page(request, 401, "That is not the admin token (LIVEDESK_ADMIN_TOKEN).")
-    limiter.succeeded(client)
+    limiter.forget(client)
     _session, cookie = request.app[SESSIONS].open(ctx.admin_token)
     response = back("/")
     _cookie(request, response, COOKIE, cookie, max_age=SESSION_SECONDS)
