@@ -55,7 +55,7 @@ ARGS = [
 WAIT_MS = 30_000  # only against a hang: the story asserts order and outcome, never speed
 
 try:
-    from playwright.async_api import Browser, Page, async_playwright, expect
+    from playwright.async_api import Browser, Dialog, Page, async_playwright, expect
 except ImportError:  # pragma: no cover - the dev extra installs it
     if REQUIRED:
         raise
@@ -330,6 +330,22 @@ async def story(
     assert width <= 390, f"the page is {width} px wide on a 390 px phone"
     await shots.take(phone_page, "7-blogs-phone")
     await phone.close()
+
+    # Stop following the blog: the browser asks first; its posts stay.
+    asked: list[str] = []
+
+    async def confirm(dialog: Dialog) -> None:
+        asked.append(dialog.message)
+        await dialog.accept()
+
+    page.once("dialog", confirm)
+    await page.get_by_role("link", name="Blogs", exact=True).click()
+    await page.locator("tr[data-feed]").get_by_role("button", name="Remove").click()
+    await expect(page.locator(".flash.ok")).to_contain_text("No longer following Harbour Watch")
+    await expect(page.locator("tr[data-feed]")).to_have_count(0)
+    assert asked == ["Stop following this blog? Its posts stay in the store."]
+    kept = page.locator("table.list tr", has_text="Harbour Watch: live")  # among the other blogs
+    await expect(kept.locator("td[data-label=Posts]")).to_have_text("4")
 
     assert not [m for m in console_errors if "Content Security Policy" in m]
     await context.close()

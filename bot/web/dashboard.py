@@ -10,6 +10,7 @@ CSRF token (bot.web.sessions). Without LIVEDESK_ADMIN_TOKEN every page answers 4
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
@@ -72,6 +73,10 @@ _templates = Environment(
     lstrip_blocks=True,
 )
 _templates.globals["segments"] = views.segments
+_templates.globals["asset"] = hashlib.sha256(
+    b"".join(path.read_bytes() for path in sorted(STATIC.iterdir()))
+).hexdigest()[:12]
+"""Part of the static files' URLs: a browser fetches them again when they change."""
 
 Page = Callable[[web.Request, WebContext, Session], Awaitable[web.StreamResponse]]
 
