@@ -104,12 +104,6 @@ async def api_off(request: web.Request) -> web.Response:
     return json_error(404, "the HTTP API is off: set LIVEDESK_ADMIN_TOKEN to turn it on")
 
 
-def mount_dashboard(app: web.Application) -> None:
-    """The dashboard's routes under `/` (login, blogs, live posts, search, subscriptions,
-    deliveries) and its static files under `/static/`: `bot.web.dashboard`."""
-    dashboard.setup(app)
-
-
 def build_app(context: WebContext, *, failures: FailedLogins | None = None) -> web.Application:
     """The control room's aiohttp application over `context` (not yet serving)."""
     app = web.Application(client_max_size=MAX_BODY, middlewares=[errors])
@@ -121,7 +115,9 @@ def build_app(context: WebContext, *, failures: FailedLogins | None = None) -> w
         app.add_subapp(API_PREFIX, api.build(context, failures or FailedLogins()))
     else:
         app.router.add_route("*", API_PREFIX + "/{tail:.*}", api_off)
-    mount_dashboard(app)  # without the token its pages say it is off and how to turn it on
+    # Login, blogs, posts, search, subscriptions, deliveries under `/`; without the token its
+    # pages say that it is off and how to turn it on.
+    dashboard.setup(app)
     return app
 
 
