@@ -563,3 +563,31 @@ async def test_dead_deliveries_are_listed_with_reasons_and_retried(
     html = await (await client.post("/deliveries/retry", data={"csrf": csrf, "all": "1"})).text()
     assert "1 delivery back in the queue." in html and "None: every delivery" in html
     assert (await store.outbox.counts())["pending"] == 3
+
+
+async def test_search_pages_through_the_hits(store: Store, make_client: ClientFactory) -> None:
+    await ingest(store, *(post(n, f"Ferry update {n}") for n in range(1, 13)))
+    client = await make_client()
+    await sign_in(client)
+    first = await (await client.get("/search?q=ferry")).text()
+    assert first.count('class="hit"') == dashboard.SEARCH_PER_PAGE
+    assert "12 posts match" in first and 'href="/search?q=ferry&amp;page=2"' in first
+    second = await (await client.get("/search?q=ferry&page=2")).text()
+    assert second.count('class="hit"') == 2
+    assert "More hits" not in second and 'href="/search?q=ferry&amp;page=1"' in second
+
+
+async def test_a_store_that_fails_is_one_line_not_a_traceback(
+    store: Store, make_client: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = await make_client()
+    csrf = await sign_in(client)
+    await store.close()  # the database is gone from under the running dashboard
+    for answer in (
+        await client.get("/stream"),
+        await client.post("/deliveries/retry", data={"csrf": csrf, "all": "1"}),
+    ):
+        assert answer.status == 500 and answer.content_type == "text/html"
+        html = await answer.text()
+        assert "The store did not answer as expected" in html and "Traceback" not in html
+    assert "dashboard: GET /stream failed" in caplog.text  # the log has the details
