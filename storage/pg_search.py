@@ -311,7 +311,7 @@ async def search(
             # words); a sequential scan is never the way to a query's few matches.
             await conn.execute("SET LOCAL enable_seqscan = off", prepare=False)
             walker = _Walker(conn, source_id)
-            probe = await _probe(walker, match)
+            probe = await _probe(walker, match, marks)
             counted: tuple[int, bool] | None = None
             if offset:  # a later page: nothing to rank when it is past the end
                 counted = await _count(walker, match, probe)
@@ -379,15 +379,21 @@ class _Cond:
 
 @dataclass(frozen=True, slots=True)
 class _Probe:
-    """The matches among the newest PROBE_POSTS posts (newest first), and whether those are all."""
+    """The matches among the newest PROBE_POSTS posts (newest first) with their tiers, how many
+    posts were looked at, and whether those were all of them."""
 
     rows: list[_Row]
+    tiers: list[int]
     walked: int
     whole: bool
 
     @property
     def density(self) -> float:
         return len(self.rows) / max(1, self.walked)
+
+    def tier_density(self, tier: int) -> float:
+        """The share of the posts looked at that rank in `tier` or before."""
+        return sum(1 for seen in self.tiers if seen <= tier) / max(1, self.walked)
 
 
 class _Walker:
@@ -440,16 +446,26 @@ class _Walker:
         )
         return sql, params
 
-    async def probe(self, cond: _Cond, posts: int = PROBE_POSTS) -> _Probe:
-        """Which of the newest `posts` posts meet `cond`: one statement, every post checked."""
+    async def probe(self, conds: list[_Cond], posts: int = PROBE_POSTS) -> _Probe:
+        """Which of the newest `posts` posts meet the last condition (a match), and the first of
+        `conds` each meets (its tier): one statement, every post checked."""
+        *tiers, whole = conds
+        cases = " ".join(f"WHEN {cond.sql} THEN {tier}" for tier, cond in enumerate(tiers))
         inner, params = self._newest_sql(None)
         sql = (
-            f"SELECT p.rowid, p.published_at, ({cond.sql}) AS hit FROM ({inner}) AS p "
+            f"SELECT p.rowid, p.published_at, CASE WHEN NOT ({whole.sql}) THEN -1 {cases} "
+            f"ELSE {len(tiers)} END AS tier FROM ({inner}) AS p "
             "ORDER BY p.published_at DESC, p.rowid DESC"
         )
-        rows = await self._rows(sql, [*cond.params, *params, posts])
-        hits = [(str(r["published_at"]), int(r["rowid"])) for r in rows if r["hit"]]
-        return _Probe(hits, len(rows), len(rows) < posts)
+        values = [*whole.params, *(param for cond in tiers for param in cond.params)]
+        rows = await self._rows(sql, [*values, *params, posts])
+        hits = [r for r in rows if r["tier"] >= 0]
+        return _Probe(
+            [(str(r["published_at"]), int(r["rowid"])) for r in hits],
+            [int(r["tier"]) for r in hits],
+            len(rows),
+            len(rows) < posts,
+        )
 
     async def _window(self, cond: _Cond, posts: int, limit: int, floor: int | None) -> list[_Row]:
         """The newest `limit` posts meeting `cond` among the newest `posts` posts."""
@@ -504,18 +520,35 @@ class _Walker:
     ) -> list[_Row]:
         """The first `limit` posts meeting `cond`, in order (see the class). `density`, the share
         of posts seen to match, sizes the first window; without it a probe's worth is walked."""
+        bounds = await self.bounds()
+        if bounds is None:
+            return []
+        table = bounds[1] - bounds[0] + 1  # at least as many as there are posts
+        if density is not None and density * table <= RANK_ALL_UNDER:  # rare, by the probe
+            every = await self.every(cond, RANK_ALL_UNDER, floor)
+            if every is not None:
+                return _ordered(every, floor)[:limit]
+            density = None  # the probe was wrong: many match, though not among the newest
         posts = PROBE_POSTS if not density else _window_for(limit, density)
+        seen = density or 0.0
         while posts <= WALK_MAX:
             rows = await self._window(cond, posts, limit, floor)
-            if len(rows) >= limit or not await self._beyond(posts, floor):
+            if len(rows) >= limit or posts >= table or not await self._beyond(posts, floor):
                 return rows
-            wanted = _window_for(limit, len(rows) / posts) if rows else WALK_MAX + 1
-            posts = max(posts * 4, wanted)
-        every = await self.every(cond, RANK_ALL_UNDER, floor)
-        if every is not None:
-            key = (lambda row: row[1]) if floor is not None else None
-            return sorted(every, key=key, reverse=True)[:limit]
-        return await self._walk(cond, limit, floor)  # many matches, but none among the newest
+            seen = len(rows) / posts
+            posts = max(posts * 4, _window_for(limit, seen) if rows else WALK_MAX + 1)
+        if seen * table <= RANK_ALL_UNDER:  # rare: read them all through the GIN index
+            every = await self.every(cond, RANK_ALL_UNDER, floor)
+            if every is not None:
+                return _ordered(every, floor)[:limit]
+        return await self._walk(cond, limit, floor)  # many matches: newest first to the end
+
+
+def _ordered(rows: list[_Row], floor: int | None) -> list[_Row]:
+    """Rows in a walk's order: rowid (counting, when there is a floor), else the rank order's."""
+    if floor is not None:
+        return sorted(rows, key=lambda row: row[1], reverse=True)
+    return sorted(rows, reverse=True)
 
 
 def _window_for(limit: int, density: float) -> int:
@@ -527,9 +560,9 @@ def _whole(match: TsQuery) -> _Cond:
     return _Cond(f"p.search @@ {match.sql}", match.params)
 
 
-async def _probe(walker: _Walker, match: TsQuery) -> _Probe:
-    """The query's matches among the newest posts: how common it is."""
-    return await walker.probe(_whole(match))
+async def _probe(walker: _Walker, match: TsQuery, marks: TsQuery) -> _Probe:
+    """The query's matches among the newest posts, with their tiers: how common it is."""
+    return await walker.probe(_tiers(match, marks))
 
 
 def _tiers(match: TsQuery, marks: TsQuery) -> list[_Cond]:
@@ -576,8 +609,7 @@ async def _candidates(
             break
         # Rows of earlier tiers meet this tier's condition too (those tiers were read to the end).
         limit = wanted + len(seen)
-        density = probe.density if tier >= 2 else None
-        rows = await walker.newest(cond, limit, density=density)
+        rows = await walker.newest(cond, limit, density=probe.tier_density(tier))
         fresh = [row for row in rows if row[1] not in seen][:wanted]
         for published, rowid in fresh:
             ranked.append((float(tier), published, rowid))
@@ -653,22 +685,45 @@ def _two_figures(value: float) -> int:
 async def _hits(
     conn: Connection, marks: TsQuery, chosen: list[_Candidate]
 ) -> tuple[SearchHit, ...]:
-    """The chosen posts with highlighted title and snippet (ts_headline), for those rows only."""
+    """The chosen posts with highlighted title and snippet (ts_headline), for those rows only.
+    A caption's and the background's headlines are made only for the posts whose text holds no
+    mark (a headline parses its whole text: most of a search's cost once the posts are found)."""
     if not chosen:
         return ()
-    headlines = [f"ts_headline('{CONFIG}', p.title, {marks.sql}, %s) AS marked_title"]
-    params: list[object] = [*marks.params, _TITLE_OPTIONS]
-    for where, column in _SNIPPET_SOURCES:
-        headlines.append(f"ts_headline('{CONFIG}', {column}, {marks.sql}, %s) AS snippet_{where}")
-        params.extend((*marks.params, _SNIPPET_OPTIONS))
+    (text_source, text_column), *others = _SNIPPET_SOURCES
     sql = (
-        f"SELECT {POST_COLUMNS}, {', '.join(headlines)}, "
-        f"{', '.join(f'{column} AS source_{where}' for where, column in _SNIPPET_SOURCES)} "
-        "FROM posts p WHERE p.rowid = ANY(%s)"
+        f"SELECT {POST_COLUMNS}, "
+        f"ts_headline('{CONFIG}', p.title, {marks.sql}, %s) AS marked_title, "
+        f"ts_headline('{CONFIG}', {text_column}, {marks.sql}, %s) AS snippet_{text_source}, "
+        f"{text_column} AS source_{text_source} FROM posts p WHERE p.rowid = ANY(%s)"
     )
+    params: list[object] = [*marks.params, _TITLE_OPTIONS, *marks.params, _SNIPPET_OPTIONS]
     params.append([rowid for _, _, rowid in chosen])
-    cur = await conn.execute(sql, params)
+    cur = await conn.execute(sql, params, prepare=False)
     rows = {int(row["rowid"]): row for row in await cur.fetchall()}
+    unmarked = [
+        rowid
+        for rowid, row in rows.items()
+        if _MARK_START not in (row[f"snippet_{text_source}"] or "")
+    ]
+    if unmarked:
+        headlines: list[str] = []
+        params = []
+        for where, column in others:
+            headlines.append(
+                f"ts_headline('{CONFIG}', {column}, {marks.sql}, %s) AS snippet_{where}, "
+                f"{column} AS source_{where}"
+            )
+            params.extend((*marks.params, _SNIPPET_OPTIONS))
+        params.append(unmarked)
+        cur = await conn.execute(
+            f"SELECT p.rowid, {', '.join(headlines)} FROM posts p WHERE p.rowid = ANY(%s)",
+            params,
+            prepare=False,
+        )
+        for other in await cur.fetchall():
+            if int(other["rowid"]) in rows:
+                rows[int(other["rowid"])].update(other)
     hits: list[SearchHit] = []
     for score, _, rowid in chosen:
         row = rows.get(rowid)
@@ -689,9 +744,9 @@ def _chosen_snippet(row: dict[str, Any]) -> Highlighted:
     """The body's snippet when the body matched (or nothing else did: a title match shows the
     text's start), else the caption's or the background's, labelled with where it comes from."""
     for where, _ in _SNIPPET_SOURCES:
-        marked = row[f"snippet_{where}"] or ""
+        marked = row.get(f"snippet_{where}") or ""
         if _MARK_START in marked:
-            return _marked(_elided(marked, row[f"source_{where}"] or ""), where)
+            return _marked(_elided(marked, row.get(f"source_{where}") or ""), where)
     return _marked(_elided(row["snippet_text"] or "", row["source_text"] or ""))
 
 
