@@ -552,11 +552,10 @@ class _Walker:
         while True:
             above = max(floor, high - span)
             # A bitmap of the range ANDed with the GIN index's, not a walk of the rowid index.
+            # (On a failure the transaction is rolled back, and the setting with it.)
             await self.conn.execute("SET LOCAL enable_indexscan = off", prepare=False)
-            try:
-                rows = await self._rows(sql, [*cond.params, above, *params, limit])
-            finally:
-                await self.conn.execute("SET LOCAL enable_indexscan = on", prepare=False)
+            rows = await self._rows(sql, [*cond.params, above, *params, limit])
+            await self.conn.execute("SET LOCAL enable_indexscan = on", prepare=False)
             if len(rows) >= limit or above <= floor:
                 return [(str(r["published_at"]), int(r["rowid"])) for r in rows]
             span *= 4
