@@ -23,16 +23,23 @@ Where PostgreSQL differs from FTS5 (say so in the tests too):
   only through a joined form (`US` for `U.S.`) ranks as a body match, in SQLite with the rest;
 - the parser needs the database's LC_CTYPE to be a UTF-8 locale: under C it takes every character
   outside ASCII for a letter (`“very` is one word);
-- ranking tiers every match before it cuts the page (a GIN index has no order to walk), where
-  SQLite walks each tier newest first and stops once the page is full: the same order, more work
-  for a common word.
+- a GIN index has no order to walk and holds no positions, so the posts are found in one of two
+  ways, chosen per query (and per tier) from how many of the newest PROBE_POSTS posts match: a
+  rare query is read whole through its GIN index (the tiers have an index each) and ordered here;
+  a common one is walked newest first through posts_by_time, each post checked against the query
+  (cheap: its vector is in its row), tier by tier until the page is full, as SQLite walks its
+  tiers. Either way the page is the one ranking every match would give. A phrase is the costly
+  case: GIN finds the posts holding its words, and each must be read to check their positions.
 The snippet is ts_headline's, elided with `…` where it cuts the text, a phrase marked as one run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -307,10 +314,7 @@ async def search(
     per_page = max(1, min(per_page, MAX_PER_PAGE))
     offset = (page - 1) * per_page
     try:
-        async with db.read() as conn, conn.transaction():
-            # Plans are chosen here, per statement (prepare=False: a generic plan cannot see the
-            # words); a sequential scan is never the way to a query's few matches.
-            await conn.execute("SET LOCAL enable_seqscan = off", prepare=False)
+        async with db.read() as conn, _planned(conn):
             walker = _Walker(conn, source_id)
             probe = await _probe(walker, match, marks)
             counted: tuple[int, bool] | None = None
@@ -350,6 +354,26 @@ async def search(
 
 _Candidate = tuple[float, str, int]
 """(tier, published_at, rowid): tier 0 ranks first."""
+
+_BEGIN = "BEGIN READ ONLY; SET LOCAL enable_seqscan = off"
+"""One round trip (no parameters: the simple protocol takes both). Plans are chosen per statement
+(each is sent with prepare=False: a generic plan cannot see the words), and a sequential scan is
+never the way to a query's few matches."""
+
+
+@asynccontextmanager
+async def _planned(conn: Connection) -> AsyncIterator[None]:
+    """A read-only transaction with the search's planner settings, ended when the block ends."""
+    await conn.execute(_BEGIN, prepare=False)
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(psycopg.Error):  # the connection may be gone: say what failed
+            await conn.execute("ROLLBACK", prepare=False)
+        raise
+    await conn.execute("COMMIT", prepare=False)
+
+
 _Row = tuple[str, int]
 """(published_at, rowid) of a matching post."""
 
@@ -368,6 +392,9 @@ WALK_MAX = 16_384
 about as much to check as a GIN match costs to read, so a walk pays while its matches are dense)."""
 _WINDOW_MARGIN = 1.5
 """A window is sized for the matches it should hold at the density seen so far, and this much more."""
+
+
+_BOUNDS = "(SELECT min(rowid) FROM posts) AS low, (SELECT max(rowid) FROM posts) AS high"
 
 
 @dataclass(frozen=True, slots=True)
@@ -412,7 +439,7 @@ class _Walker:
     async def bounds(self) -> tuple[int, int] | None:
         """(lowest, highest) rowid of the posts table; None when it is empty."""
         if self._bounds is None:
-            rows = await self._rows("SELECT min(rowid) AS low, max(rowid) AS high FROM posts", [])
+            rows = await self._rows(f"SELECT {_BOUNDS}", [])
             if not rows or rows[0]["low"] is None:
                 return None
             self._bounds = int(rows[0]["low"]), int(rows[0]["high"])
@@ -455,11 +482,13 @@ class _Walker:
         inner, params = self._newest_sql(None)
         sql = (
             f"SELECT p.rowid, p.published_at, CASE WHEN NOT ({whole.sql}) THEN -1 {cases} "
-            f"ELSE {len(tiers)} END AS tier FROM ({inner}) AS p "
+            f"ELSE {len(tiers)} END AS tier, {_BOUNDS} FROM ({inner}) AS p "
             "ORDER BY p.published_at DESC, p.rowid DESC"
         )
         values = [*whole.params, *(param for cond in tiers for param in cond.params)]
         rows = await self._rows(sql, [*values, *params, posts])
+        if rows:  # the table's rowids, in the same round trip
+            self._bounds = int(rows[0]["low"]), int(rows[0]["high"])
         hits = [r for r in rows if r["tier"] >= 0]
         return _Probe(
             [(str(r["published_at"]), int(r["rowid"])) for r in hits],
@@ -523,11 +552,10 @@ class _Walker:
         while True:
             above = max(floor, high - span)
             # A bitmap of the range ANDed with the GIN index's, not a walk of the rowid index.
+            # (On a failure the transaction is rolled back, and the setting with it.)
             await self.conn.execute("SET LOCAL enable_indexscan = off", prepare=False)
-            try:
-                rows = await self._rows(sql, [*cond.params, above, *params, limit])
-            finally:
-                await self.conn.execute("SET LOCAL enable_indexscan = on", prepare=False)
+            rows = await self._rows(sql, [*cond.params, above, *params, limit])
+            await self.conn.execute("SET LOCAL enable_indexscan = on", prepare=False)
             if len(rows) >= limit or above <= floor:
                 return [(str(r["published_at"]), int(r["rowid"])) for r in rows]
             span *= 4

@@ -16,11 +16,13 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
+import psycopg
 import pytest
 
 from storage import pg_search
 from storage.models import Image, Post
 from storage.pg_db import PgDatabase
+from storage.pg_schema import PG_MIGRATIONS
 from storage.pg_search import TIER_WEIGHTS, search, tsquery
 from storage.query import compile_query
 from storage.values import SearchPage
@@ -302,6 +304,63 @@ async def test_vectors_stay_in_the_row_and_each_tier_has_an_index(pg: PgDatabase
             )
             plan = " ".join(str(r["QUERY PLAN"]) for r in await cur.fetchall())
             assert f"posts_search_{index}" in plan, plan
+
+
+async def _toasted(conn: psycopg.AsyncConnection[Any]) -> int:
+    """How many chunks the posts table keeps in its TOAST table."""
+    cur = await conn.execute(
+        "SELECT c.reltoastrelid::regclass::text FROM pg_class c WHERE c.relname = 'posts'"
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    cur = await conn.execute(f"SELECT count(*) FROM {row[0]}")
+    counted = await cur.fetchone()
+    assert counted is not None
+    return int(counted[0])
+
+
+async def test_migration_5_moves_the_stored_vectors_into_their_rows(postgres_url: str) -> None:
+    """A store at schema 4 (long posts' vectors in the TOAST table) searches the same after
+    migration 5, with every vector in its row and the tier indexes there."""
+    url = _recreated(postgres_url, CTYPE)
+    rng = random.Random(5)
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await conn.execute(
+            "CREATE TABLE livedesk_schema (version integer NOT NULL);"
+            "CREATE UNIQUE INDEX livedesk_schema_one_row ON livedesk_schema ((true));"
+            "INSERT INTO livedesk_schema (version) VALUES (0)"
+        )
+        for version, migration in enumerate(PG_MIGRATIONS[:4], start=1):
+            await conn.execute(migration)
+            await conn.execute("UPDATE livedesk_schema SET version = %s", (version,))
+        await conn.execute(
+            "INSERT INTO sources (id, title, kind, added_at) VALUES ('s', 'S', 'rss', 'now')"
+        )
+        for n in range(40):
+            body = " ".join(f"v{rng.randrange(4000)}" for _ in range(400))
+            await conn.execute(
+                "INSERT INTO posts (id, source_id, published_at, title, body, content_hash, "
+                "recorded_at) VALUES (%s, 's', %s, %s, %s, 'h', 'now')",
+                (f"p{n}", f"2022-01-01T00:{n:02d}:00.000000Z", f"Post v{n}", body),
+            )
+        assert await _toasted(conn) > 0  # schema 4 keeps these vectors out of their rows
+    db = await PgDatabase.open(url, size=1)  # migrates to the newest schema
+    try:
+        async with db.read() as conn:
+            cur = await conn.execute("SELECT version FROM livedesk_schema")
+            row = await cur.fetchone()
+            assert row is not None and row["version"] == len(PG_MIGRATIONS)
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            assert await _toasted(conn) == 0
+        for text in ("v7", "v1*", "v12 OR v300", '"post v3"'):
+            page = await search(db, text, per_page=50)
+            expected = await ranked_at_once(db, text, None)
+            assert expected, text
+            assert [(hit.post.id, hit.rank) for hit in page.hits] == [
+                (post_id, float(tier)) for post_id, tier in expected
+            ], text
+    finally:
+        await db.close()
 
 
 async def test_a_long_post_still_stores(pg: PgDatabase) -> None:
