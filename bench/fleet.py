@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import socket
@@ -80,7 +81,7 @@ BODY = (
     "NATO said it would hold further talks later this week.",
 )
 
-console = Console(width=132)
+console = Console(width=160)
 
 
 def _load() -> str:
@@ -123,8 +124,8 @@ def serve(port: int) -> None:
 
 
 @contextlib.contextmanager
-def receiver() -> Iterator[str]:
-    """Start the receiver in another process; yield its base URL."""
+def receiver() -> Iterator[tuple[str, int]]:
+    """Start the receiver in another process; yield its base URL and its pid."""
     port = _free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "bench.fleet", "--serve", str(port)], cwd=ROOT
@@ -139,7 +140,7 @@ def receiver() -> Iterator[str]:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", process.pid
     finally:
         process.terminate()
         process.wait()
@@ -149,6 +150,41 @@ async def _stats(session: aiohttp.ClientSession, base: str) -> dict[str, float]:
     async with session.get(f"{base}/stats") as response:
         stats: dict[str, float] = await response.json()
         return stats
+
+
+# --- CPU time: how busy the cores were for a fan-out ------------------------------------------------
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: int) -> list[str]:
+    """/proc/PID/stat from its third field on (state, ppid, …); [] once the process is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return []
+    return text.rpartition(")")[2].split()
+
+
+def _cpu_seconds(pids: Sequence[int], server: PostgresServer) -> float:
+    """User + system CPU seconds used so far by these processes and by the PostgreSQL server: the
+    postmaster, its live backends, and the backends that ended (counted in its children's time)."""
+    ticks = 0
+    for pid in pids:
+        fields = _stat(pid)
+        ticks += int(fields[11]) + int(fields[12]) if fields else 0
+    postmaster = int((server.root / "data" / "postmaster.pid").read_text().split()[0])
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        fields = _stat(int(entry.name))
+        if not fields:
+            continue
+        if int(entry.name) == postmaster:
+            ticks += sum(int(f) for f in fields[11:15])
+        elif int(fields[1]) == postmaster:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / _TICK
 
 
 # --- the database -----------------------------------------------------------------------------------
@@ -274,6 +310,8 @@ class FanoutFigures:
     """{workers: how many distinct workers were seen holding leases during the fan-out}"""
     raw: list[float]
     loads: list[str]
+    cpu: dict[int, list[float]] = dataclasses.field(default_factory=dict)
+    """{workers: CPU seconds per run used by the workers, PostgreSQL and the receiver}"""
 
 
 async def _raw_aiohttp(urls: Sequence[str], payload: bytes) -> float:
@@ -311,8 +349,9 @@ async def fanout(server: PostgresServer, hooks: int, runs: int, workdir: Path) -
     senders: dict[int, int] = {}
     raw: list[float] = []
     loads: list[str] = []
+    cpu: dict[int, list[float]] = {}
     try:
-        with receiver() as base:
+        with receiver() as (base, receiver_pid):
             urls = _hook_urls(base, hooks)
             payload = json.dumps(
                 render_card("mattermost", card_from_post(_post(0)), ZoneInfo("UTC"))
@@ -327,11 +366,14 @@ async def fanout(server: PostgresServer, hooks: int, runs: int, workdir: Path) -
                         try:
                             await _wait_for_fleet(url, workers, workdir)
                             rates: list[float] = []
+                            used: list[float] = []
+                            busy = [receiver_pid, *(w.pid for w in workers)]
                             owners: set[str] = set()
                             for _ in range(runs):
                                 loads.append(_load())
                                 await asyncio.sleep(1.1)  # Slack's 1/s per hook: let it pass
                                 before = (await _stats(probe, base))["delivered"]
+                                cpu_before = _cpu_seconds(busy, server)
                                 n += 1
                                 await store.ingest(ImportResult(source=SOURCE, posts=(_post(n),)))
                                 committed = time.time()
@@ -346,6 +388,7 @@ async def fanout(server: PostgresServer, hooks: int, runs: int, workdir: Path) -
                                         owners |= await _lease_owners(store)
                                         sample = time.monotonic() + OWNER_SAMPLE
                                     stats = await _stats(probe, base)
+                                used.append(_cpu_seconds(busy, server) - cpu_before)
                                 await asyncio.sleep(0.5)  # a duplicate would show up here
                                 stats = await _stats(probe, base)
                                 delivered = stats["delivered"] - before
@@ -353,6 +396,7 @@ async def fanout(server: PostgresServer, hooks: int, runs: int, workdir: Path) -
                                     raise RuntimeError(f"{delivered} deliveries for {hooks} hooks")
                                 rates.append(hooks / (stats["last"] - committed))
                             fleet[count] = rates
+                            cpu[count] = used
                             senders[count] = len(owners)
                         finally:
                             await asyncio.to_thread(_stop_workers, workers)
@@ -362,7 +406,7 @@ async def fanout(server: PostgresServer, hooks: int, runs: int, workdir: Path) -
                 await store.close()
     finally:
         _drop_database(server, name)
-    return FanoutFigures(hooks, fleet, senders, raw, loads)
+    return FanoutFigures(hooks, fleet, senders, raw, loads, cpu)
 
 
 def print_fanout(figures: FanoutFigures, runs: int) -> None:
@@ -370,7 +414,17 @@ def print_fanout(figures: FanoutFigures, runs: int) -> None:
     table = Table(
         title=f"One post → {figures.hooks:,} webhooks, `livedesk run` workers on one PostgreSQL"
     )
-    columns = ("sender", "deliveries/s", "× 1 worker", "÷ raw", "per core", "efficiency", "seen")
+    columns = (
+        "sender",
+        "deliveries/s",
+        "× 1 worker",
+        "÷ raw",
+        "per core",
+        "efficiency",
+        "busy cores",
+        "per busy core",
+        "seen",
+    )
     for column in columns:
         table.add_column(column, justify="left" if column == "sender" else "right", no_wrap=True)
     one = statistics.median(figures.fleet[1])
@@ -378,6 +432,8 @@ def print_fanout(figures: FanoutFigures, runs: int) -> None:
     for count, rates in figures.fleet.items():
         rate = statistics.median(rates)
         used = min(count, cores)
+        spent = figures.cpu.get(count, [])
+        busy = [c * r / figures.hooks for c, r in zip(spent, rates, strict=True)]
         table.add_row(
             f"{count} worker{'s' if count > 1 else ''} (concurrency {CONCURRENCY} each)",
             f"{rate:,.0f}",
@@ -385,6 +441,8 @@ def print_fanout(figures: FanoutFigures, runs: int) -> None:
             f"{rate / ceiling:.2f}",
             f"{rate / used:,.0f}",
             f"{rate / one / used:.0%}",
+            f"{statistics.median(busy):.2f}" if busy else "",
+            f"{statistics.median(figures.hooks / c for c in spent):,.0f}" if spent else "",
             f"{figures.senders[count]} of {count}",
         )
     table.add_row(
@@ -395,12 +453,17 @@ def print_fanout(figures: FanoutFigures, runs: int) -> None:
         f"{ceiling:,.0f}",
         "",
         "",
+        "",
+        "",
     )
     console.print(table)
     console.print(
         f"{cores} cores, shared by the workers, PostgreSQL and the receiver; per core = deliveries/s "
         f"÷ min(workers, cores), efficiency = (× 1 worker) ÷ min(workers, cores); commit → last "
-        f"delivery (receiver's clock); seen = workers sampled holding leases during the fan-out; median of {runs} ({', '.join(figures.loads)})"
+        "delivery (receiver's clock); busy cores = CPU seconds the workers, PostgreSQL and the "
+        "receiver used ÷ the fan-out's seconds, per busy core = deliveries ÷ those CPU seconds "
+        "(what the other work on the machine does not change); seen = workers sampled holding "
+        f"leases during the fan-out; median of {runs} ({', '.join(figures.loads)})"
     )
 
 
