@@ -346,3 +346,20 @@ def test_followed_blogs_are_something_to_run_without_any_platform(tmp_path: Path
     assert "Traceback" not in done.out + done.err
     [feed] = feeds(tmp_path)
     assert feed["last_fetch_at"] is not None and feed["posts"] == 4
+
+
+def test_the_sources_commands_on_postgresql(tmp_path: Path, postgres_url: str) -> None:
+    db = ("--db", postgres_url)
+    url = "https://news.example/live.xml"
+    added = livedesk(*db, "sources", "add", url, "--interval", "45", cwd=tmp_path)
+    assert added.code == 0, added.err
+    twice = livedesk(*db, "sources", "add", url, cwd=tmp_path)
+    assert twice.code == 1
+    assert one_error_line(twice) == f"{url} is already followed (#1, every 45 s)"
+    assert livedesk(*db, "sources", "pause", "1", cwd=tmp_path).code == 0
+    [feed] = feeds(tmp_path, *db)
+    assert (feed["location"], feed["interval"], feed["state"]) == (url, 45, "paused")
+    exported = livedesk(*db, "sources", "export", cwd=tmp_path)
+    assert f'xmlUrl="{url}"' in exported.out and 'livedeskPaused="true"' in exported.out
+    assert livedesk(*db, "sources", "remove", "1", cwd=tmp_path).code == 0
+    assert feeds(tmp_path, *db) == []
