@@ -237,7 +237,8 @@ class App:
             if settings.demo:
                 self._warn("the demo runs on the embedded SQLite store only, not on PostgreSQL")
             demo_wanted = False
-        demo_on = await self._demo_allowed(demo_wanted, nothing_else=alone and not settings.sources)
+        followed = bool(settings.sources) or bool(await store.feeds.list())
+        demo_on = await self._demo_allowed(demo_wanted, nothing_else=alone and not followed)
         leadable: list[Leadable] = []
         for adapter in self._build_adapters(sections, demo=demo_on):
             if fleet_db is not None and isinstance(adapter, Leadable):

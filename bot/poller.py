@@ -131,7 +131,7 @@ class Poller:
         self._load = loader
         self.status: dict[str, SourceStatus] = {}
         """Every feed the poller knows, by location (paused ones too)."""
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._tasks: dict[int, asyncio.Task[None]] = {}  # by feed id
         self._watcher: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
         self._version: int | None = None
@@ -240,12 +240,12 @@ class Poller:
         return True
 
     def _spawn(self) -> None:
-        for location, task in list(self._tasks.items()):
+        for feed_id, task in list(self._tasks.items()):
             if task.done():
-                del self._tasks[location]
+                del self._tasks[feed_id]
         for status in self.status.values():
-            if status.enabled and status.location not in self._tasks:
-                self._tasks[status.location] = asyncio.create_task(
+            if status.enabled and status.feed_id not in self._tasks:
+                self._tasks[status.feed_id] = asyncio.create_task(
                     self._loop(status), name=f"poll {status.location}"
                 )
 

@@ -332,3 +332,34 @@ async def test_a_running_livedesk_follows_feeds_other_processes_add_pause_and_re
     assert f"following {live_blogs.url('added')} every 10s" in err
     assert f"source {live_blogs.url('added')} paused" in err
     assert f"no longer following {live_blogs.url('later')}" in err
+
+
+def test_followed_blogs_are_something_to_run_without_any_platform(tmp_path: Path) -> None:
+    """No platform configured, a store with a real blog: the demo stays out, and `livedesk run`
+    polls the followed blogs instead of stopping for want of anything to do."""
+    blog = tmp_path / "council.txt"
+    blog.write_text(BLOG.read_text())
+    assert livedesk("sources", "add", str(blog), cwd=tmp_path).code == 0
+    assert livedesk("import", str(blog), cwd=tmp_path).code == 0
+    done = livedesk("run", "--once", cwd=tmp_path)
+    assert done.code == 0, done.err
+    assert "Traceback" not in done.out + done.err
+    [feed] = feeds(tmp_path)
+    assert feed["last_fetch_at"] is not None and feed["posts"] == 4
+
+
+def test_the_sources_commands_on_postgresql(tmp_path: Path, postgres_url: str) -> None:
+    db = ("--db", postgres_url)
+    url = "https://news.example/live.xml"
+    added = livedesk(*db, "sources", "add", url, "--interval", "45", cwd=tmp_path)
+    assert added.code == 0, added.err
+    twice = livedesk(*db, "sources", "add", url, cwd=tmp_path)
+    assert twice.code == 1
+    assert one_error_line(twice) == f"{url} is already followed (#1, every 45 s)"
+    assert livedesk(*db, "sources", "pause", "1", cwd=tmp_path).code == 0
+    [feed] = feeds(tmp_path, *db)
+    assert (feed["location"], feed["interval"], feed["state"]) == (url, 45, "paused")
+    exported = livedesk(*db, "sources", "export", cwd=tmp_path)
+    assert f'xmlUrl="{url}"' in exported.out and 'livedeskPaused="true"' in exported.out
+    assert livedesk(*db, "sources", "remove", "1", cwd=tmp_path).code == 0
+    assert feeds(tmp_path, *db) == []

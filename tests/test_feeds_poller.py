@@ -182,7 +182,7 @@ async def test_a_running_poller_follows_changes_at_once_when_told(
         await store.feeds.update(feed.id, enabled=False)
         poller.changed()
         await wait_for(lambda: not poller.status[url].enabled)
-        await wait_for(lambda: url not in poller._tasks or poller._tasks[url].done())
+        await wait_for(lambda: feed.id not in poller._tasks or poller._tasks[feed.id].done())
 
         await store.feeds.remove(feed.id)
         poller.changed()
