@@ -190,6 +190,7 @@ class Dispatcher:
         }
         self._queues: dict[TargetKey, _TargetQueue] = {}
         self._known: dict[int, _Item] = {}
+        self._foreign: set[int] = set()  # pending deliveries another worker of the fleet sends
         self._taken: set[int] = set()
         self._settling: set[int] = set()
         self._results = OutboxResults()
@@ -406,7 +407,8 @@ class Dispatcher:
             pending = await self.outbox.pending_ids()
             for gone in [i for i in self._known if i not in pending]:
                 self._forget(gone)
-            missing = pending - self._known.keys() - self._taken - self._settling
+            self._foreign &= pending
+            missing = pending - self._known.keys() - self._taken - self._settling - self._foreign
             if missing:
                 for row in await self.outbox.pending_by_ids(sorted(missing)):
                     self._add(row)
@@ -420,6 +422,7 @@ class Dispatcher:
         assert self.share is not None
         self._share_version = self.share.version
         self.limiter.share_among(len(self.share.workers))
+        self._foreign.clear()
         for key in [k for k in self._queues if not self.share.owns(k)]:
             tq = self._queues[key]
             for item in tq.items:
@@ -436,7 +439,8 @@ class Dispatcher:
             return  # no adapter for it in this process
         key = (row.platform, row.address, row.thread)
         if self.share is not None and not self.share.owns(key):
-            return  # another worker of the fleet sends to this target
+            self._foreign.add(row.id)  # another worker of the fleet sends to this target
+            return
         tq = self._queues.get(key)
         if tq is None:
             limits = lane.adapter.capabilities.rate_limits

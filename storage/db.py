@@ -380,7 +380,7 @@ MIGRATIONS: tuple[str | Step, ...] = (
     -- The blogs to follow, managed at run time (`livedesk sources add`, the API, the dashboard;
     -- LIVEDESK_SOURCES synced in). A feed is what to fetch and how often; the blog it yields is
     -- `source_id` once it imported. Removing a feed keeps that blog's posts.
-    CREATE TABLE feeds (
+    CREATE TABLE IF NOT EXISTS feeds (
         id              INTEGER PRIMARY KEY,
         location        TEXT NOT NULL UNIQUE,   -- an absolute file path or an http(s) URL
         poll_seconds    REAL NOT NULL,          -- the interval: seconds between polls
@@ -396,8 +396,8 @@ MIGRATIONS: tuple[str | Step, ...] = (
     );
     -- One row: bumped by every add, change and removal, so a poller (in this process or another)
     -- sees cheaply whether to re-read the feeds. Fetch outcomes do not bump it.
-    CREATE TABLE feeds_version (version INTEGER NOT NULL);
-    INSERT INTO feeds_version (version) VALUES (0);
+    CREATE TABLE IF NOT EXISTS feeds_version (version INTEGER NOT NULL);
+    INSERT INTO feeds_version (version) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM feeds_version);
     """,
 )
 

@@ -15,9 +15,11 @@ It mirrors the SQLite schema (storage/db.py) at its latest version, so the row c
   (migration 3), an identity like the others.
 
 Search is a stored, generated `tsvector` column over the same texts as SQLite's FTS5 index, with
-weights A = title, B = byline + location, C = body + joined forms, D = captions + background, under
+weights A = title, B = byline + location, C = body, D = captions + background + joined forms, under
 a configuration `livedesk_english`: English stemming with accents folded first (`Kharkív` matches
-`Kharkiv`). A GIN index serves `search @@ websearch_to_tsquery('livedesk_english', …)`.
+`Kharkiv`). GIN indexes serve `search @@ …` and each rank tier (`ts_filter(search, '{a}') @@ …`);
+the vector is kept in the row, not in the TOAST table, so checking a post against a query is cheap
+(storage.pg_search walks the newest posts for a common word).
 
 Migrations are applied in order, each in its own transaction, under an advisory lock, so several
 Livedesk processes starting at once against one database migrate it once.
@@ -309,6 +311,23 @@ PG_MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE feeds_version (version bigint NOT NULL);
     CREATE UNIQUE INDEX feeds_version_one_row ON feeds_version ((true));
     INSERT INTO feeds_version (version) VALUES (0);
+    """,
+    # 6: search reads a post's vector from its row, and each rank tier has an index of its own.
+    r"""
+    -- A post's search vector (~2.5 KB) went to the TOAST table, uncompressed, so every post a
+    -- search looks at cost a TOAST index lookup and two chunk reads (about 4x the match itself).
+    -- Rows up to a page's size now keep it inline; CLUSTER rewrites the stored rows that way
+    -- (the only rewrite that runs inside a migration's transaction), in rowid order.
+    ALTER TABLE posts SET (toast_tuple_target = 8160);
+    CLUSTER posts USING posts_pkey;
+    ALTER TABLE posts SET WITHOUT CLUSTER;
+    -- The rank tiers (storage.pg_search.TIERS): the title (A), the title with the byline and
+    -- location (A, B), the body (C). A tier's posts are found in its own index, so a word common
+    -- in bodies but rare in titles costs a few title entries, not every post holding it.
+    CREATE INDEX posts_search_title ON posts USING gin (ts_filter(search, '{a}'));
+    CREATE INDEX posts_search_heads ON posts USING gin (ts_filter(search, '{a,b}'));
+    CREATE INDEX posts_search_body ON posts USING gin (ts_filter(search, '{c}'));
+    ANALYZE posts;
     """,
 )
 

@@ -1,16 +1,9 @@
-"""What the dashboard tests share: the app over a real store, a signed-in client, and the feeds.
-
-`MemoryFeeds` keeps the feeds in memory with the `storage.interface.Feeds` contract, for the
-in-process tests, until the store's own feeds table is merged here.
-"""
+"""What the dashboard tests share: the app over a real store, a test sender, a signed-in client."""
 
 from __future__ import annotations
 
-import builtins
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
-from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
@@ -22,82 +15,9 @@ from bot.web import dashboard
 from bot.web.context import CONTEXT, WebContext
 from storage.interface import Store
 from storage.models import Subscription
-from storage.values import Feed, FeedExists
 
 TOKEN = "dashboard-admin-token-0123456789"
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
-
-
-class MemoryFeeds:
-    def __init__(self) -> None:
-        self._feeds: dict[int, Feed] = {}
-        self._version = 0
-
-    async def list(self) -> builtins.list[Feed]:
-        return [self._feeds[k] for k in sorted(self._feeds)]
-
-    async def get(self, feed_id: int) -> Feed | None:
-        return self._feeds.get(feed_id)
-
-    async def add(
-        self, location: str, interval: float, *, origin: str, title: str | None = None
-    ) -> Feed:
-        for feed in self._feeds.values():
-            if feed.location == location:
-                raise FeedExists(feed)
-        feed = Feed(
-            id=max(self._feeds, default=0) + 1,
-            location=location,
-            interval=interval,
-            enabled=True,
-            origin=origin,
-            added_at=datetime.now(UTC),
-            title=title,
-        )
-        self._feeds[feed.id] = feed
-        self._version += 1
-        return feed
-
-    async def update(
-        self, feed_id: int, *, interval: float | None = None, enabled: bool | None = None
-    ) -> Feed | None:
-        feed = self._feeds.get(feed_id)
-        if feed is None:
-            return None
-        feed = replace(
-            feed,
-            interval=feed.interval if interval is None else interval,
-            enabled=feed.enabled if enabled is None else enabled,
-        )
-        self._feeds[feed_id] = feed
-        self._version += 1
-        return feed
-
-    async def remove(self, feed_id: int) -> bool:
-        self._version += 1
-        return self._feeds.pop(feed_id, None) is not None
-
-    async def record_fetch(
-        self,
-        feed_id: int,
-        *,
-        at: datetime,
-        error: str | None,
-        next_attempt_at: datetime,
-        source_id: str | None = None,
-    ) -> None:
-        feed = self._feeds[feed_id]
-        self._feeds[feed_id] = replace(
-            feed,
-            last_fetch_at=at,
-            last_error=error,
-            next_attempt_at=next_attempt_at,
-            failures=feed.failures + 1 if error else 0,
-            source_id=source_id or feed.source_id,
-        )
-
-    async def version(self) -> int:
-        return self._version
 
 
 class SendTests:
@@ -120,7 +40,6 @@ async def _ready() -> dict[str, bool]:
 
 def dashboard_app(
     store: Store,
-    feeds: MemoryFeeds,
     *,
     token: str | None = TOKEN,
     send_test: Callable[[Subscription], Awaitable[str]] | None = None,
@@ -130,7 +49,7 @@ def dashboard_app(
     app = web.Application(middlewares=middlewares)
     app[CONTEXT] = WebContext(
         store=store,
-        feeds=feeds,
+        feeds=store.feeds,
         metrics=Metrics(),
         zone=ZoneInfo("UTC"),
         admin_token=token,

@@ -1,11 +1,13 @@
-"""The dashboard in a real browser: Debian's chromium, driven by Playwright (no browser download).
+"""The dashboard in a real browser against the real `livedesk run`: Debian's chromium, driven by
+Playwright (no browser download).
 
-One story, one browser: sign in, follow a blog, watch its posts arrive in the live stream (imported
-by another `livedesk` process, without reloading the page), search and see the hit marked, pause a
-subscription, send it a test, retry a dead delivery; a screenshot of each page is kept in the
-test's tmp folder (the paths are printed), and a phone-width one too. With
-LIVEDESK_DASHBOARD_SCREENSHOTS=docs the desktop and phone views of the blogs page are written
-there as docs/dashboard.png and docs/dashboard-phone.png (how the README's pictures are made).
+One story, one browser: sign in, follow a blog (a feed served on loopback), watch the running
+poller's posts arrive in the live stream without reloading the page, search and see the hit
+marked, pause a subscription, send it a test (it reaches the fake webhook), retry a dead delivery
+(it is then delivered); a screenshot of each page is kept in the test's tmp folder (the paths are
+printed), and a phone-width one too. With LIVEDESK_DASHBOARD_SCREENSHOTS=docs the desktop and
+phone views of the blogs page are written there as docs/dashboard.png and docs/dashboard-phone.png
+(how the README's pictures are made).
 
 Without /usr/bin/chromium the test skips, saying how to get it, unless LIVEDESK_REQUIRE_BROWSER=1
 (CI sets it: .ci/run installs chromium).
@@ -14,8 +16,12 @@ Without /usr/bin/chromium the test skips, saying how to get it, unless LIVEDESK_
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import shutil
+import signal
+import subprocess
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -25,12 +31,11 @@ from xml.sax.saxutils import escape
 import pytest
 from aiohttp import web
 
-from storage.interface import Store
-from storage.models import ImportResult, Post, Source, SourceKind, Target
+from storage.models import ImportResult, Post, Source, SourceKind
 from storage.store import open_sqlite
-from storage.values import OutboxResults
-from tests.cli_process import livedesk
-from tests.dashboard_kit import TOKEN, MemoryFeeds, SendTests, dashboard_app
+from tests.cli_process import livedesk, spawn
+from tests.dashboard_kit import TOKEN
+from tests.fakes.webhooks import WebhookReceiver
 
 CHROMIUM = Path("/usr/bin/chromium")
 REQUIRED = os.environ.get("LIVEDESK_REQUIRE_BROWSER") == "1"
@@ -47,11 +52,10 @@ ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-HOOK = "https://hooks.slack.com/services/T0000/B0000/abcdefghijklmnopqrstuvwx"
 WAIT_MS = 30_000  # only against a hang: the story asserts order and outcome, never speed
 
 try:
-    from playwright.async_api import Browser, Page, async_playwright, expect
+    from playwright.async_api import Browser, Dialog, Page, async_playwright, expect
 except ImportError:  # pragma: no cover - the dev extra installs it
     if REQUIRED:
         raise
@@ -85,49 +89,31 @@ def harbour_feed(now: datetime) -> str:
     )
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await open_sqlite(tmp_path / "livedesk.db")
-    try:
-        yield opened
-    finally:
-        await opened.close()
+async def serve_feed(body: str) -> tuple[web.AppRunner, str]:
+    """The blog, on loopback, as a newsroom's CMS would serve it."""
 
+    async def feed(request: web.Request) -> web.Response:
+        return web.Response(text=body, content_type="application/rss+xml")
 
-async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
+    app = web.Application()
+    app.router.add_get("/live/harbour.xml", feed)
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    return runner, f"http://127.0.0.1:{port}"
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}/live/harbour.xml"
 
 
-async def seed(store: Store, now: datetime) -> None:
-    """A subscription with one dead delivery, and a post whose title is markup."""
-    desk = Source(id="newsdesk", title="Newsdesk", kind=SourceKind.PAGE_TEXT)
-    await store.subscriptions.add(
-        Target(platform="slack", address=HOOK, kind="webhook"), created_by="test"
-    )
-    await store.ingest(
-        ImportResult(
-            source=desk,
-            posts=(
-                Post(
-                    id="newsdesk-1",
-                    source_id=desk.id,
-                    published_at=now - timedelta(hours=3),
-                    title="<script>window.pwned = 1</script> Storm warning",
-                    body=("<img src=x onerror='window.pwned = 2'> Stay indoors.",),
-                ),
-            ),
-        ),
-        location="seed",
-    )
-    [pending] = await store.outbox.pending_after(0)
-    await store.outbox.record(
-        OutboxResults(dead=[(pending.id, 8, "404 channel_not_found from the webhook")])
-    )
+async def control_room_of(process: subprocess.Popen[str]) -> str:
+    """The URL `livedesk run` says its control room is on."""
+    assert process.stdout is not None
+    seen: list[str] = []
+    async with asyncio.timeout(60):
+        while line := await asyncio.to_thread(process.stdout.readline):
+            seen.append(line)
+            found = re.search(r"Control room on (http://127\.0\.0\.1:\d+)/", line)
+            if found:
+                return found.group(1)
+    raise AssertionError("livedesk run never said where its control room is: " + "".join(seen))
 
 
 class Shots:
@@ -135,35 +121,75 @@ class Shots:
         self.folder = folder
         self.taken: list[Path] = []
 
-    async def take(self, page: Page, name: str) -> Path:
+    async def take(self, page: Page, name: str) -> None:
         path = self.folder / f"{name}.png"
         await page.screenshot(path=str(path), full_page=True)
         self.taken.append(path)
         print(f"screenshot: {path}")
-        return path
 
 
-async def test_an_operator_runs_the_newsroom_from_the_browser(store: Store, tmp_path: Path) -> None:
+async def until(page: Page, selector: str, text: str) -> None:
+    """Reload a page that is not live until `selector` shows `text` (within WAIT_MS)."""
+    async with asyncio.timeout(WAIT_MS / 1000):
+        while (await page.locator(selector).inner_text()).strip() != text:
+            await asyncio.sleep(0.5)
+            await page.reload()
+
+
+async def seed(db: Path, now: datetime) -> None:
+    """What another process imported before: a post whose title and text are markup (the
+    importers strip tags; the store and the dashboard must not rely on that)."""
+    store = await open_sqlite(db)
+    try:
+        desk = Source(id="newsdesk", title="Newsdesk", kind=SourceKind.PAGE_TEXT)
+        post = Post(
+            id="newsdesk-1",
+            source_id=desk.id,
+            published_at=now - timedelta(hours=3),
+            title="<script>window.pwned = 1</script> Storm warning",
+            body=("<img src=x onerror='window.pwned = 2'> Stay indoors.",),
+        )
+        await store.ingest(ImportResult(source=desk, posts=(post,)), location="seed")
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+async def hooks() -> AsyncIterator[WebhookReceiver]:
+    async with WebhookReceiver() as receiver:
+        yield receiver
+
+
+async def test_an_operator_runs_the_newsroom_from_the_browser(
+    tmp_path: Path, hooks: WebhookReceiver
+) -> None:
     now = datetime.now(UTC).replace(microsecond=0)
-    await seed(store, now)
-    feed_file = tmp_path / "harbour.xml"
-    feed_file.write_text(harbour_feed(now), encoding="utf-8")
-    feeds, sends = MemoryFeeds(), SendTests()
-    runner, base = await serve(dashboard_app(store, feeds, send_test=sends))
+    desk, broken = hooks.url("newsroom"), hooks.url("broken")
+    await seed(tmp_path / "livedesk.db", now)
+    made = await asyncio.to_thread(livedesk, "subscribe", "slack", desk, cwd=tmp_path)
+    assert made.code == 0, made.err
+    feed_runner, feed_url = await serve_feed(harbour_feed(now))
+    env = {"LIVEDESK_ADMIN_TOKEN": TOKEN, "LIVEDESK_SLACK": "{}", "LIVEDESK_DEMO": "false"}
+    child = spawn("run", cwd=tmp_path, env=env)
     shots = Shots(tmp_path / "screenshots")
     shots.folder.mkdir()
     try:
+        base = await control_room_of(child)
         async with async_playwright() as playwright:
             # launch() gives the browser a fresh, temporary profile of its own.
             browser = await playwright.chromium.launch(
                 executable_path=str(CHROMIUM), headless=True, args=ARGS
             )
             try:
-                await story(browser, base, store, feeds, sends, feed_file, tmp_path, shots)
+                await story(browser, base, feed_url, hooks, desk, broken, tmp_path, shots)
             finally:
                 await browser.close()
     finally:
-        await runner.cleanup()
+        child.send_signal(signal.SIGTERM)
+        out, err = await asyncio.to_thread(child.communicate, timeout=60)
+        await feed_runner.cleanup()
+    assert child.returncode == 0, err
+    assert TOKEN not in out + err and desk not in out + err
     assert sorted(p.name for p in shots.taken) == [
         "1-login.png",
         "2-blogs.png",
@@ -189,18 +215,18 @@ def publish(shots: Path, to: str | None) -> None:
 async def story(
     browser: Browser,
     base: str,
-    store: Store,
-    feeds: MemoryFeeds,
-    sends: SendTests,
-    feed_file: Path,
+    feed_url: str,
+    hooks: WebhookReceiver,
+    desk: str,
+    broken: str,
     tmp_path: Path,
     shots: Shots,
 ) -> None:
     context = await browser.new_context(viewport={"width": 1280, "height": 860})
     context.set_default_timeout(WAIT_MS)
     page = await context.new_page()
-    scripts_blocked: list[str] = []
-    page.on("console", lambda m: scripts_blocked.append(m.text) if m.type == "error" else None)
+    console_errors: list[str] = []
+    page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
 
     # Sign in.
     await page.goto(base + "/")
@@ -214,43 +240,38 @@ async def story(
     await expect(page).to_have_url(base + "/")
     await expect(page.locator("h1")).to_have_text("Blogs")
 
-    # Follow a blog (a file on the server).
-    await page.fill("input[name=location]", str(feed_file))
-    await page.fill("input[name=interval]", "30")
-    await page.get_by_role("button", name="Follow", exact=True).click()
-    await expect(page.locator(".flash.ok")).to_contain_text(f"Following {feed_file} every 30 s.")
-    await expect(page.locator("tr[data-feed] .badge")).to_have_text("waiting")
-
-    # The live stream: posts imported by another process appear without a reload.
+    # Open the live stream first, then follow the blog in a second tab: the running poller
+    # fetches it and its posts appear in the first tab without a reload.
     await page.get_by_role("link", name="Live", exact=True).click()
     await expect(page.locator("#stream .post")).to_have_count(1)
-    title = page.locator("#stream .post-title").first
-    await expect(title).to_have_text("<script>window.pwned = 1</script> Storm warning")
-    await page.evaluate("window.sameDocument = true")
-    imported = await asyncio.to_thread(
-        livedesk, "import", str(feed_file), "--db", str(tmp_path / "livedesk.db"), cwd=tmp_path
+    seeded = page.locator("#stream .post").first
+    await expect(seeded.locator(".post-title")).to_have_text(
+        "<script>window.pwned = 1</script> Storm warning"
     )
-    assert imported.code == 0, imported.err
+    await expect(seeded.locator(".post-text")).to_have_text(
+        "<img src=x onerror='window.pwned = 2'> Stay indoors."
+    )
+    await page.evaluate("window.sameDocument = true")
+    blogs = await context.new_page()
+    await blogs.goto(base + "/")
+    await blogs.fill("input[name=location]", feed_url)
+    await blogs.fill("input[name=interval]", "30")
+    await blogs.get_by_role("button", name="Follow", exact=True).click()
+    await expect(blogs.locator(".flash.ok")).to_contain_text("every 30 s.")
     await expect(page.locator("#stream .post.fresh")).to_have_count(4)
     await expect(page.locator("#stream .post-title").first).to_have_text("Coastguard on standby")
     assert await page.evaluate("window.sameDocument") is True  # no reload happened
     assert await page.evaluate("typeof window.pwned") == "undefined"  # markup stayed text
     await shots.take(page, "3-live")
 
-    # The blog's health, now that it has posts: the feed learns its blog as the poller would.
-    [feed] = await feeds.list()
-    source = await store.posts.source_at(str(feed_file))
-    assert source is not None
-    await feeds.record_fetch(
-        feed.id, at=now_utc(), error=None, next_attempt_at=now_utc(), source_id=source.id
-    )
-    await page.get_by_role("link", name="Blogs", exact=True).click()
-    row = page.locator(f"tr[data-feed='{feed.id}']")
-    await expect(row.locator(".badge")).to_have_text("active")
+    # The blog's health: fetched, active, its posts per hour.
+    row = blogs.locator("tr[data-feed]")
+    await until(blogs, "tr[data-feed] .badge", "active")
     await expect(row).to_contain_text("Harbour Watch: live")
     await expect(row.locator(".rate")).to_have_text("2")
     await expect(row.locator("svg.spark polyline")).to_have_count(1)
-    await shots.take(page, "2-blogs")
+    await shots.take(blogs, "2-blogs")
+    await blogs.close()
 
     # Search, and the hit is marked.
     await page.get_by_role("link", name="Search", exact=True).click()
@@ -260,37 +281,44 @@ async def story(
     await expect(page.locator(".hit mark").first).to_have_text("Ferry")
     await shots.take(page, "4-search")
 
-    # Pause the subscription, then send it a test.
+    # A second subscription, from another process, whose first delivery fails for good.
+    hooks.respond(broken, 400, "invalid_payload", times=1)
+    made = await asyncio.to_thread(
+        livedesk, "subscribe", "slack", broken, "--backfill", "1", cwd=tmp_path
+    )
+    assert made.code == 0, made.err
+
+    # Pause the first subscription, then send it a test: it reaches the webhook.
     await page.get_by_role("link", name="Subscriptions", exact=True).click()
-    sub_row = page.locator("tr[data-subscription]")
-    await expect(sub_row.locator(".badge")).to_have_text("active")
-    await expect(sub_row).to_contain_text("https://hooks.slack.com/…/uvwx")
-    await sub_row.get_by_role("button", name="Pause").click()
+    first = page.locator("tr[data-subscription='1']")
+    await expect(first.locator(".badge")).to_have_text("active")
+    await expect(first).not_to_contain_text(desk)  # the webhook URL is masked
+    await first.get_by_role("button", name="Pause").click()
     await expect(page.locator(".flash.ok")).to_have_text("Subscription #1 paused.")
-    await expect(sub_row.locator(".badge")).to_have_text("paused")
-    await expect(sub_row.locator(".reason")).to_have_text("paused from the dashboard")
-    await sub_row.get_by_role("button", name="Send test").click()
-    await expect(page.locator(".flash.ok")).to_contain_text("a test message went to")
-    assert sends.sent == [1]
-    await sub_row.get_by_role("button", name="Resume").click()
-    await expect(sub_row.locator(".badge")).to_have_text("active")
+    await expect(first.locator(".badge")).to_have_text("paused")
+    await expect(first.locator(".reason")).to_have_text("paused from the dashboard")
+    before = len(hooks.payloads(desk))
+    await first.get_by_role("button", name="Send test").click()
+    await expect(page.locator(".flash.ok")).to_contain_text("test message sent to")
+    [test_message] = (await hooks.wait_for(desk, before + 1, within=30))[before:]
+    assert "Livedesk test message" in json.dumps(test_message)
     await shots.take(page, "5-subscriptions")
 
-    # Retry the dead delivery.
+    # The dead delivery, with its reason; retried, it goes out.
     await page.get_by_role("link", name="Deliveries", exact=True).click()
-    await expect(page.locator("#dead")).to_have_text("1")
-    dead_row = page.locator("tr[data-delivery]")
-    await expect(dead_row.locator(".reason")).to_have_text("404 channel_not_found from the webhook")
+    await until(page, "#dead", "1")
+    dead = page.locator("tr[data-delivery]")
+    await expect(dead.locator(".reason")).to_contain_text("invalid_payload")
     await shots.take(page, "6-deliveries")
-    await dead_row.get_by_role("button", name="Retry").click()
+    await dead.get_by_role("button", name="Retry").click()
     await expect(page.locator(".flash.ok")).to_have_text("1 delivery back in the queue.")
     await expect(page.locator("#dead")).to_have_text("0")
-    assert (await store.outbox.counts())["dead"] == 0
+    [delivered] = await hooks.wait_for(broken, 1, within=30)
+    assert "Coastguard on standby" in json.dumps(delivered)
 
     # The same dashboard on a phone.
     phone = await browser.new_context(
         viewport={"width": 390, "height": 844},
-        device_scale_factor=1,
         is_mobile=True,
         has_touch=True,
         storage_state=await context.storage_state(),
@@ -303,9 +331,21 @@ async def story(
     await shots.take(phone_page, "7-blogs-phone")
     await phone.close()
 
-    assert not [m for m in scripts_blocked if "Content Security Policy" in m]
+    # Stop following the blog: the browser asks first; its posts stay.
+    asked: list[str] = []
+
+    async def confirm(dialog: Dialog) -> None:
+        asked.append(dialog.message)
+        await dialog.accept()
+
+    page.once("dialog", confirm)
+    await page.get_by_role("link", name="Blogs", exact=True).click()
+    await page.locator("tr[data-feed]").get_by_role("button", name="Remove").click()
+    await expect(page.locator(".flash.ok")).to_contain_text("No longer following Harbour Watch")
+    await expect(page.locator("tr[data-feed]")).to_have_count(0)
+    assert asked == ["Stop following this blog? Its posts stay in the store."]
+    kept = page.locator("table.list tr", has_text="Harbour Watch: live")  # among the other blogs
+    await expect(kept.locator("td[data-label=Posts]")).to_have_text("4")
+
+    assert not [m for m in console_errors if "Content Security Policy" in m]
     await context.close()
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)

@@ -10,7 +10,9 @@ CSRF token (bot.web.sessions). Without LIVEDESK_ADMIN_TOKEN every page answers 4
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -23,13 +25,13 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from bot.adapters.base import DeliveryError
 from bot.redact import clean
 from bot.web import views
+from bot.web.auth import FailedLogins
 from bot.web.context import WebContext, context_of
 from bot.web.sessions import (
     COOKIE,
     FLASH_COOKIE,
     LOGIN_COOKIE,
     SESSION_SECONDS,
-    LoginLimiter,
     Session,
     Sessions,
     new_token,
@@ -37,12 +39,11 @@ from bot.web.sessions import (
 )
 from storage.models import SubscriptionState
 from storage.query import QueryError
-from storage.values import FeedExists
+from storage.values import MIN_FEED_INTERVAL, FeedExists, check_interval
 
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
-MIN_INTERVAL = 10.0
 DEFAULT_INTERVAL = 60.0
 STREAM_SIZE = 30
 SEARCH_PER_PAGE = 10
@@ -51,7 +52,7 @@ POSTS_FOR_HEALTH = 1000
 """The newest posts per blog read to draw its 24-hour sparkline (the store returns at most 1000)."""
 
 SESSIONS: web.AppKey[Sessions] = web.AppKey("dashboard_sessions", Sessions)
-LIMITER: web.AppKey[LoginLimiter] = web.AppKey("dashboard_login_limiter", LoginLimiter)
+LIMITER: web.AppKey[FailedLogins] = web.AppKey("dashboard_failed_logins", FailedLogins)
 
 HEADERS = {
     "Content-Security-Policy": (
@@ -72,6 +73,10 @@ _templates = Environment(
     lstrip_blocks=True,
 )
 _templates.globals["segments"] = views.segments
+_templates.globals["asset"] = hashlib.sha256(
+    b"".join(path.read_bytes() for path in sorted(STATIC.iterdir()))
+).hexdigest()[:12]
+"""Part of the static files' URLs: a browser fetches them again when they change."""
 
 Page = Callable[[web.Request, WebContext, Session], Awaitable[web.StreamResponse]]
 
@@ -79,7 +84,7 @@ Page = Callable[[web.Request, WebContext, Session], Awaitable[web.StreamResponse
 def setup(app: web.Application) -> None:
     """Add the dashboard's routes under `/` and its static files under `/static/`."""
     app[SESSIONS] = Sessions()
-    app[LIMITER] = LoginLimiter()
+    app[LIMITER] = FailedLogins()  # the API's rule: 10 failures a minute per address
     r = app.router
     r.add_get("/login", login_form)
     r.add_post("/login", login)
@@ -255,7 +260,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         return _dashboard_off()
     limiter = request.app[LIMITER]
     client = request.remote or "unknown"
-    wait = limiter.retry_after(client)
+    wait = math.ceil(limiter.retry_after(client))
     if wait:
         log.warning("dashboard: sign-in from %s refused: too many wrong tokens", client)
         return _login_page(
@@ -273,7 +278,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         limiter.failed(client)
         log.warning("dashboard: sign-in from %s refused: wrong token", client)
         return _login_page(request, 401, "That is not the admin token (LIVEDESK_ADMIN_TOKEN).")
-    limiter.succeeded(client)
+    limiter.forget(client)
     _session, cookie = request.app[SESSIONS].open(ctx.admin_token)
     response = back("/")
     _cookie(request, response, COOKIE, cookie, max_age=SESSION_SECONDS)
@@ -321,7 +326,7 @@ async def blogs(request: web.Request, ctx: WebContext, session: Session) -> web.
         when=lambda at: views.when(at, ctx.zone),
         clean=clean,
         default_interval=int(DEFAULT_INTERVAL),
-        min_interval=int(MIN_INTERVAL),
+        min_interval=int(MIN_FEED_INTERVAL),
     )
 
 
@@ -351,8 +356,7 @@ def _interval(text: str) -> float:
         seconds = float(text)
     except ValueError:
         raise ValueError(f"interval: {text!r} is not a number of seconds.") from None
-    if not seconds >= MIN_INTERVAL:  # also refuses NaN
-        raise ValueError(f"interval: at least {MIN_INTERVAL:g} seconds.")
+    check_interval(seconds)  # FeedError: at least 10 seconds
     if seconds > 7 * 86400:
         raise ValueError("interval: at most a week (604800 seconds).")
     return seconds
@@ -492,7 +496,7 @@ async def change_subscription(
 
 async def deliveries(request: web.Request, ctx: WebContext, session: Session) -> web.StreamResponse:
     counts = await ctx.store.outbox.counts()
-    dead = [views.dead_line(d) for d in await ctx.store.outbox.dead(DEAD_SHOWN)]
+    dead = [views.dead_line(d, ctx.zone) for d in await ctx.store.outbox.dead(DEAD_SHOWN)]
     return page(
         request,
         session,

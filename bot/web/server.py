@@ -113,9 +113,11 @@ def build_app(context: WebContext, *, failures: FailedLogins | None = None) -> w
     app.router.add_get("/metrics", metrics)
     if context.admin_token:
         app.add_subapp(API_PREFIX, api.build(context, failures or FailedLogins()))
-        dashboard.setup(app)  # login, blogs, posts, search, subscriptions, deliveries under `/`
     else:
         app.router.add_route("*", API_PREFIX + "/{tail:.*}", api_off)
+    # Login, blogs, posts, search, subscriptions, deliveries under `/`; without the token its
+    # pages say that it is off and how to turn it on.
+    dashboard.setup(app)
     return app
 
 

@@ -10,8 +10,8 @@ worker carries one that a page of another site cannot know. The line a page show
 "flash") travels in a cookie signed for that session.
 
 Only the admin token opens a session, compared in constant time; failed attempts are counted per
-client address and past `MAX_FAILURES` in `FAILURE_WINDOW` seconds the login answers 429 with
-Retry-After until the window has passed.
+client address as the API counts them (bot.web.auth.FailedLogins: past 10 in a minute, 429 with
+Retry-After).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import hmac
 import json
 import secrets
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -32,8 +31,6 @@ LOGIN_COOKIE = "livedesk_login"
 """Before a session exists, the login form's CSRF token is checked against this cookie."""
 SESSION_SECONDS = 8 * 3600
 """A session ends this long after sign-in, used or not."""
-MAX_FAILURES = 10
-FAILURE_WINDOW = 60.0
 MAX_FLASH = 600
 """Characters of one flash line kept (a cookie holds about 4 KB)."""
 
@@ -150,35 +147,3 @@ class Sessions:
             for kind, text in (line for line in lines if isinstance(line, list) and len(line) == 2)
             if kind in ("ok", "error") and isinstance(text, str)
         ]
-
-
-class LoginLimiter:
-    """Failed logins per client address: `MAX_FAILURES` within `FAILURE_WINDOW` seconds, then wait."""
-
-    def __init__(self, clock: Clock = time.monotonic) -> None:
-        self._clock = clock
-        self._failures: dict[str, deque[float]] = {}
-
-    def _recent(self, client: str) -> deque[float]:
-        now = self._clock()
-        stamps = self._failures.get(client, deque())
-        while stamps and stamps[0] <= now - FAILURE_WINDOW:
-            stamps.popleft()
-        return stamps
-
-    def retry_after(self, client: str) -> int:
-        """Seconds this client must wait before trying again; 0: it may try now."""
-        stamps = self._recent(client)
-        if len(stamps) < MAX_FAILURES:
-            return 0
-        return max(1, int(stamps[-MAX_FAILURES] + FAILURE_WINDOW - self._clock()) + 1)
-
-    def failed(self, client: str) -> None:
-        stamps = self._recent(client)
-        stamps.append(self._clock())
-        self._failures[client] = stamps
-        if len(self._failures) > 10_000:  # forget clients that went quiet
-            self._failures = {c: s for c, s in self._failures.items() if self._recent(c)}
-
-    def succeeded(self, client: str) -> None:
-        self._failures.pop(client, None)

@@ -16,6 +16,7 @@ from bot.platforms import BY_NAME, mask_address
 from bot.redact import clean
 from storage.models import Highlighted, Post, Subscription
 from storage.values import DeadDelivery, Feed
+from storage.values import feed_state as stored_feed_state
 
 HOURS = 24
 SPARK_WIDTH = 120
@@ -75,13 +76,9 @@ class BlogRow:
 
 
 def feed_state(feed: Feed) -> str:
-    if not feed.enabled:
-        return "paused"
-    if feed.last_error and feed.failures:
-        return "failing"
-    if feed.last_fetch_at is None:
-        return "waiting"
-    return "active"
+    """As `livedesk sources` says (paused, failing, active), and "waiting" before a first fetch."""
+    state = stored_feed_state(feed)
+    return "waiting" if state == "active" and feed.last_fetch_at is None else state
 
 
 def blog_row(feed: Feed, published: Iterable[datetime], now: datetime) -> BlogRow:
@@ -194,7 +191,16 @@ class DeadLine:
     created_at: str
 
 
-def dead_line(dead: DeadDelivery) -> DeadLine:
+def stored_time(text: str, zone: ZoneInfo) -> str:
+    """A time the store gave as ISO 8601 text, shown as every other time on the page."""
+    try:
+        at = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return text
+    return when(at if at.tzinfo else at.replace(tzinfo=UTC), zone)
+
+
+def dead_line(dead: DeadDelivery, zone: ZoneInfo) -> DeadLine:
     return DeadLine(
         id=dead.id,
         where=f"{BY_NAME[p].label if (p := dead.target.platform) in BY_NAME else p}: "
@@ -203,7 +209,7 @@ def dead_line(dead: DeadDelivery) -> DeadLine:
         event=dead.event,
         attempts=dead.attempts,
         reason=clean(dead.last_error) if dead.last_error else "no reason recorded",
-        created_at=dead.created_at,
+        created_at=stored_time(dead.created_at, zone),
     )
 
 
