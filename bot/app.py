@@ -349,7 +349,6 @@ class App:
             send_test=self._send_test,
             readiness=self._readiness,
             backfill=settings.backfill,
-            feeds_changed=self._feeds_changed,
         )
         self.metrics.on_scrape(self._rate_limit_use)
         self.control_room = room = ControlRoom(
@@ -386,11 +385,6 @@ class App:
                 f"Control room on {room.url}: health and metrics only; the API and the dashboard "
                 "are off (set LIVEDESK_ADMIN_TOKEN to turn them on)"
             )
-
-    def _feeds_changed(self) -> None:
-        """The API or the dashboard changed the feeds: this process's poller re-reads them now."""
-        if self.poller is not None:
-            self.poller.changed()
 
     async def _readiness(self) -> dict[str, bool]:
         """What `/readyz` checks: the store answers, the adapters started, the dispatcher runs."""
