@@ -19,7 +19,8 @@ average at the start of each run printed.
     of 1,000) beside raw COPY and raw executemany (psycopg) into the same, freshly migrated schema.
     Every input (rows, documents, joined words) is generated before any clock starts.
 (3) Search p50/p99 at 100k posts, PostgreSQL (store.search) beside SQLite (storage.search.search),
-    top 10, for the query kinds of bench/search.py (same Corpus, same queries).
+    top 10, for the query kinds of bench/search.py (its code: same Corpus, same queries), on the
+    database the import filled; `--big` adds 1M posts filled by raw COPY.
 """
 
 from __future__ import annotations
@@ -56,9 +57,7 @@ from bot.adapters.slack_render import render_card
 from bot.cards import card_from_post
 from bot.models import EditPolicy, Target
 from storage.codecs import post_joined_words
-from storage.db import Database
 from storage.models import ImportResult, Post, Source, SourceKind
-from storage.search import search as sqlite_search
 from storage.store import PgStore, open_postgres
 from storage.values import NewSubscription
 from tests.cli_process import child_env, command
@@ -585,149 +584,23 @@ def print_import(figures: ImportFigures) -> None:
 
 
 # --- (3) search ------------------------------------------------------------------------------------
+# bench/search.py's PostgreSQL-beside-SQLite figures (`python -m bench search --postgres-only`), here
+# on the database the import above filled through the store.
 
 
-def _percentiles(samples: list[float]) -> tuple[float, float]:
-    ordered = sorted(samples)
-    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-    return statistics.median(ordered), p99
-
-
-@dataclass(frozen=True, slots=True)
-class SearchFigures:
-    posts: int
-    figures: dict[str, tuple[str, str, tuple[float, float], tuple[float, float]]]
-    """{kind: (PostgreSQL's count label, SQLite's, PostgreSQL p50/p99 ms, SQLite p50/p99 ms)}"""
-    loads: list[str]
-    samples: int
-
-
-async def _timed(call: Any, samples: int) -> list[float]:
-    await call()  # warm the caches
-    taken: list[float] = []
-    for _ in range(samples):
-        started = time.perf_counter()
-        await call()
-        taken.append((time.perf_counter() - started) * 1000)
-    return taken
-
-
-def _sqlite_database(corpus: search_bench.Corpus, count: int) -> Path:
-    """bench/search.py's cached database of `count` posts (built here without tantivy if missing)."""
-    search_bench.RESULTS.mkdir(parents=True, exist_ok=True)
-    path = search_bench.RESULTS / f"search-{search_bench.CACHE_VERSION}-{count}.db"
-    if not path.exists():
-        console.print(f"building {path.name} with raw executemany ({_load()}, not timed)…")
-        building = path.with_suffix(".building")
-        for leftover in search_bench.RESULTS.glob(building.name + "*"):
-            leftover.unlink()
-        search_bench._schema(building)
-        search_bench.raw_insert(building, corpus.rows(count))
-        for suffix in ("-wal", "-shm"):
-            Path(str(building) + suffix).unlink(missing_ok=True)
-        building.rename(path)
-    return path
-
-
-async def _fill_by_copy(server: PostgresServer, corpus: search_bench.Corpus, count: int) -> str:
-    console.print(f"loading {count:,} posts into PostgreSQL with COPY ({_load()}, not timed)…")
-    rows = corpus.rows(count)
-    name = _new_database(server)
-    url = server.url(name)
-    await _empty_schema(url)
-    for start in range(0, count, 100_000):
-        chunk = rows[start : start + 100_000]
-        values = _raw_rows(chunk, corpus.documents(chunk))
-        await asyncio.to_thread(_raw_import, url, values, "copy")
-    return name
-
-
-async def bench_search(
-    url: str, sqlite_path: Path, corpus: search_bench.Corpus, posts: int, runs: int, samples: int
-) -> SearchFigures:
+async def _search(
+    server: PostgresServer, corpus: search_bench.Corpus, name: str, size: int, args: Any
+) -> None:
     kinds = search_bench.queries(corpus)
+    sqlite_path = await asyncio.to_thread(search_bench.sqlite_database, corpus, size)
+    url = server.url(name)
     with psycopg.connect(url, autocommit=True) as conn:  # as autovacuum would have, in service
         conn.execute("VACUUM ANALYZE posts")
-    store = await open_postgres(url)
-    per_run: dict[str, list[tuple[tuple[float, float], tuple[float, float]]]] = {
-        q.kind: [] for q in kinds
-    }
-    labels: dict[str, tuple[str, str]] = {}
-    loads: list[str] = []
-    try:
-        async with await Database.open(sqlite_path) as db:
-            for q in kinds:
-                pg_page = await store.search(q.ours, per_page=10)
-                lite_page = await sqlite_search(db, q.ours, per_page=10)
-                labels[q.kind] = (pg_page.total_label, lite_page.total_label)
-            for _ in range(runs):
-                loads.append(_load())
-                for q in kinds:
-
-                    async def on_pg(text: str = q.ours) -> object:
-                        return await store.search(text, per_page=10)
-
-                    async def on_sqlite(text: str = q.ours) -> object:
-                        return await sqlite_search(db, text, per_page=10)
-
-                    per_run[q.kind].append(
-                        (
-                            _percentiles(await _timed(on_pg, samples)),
-                            _percentiles(await _timed(on_sqlite, samples)),
-                        )
-                    )
-    finally:
-        await store.close()
-
-    def median_pair(pairs: list[tuple[float, float]]) -> tuple[float, float]:
-        return statistics.median(p for p, _ in pairs), statistics.median(p for _, p in pairs)
-
-    figures = {
-        kind: (
-            labels[kind][0],
-            labels[kind][1],
-            median_pair([r[0] for r in rs]),
-            median_pair([r[1] for r in rs]),
-        )
-        for kind, rs in per_run.items()
-    }
-    return SearchFigures(posts, figures, loads, samples)
-
-
-def _ms(value: float) -> str:
-    return f"{value:.2f}" if value < 10 else f"{value:.0f}"
-
-
-def print_search(figures: SearchFigures, how: str) -> None:
-    table = Table(title=f"Search at {figures.posts:,} posts: top 10, PostgreSQL beside SQLite")
-    columns = (
-        "query",
-        "PG shows",
-        "SQLite shows",
-        "PG p50",
-        "p99",
-        "SQLite p50",
-        "p99",
-        "PG ÷ SQLite",
+    figures, loads = await search_bench.bench_postgres(
+        url, sqlite_path, kinds, args.runs, args.samples
     )
-    for column in columns:
-        table.add_column(column, justify="left" if column == "query" else "right", no_wrap=True)
-    for kind, (pg_label, lite_label, pg, lite) in figures.figures.items():
-        table.add_row(
-            kind,
-            pg_label,
-            lite_label,
-            _ms(pg[0]),
-            _ms(pg[1]),
-            _ms(lite[0]),
-            _ms(lite[1]),
-            f"{pg[0] / lite[0]:.1f}",
-        )
-    console.print(table)
-    console.print(
-        f"milliseconds, median of {len(figures.loads)} runs × {figures.samples} samples each "
-        f"({', '.join(figures.loads)}); PostgreSQL filled by {how}, SQLite: bench/search.py's "
-        "cached database (raw executemany)"
+    search_bench.print_postgres(
+        size, figures, loads, args.samples, "filled by open_postgres(...).ingest"
     )
 
 
@@ -746,18 +619,12 @@ async def _run(args: argparse.Namespace) -> None:
         imported, kept = await bench_import(server, corpus, args.posts, args.runs)
         print_import(imported)
 
-        sizes = [args.posts] + ([1_000_000] if args.big else [])
-        for size in sizes:
-            if size == args.posts:
-                name, how = kept, "open_postgres(...).ingest"
-            else:
-                name, how = await _fill_by_copy(server, corpus, size), "raw COPY"
-            sqlite_path = await asyncio.to_thread(_sqlite_database, corpus, size)
-            found = await bench_search(
-                server.url(name), sqlite_path, corpus, size, args.runs, args.samples
+        await _search(server, corpus, kept, args.posts, args)
+        _drop_database(server, kept)
+        if args.big:  # 1M posts, filled by raw COPY (bench/search.py)
+            await search_bench.postgres_beside_sqlite(
+                server, corpus, search_bench.queries(corpus), 1_000_000, args.runs
             )
-            print_search(found, how)
-            _drop_database(server, name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,6 +3,7 @@
     python -m bench search                      # 100k and 1M posts, then the import figures
     python -m bench search --quick              # 100k posts only, smaller imports
     python -m bench search --sizes 1000000 --no-import
+    python -m bench search --quick --no-import --postgres-only   # PostgreSQL beside SQLite
 
 One run prints, over the same corpus and the same queries:
 (1) p50/p99 per query kind (top 10 with highlighted title and snippet) for our search(), for the
@@ -11,7 +12,12 @@ One run prints, over the same corpus and the same queries:
     remove_diacritics 2` does here), with the same field weights. Goal: ours p99 ≤ 20 ms.
 (2) the index size per post, SQLite (the whole database) and tantivy (the index folder);
 (3) the import rate of storage.ingest.ingest with the richer index ÷ raw executemany into the
-    same schema (goal ≥ 0.8), and what each FTS5 option costs at import (raw executemany).
+    same schema (goal ≥ 0.8), and what each FTS5 option costs at import (raw executemany);
+(4) with --postgres (or --postgres-only): p50/p99 per query kind of PostgreSQL's search
+    (storage.pg_search, through the store) beside SQLite's, in the same run, over the same posts:
+    a throwaway PostgreSQL server (tests/pgserver.py, shared_buffers --shared-buffers) filled by
+    raw COPY into the store's schema (the generated tsvector and every index built as an import
+    would), then VACUUM ANALYZE as autovacuum would have.
 
 Every input (posts, documents, queries) is generated before any clock starts. Each figure is the
 median of RUNS runs, the load average printed beside it; every (kind, engine) pair gets the same
@@ -38,13 +44,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import tantivy
+from psycopg import sql
 from rich.console import Console
 from rich.table import Table
 
 from bench.store import SEED, zipf_vocabulary
 from storage import db as db_module
-from storage.codecs import to_db_time
+from storage.codecs import post_joined_words, to_db_time
 from storage.db import (
     FTS_OPTIONS,
     MIGRATIONS,
@@ -58,6 +66,9 @@ from storage.models import Image, ImportResult, Post, Source, SourceKind
 from storage.posts import PostStore
 from storage.query import compile_query
 from storage.search import RANK_EXPRESSION, search
+from storage.store import open_postgres
+from tests import pgserver
+from tests.pgserver import PostgresServer, running_server
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CACHE_VERSION = "v2"  # bump when the corpus or the schema changes
@@ -638,6 +649,215 @@ def print_import(figures: ImportFigures, count: int, option_count: int) -> None:
     console.print(options)
 
 
+# --- PostgreSQL beside SQLite ---------------------------------------------------------------------
+
+PG_COLUMNS = (
+    "id, source_id, published_at, title, byline, body, images, background, location, "
+    "content_hash, recorded_at, joined_words"
+)
+PG_CHUNK = 50_000
+SHARED_BUFFERS = "256MB"
+"""The bench server's shared_buffers: PostgreSQL's own default is 128MB, the test servers' 32MB
+(tests/pgserver.py); a server that holds a search index is given more than either."""
+
+
+def sqlite_database(corpus: Corpus, count: int) -> Path:
+    """The cached SQLite database of `count` posts (as `built` makes it, without tantivy)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"search-{CACHE_VERSION}-{count}.db"
+    if not path.exists():
+        console.print(f"building {path.name} with raw executemany ({_load()}, not timed)…")
+        building = path.with_suffix(".building")
+        for leftover in RESULTS.glob(building.name + "*"):
+            leftover.unlink()
+        _schema(building)
+        raw_insert(building, corpus.rows(count))
+        for suffix in ("-wal", "-shm"):
+            Path(str(building) + suffix).unlink(missing_ok=True)
+        building.rename(path)
+    return path
+
+
+def _copy(url: str, values: list[tuple[Any, ...]]) -> None:
+    with psycopg.connect(url) as conn, conn.cursor() as cur:
+        with cur.copy(f"COPY posts ({PG_COLUMNS}) FROM STDIN") as copy:
+            for row in values:
+                copy.write_row(row)
+        conn.commit()
+
+
+async def fill_postgres(url: str, corpus: Corpus, count: int) -> float:
+    """The corpus's first `count` posts in an empty PostgreSQL database: the schema made by the
+    store, the posts by raw COPY in chunks (their joined words as the store computes them), then
+    VACUUM ANALYZE. Returns the seconds the COPY took (the rows are generated before the clock)."""
+    store = await open_postgres(url)
+    await store.close()
+    recorded = "2022-01-01T00:00:00.000000Z"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO sources (id, title, kind, added_at, number) "
+            "VALUES ('bench', 'Bench blog', 'page-text', %s, 1)",
+            (recorded,),
+        )
+    seconds = 0.0
+    every = corpus.rows(count)
+    for start in range(0, count, PG_CHUNK):
+        rows = every[start : start + PG_CHUNK]
+        joined = [post_joined_words(p) for d in corpus.documents(rows) for p in d.posts]
+        values = [
+            (
+                r[0],
+                "bench",
+                r[1],
+                r[2],
+                "By Bench Writer",
+                r[3],
+                r[4],
+                r[6],
+                r[7],
+                r[0],
+                recorded,
+                j,
+            )
+            for r, j in zip(rows, joined, strict=True)
+        ]
+        started = time.perf_counter()
+        await asyncio.to_thread(_copy, url, values)
+        seconds += time.perf_counter() - started
+        console.print(f"  {start + len(rows):,} posts copied ({_load()})")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE posts")
+    return seconds
+
+
+@dataclass(frozen=True, slots=True)
+class PgKindFigures:
+    pg_label: str
+    sqlite_label: str
+    pg: tuple[float, float]
+    sqlite: tuple[float, float]
+    same_page: bool
+    """Whether both show the same posts in the same order (the corpus is ASCII: they should)."""
+
+
+async def bench_postgres(
+    url: str, sqlite_path: Path, kinds: list[Query], runs: int, samples: int
+) -> tuple[dict[str, PgKindFigures], list[str]]:
+    """{kind: figures} (medians over runs) and the load average at the start of each run: each
+    run times every kind on PostgreSQL, then on SQLite, the same number of samples each."""
+    store = await open_postgres(url)
+    per_run: dict[str, list[tuple[tuple[float, float], tuple[float, float]]]] = {
+        q.kind: [] for q in kinds
+    }
+    firsts: dict[str, tuple[str, str, bool]] = {}
+    loads: list[str] = []
+    try:
+        async with await Database.open(sqlite_path) as db:
+            for q in kinds:
+                on_pg = await store.search(q.ours, per_page=10)
+                on_sqlite = await search(db, q.ours, per_page=10)
+                same = [h.post.id for h in on_pg.hits] == [h.post.id for h in on_sqlite.hits]
+                firsts[q.kind] = (on_pg.total_label, on_sqlite.total_label, same)
+            for _ in range(runs):
+                loads.append(_load())
+                for q in kinds:
+
+                    async def run_pg(text: str = q.ours) -> object:
+                        return await store.search(text, per_page=10)
+
+                    async def run_sqlite(text: str = q.ours) -> object:
+                        return await search(db, text, per_page=10)
+
+                    per_run[q.kind].append(
+                        (await _time_async(run_pg, samples), await _time_async(run_sqlite, samples))
+                    )
+    finally:
+        await store.close()
+    figures = {
+        kind: PgKindFigures(
+            firsts[kind][0],
+            firsts[kind][1],
+            _median_pair([r[0] for r in rs]),
+            _median_pair([r[1] for r in rs]),
+            firsts[kind][2],
+        )
+        for kind, rs in per_run.items()
+    }
+    return figures, loads
+
+
+def print_postgres(
+    posts: int, figures: dict[str, PgKindFigures], loads: list[str], samples: int, how: str
+) -> None:
+    table = Table(title=f"Search at {posts:,} posts: top 10, PostgreSQL beside SQLite")
+    columns = (
+        "query",
+        "PG shows",
+        "SQLite shows",
+        "same page",
+        "PG p50",
+        "p99",
+        "SQLite p50",
+        "p99",
+        f"PG ≤{GOAL_MS:.0f}",
+    )
+    for column in columns:
+        table.add_column(column, justify="left" if column == "query" else "right", no_wrap=True)
+    for kind, f in figures.items():
+        table.add_row(
+            kind,
+            f.pg_label,
+            f.sqlite_label,
+            "yes" if f.same_page else "NO",
+            _ms(f.pg[0]),
+            _ms(f.pg[1]),
+            _ms(f.sqlite[0]),
+            _ms(f.sqlite[1]),
+            "yes" if f.pg[1] <= GOAL_MS else "NO",
+        )
+    console.print(table)
+    console.print(
+        f"milliseconds, median of {len(loads)} runs × {samples} samples per engine "
+        f"({', '.join(loads)}); PostgreSQL {how}; SQLite: the cached database (raw executemany)"
+    )
+
+
+async def postgres_beside_sqlite(
+    server: PostgresServer, corpus: Corpus, kinds: list[Query], size: int, runs: int
+) -> None:
+    """Fill a new database on `server` with `size` posts, time both engines, print, drop it."""
+    sqlite_path = await asyncio.to_thread(sqlite_database, corpus, size)
+    name = f"bench_search_{size}"
+    with psycopg.connect(server.dsn(), autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
+    try:
+        console.print(f"filling PostgreSQL with {size:,} posts by raw COPY ({_load()})…")
+        seconds = await fill_postgres(server.url(name), corpus, size)
+        how = (
+            f"filled by raw COPY at {size / seconds:,.0f} posts/s, shared_buffers "
+            f"{pgserver.SETTINGS['shared_buffers']}"
+        )
+        samples = SAMPLES.get(size, SAMPLES[SMALL_POSTS])
+        figures, loads = await bench_postgres(server.url(name), sqlite_path, kinds, runs, samples)
+        print_postgres(size, figures, loads, samples, how)
+    finally:
+        with psycopg.connect(server.dsn(), autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+async def _postgres_sizes(
+    corpus: Corpus, kinds: list[Query], sizes: list[int], runs: int, shared_buffers: str
+) -> None:
+    pgserver.SETTINGS["shared_buffers"] = shared_buffers
+    with running_server() as server:
+        console.print(f"PostgreSQL on port {server.port}; {os.cpu_count()} cores; {_load()}")
+        for size in sizes:
+            await postgres_beside_sqlite(server, corpus, kinds, size, runs)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench search", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="100k posts only")
@@ -646,17 +866,26 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--sizes", default=f"{SMALL_POSTS},{BIG_POSTS}", help="database sizes, comma-separated"
     )
     parser.add_argument("--no-import", action="store_true", help="skip the import figures")
+    parser.add_argument(
+        "--postgres", action="store_true", help="then PostgreSQL beside SQLite at each size"
+    )
+    parser.add_argument(
+        "--postgres-only", action="store_true", help="only PostgreSQL beside SQLite"
+    )
+    parser.add_argument("--shared-buffers", default=SHARED_BUFFERS, help="of the bench server")
     args = parser.parse_args(argv)
 
     corpus = Corpus()
     kinds = queries(corpus)
     console.print("queries: " + "; ".join(f"{q.kind} = {q.ours}" for q in kinds))
     sizes = [SMALL_POSTS] if args.quick else [int(n) for n in args.sizes.split(",") if n]
-    for size in sizes:
+    for size in sizes if not args.postgres_only else []:
         target = built(corpus, size)
         samples = SAMPLES.get(size, SAMPLES[SMALL_POSTS])
         figures, loads = asyncio.run(bench_queries(target, kinds, args.runs, samples))
         print_queries(target, figures, loads, samples)
+    if args.postgres or args.postgres_only:
+        asyncio.run(_postgres_sizes(corpus, kinds, sizes, args.runs, args.shared_buffers))
     if not args.no_import:
         option_count = OPTION_POSTS // 2 if args.quick else OPTION_POSTS
         import_count = IMPORT_POSTS // 4 if args.quick else IMPORT_POSTS

@@ -16,9 +16,11 @@ import asyncio
 import contextlib
 import fcntl
 import logging
+import os
 import signal
 from collections.abc import Iterator, Sequence
 from contextlib import AsyncExitStack
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -27,17 +29,20 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.text import Text
 
-from bot.adapters.base import Adapter, AdapterContext, StartupError
+from bot.adapters.base import Adapter, AdapterContext, DeliveryError, StartupError
 from bot.adapters.terminal import TerminalAdapter
 from bot.config import ConfigError, Settings
 from bot.demo import PROMPT_HINT, SAMPLE_LOCATION, TERMINAL_TARGET, DemoReplay, forget_terminal
 from bot.fleet import FleetMember, new_worker_id
-from bot.models import PostEvent, Reply, Request
-from bot.platforms import CONFIGURABLE, Platform, waiting_lines
+from bot.metrics import Metrics
+from bot.models import Card, PostEvent, Reply, Request, Subscription
+from bot.platforms import CONFIGURABLE, Platform, mask_address, waiting_lines
 from bot.provision import provision
 from bot.ratelimit import SendBudget
 from bot.redact import printable
 from bot.share import TargetShare
+from bot.web.context import WebContext
+from bot.web.server import ControlRoom
 from storage.pg_fleet import Fleet, Leadership
 
 log = logging.getLogger(__name__)
@@ -108,6 +113,11 @@ class App:
         self.dispatcher: Any = None
         self.poller: Any = None
         self.demo: Any = None
+        self.metrics = Metrics()  # what GET /metrics shows; one registry per app
+        self.control_room: ControlRoom | None = None
+        self.budget = SendBudget()  # one per bot and chat: pushes and command replies share it
+        self._adapters_started = False
+        self._dispatcher_task: asyncio.Task[None] | None = None
 
     def stop(self) -> None:
         """Ask the app to stop; `run()` then shuts everything down in reverse order."""
@@ -194,12 +204,18 @@ class App:
         stack.push_async_callback(self._end_demo)  # after everything else stopped
         self.posts = store.posts
         self.subscriptions = store.subscriptions
-        deps = Deps(store=store, backfill=settings.backfill, timezone=settings.zone)
+        deps = Deps(
+            store=store,
+            backfill=settings.backfill,
+            timezone=settings.zone,
+            on_search=self.metrics.searched,
+        )
 
         async def handle_request(request: Request) -> Reply:
             return await handle(request, deps)
 
-        budget = SendBudget()  # one per bot and chat: pushes and command replies share it
+        budget = self.budget
+        room = None if self.once else self._control_room(store)
         context = AdapterContext(
             handle=handle_request,
             pacer=budget,
@@ -208,6 +224,7 @@ class App:
             http_port=settings.http_port,
             source_names=self._source_names,
             first_seen=store.replays.first_seen,
+            mount=room.mount if room is not None else None,
         )
         await provision(self.subscriptions, settings)
         active = await self.subscriptions.count_by_platform(active_only=True)
@@ -220,7 +237,8 @@ class App:
             if settings.demo:
                 self._warn("the demo runs on the embedded SQLite store only, not on PostgreSQL")
             demo_wanted = False
-        demo_on = await self._demo_allowed(demo_wanted, nothing_else=alone and not settings.sources)
+        followed = bool(settings.sources) or bool(await store.feeds.list())
+        demo_on = await self._demo_allowed(demo_wanted, nothing_else=alone and not followed)
         leadable: list[Leadable] = []
         for adapter in self._build_adapters(sections, demo=demo_on):
             if fleet_db is not None and isinstance(adapter, Leadable):
@@ -236,6 +254,9 @@ class App:
             log.info("removed %d terminal subscription(s) left by an earlier demo", removed)
         if not demo_on and self.loud_without_demo:
             logging.getLogger().setLevel(settings.log_level.upper())
+        self._adapters_started = True
+        if room is not None:
+            await self._open_control_room(room, stack)
 
         member: FleetMember | None = None
         share: TargetShare | None = None
@@ -258,9 +279,11 @@ class App:
             settings.dispatch,
             limiter=budget.limiter,
             share=share,
+            metrics=self.metrics,
         )
         if not self.once:
             task = asyncio.create_task(dispatcher.run(), name="dispatcher")
+            self._dispatcher_task = task
             stack.push_async_callback(self._stop_dispatcher, task)
 
         def wake(events: list[PostEvent]) -> None:
@@ -271,7 +294,10 @@ class App:
             settings.sources,
             on_import=wake,
             new_source_backfill=settings.new_source_backfill,
+            metrics=self.metrics,
         )
+        if self.control_room is not None:
+            self.control_room.context.feeds_changed = poller.changed  # the API added or changed one
         stack.push_async_callback(poller.stop)
         if member is not None and share is not None and fleet_db is not None:
             # The leader polls the blogs and the chats; every worker delivers its share.
@@ -307,6 +333,106 @@ class App:
             len(settings.sources),
             ", demo replay" if demo_on else "",
         )
+
+    # --- the control room (bot.web.server) -------------------------------------------------------------
+
+    def _control_room(self, store: Any) -> ControlRoom:
+        """The HTTP server, routes built; adapters mount theirs at start, then it listens."""
+        settings = self.settings
+        token = settings.admin_token.get_secret_value() if settings.admin_token else None
+        web = WebContext(
+            store=store,
+            feeds=store.feeds,
+            metrics=self.metrics,
+            zone=settings.zone,
+            admin_token=token or None,
+            send_test=self._send_test,
+            readiness=self._readiness,
+            backfill=settings.backfill,
+        )
+        self.metrics.on_scrape(self._rate_limit_use)
+        self.control_room = room = ControlRoom(
+            web, host=settings.http_host, port=settings.http_port
+        )
+        return room
+
+    async def _open_control_room(self, room: ControlRoom, stack: AsyncExitStack) -> None:
+        """Listen, and say where in one line. An address that cannot be bound is fatal only when a
+        platform needs the server (Slack's slash command); otherwise deliveries go on without it."""
+        try:
+            await room.start()
+        except OSError as error:
+            where = f"{room.host}:{room.port}"
+            reason = os.strerror(error.errno).lower() if error.errno else str(error)
+            if room.mounted:
+                raise StartupError(
+                    f"cannot serve {room.mounted[0][0]} on {where}: {reason}"
+                ) from None
+            self._warn(
+                f"the control room is off: cannot listen on {where} ({reason}); "
+                "set LIVEDESK_HTTP_PORT to a free port"
+            )
+            self.control_room = None
+            return
+        stack.push_async_callback(room.stop)
+        if room.context.admin_token:
+            self._say(
+                f"Control room on {room.url}/ (API {room.url}/api/v1, metrics /metrics, "
+                "health /healthz and /readyz)"
+            )
+        else:
+            self._say(
+                f"Control room on {room.url}: health and metrics only; the API and the dashboard "
+                "are off (set LIVEDESK_ADMIN_TOKEN to turn them on)"
+            )
+
+    async def _readiness(self) -> dict[str, bool]:
+        """What `/readyz` checks: the store answers, the adapters started, the dispatcher runs."""
+        checks: dict[str, bool] = {}
+        try:
+            async with asyncio.timeout(3.0):
+                await self.store.outbox.data_version()
+            checks["store"] = True
+        except Exception:
+            checks["store"] = False
+        checks["adapters"] = self._adapters_started and not self.stopping
+        if not self.once:
+            task = self._dispatcher_task
+            checks["dispatcher"] = task is not None and not task.done()
+        return checks
+
+    async def _send_test(self, subscription: Subscription) -> str:
+        """A test message to the subscription's chat or webhook, through its platform's adapter and
+        within the bot's send budget; DeliveryError (addresses masked) when it does not go."""
+        target = subscription.target
+        where = f"{target.platform} {mask_address(target)}"
+        adapter = self.adapters.get(target.platform)
+        if adapter is None:
+            raise DeliveryError(f"{target.platform} is not running here: nothing sent to {where}")
+        card = Card(
+            post_id="livedesk-test",
+            title="Livedesk test message",
+            published_at=datetime.now(UTC),
+            body=(f"Subscription #{subscription.id} reaches this chat.",),
+            source_title="Livedesk",
+        )
+        try:
+            async with asyncio.timeout(30.0):
+                await self.budget.reply(adapter, target, lambda: adapter.send(target, card))
+        except DeliveryError:
+            raise
+        except TimeoutError:
+            raise DeliveryError(f"{where} did not answer in 30 s") from None
+        except Exception as error:
+            log.exception("the test send to subscription %d failed", subscription.id)
+            raise DeliveryError(f"{where}: {type(error).__name__}") from None
+        return f"test message sent to {where}"
+
+    def _rate_limit_use(self) -> None:
+        limiter = self.budget.limiter
+        for name, adapter in self.adapters.items():
+            limits = adapter.capabilities.rate_limits
+            self.metrics.set_rate_limit_use(name, limiter.use(name, limits))
 
     async def _roles_changed(self, held: frozenset[str]) -> None:
         """This worker became (or stopped being) a leader of the fleet: poll the blogs, and the

@@ -35,6 +35,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 from rich.text import Text
 
+from bot import opml
 from bot.config import ConfigError, Settings, load_settings
 from bot.logs import configure_logging
 from bot.models import (
@@ -49,7 +50,9 @@ from bot.models import (
 )
 from bot.platforms import NAMES as PLATFORMS
 from bot.platforms import configured_secrets, mask_address, operator_target, platform, waiting_lines
-from bot.redact import printable
+from bot.poller import SETTINGS_ORIGIN, feed_location
+from bot.redact import printable, redact
+from bot.sources.text import is_http_url
 from bot.targets import FLAVORS, mask_url, public_options
 from storage import variants as search_variants
 from storage.db import DatabaseUnusable, check_location, classify
@@ -59,7 +62,19 @@ from storage.pg_db import masked
 from storage.pg_schema import PostgresUnusable
 from storage.query import QueryError, compile_query
 from storage.store import is_postgres_url, open_postgres, open_sqlite
-from storage.values import MAX_PER_PAGE, FetchState, SourceConflict
+from storage.values import (
+    MAX_PER_PAGE,
+    MIN_FEED_INTERVAL,
+    Feed,
+    FeedError,
+    FeedExists,
+    FetchFailure,
+    FetchState,
+    SourceConflict,
+    SourceInfo,
+    check_interval,
+    feed_state,
+)
 
 if TYPE_CHECKING:
     from storage.values import DeadDelivery
@@ -267,7 +282,60 @@ def build_parser() -> argparse.ArgumentParser:
         "post_id", metavar="ID", help="the post's number (as `latest` shows it) or its id"
     )
 
-    command("sources", "the blogs imported so far")
+    p = command(
+        "sources",
+        "the blogs followed and imported; add, set, pause, resume, remove, import, export",
+    )
+    actions = p.add_subparsers(dest="action", required=False, metavar="ACTION")
+
+    def action(name: str, help_text: str) -> argparse.ArgumentParser:
+        return actions.add_parser(
+            name, help=help_text, description=help_text, parents=[common], allow_abbrev=False
+        )
+
+    interval_help = (
+        f"seconds between polls, at least {MIN_FEED_INTERVAL:g} (default {DEFAULT_INTERVAL:g})"
+    )
+    a = action("add", "follow a blog: poll a file or an http(s) URL on its interval")
+    a.add_argument("location", metavar="PATH_OR_URL", help="a file or http(s) URL of a live blog")
+    a.add_argument(
+        "--interval",
+        type=interval_seconds,
+        default=DEFAULT_INTERVAL,
+        metavar="SECONDS",
+        help=interval_help,
+    )
+    a = action("set", "change how often a followed blog is polled")
+    a.add_argument("feed_id", type=record_id, metavar="ID", help="as `livedesk sources` shows it")
+    a.add_argument(
+        "--interval",
+        type=interval_seconds,
+        required=True,
+        metavar="SECONDS",
+        help=f"seconds between polls, at least {MIN_FEED_INTERVAL:g}",
+    )
+    for name, help_text in (
+        ("pause", "stop polling a followed blog for now (kept, with its posts)"),
+        ("resume", "poll a paused blog again, at once"),
+        ("remove", "stop following a blog (its posts stay in the store)"),
+    ):
+        a = action(name, help_text)
+        a.add_argument(
+            "feed_id", type=record_id, metavar="ID", help="as `livedesk sources` shows it"
+        )
+    a = action("import", "follow every feed of an OPML file, as feed readers export them")
+    a.add_argument("file", type=Path, metavar="FILE.opml", help="OPML 1.0 or 2.0")
+    a.add_argument(
+        "--interval",
+        type=interval_seconds,
+        default=DEFAULT_INTERVAL,
+        metavar="SECONDS",
+        help=interval_help,
+    )
+    a = action("export", "the followed blogs as OPML 2.0, for a feed reader or another Livedesk")
+    a.add_argument(
+        "file", type=Path, nargs="?", metavar="FILE", help="where to write it (default: stdout)"
+    )
 
     p = command("run", "run the bot: adapters, sources on a schedule, deliveries")
     p.add_argument(
@@ -993,9 +1061,21 @@ def _print_version(ctx: Ctx, versions: list[PostVersion], index: int) -> None:
 
 
 async def cmd_sources(ctx: Ctx, args: argparse.Namespace) -> int:
+    """`livedesk sources [add|set|pause|resume|remove|import|export]`: the blogs to follow."""
+    action = getattr(args, "action", None)
+    if action is not None:
+        return await SOURCE_ACTIONS[action](ctx, args)
     async with open_db(ctx) as store:
         infos = await store.posts.sources()
         failing = await store.posts.failing_locations()
+        feeds = await store.feeds.list()
+    feed_of: dict[int, Feed] = {}  # id() of a blog row or failure → its feed
+    posts_of: dict[int, int] = {}  # feed id → its blog's posts
+    for feed, paired in _feed_rows(feeds, infos, failing):
+        feed_of[id(paired)] = feed
+        if isinstance(paired, SourceInfo):
+            posts_of[feed.id] = paired.posts
+    fed = {feed.id for feed in feed_of.values()}
     if ctx.json:
         ctx.emit_json(
             [
@@ -1007,6 +1087,7 @@ async def cmd_sources(ctx: Ctx, args: argparse.Namespace) -> int:
                     "newest": info.newest.isoformat() if info.newest else None,
                     "imported_at": info.imported_at.isoformat() if info.imported_at else None,
                     "last_error": info.last_error,
+                    "feed": _feed_json(feed_of.get(id(info)), posts_of),
                 }
                 for info in infos
             ]
@@ -1021,13 +1102,36 @@ async def cmd_sources(ctx: Ctx, args: argparse.Namespace) -> int:
                     "imported_at": None,
                     "last_error": failure.error,
                     "failed_at": failure.at.isoformat(),
+                    "feed": _feed_json(feed_of.get(id(failure)), posts_of),
                 }
                 for failure in failing
             ]
+            + [
+                {
+                    "number": None,
+                    "id": None,
+                    "title": feed.title,
+                    "location": shown_location(feed.location),
+                    "posts": 0,
+                    "newest": None,
+                    "imported_at": None,
+                    "last_error": feed.last_error,
+                    "feed": _feed_json(feed, posts_of),
+                }
+                for feed in feeds
+                if feed.id not in fed
+            ]
         )
         return EXIT_OK
+    if not infos and not failing and not feeds:
+        ctx.out.print(
+            "No blogs yet. Follow one with `livedesk sources add PATH_OR_URL`, "
+            "or import one with `livedesk import PATH_OR_URL`."
+        )
+        return EXIT_OK
+    if feeds:
+        ctx.out.print(_feeds_table(ctx, feeds, posts_of))
     if not infos and not failing:
-        ctx.out.print("No blogs yet. Import one with `livedesk import PATH_OR_URL`.")
         return EXIT_OK
     errors = bool(failing) or any(info.last_error for info in infos)
     # Fits 80 columns: no side borders, the two times stacked in one column, and the title and the
@@ -1063,6 +1167,312 @@ async def cmd_sources(ctx: Ctx, args: argparse.Namespace) -> int:
     table.expand = ctx.out.measure(table).maximum > ctx.out.width
     ctx.out.print(table)
     return EXIT_OK
+
+
+def shown_location(location: str) -> str:
+    """A feed's location as it may be printed: tokens in its query string and a URL's password
+    masked, no control characters."""
+    return one_line(redact(location))
+
+
+def _feed_rows(
+    feeds: Sequence[Feed], infos: Sequence[SourceInfo], failing: Sequence[FetchFailure]
+) -> list[tuple[Feed, SourceInfo | FetchFailure]]:
+    """Each feed with the blog it imported (by blog id, else by location), or with the failure
+    recorded for its location before it ever imported."""
+    by_source = {info.source.id: info for info in infos}
+    by_location: dict[str, SourceInfo | FetchFailure] = {
+        info.location: info for info in infos if info.location
+    }
+    for failure in failing:
+        by_location.setdefault(failure.location, failure)
+    pairs: list[tuple[Feed, SourceInfo | FetchFailure]] = []
+    taken: set[int] = set()
+    for feed in feeds:
+        row = by_source.get(feed.source_id or "") or by_location.get(feed.location)
+        if row is not None and id(row) not in taken:
+            taken.add(id(row))
+            pairs.append((feed, row))
+    return pairs
+
+
+def _feed_json(feed: Feed | None, posts_of: dict[int, int]) -> dict[str, Any] | None:
+    if feed is None:
+        return None
+    return {
+        "id": feed.id,
+        "location": shown_location(feed.location),
+        "title": feed.title,
+        "state": feed_state(feed),
+        "interval": feed.interval,
+        "enabled": feed.enabled,
+        "origin": feed.origin,
+        "added_at": feed.added_at.isoformat(),
+        "last_fetch_at": feed.last_fetch_at.isoformat() if feed.last_fetch_at else None,
+        "next_attempt_at": feed.next_attempt_at.isoformat() if feed.next_attempt_at else None,
+        "last_error": feed.last_error,
+        "failures": feed.failures,
+        "source_id": feed.source_id,
+        "posts": posts_of.get(feed.id, 0),
+    }
+
+
+STATE_STYLES = {"active": "green", "paused": "yellow", "failing": "red"}
+
+
+def _feeds_table(ctx: Ctx, feeds: Sequence[Feed], posts_of: dict[int, int]) -> Table:
+    """The followed blogs: what `sources pause|resume|remove ID` takes, and how each one fares."""
+    errors = any(feed.last_error for feed in feeds)
+    table = Table(
+        title="Followed (ID for `sources pause|resume|remove|set`)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    table.add_column("id", justify="right", no_wrap=True)
+    table.add_column("location · title", overflow="fold", ratio=3, min_width=20)
+    table.add_column("state\nevery", no_wrap=True)
+    table.add_column("last fetch\nnext attempt", no_wrap=True)
+    table.add_column("posts", justify="right", no_wrap=True)
+    if errors:
+        table.add_column("last error", overflow="fold", ratio=2, min_width=12)
+    for feed in feeds:
+        state = feed_state(feed)
+        if not feed.enabled:
+            upcoming = "paused"
+        elif feed.next_attempt_at is None:
+            upcoming = "now"
+        else:
+            upcoming = ctx.when(feed.next_attempt_at, seconds=True)
+        where = Text(shown_location(feed.location))
+        if feed.title:
+            where += Text(f"\n{one_line(feed.title)}", style="dim")
+        row: list[str | Text] = [
+            str(feed.id),
+            where,
+            Text(state, style=STATE_STYLES[state]) + Text(f"\n{feed.interval:g} s", style="dim"),
+            Text(ctx.when(feed.last_fetch_at, seconds=True)) + Text(f"\n{upcoming}", style="dim"),
+            str(posts_of.get(feed.id, 0)),
+        ]
+        if errors:
+            row.append(Text(one_line(feed.last_error or ""), style="red"))
+        table.add_row(*row)
+    table.expand = ctx.out.measure(table).maximum > ctx.out.width
+    return table
+
+
+DEFAULT_INTERVAL = 60.0
+"""Seconds between polls of a feed added without --interval (LIVEDESK_SOURCES' default too)."""
+
+
+def interval_seconds(text: str) -> float:
+    """--interval as typed: a number of seconds, at least MIN_FEED_INTERVAL."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    try:
+        return check_interval(seconds)
+    except FeedError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def checked_feed_location(text: str) -> str:
+    """What `sources add` follows: an http(s) URL as typed, a file as an absolute path; UserError
+    for anything else (another scheme, an empty location)."""
+    location = text.strip()
+    if not location:
+        raise UserError("give a file path or an http(s) URL to follow")
+    scheme = urlsplit(location).scheme.lower() if "://" in location else ""
+    if scheme in ("http", "https"):
+        if not urlsplit(location).hostname:
+            raise UserError(f"{shown_location(location)} has no host name")
+        return location
+    if scheme not in ("", "file"):
+        raise UserError(
+            f"{shown_location(location)} is not a file path or an http(s) URL "
+            f"({scheme}:// cannot be followed)"
+        )
+    return feed_location(location)
+
+
+async def _feed_or_fail(ctx: Ctx, store: Store, feed_id: int) -> Feed | None:
+    feed = await store.feeds.get(feed_id)
+    if feed is None:
+        ctx.error(f"no followed blog #{feed_id}; `livedesk sources` lists them with their ids")
+    return feed
+
+
+def _said(ctx: Ctx, payload: dict[str, Any], line: str) -> int:
+    if ctx.json:
+        ctx.emit_json(payload)
+    else:
+        ctx.out.print(Text(line), soft_wrap=True)
+    return EXIT_OK
+
+
+async def sources_add(ctx: Ctx, args: argparse.Namespace) -> int:
+    location = checked_feed_location(args.location)
+    async with open_db(ctx, create=True) as store:
+        try:
+            feed = await store.feeds.add(location, args.interval, origin="cli")
+        except FeedExists as exists:
+            ctx.error(
+                f"{shown_location(exists.feed.location)} is already followed "
+                f"(#{exists.feed.id}, every {exists.feed.interval:g} s)"
+            )
+            return EXIT_FAILED
+        except FeedError as error:
+            raise UserError(str(error)) from None
+    if not is_http_url(location) and not await asyncio.to_thread(Path(location).exists):
+        ctx.warn(f"{location} does not exist (yet): polling it fails until it does")
+    return _said(
+        ctx,
+        _feed_json(feed, {}) or {},
+        f"Following #{feed.id} {shown_location(feed.location)} every {feed.interval:g} s "
+        "(a running `livedesk run` starts polling it within seconds).",
+    )
+
+
+async def sources_set(ctx: Ctx, args: argparse.Namespace) -> int:
+    async with open_db(ctx) as store:
+        if await _feed_or_fail(ctx, store, args.feed_id) is None:
+            return EXIT_FAILED
+        feed = await store.feeds.update(args.feed_id, interval=args.interval)
+    if feed is None:
+        ctx.error(f"no followed blog #{args.feed_id}")
+        return EXIT_FAILED
+    return _said(
+        ctx,
+        _feed_json(feed, {}) or {},
+        f"#{feed.id} {shown_location(feed.location)}: polled every {feed.interval:g} s now.",
+    )
+
+
+async def _sources_enable(ctx: Ctx, feed_id: int, *, enabled: bool) -> int:
+    async with open_db(ctx) as store:
+        before = await _feed_or_fail(ctx, store, feed_id)
+        if before is None:
+            return EXIT_FAILED
+        feed = await store.feeds.update(feed_id, enabled=enabled)
+    if feed is None:
+        ctx.error(f"no followed blog #{feed_id}")
+        return EXIT_FAILED
+    shown = f"#{feed.id} {shown_location(feed.location)}"
+    if before.enabled == enabled:
+        line = f"{shown} is already {'active' if enabled else 'paused'}."
+    elif enabled:
+        line = f"Resumed {shown}: polled again every {feed.interval:g} s, first at once."
+    else:
+        line = f"Paused {shown}: not polled until `livedesk sources resume {feed.id}`."
+    return _said(ctx, {**(_feed_json(feed, {}) or {}), "changed": before.enabled != enabled}, line)
+
+
+async def sources_pause(ctx: Ctx, args: argparse.Namespace) -> int:
+    return await _sources_enable(ctx, args.feed_id, enabled=False)
+
+
+async def sources_resume(ctx: Ctx, args: argparse.Namespace) -> int:
+    return await _sources_enable(ctx, args.feed_id, enabled=True)
+
+
+async def sources_remove(ctx: Ctx, args: argparse.Namespace) -> int:
+    async with open_db(ctx) as store:
+        feed = await _feed_or_fail(ctx, store, args.feed_id)
+        if feed is None:
+            return EXIT_FAILED
+        await store.feeds.remove(feed.id)
+    line = f"Stopped following #{feed.id} {shown_location(feed.location)}; its posts stay in the store."
+    if feed.origin == SETTINGS_ORIGIN:
+        line += " It is in LIVEDESK_SOURCES: the next `livedesk run` follows it again."
+    return _said(ctx, {"removed": feed.id, "location": shown_location(feed.location)}, line)
+
+
+async def sources_import(ctx: Ctx, args: argparse.Namespace) -> int:
+    try:
+        document = opml.read(args.file)
+    except opml.OpmlError as error:
+        ctx.error(str(error))
+        return EXIT_FAILED
+    added: list[Feed] = []
+    already: list[Feed] = []
+    skipped = list(document.skipped)
+    async with open_db(ctx, create=True) as store:
+        for outline in document.outlines:
+            interval = args.interval
+            if outline.interval is not None and outline.interval >= MIN_FEED_INTERVAL:
+                interval = outline.interval
+            try:
+                feed = await store.feeds.add(
+                    outline.location, interval, origin="opml", title=outline.title
+                )
+            except FeedExists as exists:
+                already.append(exists.feed)
+                continue
+            except FeedError as error:
+                skipped.append(f"outline {shown_location(outline.location)}: skipped, {error}")
+                continue
+            if outline.paused:
+                feed = await store.feeds.update(feed.id, enabled=False) or feed
+            added.append(feed)
+    if ctx.json:
+        ctx.emit_json(
+            {
+                "added": [_feed_json(feed, {}) for feed in added],
+                "already_followed": [_feed_json(feed, {}) for feed in already],
+                "skipped": [one_line(line) for line in skipped],
+            }
+        )
+        return EXIT_OK
+    for line in skipped:
+        ctx.warn(line)
+    for feed in added:
+        ctx.out.print(
+            Text(f"+ #{feed.id} {shown_location(feed.location)} every {feed.interval:g} s"),
+            soft_wrap=True,
+        )
+    ctx.out.print(
+        f"{args.file}: {len(added)} new, {len(already)} already followed, {len(skipped)} skipped.",
+        soft_wrap=True,
+        markup=False,
+    )
+    return EXIT_OK
+
+
+async def sources_export(ctx: Ctx, args: argparse.Namespace) -> int:
+    async with open_db(ctx) as store:
+        feeds = await store.feeds.list()
+    text = opml.render(feeds)
+    tokened = sum(redact(feed.location) != feed.location for feed in feeds)
+    if tokened:
+        ctx.warn(
+            f"the export holds {tokened} URL{'s' if tokened != 1 else ''} with secret parts "
+            "(tokens, passwords) as they are, for a reader to follow: keep it private"
+        )
+    if args.file is None or str(args.file) == "-":
+        sys.stdout.write(text)
+        return EXIT_OK
+    try:
+        args.file.write_text(text, encoding="utf-8")
+    except OSError as error:
+        ctx.error(f"cannot write {args.file}: {error.strerror or error}")
+        return EXIT_FAILED
+    return _said(
+        ctx,
+        {"exported": len(feeds), "file": str(args.file)},
+        f"Exported {len(feeds)} followed blog{'s' if len(feeds) != 1 else ''} to {args.file}.",
+    )
+
+
+SOURCE_ACTIONS: dict[str, Callable[[Ctx, argparse.Namespace], Coroutine[Any, Any, int]]] = {
+    "add": sources_add,
+    "set": sources_set,
+    "pause": sources_pause,
+    "resume": sources_resume,
+    "remove": sources_remove,
+    "import": sources_import,
+    "export": sources_export,
+}
 
 
 # --- subscriptions -----------------------------------------------------------------------------------

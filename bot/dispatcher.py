@@ -52,6 +52,7 @@ from bot.adapters.base import (
 )
 from bot.cards import card_from_post
 from bot.config import DispatchSettings
+from bot.metrics import Metrics
 from bot.models import Card, EditPolicy
 from bot.ratelimit import Check, Permit, RateLimiter, chat_key, platform_key, target_checks
 from bot.redact import clean_outcomes
@@ -127,6 +128,7 @@ class _Item:
     order_key: str
     due: float  # next_attempt_at (clock time)
     attempts: int = 0
+    seen: float | None = None  # when it was created, as near as this process knows (metrics)
 
     def sort_key(self) -> tuple[str, int]:
         return (self.order_key, self.id)
@@ -167,8 +169,11 @@ class Dispatcher:
         rng: random.Random | None = None,
         limiter: RateLimiter | None = None,
         share: TargetShare | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.outbox = outbox
+        self.metrics = metrics
+        self._backlog = True  # the first full load: what was pending before this process started
         # In a fleet (several processes on one PostgreSQL store): the targets this one sends to.
         self.share = share
         self._share_version = share.version if share is not None else 0
@@ -416,6 +421,7 @@ class Dispatcher:
                     self._add(row)
             if pending:
                 self._watermark = max(self._watermark, max(pending))
+            self._backlog = False
 
     def _reshare(self) -> None:
         """The fleet changed: let go of the targets another worker sends to now (what is in flight
@@ -448,6 +454,8 @@ class Dispatcher:
             checks = target_checks(row.platform, limits, row.address, row.target_kind)
             tq = self._queues[key] = _TargetQueue(key, lane, checks)
         item = _Item(row.id, row.subscription_id, row.order_key, row.next_attempt_at)
+        if not self._backlog:  # loaded as soon as it was written (woken, notified or polled)
+            item.seen = self.clock()
         self._known[row.id] = item
         items = tq.items
         if not items or (items[-1].order_key, items[-1].id) < (item.order_key, item.id):
@@ -683,12 +691,14 @@ class Dispatcher:
         is_update = False
         if job.event == UPDATED:
             if job.edit_policy == EditPolicy.IGNORE:
+                self._count(job, "skipped")
                 self._record_skip(job.id, "edit policy: ignore")
                 return False
             last = self._unrecorded.get(
                 (job.subscription_id, job.post_rowid)
             ) or await self.outbox.last_sent(job.subscription_id, job.post_rowid)
             if last is not None and last.version >= post.version:
+                self._count(job, "skipped")
                 self._record_skip(job.id, "already sent this version")
                 return False
             if (
@@ -702,6 +712,7 @@ class Dispatcher:
         card = self._card(found, job.query, is_update)
         block = chat_key(job.target.platform, job.target.address)
         checks: list[Check] = [(lane.key, lane.overall), (block, None), *tq.checks]
+        outcome = "sent"
         try:
             if edit_ref is not None:
                 ref = edit_ref
@@ -709,6 +720,7 @@ class Dispatcher:
                     reference = await self._limited(
                         checks, lambda: adapter.edit(job.target, ref, card)
                     )
+                    outcome = "edited"
                 except (PermanentError, InvalidPayload) as exc:
                     # The old message is gone or cannot be edited: say it as a follow-up.
                     log.info("edit of delivery %d refused (%s); sending a follow-up", job.id, exc)
@@ -719,6 +731,8 @@ class Dispatcher:
             else:
                 reference = await self._limited(checks, lambda: adapter.send(job.target, card))
         except RateLimited as exc:
+            if self.metrics is not None:
+                self.metrics.throttled(job.target.platform)
             until = self.clock() + exc.retry_after
             if exc.global_:
                 self.limiter.block(lane.key, until)
@@ -732,6 +746,7 @@ class Dispatcher:
             )
             return self._retry(item, job, str(exc), until)
         except TargetMoved as exc:
+            self._count(job, "moved")
             self._results.moves.append((job.target.platform, job.target.address, exc.new_address))
             self._forget_target(job.target.platform, job.target.address)
             self._added()
@@ -746,6 +761,7 @@ class Dispatcher:
                 job.subscription_id,
                 reason,
             )
+            self._count(job, "disabled")
             self._results.disable.append((job.target.platform, job.target.address, reason))
             self._results.dead.append((job.id, item.attempts + 1, reason))
             self._settle(job.id)
@@ -753,6 +769,7 @@ class Dispatcher:
             return False
         except InvalidPayload as exc:
             log.warning("delivery %d refused by %s: %s", job.id, job.target.platform, exc)
+            self._count(job, "dead")
             self._results.dead.append((job.id, item.attempts + 1, str(exc) or "invalid payload"))
             self._settle(job.id)
             return False
@@ -769,6 +786,7 @@ class Dispatcher:
             )
             return self._retry(item, job, f"{type(exc).__name__}: {exc}", None)
         self.sent += 1
+        self._count(job, outcome, item)
         self._results.sent.append((job.id, reference, post.version, self._sent_at()))
         self._unrecorded[(job.subscription_id, job.post_rowid)] = SentRef(reference, post.version)
         self._unrecorded_keys.append((job.subscription_id, job.post_rowid))
@@ -837,6 +855,7 @@ class Dispatcher:
         attempts = item.attempts + 1
         item.attempts = attempts
         if attempts >= self.settings.max_attempts:
+            self._count(job, "dead")
             log.warning("delivery %d is dead after %d attempts: %s", job.id, attempts, error)
             self._results.dead.append((job.id, attempts, error))
             self._settle(job.id)
@@ -845,9 +864,17 @@ class Dispatcher:
             delay = min(self.settings.backoff_max, self.settings.backoff_base * 2 ** (attempts - 1))
             until = self.clock() + delay * self._rng.uniform(0.5, 1.0)  # jitter: 50-100 %
         item.due = until
+        self._count(job, "retry")
         self._results.retry.append((job.id, attempts, until, error))
         self._settle(job.id)
         return True
+
+    def _count(self, job: DeliveryJob, outcome: str, item: _Item | None = None) -> None:
+        """One attempt's outcome for the metrics; a send's latency from the delivery's creation."""
+        if self.metrics is not None:
+            seen = item.seen if item is not None else None
+            latency = None if seen is None else self.clock() - seen
+            self.metrics.delivered(job.target.platform, outcome, latency=latency)
 
     def _sent_at(self) -> str:
         """Now, as `to_db_time` writes it; strftime once a second (once per delivery showed up)."""

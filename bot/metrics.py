@@ -10,6 +10,8 @@ No label carries a secret or a chat's private id: platforms are names, sources a
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -33,7 +35,8 @@ class Metrics:
         )
         self.latency = Histogram(
             "livedesk_delivery_latency_seconds",
-            "From a post's import to its first send, per platform.",
+            "From a delivery's creation (its post's import, as this worker saw it) to its send, "
+            "per platform; what was pending before the worker started is not timed.",
             ["platform"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
@@ -86,15 +89,37 @@ class Metrics:
             ["platform"],
             registry=r,
         )
+        self._refreshers: list[Callable[[], None]] = []
+        self._delivery_children: dict[
+            tuple[str, str], tuple[Counter, Counter | None, Histogram]
+        ] = {}
+
+    def on_scrape(self, refresh: Callable[[], None]) -> None:
+        """Call `refresh` before each scrape (gauges read from live state: rate-limit use)."""
+        self._refreshers.append(refresh)
+
+    def refresh(self) -> None:
+        for refresh in self._refreshers:
+            refresh()
 
     def delivered(self, platform: str, outcome: str, *, latency: float | None = None) -> None:
-        self.deliveries.labels(platform, outcome).inc()
-        if outcome == "retry":
-            self.retries.labels(platform).inc()
-        elif outcome == "dead":
-            self.dead.labels(platform).inc()
+        """One delivery attempt's outcome (the dispatcher calls this per delivery: the labelled
+        children are looked up once, which is most of the cost)."""
+        key = (platform, outcome)
+        children = self._delivery_children.get(key)
+        if children is None:
+            also = {"retry": self.retries, "dead": self.dead}.get(outcome)
+            children = self._delivery_children[key] = (
+                self.deliveries.labels(platform, outcome),
+                also.labels(platform) if also is not None else None,
+                self.latency.labels(platform),
+            )
+        count, extra, timing = children
+        count.inc()
+        if extra is not None:
+            extra.inc()
         if latency is not None:
-            self.latency.labels(platform).observe(max(latency, 0.0))
+            timing.observe(max(latency, 0.0))
 
     def throttled(self, platform: str) -> None:
         self.rate_limited.labels(platform).inc()

@@ -203,9 +203,11 @@ def mask_address(target: Target) -> str:
 
 
 def configured_secrets(settings: Settings) -> list[str]:
-    """Every configured secret of every platform, and the database URL (it holds a password), so
-    that no log line can carry one."""
+    """Every configured secret of every platform, the admin token and the database URL (it holds
+    a password), so that no log line can carry one."""
     found = [secret for entry in PLATFORMS for secret in entry.secrets(settings)]
+    if settings.admin_token is not None and settings.admin_token.get_secret_value():
+        found.append(settings.admin_token.get_secret_value())  # the control room's
     if settings.database_url is not None:
         url = settings.database_url.get_secret_value()
         found.append(url)

@@ -184,6 +184,28 @@ class RateLimiter:
     def __len__(self) -> int:
         return len(self._slots)
 
+    def use(self, platform: str, limits: RateLimits, now: float | None = None) -> float:
+        """How much of a platform's budget is taken (0 to 1): slots in flight or used within their
+        window, of its bot-wide limit; without one, of its busiest chat's limit."""
+        now = self.clock() if now is None else now
+        overall = self._scaled(platform_key(platform), limits.overall)
+        if overall is not None:
+            return self._used(self._slots.get(platform_key(platform)), overall, now)
+        busiest = 0.0
+        for key, slots in self._slots.items():
+            if isinstance(key, tuple) and len(key) == 3 and isinstance(key[0], tuple):
+                chat, count, per = key
+                if chat[:2] == ("chat", platform):
+                    busiest = max(busiest, self._used(slots, Rate(count, per), now))
+        return busiest
+
+    @staticmethod
+    def _used(slots: list[float] | None, rate: Rate, now: float) -> float:
+        if not slots:
+            return 0.0
+        taken = sum(1 for stamp in slots if stamp > now - rate.per)  # in flight: inf
+        return min(1.0, taken / rate.count)
+
     def _delay(self, key: Hashable, rate: Rate | None, now: float, skip: int = 0) -> float:
         """The wait for `key`, leaving the first `skip` slots to open to reserved sends."""
         wait = self._blocked.get(key, 0.0) - now

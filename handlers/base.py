@@ -6,6 +6,7 @@ neutral types, so the same code serves every platform. Nothing here imports a pl
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 from bot.models import Reply, Request
 from storage.interface import Posts, Store, Subscriptions
+from storage.values import SearchPage
 
 UTC_ZONE = ZoneInfo("UTC")
 
@@ -29,6 +31,16 @@ class Deps:
     """The store, on whichever backend (storage.interface): handlers see only its contract."""
     backfill: int = 3  # posts a new subscription gets at once
     timezone: ZoneInfo = UTC_ZONE  # times in replies are shown in this zone
+    on_search: Callable[[float], None] | None = None  # told each search's duration (the metrics)
+
+    async def search(self, text: str, *, page: int = 1, per_page: int = 5) -> SearchPage:
+        """The store's search, timed for `on_search`; raises QueryError only."""
+        started = time.perf_counter()
+        try:
+            return await self.store.search(text, page=page, per_page=per_page)
+        finally:
+            if self.on_search is not None:
+                self.on_search(time.perf_counter() - started)
 
     @property
     def posts(self) -> Posts:

@@ -25,7 +25,7 @@ async def handle(request: Request, deps: Deps) -> Reply:
         )
 
     try:
-        result = await deps.store.search(text, page=page, per_page=PER_PAGE)
+        result = await deps.search(text, page=page, per_page=PER_PAGE)
     except QueryError as error:
         return error_reply(str(error))
 

@@ -376,6 +376,29 @@ MIGRATIONS: tuple[str | Step, ...] = (
     INSERT INTO posts_heads(posts_heads) VALUES ('rebuild');
     """,
     Step(_rejoin_dotted_compounds),
+    """
+    -- The blogs to follow, managed at run time (`livedesk sources add`, the API, the dashboard;
+    -- LIVEDESK_SOURCES synced in). A feed is what to fetch and how often; the blog it yields is
+    -- `source_id` once it imported. Removing a feed keeps that blog's posts.
+    CREATE TABLE IF NOT EXISTS feeds (
+        id              INTEGER PRIMARY KEY,
+        location        TEXT NOT NULL UNIQUE,   -- an absolute file path or an http(s) URL
+        poll_seconds    REAL NOT NULL,          -- the interval: seconds between polls
+        enabled         INTEGER NOT NULL DEFAULT 1,
+        origin          TEXT NOT NULL,          -- settings | cli | api | dashboard | opml
+        title           TEXT,
+        added_at        TEXT NOT NULL,
+        last_fetch_at   TEXT,
+        last_error      TEXT,
+        next_attempt_at TEXT,
+        failures        INTEGER NOT NULL DEFAULT 0,
+        source_id       TEXT
+    );
+    -- One row: bumped by every add, change and removal, so a poller (in this process or another)
+    -- sees cheaply whether to re-read the feeds. Fetch outcomes do not bump it.
+    CREATE TABLE IF NOT EXISTS feeds_version (version INTEGER NOT NULL);
+    INSERT INTO feeds_version (version) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM feeds_version);
+    """,
 )
 
 

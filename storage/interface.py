@@ -96,6 +96,7 @@ class Subscriptions(Protocol):
     async def set_state(
         self, subscription_id: int, state: SubscriptionState, reason: str | None = None
     ) -> bool: ...
+    async def set_query(self, subscription_id: int, query: str | None) -> Subscription | None: ...
     async def disable_target(self, platform: str, address: str, reason: str) -> int: ...
     async def move_target(self, platform: str, old_address: str, new_address: str) -> int: ...
 
@@ -166,6 +167,7 @@ class Store(Protocol):
     subscriptions: Subscriptions
     outbox: Outbox
     replays: Replays
+    feeds: Feeds
 
     async def ingest(
         self,

@@ -21,7 +21,8 @@ which a copy taken while the SQLite Livedesk was still running leaves behind:
 - a delivery still pending in PostgreSQL that SQLite has since sent, killed or skipped: its state,
   attempts, error and message reference are SQLite's (otherwise it would be sent twice);
 - a blog imported since (SQLite's `imported_at` is later): its title, fetch state and error;
-- a fetch error seen since (SQLite's `at` is later).
+- a fetch error seen since (SQLite's `at` is later);
+- a followed blog fetched since (SQLite's `last_fetch_at` is later): its schedule, error and blog.
 Those rows are counted as `updated`; nothing else in a row already there is changed.
 
 A *different* store is refused, before anything is committed (MigrateError, one line): a row under
@@ -261,6 +262,30 @@ TABLES: tuple[_Table, ...] = (
         advancing=("error", "at"),
     ),
     _Table("slack_replays", ("signature", "seen_at"), key=("signature",)),
+    _Table(
+        "feeds",
+        (
+            "id",
+            "location",
+            "poll_seconds",
+            "enabled",
+            "origin",
+            "title",
+            "added_at",
+            "last_fetch_at",
+            "last_error",
+            "next_attempt_at",
+            "failures",
+            "source_id",
+        ),
+        key=("id",),
+        identity=("added_at",),
+        unique=("{}.location",),
+        unique_what="feed location",
+        advance="coalesce(b.last_fetch_at, '') > coalesce(t.last_fetch_at, '')",
+        advancing=("last_fetch_at", "last_error", "next_attempt_at", "failures", "source_id"),
+        sequence="id",
+    ),
 )
 """Every table of the store, parents before the rows that point at them."""
 

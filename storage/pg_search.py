@@ -23,16 +23,23 @@ Where PostgreSQL differs from FTS5 (say so in the tests too):
   only through a joined form (`US` for `U.S.`) ranks as a body match, in SQLite with the rest;
 - the parser needs the database's LC_CTYPE to be a UTF-8 locale: under C it takes every character
   outside ASCII for a letter (`“very` is one word);
-- ranking tiers every match before it cuts the page (a GIN index has no order to walk), where
-  SQLite walks each tier newest first and stops once the page is full: the same order, more work
-  for a common word.
+- a GIN index has no order to walk and holds no positions, so the posts are found in one of two
+  ways, chosen per query (and per tier) from how many of the newest PROBE_POSTS posts match: a
+  rare query is read whole through its GIN index (the tiers have an index each) and ordered here;
+  a common one is walked newest first through posts_by_time, each post checked against the query
+  (cheap: its vector is in its row), tier by tier until the page is full, as SQLite walks its
+  tiers. Either way the page is the one ranking every match would give. A phrase is the costly
+  case: GIN finds the posts holding its words, and each must be read to check their positions.
 The snippet is ts_headline's, elided with `…` where it cuts the text, a phrase marked as one run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -302,19 +309,22 @@ async def search(
     query = compile_query(text)
     match = tsquery(query.match)
     marks = tsquery(query.marks)
+    exact = _exact_in_index(query.match)
     page = max(1, page)
     per_page = max(1, min(per_page, MAX_PER_PAGE))
     offset = (page - 1) * per_page
     try:
-        async with db.read() as conn:
+        async with db.read() as conn, _planned(conn):
+            walker = _Walker(conn, source_id)
+            probe = await _probe(walker, match, marks)
             counted: tuple[int, bool] | None = None
             if offset:  # a later page: nothing to rank when it is past the end
-                counted = await _count(conn, match, source_id)
+                counted = await _count(walker, match, probe, exact)
             ranked: list[_Candidate] = []
             known: int | None = None
             if counted is None or offset < counted[0]:
                 need = offset + per_page + 1
-                ranked = await _candidates(conn, match, marks, source_id, need)
+                ranked = await _candidates(walker, match, marks, need, probe)
                 if len(ranked) < need:  # every match was ranked
                     known = len(ranked)
             chosen = ranked[offset : offset + per_page]
@@ -324,7 +334,7 @@ async def search(
             elif counted is not None:
                 total, estimated = counted
             else:
-                total, estimated = await _count(conn, match, source_id)
+                total, estimated = await _count(walker, match, probe, exact)
     except QUERY_FAILURES as error:
         log.warning("search failed for %r (%s): %s", text, query.match, error)
         raise QueryError(f"Couldn't search for that. {HOW_TO}") from error
@@ -345,60 +355,389 @@ async def search(
 _Candidate = tuple[float, str, int]
 """(tier, published_at, rowid): tier 0 ranks first."""
 
+_BEGIN = "BEGIN READ ONLY; SET LOCAL enable_seqscan = off"
+"""One round trip (no parameters: the simple protocol takes both). Plans are chosen per statement
+(each is sent with prepare=False: a generic plan cannot see the words), and a sequential scan is
+never the way to a query's few matches."""
+
+
+@asynccontextmanager
+async def _planned(conn: Connection) -> AsyncIterator[None]:
+    """A read-only transaction with the search's planner settings, ended when the block ends."""
+    await conn.execute(_BEGIN, prepare=False)
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(psycopg.Error):  # the connection may be gone: say what failed
+            await conn.execute("ROLLBACK", prepare=False)
+        raise
+    await conn.execute("COMMIT", prepare=False)
+
+
+_Row = tuple[str, int]
+"""(published_at, rowid) of a matching post."""
+
+
+# --- how the posts of a condition are found ------------------------------------------------------
+
+PROBE_POSTS = 256
+"""The newest posts every search checks first: how many of them match tells a rare query (read
+whole through its GIN index) from a common one (read newest first until the page is full)."""
+RANK_ALL_UNDER = 1000
+"""A query (or a tier) with at most this many matches is read whole through its GIN index and
+ordered here; above, its posts are walked newest first (posts_by_time), which stops as soon as
+the page is full: reading a GIN index has no order, and costs every match it holds."""
+WALK_MAX = 16_384
+"""The most posts a walk newest first checks before the GIN index is asked instead (a post costs
+about as much to check as a GIN match costs to read, so a walk pays while its matches are dense)."""
+_WINDOW_MARGIN = 1.5
+"""A window is sized for the matches it should hold at the density seen so far, and this much more."""
+
+
+_BOUNDS = "(SELECT min(rowid) FROM posts) AS low, (SELECT max(rowid) FROM posts) AS high"
+
+
+@dataclass(frozen=True, slots=True)
+class _Cond:
+    """A condition on the posts `p` as SQL and its parameters."""
+
+    sql: str
+    params: tuple[object, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Probe:
+    """The matches among the newest PROBE_POSTS posts (newest first) with their tiers, how many
+    posts were looked at, and whether those were all of them."""
+
+    rows: list[_Row]
+    tiers: list[int]
+    walked: int
+    whole: bool
+
+    @property
+    def density(self) -> float:
+        return len(self.rows) / max(1, self.walked)
+
+    def tier_density(self, tier: int) -> float:
+        """The share of the posts looked at that rank in `tier` or before."""
+        return sum(1 for seen in self.tiers if seen <= tier) / max(1, self.walked)
+
+
+class _Walker:
+    """Finds the newest posts meeting a condition, in one blog or all, exactly whatever way is
+    cheapest: a window of the newest posts checked one by one, or the condition's GIN index read
+    whole and ordered here. `floor` (a rowid) orders by rowid and keeps only the posts above it,
+    as counting does; without it the order is the rank order's, published_at then rowid."""
+
+    def __init__(self, conn: Connection, source_id: str | None) -> None:
+        self.conn = conn
+        self.source_id = source_id
+        self._bounds: tuple[int, int] | None = None
+        self._every: dict[_Cond, list[_Row] | None] = {}
+
+    async def bounds(self) -> tuple[int, int] | None:
+        """(lowest, highest) rowid of the posts table; None when it is empty."""
+        if self._bounds is None:
+            rows = await self._rows(f"SELECT {_BOUNDS}", [])
+            if not rows or rows[0]["low"] is None:
+                return None
+            self._bounds = int(rows[0]["low"]), int(rows[0]["high"])
+        return self._bounds
+
+    def _scope(self, floor: int | None) -> tuple[list[str], list[object]]:
+        where: list[str] = []
+        params: list[object] = []
+        if self.source_id is not None:
+            where.append("p.source_id = %s")
+            params.append(self.source_id)
+        if floor is not None:
+            where.append("p.rowid > %s")
+            params.append(floor)
+        return where, params
+
+    @staticmethod
+    def _order(floor: int | None) -> str:
+        return "p.rowid DESC" if floor is not None else "p.published_at DESC, p.rowid DESC"
+
+    async def _rows(self, sql: str, params: list[object]) -> list[dict[str, Any]]:
+        cur = await self.conn.execute(sql, params, prepare=False)
+        return await cur.fetchall()
+
+    def _newest_sql(self, floor: int | None) -> tuple[str, list[object]]:
+        """The newest posts in scope, at most %s of them (the caller's next parameter)."""
+        where, params = self._scope(floor)
+        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        sql = (
+            f"SELECT p.rowid, p.published_at, p.search FROM posts p {clause}"
+            f"ORDER BY {self._order(floor)} LIMIT %s"
+        )
+        return sql, params
+
+    async def probe(self, conds: list[_Cond], posts: int = PROBE_POSTS) -> _Probe:
+        """Which of the newest `posts` posts meet the last condition (a match), and the first of
+        `conds` each meets (its tier): one statement, every post checked."""
+        *tiers, whole = conds
+        cases = " ".join(f"WHEN {cond.sql} THEN {tier}" for tier, cond in enumerate(tiers))
+        inner, params = self._newest_sql(None)
+        sql = (
+            f"SELECT p.rowid, p.published_at, CASE WHEN NOT ({whole.sql}) THEN -1 {cases} "
+            f"ELSE {len(tiers)} END AS tier, {_BOUNDS} FROM ({inner}) AS p "
+            "ORDER BY p.published_at DESC, p.rowid DESC"
+        )
+        values = [*whole.params, *(param for cond in tiers for param in cond.params)]
+        rows = await self._rows(sql, [*values, *params, posts])
+        if rows:  # the table's rowids, in the same round trip
+            self._bounds = int(rows[0]["low"]), int(rows[0]["high"])
+        hits = [r for r in rows if r["tier"] >= 0]
+        return _Probe(
+            [(str(r["published_at"]), int(r["rowid"])) for r in hits],
+            [int(r["tier"]) for r in hits],
+            len(rows),
+            len(rows) < posts,
+        )
+
+    async def _window(self, cond: _Cond, posts: int, limit: int, floor: int | None) -> list[_Row]:
+        """The newest `limit` posts meeting `cond` among the newest `posts` posts."""
+        inner, params = self._newest_sql(floor)
+        sql = (
+            f"SELECT p.rowid, p.published_at FROM ({inner}) AS p WHERE {cond.sql} "
+            f"ORDER BY {self._order(floor)} LIMIT %s"
+        )
+        rows = await self._rows(sql, [*params, posts, *cond.params, limit])
+        return [(str(r["published_at"]), int(r["rowid"])) for r in rows]
+
+    async def _beyond(self, posts: int, floor: int | None) -> bool:
+        """Whether there are more than `posts` posts in scope."""
+        where, params = self._scope(floor)
+        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        sql = f"SELECT 1 FROM posts p {clause}ORDER BY {self._order(floor)} OFFSET %s LIMIT 1"
+        return bool(await self._rows(sql, [*params, posts]))
+
+    async def every(self, cond: _Cond, cap: int, floor: int | None = None) -> list[_Row] | None:
+        """Every post meeting `cond` (in no order) through its GIN index; None past `cap`."""
+        if floor is None and cond in self._every:
+            return self._every[cond]
+        where, params = self._scope(floor)
+        sql = (
+            f"SELECT p.rowid, p.published_at FROM posts p WHERE {' AND '.join([cond.sql, *where])} "
+            "LIMIT %s"
+        )
+        rows = await self._rows(sql, [*cond.params, *params, cap + 1])
+        found = (
+            None if len(rows) > cap else [(str(r["published_at"]), int(r["rowid"])) for r in rows]
+        )
+        if floor is None:
+            self._every[cond] = found
+        return found
+
+    async def by_rowid_ranges(
+        self, cond: _Cond, limit: int, floor: int, density: float
+    ) -> list[_Row]:
+        """The first `limit` posts above `floor` meeting `cond`, by rowid, newest first: the GIN
+        index ANDed with a range of the newest rowids (grown until it holds `limit`), so only the
+        matches in the range are read from the table. Exact only for a condition its GIN index
+        answers without reading the rows (no phrase): else a walk is as cheap."""
+        bounds = await self.bounds()
+        if bounds is None:
+            return []
+        high = bounds[1]
+        span = _window_for(limit, density)
+        where, params = self._scope(None)
+        sql = (
+            f"SELECT p.rowid, p.published_at FROM posts p "
+            f"WHERE {' AND '.join([cond.sql, 'p.rowid > %s', *where])} "
+            "ORDER BY p.rowid DESC LIMIT %s"
+        )
+        while True:
+            above = max(floor, high - span)
+            # A bitmap of the range ANDed with the GIN index's, not a walk of the rowid index.
+            # (On a failure the transaction is rolled back, and the setting with it.)
+            await self.conn.execute("SET LOCAL enable_indexscan = off", prepare=False)
+            rows = await self._rows(sql, [*cond.params, above, *params, limit])
+            await self.conn.execute("SET LOCAL enable_indexscan = on", prepare=False)
+            if len(rows) >= limit or above <= floor:
+                return [(str(r["published_at"]), int(r["rowid"])) for r in rows]
+            span *= 4
+
+    async def _walk(self, cond: _Cond, limit: int, floor: int | None) -> list[_Row]:
+        where, params = self._scope(floor)
+        sql = (
+            f"SELECT p.rowid, p.published_at FROM posts p WHERE {' AND '.join([cond.sql, *where])} "
+            f"ORDER BY {self._order(floor)} LIMIT %s"
+        )
+        rows = await self._rows(sql, [*cond.params, *params, limit])
+        return [(str(r["published_at"]), int(r["rowid"])) for r in rows]
+
+    async def newest(
+        self,
+        cond: _Cond,
+        limit: int,
+        *,
+        floor: int | None = None,
+        density: float | None = None,
+    ) -> list[_Row]:
+        """The first `limit` posts meeting `cond`, in order (see the class). `density`, the share
+        of posts seen to match, sizes the first window; without it a probe's worth is walked."""
+        bounds = await self.bounds()
+        if bounds is None:
+            return []
+        table = bounds[1] - bounds[0] + 1  # at least as many as there are posts
+        if density is not None and density * table <= RANK_ALL_UNDER / 2:  # rare, by the probe
+            every = await self.every(cond, RANK_ALL_UNDER, floor)
+            if every is not None:
+                return _ordered(every, floor)[:limit]
+            density = None  # the probe was wrong: many match, though not among the newest
+        posts = PROBE_POSTS if not density else _window_for(limit, density)
+        seen = density or 0.0
+        while posts <= WALK_MAX:
+            rows = await self._window(cond, posts, limit, floor)
+            if len(rows) >= limit or posts >= table or not await self._beyond(posts, floor):
+                return rows
+            seen = len(rows) / posts
+            posts = max(posts * 4, _window_for(limit, seen) if rows else WALK_MAX + 1)
+        if seen * table <= RANK_ALL_UNDER:  # rare: read them all through the GIN index
+            every = await self.every(cond, RANK_ALL_UNDER, floor)
+            if every is not None:
+                return _ordered(every, floor)[:limit]
+        return await self._walk(cond, limit, floor)  # many matches: newest first to the end
+
+
+def _ordered(rows: list[_Row], floor: int | None) -> list[_Row]:
+    """Rows in a walk's order: rowid (counting, when there is a floor), else the rank order's."""
+    if floor is not None:
+        return sorted(rows, key=lambda row: row[1], reverse=True)
+    return sorted(rows, reverse=True)
+
+
+def _window_for(limit: int, density: float) -> int:
+    """How many of the newest posts should hold `limit` matches at `density`."""
+    return max(PROBE_POSTS, int(limit / max(density, 1e-9) * _WINDOW_MARGIN) + 1)
+
+
+def _whole(match: TsQuery) -> _Cond:
+    return _Cond(f"p.search @@ {match.sql}", match.params)
+
+
+async def _probe(walker: _Walker, match: TsQuery, marks: TsQuery) -> _Probe:
+    """The query's matches among the newest posts, with their tiers: how common it is."""
+    return await walker.probe(_tiers(match, marks))
+
+
+def _tiers(match: TsQuery, marks: TsQuery) -> list[_Cond]:
+    """Each tier's condition (TIER_WEIGHTS): its weights' part of the vector matches (the heading
+    tiers with the query's marks), and the whole post matches `match` (left out where implied: a
+    match in a part is one in the whole unless the query excludes something)."""
+    whole = _whole(match)
+    excludes = "!!" in match.sql
+    conds: list[_Cond] = []
+    for tier, weights in enumerate(TIER_WEIGHTS):
+        if weights is None:
+            conds.append(whole)
+            continue
+        expression = marks if tier < 2 else match
+        cond = _Cond(f"ts_filter(p.search, '{weights}') @@ {expression.sql}", expression.params)
+        if excludes or expression != match:
+            cond = _Cond(f"{cond.sql} AND {whole.sql}", (*cond.params, *whole.params))
+        conds.append(cond)
+    return conds
+
 
 async def _candidates(
-    conn: Connection, match: TsQuery, marks: TsQuery, source_id: str | None, need: int
+    walker: _Walker, match: TsQuery, marks: TsQuery, need: int, probe: _Probe
 ) -> list[_Candidate]:
     """The first `need` posts in rank order: tier (title, then byline or location, then body,
     then the rest), then newest first. The heading tiers are found with the query's marks (`u s`
     for US: the title and byline hold no joined forms), held to `match` over the whole post, as in
     SQLite; a title match is never lost behind newer body matches: the tier is part of the order.
-    Unlike SQLite's walks, every match is tiered before the page is cut (GIN has no order)."""
-    cases: list[str] = []
-    params: list[object] = []
-    for tier, weights in enumerate(TIER_WEIGHTS):
-        if weights is None:
-            continue
-        expression = marks if tier < 2 else match
-        cases.append(f"WHEN ts_filter(p.search, '{weights}') @@ {expression.sql} THEN {tier}")
-        params.extend(expression.params)
+
+    A query with few matches (judged by the probe of the newest posts, and held to
+    RANK_ALL_UNDER) is read whole and tiered here. Otherwise each tier is read newest first, as
+    SQLite walks its tiers, only while the page is not full: a tier is left once it has fewer
+    posts than the page still needs, so every post of an earlier tier is already ranked."""
+    conds = _tiers(match, marks)
+    few = await _every_match(walker, match, probe)
+    if few is not None:
+        tiered = await _tiered(walker, conds, few)
+        return sorted(tiered, key=lambda c: (-c[0], c[1], c[2]), reverse=True)[:need]
+    ranked: list[_Candidate] = []
+    seen: set[int] = set()
+    for tier, cond in enumerate(conds):
+        wanted = need - len(ranked)
+        if wanted <= 0:
+            break
+        # Rows of earlier tiers meet this tier's condition too (those tiers were read to the end).
+        limit = wanted + len(seen)
+        rows = await walker.newest(cond, limit, density=probe.tier_density(tier))
+        fresh = [row for row in rows if row[1] not in seen][:wanted]
+        for published, rowid in fresh:
+            ranked.append((float(tier), published, rowid))
+            seen.add(rowid)
+    return ranked
+
+
+async def _every_match(walker: _Walker, match: TsQuery, probe: _Probe) -> list[_Row] | None:
+    """Every match of a rare query (None for a common one: the probe's density spread over the
+    table, or the GIN index, says more than RANK_ALL_UNDER match); the probe's when it saw every
+    post."""
+    if probe.whole:
+        return probe.rows
+    bounds = await walker.bounds()
+    posts = 0 if bounds is None else bounds[1] - bounds[0] + 1
+    if probe.density * posts > RANK_ALL_UNDER:
+        return None
+    return await walker.every(_whole(match), RANK_ALL_UNDER)
+
+
+async def _tiered(walker: _Walker, conds: list[_Cond], rows: list[_Row]) -> list[_Candidate]:
+    """The rows with their tier (the first tier condition they meet)."""
+    if not rows:
+        return []
+    cases = " ".join(f"WHEN {cond.sql} THEN {tier}" for tier, cond in enumerate(conds[:-1]))
+    params = [param for cond in conds[:-1] for param in cond.params]
     sql = (
-        f"SELECT p.rowid, p.published_at, CASE {' '.join(cases)} ELSE {len(TIER_WEIGHTS) - 1} "
-        f"END AS tier FROM posts p WHERE p.search @@ {match.sql}"
+        f"SELECT p.rowid, p.published_at, CASE {cases} ELSE {len(conds) - 1} END AS tier "
+        "FROM posts p WHERE p.rowid = ANY(%s)"
     )
-    params.extend(match.params)
-    if source_id is not None:
-        sql += " AND p.source_id = %s"
-        params.append(source_id)
-    sql += " ORDER BY tier, p.published_at DESC, p.rowid DESC LIMIT %s"
-    params.append(need)
-    cur = await conn.execute(sql, params)
-    return [
-        (float(row["tier"]), str(row["published_at"]), int(row["rowid"]))
-        for row in await cur.fetchall()
-    ]
+    found = await walker._rows(sql, [*params, [rowid for _, rowid in rows]])
+    return [(float(r["tier"]), str(r["published_at"]), int(r["rowid"])) for r in found]
 
 
-async def _count(conn: Connection, match: TsQuery, source_id: str | None) -> tuple[int, bool]:
+DENSE = 0.2
+"""A query matching at least this share of the newest posts is counted by walking them: below,
+its 1,001 matches are found faster by the GIN index ANDed with a range of the newest rowids."""
+
+
+def _exact_in_index(match: str) -> bool:
+    """Whether GIN answers the FTS5 expression (as `tsquery` reads it) without reading the posts:
+    no phrase of several words (GIN holds no positions)."""
+    return not any(isinstance(token, _Phrase) and len(token.words) > 1 for token in _lexemes(match))
+
+
+async def _count(
+    walker: _Walker, match: TsQuery, probe: _Probe, exact: bool = False
+) -> tuple[int, bool]:
     """(count, is an estimate), as storage.search counts: only the newest COUNT_SPAN posts are
     walked, and at most COUNT_WINDOW + 1 matches among them; exact when every post is within the
     span and no more match, else the density of matches in what was walked, spread over the whole
     table and rounded to two significant figures."""
-    cur = await conn.execute("SELECT min(rowid) AS low, max(rowid) AS high FROM posts")
-    row = await cur.fetchone()
-    if row is None or row["low"] is None:
+    bounds = await walker.bounds()
+    if bounds is None:
         return 0, False
-    low, high = int(row["low"]), int(row["high"])
+    low, high = bounds
     floor = high - COUNT_SPAN
-    sql = f"SELECT p.rowid FROM posts p WHERE p.search @@ {match.sql} AND p.rowid > %s"
-    params: list[object] = [*match.params, floor]
-    if source_id is not None:
-        sql += " AND p.source_id = %s"
-        params.append(source_id)
-    sql += " ORDER BY p.rowid DESC LIMIT %s"
-    params.append(COUNT_WINDOW + 1)
-    cur = await conn.execute(sql, params)
-    rowids = [int(r["rowid"]) for r in await cur.fetchall()]
+    few = await _every_match(walker, match, probe)
+    if few is not None:
+        rowids = sorted((rowid for _, rowid in few if rowid > floor), reverse=True)
+        rowids = rowids[: COUNT_WINDOW + 1]
+    elif probe.density >= DENSE or not exact:
+        found = await walker.newest(
+            _whole(match), COUNT_WINDOW + 1, floor=floor, density=probe.density
+        )
+        rowids = [rowid for _, rowid in found]
+    else:
+        found = await walker.by_rowid_ranges(_whole(match), COUNT_WINDOW + 1, floor, probe.density)
+        rowids = [rowid for _, rowid in found]
     if len(rowids) > COUNT_WINDOW:
         boundary = rowids[COUNT_WINDOW - 1]
         high = max(high, rowids[0])
@@ -421,22 +760,45 @@ def _two_figures(value: float) -> int:
 async def _hits(
     conn: Connection, marks: TsQuery, chosen: list[_Candidate]
 ) -> tuple[SearchHit, ...]:
-    """The chosen posts with highlighted title and snippet (ts_headline), for those rows only."""
+    """The chosen posts with highlighted title and snippet (ts_headline), for those rows only.
+    A caption's and the background's headlines are made only for the posts whose text holds no
+    mark (a headline parses its whole text: most of a search's cost once the posts are found)."""
     if not chosen:
         return ()
-    headlines = [f"ts_headline('{CONFIG}', p.title, {marks.sql}, %s) AS marked_title"]
-    params: list[object] = [*marks.params, _TITLE_OPTIONS]
-    for where, column in _SNIPPET_SOURCES:
-        headlines.append(f"ts_headline('{CONFIG}', {column}, {marks.sql}, %s) AS snippet_{where}")
-        params.extend((*marks.params, _SNIPPET_OPTIONS))
+    (text_source, text_column), *others = _SNIPPET_SOURCES
     sql = (
-        f"SELECT {POST_COLUMNS}, {', '.join(headlines)}, "
-        f"{', '.join(f'{column} AS source_{where}' for where, column in _SNIPPET_SOURCES)} "
-        "FROM posts p WHERE p.rowid = ANY(%s)"
+        f"SELECT {POST_COLUMNS}, "
+        f"ts_headline('{CONFIG}', p.title, {marks.sql}, %s) AS marked_title, "
+        f"ts_headline('{CONFIG}', {text_column}, {marks.sql}, %s) AS snippet_{text_source}, "
+        f"{text_column} AS source_{text_source} FROM posts p WHERE p.rowid = ANY(%s)"
     )
+    params: list[object] = [*marks.params, _TITLE_OPTIONS, *marks.params, _SNIPPET_OPTIONS]
     params.append([rowid for _, _, rowid in chosen])
-    cur = await conn.execute(sql, params)
+    cur = await conn.execute(sql, params, prepare=False)
     rows = {int(row["rowid"]): row for row in await cur.fetchall()}
+    unmarked = [
+        rowid
+        for rowid, row in rows.items()
+        if _MARK_START not in (row[f"snippet_{text_source}"] or "")
+    ]
+    if unmarked:
+        headlines: list[str] = []
+        params = []
+        for where, column in others:
+            headlines.append(
+                f"ts_headline('{CONFIG}', {column}, {marks.sql}, %s) AS snippet_{where}, "
+                f"{column} AS source_{where}"
+            )
+            params.extend((*marks.params, _SNIPPET_OPTIONS))
+        params.append(unmarked)
+        cur = await conn.execute(
+            f"SELECT p.rowid, {', '.join(headlines)} FROM posts p WHERE p.rowid = ANY(%s)",
+            params,
+            prepare=False,
+        )
+        for other in await cur.fetchall():
+            if int(other["rowid"]) in rows:
+                rows[int(other["rowid"])].update(other)
     hits: list[SearchHit] = []
     for score, _, rowid in chosen:
         row = rows.get(rowid)
@@ -457,9 +819,9 @@ def _chosen_snippet(row: dict[str, Any]) -> Highlighted:
     """The body's snippet when the body matched (or nothing else did: a title match shows the
     text's start), else the caption's or the background's, labelled with where it comes from."""
     for where, _ in _SNIPPET_SOURCES:
-        marked = row[f"snippet_{where}"] or ""
+        marked = row.get(f"snippet_{where}") or ""
         if _MARK_START in marked:
-            return _marked(_elided(marked, row[f"source_{where}"] or ""), where)
+            return _marked(_elided(marked, row.get(f"source_{where}") or ""), where)
     return _marked(_elided(row["snippet_text"] or "", row["source_text"] or ""))
 
 

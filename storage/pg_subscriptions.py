@@ -28,6 +28,8 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import psycopg
+
 from storage.codecs import (
     BACKFILL,
     PENDING,
@@ -45,7 +47,9 @@ from storage.values import (
     SAMPLE_SCHEME,
     Added,
     NewSubscription,
+    SubscriptionError,
     normalize_query,
+    same_keywords,
     subscription_changes,
 )
 
@@ -185,6 +189,22 @@ class PgSubscriptionStore:
             if state != SubscriptionState.ACTIVE:
                 await _skip_pending(conn, [subscription_id], reason or state.value)
             return True
+
+    async def set_query(self, subscription_id: int, query: str | None) -> Subscription | None:
+        """Change a subscription's keywords in place; see SubscriptionStore.set_query."""
+        query = normalize_query(query)
+        if query:
+            compile_query(query)
+        try:
+            async with self.db.write() as conn:
+                cur = await conn.execute(
+                    f"UPDATE subscriptions SET query = %s WHERE id = %s RETURNING {SUB_COLUMNS}",
+                    (query, subscription_id),
+                )
+                row = await cur.fetchone()
+        except psycopg.errors.UniqueViolation:
+            raise SubscriptionError(same_keywords(query)) from None
+        return subscription_from_row(row) if row else None
 
     async def disable_target(self, platform: str, address: str, reason: str) -> int:
         """Disable every subscription of one chat/channel/webhook (e.g. the bot was blocked)."""

@@ -8,11 +8,13 @@ from pathlib import Path
 
 from storage import pg_ingest, pg_search
 from storage.db import Database, MigrationProgress
+from storage.feeds import FeedStore
 from storage.ingest import ingest
-from storage.interface import Backend, Outbox, Posts, Replays, Store, Subscriptions
+from storage.interface import Backend, Feeds, Outbox, Posts, Replays, Store, Subscriptions
 from storage.models import ImportResult, PostEvent
 from storage.outbox import Outbox as SqliteOutbox
 from storage.pg_db import PgDatabase
+from storage.pg_feeds import PgFeedStore
 from storage.pg_outbox import LEASE_SECONDS, PgOutbox
 from storage.pg_posts import PgPostStore
 from storage.pg_replays import PgReplayStore
@@ -43,6 +45,7 @@ class SqliteStore:
         self.subscriptions: Subscriptions = SubscriptionStore(db)
         self.outbox: Outbox = SqliteOutbox(db)
         self.replays: Replays = ReplayStore(db)
+        self.feeds: Feeds = FeedStore(db)
 
     async def ingest(
         self,
@@ -96,6 +99,7 @@ class PgStore:
         self.subscriptions: Subscriptions = PgSubscriptionStore(db, tsquery=pg_search.tsquery)
         self.outbox: Outbox = PgOutbox(db, owner=owner, lease_seconds=lease_seconds)
         self.replays: Replays = PgReplayStore(db)
+        self.feeds: Feeds = PgFeedStore(db)
 
     async def ingest(
         self,

@@ -20,6 +20,7 @@ from __future__ import annotations
 import builtins
 import json
 import logging
+import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,7 +35,9 @@ from storage.values import (
     SAMPLE_SCHEME,
     Added,
     NewSubscription,
+    SubscriptionError,
     normalize_query,
+    same_keywords,
     subscription_changes,
 )
 
@@ -167,6 +170,28 @@ class SubscriptionStore:
             if state != SubscriptionState.ACTIVE:
                 await _skip_pending(conn, [subscription_id], reason or state.value)
             return True
+
+    async def set_query(self, subscription_id: int, query: str | None) -> Subscription | None:
+        """Change a subscription's keywords in place (None or "": every post); what is already
+        queued stays. None when there is no such subscription; QueryError for keywords that cannot
+        be read; SubscriptionError when its chat already has a subscription with these keywords."""
+        query = normalize_query(query)
+        if query:
+            compile_query(query)
+        async with self.db.write() as conn:
+            try:
+                cur = await conn.execute(
+                    "UPDATE subscriptions SET query = ? WHERE id = ?", (query, subscription_id)
+                )
+            except sqlite3.IntegrityError:
+                raise SubscriptionError(same_keywords(query)) from None
+            if cur.rowcount == 0:
+                return None
+            async with conn.execute(
+                f"SELECT {SUB_COLUMNS} FROM subscriptions WHERE id = ?", (subscription_id,)
+            ) as found:
+                row = await found.fetchone()
+        return subscription_from_row(row) if row else None
 
     async def disable_target(self, platform: str, address: str, reason: str) -> int:
         """Disable every subscription of one chat/channel/webhook (e.g. the bot was blocked)."""

@@ -7,6 +7,7 @@ stores and the PostgreSQL ones build and read the same values.
 
 from __future__ import annotations
 
+import math
 import os.path
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -125,6 +126,12 @@ def _location_key(location: str) -> tuple[str, ...]:
 
 class SubscriptionError(ValueError):
     """A subscription request that cannot be carried out; the message is one readable line."""
+
+
+def same_keywords(query: str | None) -> str:
+    """Why a subscription's keywords cannot change to `query`: its chat has that one already."""
+    what = f"keywords {query!r}" if query else "every post"
+    return f"this chat already has a subscription for {what} from the same blogs"
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,3 +340,26 @@ class FeedExists(Exception):
     def __init__(self, feed: Feed) -> None:
         self.feed = feed
         super().__init__(f"{feed.location} is already followed (source {feed.id})")
+
+
+MIN_FEED_INTERVAL = 10.0
+"""The shortest poll interval an operator may set for a feed (CLI, API, dashboard, OPML), in seconds:
+a live blog changes by the minute, and a tighter loop only loads the publisher's server."""
+
+
+class FeedError(ValueError):
+    """A feed that cannot be added or changed as asked; the message is one readable line."""
+
+
+def check_interval(seconds: float, *, minimum: float = MIN_FEED_INTERVAL) -> float:
+    """`seconds` as a feed's poll interval, or FeedError saying the bound."""
+    if not math.isfinite(seconds) or seconds < minimum:
+        raise FeedError(f"the interval must be at least {minimum:g} seconds (got {seconds:g})")
+    return float(seconds)
+
+
+def feed_state(feed: Feed) -> str:
+    """What `livedesk sources` and the dashboard show: "paused", "failing" or "active"."""
+    if not feed.enabled:
+        return "paused"
+    return "failing" if feed.failures or feed.last_error else "active"

@@ -38,6 +38,8 @@ def child_env(env: dict[str, str] | None = None) -> dict[str, str]:
             "TERM": "dumb",
             "COLUMNS": "200",
             "PYTHONUNBUFFERED": "1",
+            # The control room on a free port: tests running side by side never fight over 8080.
+            "LIVEDESK_HTTP_PORT": "0",
         }
     )
     base.update(env or {})

@@ -69,6 +69,12 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
+@pytest.fixture(autouse=True)
+def free_http_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An in-process `livedesk run` serves its control room on a free port, not on 8080."""
+    monkeypatch.setenv("LIVEDESK_HTTP_PORT", "0")
+
+
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
     database = await Database.open(tmp_path / "livedesk.db")

@@ -71,7 +71,9 @@ def test_importing_the_handlers_loads_no_platform_sdk() -> None:
 STORAGE_LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"models", "index_text", "variants"}),  # the models and pure text
     frozenset({"codecs", "query", "values"}),  # row codecs; the query compiler; the stores' values
-    frozenset({"db", "interface"}),  # the SQLite engine and its migrations; the stores' contract
+    frozenset(
+        {"db", "interface", "feed_rows"}
+    ),  # the SQLite engine and its migrations; the stores' contract; the feed rows' codec
     frozenset({"pg_schema"}),  # PostgreSQL's migrations
     frozenset({"pg_db"}),  # the PostgreSQL engine: its pool
     frozenset({"pg_fleet"}),  # the fleet's registry and leader locks
@@ -85,6 +87,8 @@ STORAGE_LAYERS: tuple[frozenset[str], ...] = (
             "pg_search",
             "pg_subscriptions",
             "pg_replays",
+            "feeds",
+            "pg_feeds",
         }
     ),
     frozenset(

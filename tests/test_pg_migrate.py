@@ -18,6 +18,7 @@ from bot.adapters.base import InvalidPayload
 from bot.models import ImportResult, SubscriptionState
 from bot.sources import parse_document
 from storage.db import Database, DatabaseUnusable
+from storage.feeds import FeedStore
 from storage.ingest import ingest
 from storage.migrate import TABLES, CopyReport, MigrateError, copy_to_postgres, run_migrate
 from storage.pg_db import Connection, PgDatabase
@@ -46,7 +47,7 @@ async def import_file(db: Database, path: Path, text: str | None = None) -> None
 async def build_store(path: Path) -> None:
     """A store as an operator's looks: a blog with an edited post, subscriptions (one keyword, one
     paused), deliveries sent (with their message references), dead and pending, a fetch error and
-    a Slack replay signature."""
+    a Slack replay signature, a followed blog."""
     async with await Database.open(path) as db:
         subs = SubscriptionStore(db)
         await subs.add(chat("everything"), created_by="u")
@@ -63,6 +64,7 @@ async def build_store(path: Path) -> None:
         await subs.set_state(paused.id, SubscriptionState.PAUSED)
         await PostStore(db).record_fetch_error("https://feeds.example.org/gone.xml", "HTTP 404")
         assert await ReplayStore(db).first_seen("v0=abc123", time.time())
+        await FeedStore(db).add(str(BLOG), 60, origin="cli", title="Council")
 
 
 async def sqlite_rows(path: Path) -> dict[str, list[tuple[Any, ...]]]:

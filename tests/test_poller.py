@@ -48,6 +48,7 @@ async def test_a_file_source_is_imported_and_reread_only_when_it_changes(
     poller = Poller(
         SqliteStore(posts.db), [SourceSetting(url=str(blog), interval=60)], on_import=seen.append
     )
+    await poller.prepare()  # LIVEDESK_SOURCES synced into the store's feeds, and read
     status = poller.status[str(blog)]
 
     assert await poller.poll(status) is Outcome.IMPORTED
@@ -68,6 +69,7 @@ async def test_a_running_poller_picks_up_a_file_by_itself(posts: PostStore, tmp_
     blog = tmp_path / "blog.txt"
     blog.write_text(shared(SEED).read_text())
     poller = Poller(SqliteStore(posts.db), [SourceSetting(url=str(blog), interval=0.05)])
+    await poller.prepare()
     poller.start()
     try:
         await wait_for(lambda: poller.status[str(blog)].created == 9)
@@ -130,6 +132,7 @@ async def test_a_url_source_uses_its_etag_and_a_304_brings_nothing(
     poller = Poller(
         SqliteStore(posts.db), [SourceSetting(url=url, interval=60)], on_import=seen.append
     )
+    await poller.prepare()
     status = poller.status[url]
 
     assert await poller.poll(status) is Outcome.IMPORTED
@@ -166,6 +169,7 @@ async def test_a_failing_source_backs_off_while_another_still_imports(
         [SourceSetting(url=broken_url, interval=0.02), SourceSetting(url=str(good), interval=0.02)],
         backoff_cap=0.3,
     )
+    await poller.prepare()
     # The broken blog works once (so it has a row to carry its error), then fails.
     assert await poller.poll(poller.status[broken_url]) is Outcome.IMPORTED
     broken.status = 503

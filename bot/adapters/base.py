@@ -10,7 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
 from bot.models import Card, Reply, Request, Target
@@ -108,6 +108,10 @@ async def _no_source_names() -> list[str]:
     return []
 
 
+HttpMount = Callable[[str, Callable[[Any], Awaitable[Any]], str], None]
+"""(path, aiohttp handler, what it is): serve POST `path` on the app's HTTP server (the control
+room, `bot.web.server`) instead of a server of the adapter's own."""
+
 FirstSeen = Callable[[str, float], Awaitable[bool]]  # (signature, now) → not seen in the window yet
 
 
@@ -135,6 +139,7 @@ class AdapterContext:
     source_names: SourceNames = _no_source_names  # blog titles, offered as choices
     first_seen: FirstSeen | None = None  # signed requests seen, kept in the store (replays refused)
     pacer: Pacer | None = None  # the budget replies share with pushes (None: the adapter's own)
+    mount: HttpMount | None = None  # the app's HTTP server (None: an adapter serves HTTP itself)
 
 
 class Adapter(ABC):

@@ -102,7 +102,10 @@ class SlackAdapter(Adapter):
                 answer_within=self._answer_within,
                 first_seen=context.first_seen,
             )
-            await self._commands.start()
+            if context.mount is not None:
+                self._commands.attach(context.mount)
+            else:
+                await self._commands.start()
         log.info("Slack-style webhooks ready")
 
     async def stop(self) -> None:

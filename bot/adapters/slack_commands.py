@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo
 import aiohttp
 from aiohttp import web
 
-from bot.adapters.base import CommandHandler, FirstSeen
+from bot.adapters.base import CommandHandler, FirstSeen, HttpMount
 from bot.adapters.slack_render import Payload, slack_reply
 from bot.models import ChatKind, Reply, Request, Target
 from bot.targets import mask_url
@@ -137,7 +137,12 @@ class SlashCommands:
             return self._port
         return int(self._runner.addresses[0][1])
 
+    def attach(self, mount: HttpMount) -> None:
+        """Serve `PATH` on the app's HTTP server (the control room) rather than one of its own."""
+        mount(PATH, self._on_command, "Slack slash commands")
+
     async def start(self) -> None:
+        """Serve `PATH` on a server of its own (an adapter used without the control room)."""
         app = web.Application(client_max_size=MAX_BODY)
         app.router.add_post(PATH, self._on_command)
         self._runner = web.AppRunner(app, access_log=None)
@@ -157,6 +162,8 @@ class SlashCommands:
 
     async def _on_command(self, http: web.Request) -> web.StreamResponse:
         body = await http.read()
+        if len(body) > MAX_BODY:  # the shared server takes larger bodies for its other routes
+            return web.Response(status=413, text="request body too large")
         stamp = http.headers.get("X-Slack-Request-Timestamp")
         given = http.headers.get("X-Slack-Signature")
         now = self._clock()

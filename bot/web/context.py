@@ -30,6 +30,8 @@ class WebContext:
     """LIVEDESK_ADMIN_TOKEN; None: the API and the dashboard are off."""
     send_test: SendTest
     readiness: Readiness
+    backfill: int = 3
+    """Latest posts a subscription added from the control room is greeted with (LIVEDESK_BACKFILL)."""
     feeds_changed: Callable[[], None] = lambda: None
     """Tells this process's poller to re-read the feeds now (other processes notice on their own)."""
     started_at: float = field(default_factory=time.time)
