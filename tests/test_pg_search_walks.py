@@ -319,9 +319,9 @@ async def _toasted(conn: psycopg.AsyncConnection[Any]) -> int:
     return int(counted[0])
 
 
-async def test_migration_5_moves_the_stored_vectors_into_their_rows(postgres_url: str) -> None:
+async def test_migration_6_moves_the_stored_vectors_into_their_rows(postgres_url: str) -> None:
     """A store at schema 4 (long posts' vectors in the TOAST table) searches the same after
-    migration 5, with every vector in its row and the tier indexes there."""
+    migration 6, with every vector in its row and the tier indexes there."""
     url = _recreated(postgres_url, CTYPE)
     rng = random.Random(5)
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
