@@ -242,7 +242,7 @@ async def test_a_session_holds_on_every_worker_with_the_token_and_no_other(
     session_id, expires, signature = cookie.split(".")
     for forged in (
         f"{session_id}.{int(expires) + 86400}.{signature}",  # a longer life
-        f"x{session_id[1:]}.{expires}.{signature}",
+        f"{'y' if session_id.startswith('x') else 'x'}{session_id[1:]}.{expires}.{signature}",
         f"{session_id}.{expires}.",
         "garbage",
     ):
@@ -290,7 +290,7 @@ async def test_every_form_post_without_the_csrf_token_is_refused(
     ]
     filled = {
         "/blogs": ["/blogs"],
-        "/blogs/{id}/{action}": [f"/blogs/{feed.id}/{a}" for a in ("pause", "remove")],
+        "/blogs/{id}/{action}": [f"/blogs/{feed.id}/{a}" for a in ("pause", "interval", "remove")],
         "/deliveries/retry": ["/deliveries/retry"],
         "/logout": ["/logout"],
         "/subscriptions/{id}/{action}": [f"/subscriptions/{sub.id}/{a}" for a in ("pause", "test")],
@@ -415,6 +415,10 @@ async def test_blogs_are_added_paused_resumed_and_removed(
     assert "only http(s) URLs and files" in await submit("/blogs", location="ftp://x.example/f")
     assert len(await feeds.list()) == 1
 
+    assert "now every 120 s." in await submit(f"/blogs/{feed.id}/interval", interval="120")
+    assert (await feeds.get(feed.id)).interval == 120  # type: ignore[union-attr]
+    assert "at least 10 seconds" in await submit(f"/blogs/{feed.id}/interval", interval="5")
+    assert (await feeds.get(feed.id)).interval == 120  # type: ignore[union-attr]
     assert "paused." in await submit(f"/blogs/{feed.id}/pause")
     assert (await feeds.get(feed.id)).enabled is False  # type: ignore[union-attr]
     assert "resumed." in await submit(f"/blogs/{feed.id}/resume")
@@ -422,7 +426,8 @@ async def test_blogs_are_added_paused_resumed_and_removed(
     assert "No longer following" in await submit(f"/blogs/{feed.id}/remove")
     assert await feeds.list() == []
     assert "No blog #99 is followed." in await submit("/blogs/99/pause")
-    assert len(changes) == 4  # added, paused, resumed, removed: the poller is told each time
+    # added, slowed down, paused, resumed, removed: the poller is told each time
+    assert len(changes) == 5
 
 
 async def test_a_blog_shows_its_health_and_a_sparkline(

@@ -380,7 +380,7 @@ async def change_blog(
     request: web.Request, ctx: WebContext, session: Session
 ) -> web.StreamResponse:
     feed_id, action = _number(request.match_info["id"]), request.match_info["action"]
-    if action not in ("pause", "resume", "remove"):
+    if action not in ("pause", "resume", "remove", "interval"):
         raise web.HTTPNotFound()
     feed = await ctx.feeds.get(feed_id) if feed_id is not None else None
     if feed is None:
@@ -390,6 +390,14 @@ async def change_blog(
     if action == "remove":
         await ctx.feeds.remove(feed.id)
         session.say("ok", f"No longer following {shown} (its posts stay in the store).")
+    elif action == "interval":
+        try:
+            interval = _interval(_form_text(await request.post(), "interval"))
+        except ValueError as error:
+            session.say("error", str(error))
+            return back("/")
+        await ctx.feeds.update(feed.id, interval=interval)
+        session.say("ok", f"{shown}: now every {interval:g} s.")
     else:
         await ctx.feeds.update(feed.id, enabled=action == "resume")
         session.say("ok", f"{shown}: {'resumed' if action == 'resume' else 'paused'}.")
