@@ -37,7 +37,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from bench._common import Line, Runs, console, hot_path_table
+from bench._common import Line, Runs, console, hot_path_table, load
 from bot.adapters.base import (
     Adapter,
     AdapterContext,
@@ -445,7 +445,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     samples = asyncio.run(latency(10 if args.quick else 30))
-    say("(2) import commit → first delivery (100 subscriptions, poll_interval 0.25 s)")
+    say(
+        f"(2) import commit → first delivery (100 subscriptions, poll_interval 0.25 s), load {load()}"
+    )
     for mode, values in samples.items():
         label = "wake() in process" if mode == "wake" else "polling (other process)"
         say(
@@ -454,7 +456,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
 
     for scale, chats, posts in ((100.0, 3000, 200), (10.0, 600, 40)):
-        say(f"(3) Telegram limits ×{scale:g} in real time, fake enforcing its own copy")
+        say(
+            f"(3) Telegram limits ×{scale:g} in real time, fake enforcing its own copy, load {load()}"
+        )
         for case, achieved, limit, errors in asyncio.run(rate_limited(scale, chats, posts)):
             say(
                 f"    {case:30} {achieved:8,.1f}/s of {limit:6,.0f}/s = {achieved / limit:6.1%}   "
@@ -462,10 +466,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
 
     count = 30_000 if args.quick else 100_000
+    before = load()
     peak, sent, seconds = rss(count)
     say(
         f"(4) peak RSS, {count:,} subscriptions, one post to all: {peak:.0f} MB "
-        f"({sent:,} delivered in {seconds:.1f} s, {sent / seconds:,.0f}/s)  (goal ≤ 200 MB)"
+        f"({sent:,} delivered in {seconds:.1f} s, {sent / seconds:,.0f}/s)  (goal ≤ 200 MB), "
+        f"load {before}"
     )
     return 0
 

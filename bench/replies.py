@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from bench._common import load
 from bot.adapters.base import AdapterContext
 from bot.adapters.telegram import TelegramAdapter
 from bot.config import DispatchSettings, TelegramSettings
@@ -193,12 +194,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(list(argv) if argv is not None else sys.argv[1:])
     logging.basicConfig(level=logging.WARNING)
     commands = 4 if args.quick else 8
+    before = load()
     result = asyncio.run(measure(args.scale, args.chats, commands))
     idle, busy = result["idle"], result["busy"]
     assert isinstance(idle, list) and isinstance(busy, list)
     print(
         f"one post to {args.chats} Telegram chats at {result['limit']:g}/s "
-        f"(Telegram's 30/s × {args.scale:g}), {commands} /search commands sent during it"
+        f"(Telegram's 30/s × {args.scale:g}), {commands} /search commands sent during it; "
+        f"load {before} before, {load()} after"
     )
     for label, values in (("idle bot", idle), ("during the broadcast", busy)):
         print(
