@@ -46,14 +46,21 @@ from bot.models import (
     PostVersion,
     Subscription,
     SubscriptionState,
-    Target,
 )
 from bot.platforms import NAMES as PLATFORMS
-from bot.platforms import configured_secrets, mask_address, operator_target, platform, waiting_lines
+from bot.platforms import (
+    configured_secrets,
+    mask_address,
+    masked_webhook,
+    operator_target,
+    platform,
+    subscription_json,
+    waiting_lines,
+)
 from bot.poller import SETTINGS_ORIGIN, feed_location
 from bot.redact import printable, redact
 from bot.sources.text import is_http_url
-from bot.targets import FLAVORS, mask_url, public_options
+from bot.targets import FLAVORS
 from storage import variants as search_variants
 from storage.db import DatabaseUnusable, check_location, classify
 from storage.interface import Posts, Store
@@ -1516,42 +1523,6 @@ def read_target_file(
 
 
 _INLINE_COMMENT = re.compile(r"(?:^|\s)#.*$")
-
-
-def subscription_json(sub: Subscription) -> dict[str, Any]:
-    return {
-        "id": sub.id,
-        "platform": sub.target.platform,
-        "target": mask_address(sub.target),
-        "thread": sub.target.thread,
-        "kind": sub.target.kind,
-        "options": options_json(sub.target),
-        "source_id": sub.source_id,
-        "keywords": sub.query,
-        "edit_policy": sub.edit_policy.value,
-        "state": sub.state.value,
-        "reason": sub.reason,
-        "created_by": sub.created_by,
-        "created_at": sub.created_at.isoformat(),
-    }
-
-
-def masked_webhook(target: Target) -> str | None:
-    """A Discord channel's webhook, masked like every webhook URL: `https://discord.com/…/XXXX`."""
-    hook_id, token = target.options.get("webhook_id"), target.options.get("webhook_token")
-    if not hook_id or not token:
-        return None
-    return mask_url(f"https://discord.com/api/webhooks/{hook_id}/{token}")
-
-
-def options_json(target: Target) -> dict[str, str]:
-    """The target's options, secrets masked the one way webhook URLs are."""
-    options = public_options(target)
-    webhook = masked_webhook(target)
-    if webhook is not None:
-        options.pop("webhook_token", None)
-        options["webhook"] = webhook
-    return options
 
 
 def _describe(sub: Subscription) -> str:

@@ -19,7 +19,8 @@ from pydantic import BaseModel, SecretStr
 
 from bot.adapters.base import Adapter
 from bot.config import DiscordSettings, Settings, SlackSettings, TelegramSettings
-from bot.models import EditPolicy, Target
+from bot.models import EditPolicy, Subscription, Target
+from bot.redact import clean
 from bot.targets import (
     discord_target,
     mask_url,
@@ -200,6 +201,43 @@ def mask_address(target: Target) -> str:
     if shown == target.address and (target.kind == "webhook" or "://" in shown):
         return mask_url(shown)  # a webhook URL is a secret, whatever platform holds it
     return shown
+
+
+def masked_webhook(target: Target) -> str | None:
+    """A Discord channel's webhook, masked like every webhook URL: `https://discord.com/…/XXXX`."""
+    hook_id, token = target.options.get("webhook_id"), target.options.get("webhook_token")
+    if not hook_id or not token:
+        return None
+    return mask_url(f"https://discord.com/api/webhooks/{hook_id}/{token}")
+
+
+def options_json(target: Target) -> dict[str, str]:
+    """The target's options, secrets masked the one way webhook URLs are."""
+    options = public_options(target)
+    webhook = masked_webhook(target)
+    if webhook is not None:
+        options.pop("webhook_token", None)
+        options["webhook"] = webhook
+    return options
+
+
+def subscription_json(sub: Subscription) -> dict[str, Any]:
+    """A subscription as `livedesk --json subscriptions` and the API show it: addresses masked."""
+    return {
+        "id": sub.id,
+        "platform": sub.target.platform,
+        "target": mask_address(sub.target),
+        "thread": sub.target.thread,
+        "kind": sub.target.kind,
+        "options": options_json(sub.target),
+        "source_id": sub.source_id,
+        "keywords": sub.query,
+        "edit_policy": sub.edit_policy.value,
+        "state": sub.state.value,
+        "reason": clean(sub.reason) if sub.reason else None,
+        "created_by": sub.created_by,
+        "created_at": sub.created_at.isoformat(),
+    }
 
 
 def configured_secrets(settings: Settings) -> list[str]:

@@ -19,13 +19,12 @@ from aiohttp.typedefs import Handler
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bot.adapters.base import DeliveryError
-from bot.platforms import mask_address, operator_target, platform
-from bot.redact import clean, mask_url, redact
-from bot.targets import public_options
+from bot.platforms import mask_address, operator_target, platform, subscription_json
+from bot.redact import clean, redact
 from bot.web.auth import FailedLogins, bearer_auth, json_error
 from bot.web.context import CONTEXT, WebContext, context_of
 from storage.interface import Posts
-from storage.models import Highlighted, Post, Subscription, SubscriptionState, Target
+from storage.models import Highlighted, Post, Subscription, SubscriptionState
 from storage.query import QueryError
 from storage.values import (
     MAX_BACKFILL,
@@ -109,35 +108,6 @@ def _time(value: datetime | None) -> str | None:
 
 def post_json(post: Post) -> dict[str, Any]:
     return post.model_dump(mode="json")
-
-
-def options_json(target: Target) -> dict[str, str]:
-    """The target's options, a Discord webhook's token masked the way webhook URLs are."""
-    options = public_options(target)
-    hook_id, token = target.options.get("webhook_id"), target.options.get("webhook_token")
-    if hook_id and token:
-        options.pop("webhook_token", None)
-        options["webhook"] = mask_url(f"https://discord.com/api/webhooks/{hook_id}/{token}")
-    return options
-
-
-def subscription_json(sub: Subscription) -> dict[str, Any]:
-    """A subscription as `livedesk --json subscriptions` shows it."""
-    return {
-        "id": sub.id,
-        "platform": sub.target.platform,
-        "target": mask_address(sub.target),
-        "thread": sub.target.thread,
-        "kind": sub.target.kind,
-        "options": options_json(sub.target),
-        "source_id": sub.source_id,
-        "keywords": sub.query,
-        "edit_policy": sub.edit_policy.value,
-        "state": sub.state.value,
-        "reason": clean(sub.reason) if sub.reason else None,
-        "created_by": sub.created_by,
-        "created_at": sub.created_at.isoformat(),
-    }
 
 
 def dead_json(item: DeadDelivery) -> dict[str, Any]:
