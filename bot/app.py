@@ -238,7 +238,9 @@ class App:
                 self._warn("the demo runs on the embedded SQLite store only, not on PostgreSQL")
             demo_wanted = False
         followed = bool(settings.sources) or bool(await store.feeds.list())
-        demo_on = await self._demo_allowed(demo_wanted, nothing_else=alone and not followed)
+        demo_on = await self._demo_allowed(
+            demo_wanted, followed=followed, nothing_else=alone and not followed
+        )
         leadable: list[Leadable] = []
         for adapter in self._build_adapters(sections, demo=demo_on):
             if fleet_db is not None and isinstance(adapter, Leadable):
@@ -328,9 +330,8 @@ class App:
                 replay = asyncio.create_task(demo.run(), name="demo replay")
                 stack.push_async_callback(_cancel, replay)
         log.info(
-            "running: adapters %s, %d sources%s",
+            "running: adapters %s%s",  # the poller says how many blogs it follows
             ", ".join(self.adapters) or "none",
-            len(settings.sources),
             ", demo replay" if demo_on else "",
         )
 
@@ -474,10 +475,11 @@ class App:
                 chosen.append((entry, section))
         return chosen
 
-    async def _demo_allowed(self, wanted: bool, *, nothing_else: bool) -> bool:
+    async def _demo_allowed(self, wanted: bool, *, followed: bool, nothing_else: bool) -> bool:
         """The demo runs only on a database that is new or its own (holding nothing but the sample
-        blog and terminal subscriptions): it never writes an operator's data. Refused with nothing
-        else to run, `livedesk run` stops with that one line (exit 2) instead of idling."""
+        blog and terminal subscriptions, following no blog): it never writes an operator's data.
+        Refused with nothing else to run, `livedesk run` stops with that one line (exit 2) instead
+        of idling."""
         if not wanted:
             return False
         sources = await self.posts.sources()
@@ -485,7 +487,7 @@ class App:
         platforms = await self.subscriptions.count_by_platform()
         foreign_sources = [s for s in sources if s.location != SAMPLE_LOCATION] or failing
         foreign_subscriptions = {p for p in platforms if p != TERMINAL_TARGET.platform}
-        if not foreign_sources and not foreign_subscriptions:
+        if not foreign_sources and not foreign_subscriptions and not followed:
             return True
         refusal = (
             "this database has real blogs or subscriptions: the demo does not run here; "
