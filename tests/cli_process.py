@@ -7,7 +7,9 @@ wide terminal so output lines are not wrapped or coloured.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -83,3 +85,16 @@ def spawn(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subproces
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+async def control_room_of(process: subprocess.Popen[str]) -> str:
+    """The URL a spawned `livedesk run` says its control room is on (its first lines of output)."""
+    assert process.stdout is not None
+    seen: list[str] = []
+    async with asyncio.timeout(60):
+        while line := await asyncio.to_thread(process.stdout.readline):
+            seen.append(line)
+            found = re.search(r"Control room on (http://127\.0\.0\.1:\d+)/", line)
+            if found:
+                return found.group(1)
+    raise AssertionError("livedesk run never said where its control room is: " + "".join(seen))

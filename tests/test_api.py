@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import signal
 import subprocess
 from pathlib import Path
@@ -18,7 +17,7 @@ from aiohttp import web
 from bot.app import App
 from bot.models import ImportResult
 from tests.blog import BLOG, POSTS, post
-from tests.cli_process import livedesk, spawn
+from tests.cli_process import control_room_of, livedesk, spawn
 from tests.conftest import FIXTURES
 from tests.control_room import TOKEN, Api, backend_settings, eventually, running_app, url_of
 from tests.fakes.webhooks import WebhookReceiver
@@ -174,19 +173,6 @@ async def test_a_test_send_to_a_platform_not_running_says_so(tmp_path: Path) -> 
 
 
 # --- the real command ---------------------------------------------------------------------------------
-
-
-async def control_room_of(process: subprocess.Popen[str]) -> str:
-    """The URL `livedesk run` says its control room is on (its first lines of output)."""
-    assert process.stdout is not None
-    seen: list[str] = []
-    async with asyncio.timeout(60):
-        while line := await asyncio.to_thread(process.stdout.readline):
-            seen.append(line)
-            found = re.search(r"Control room on (http://127\.0\.0\.1:\d+)/", line)
-            if found:
-                return found.group(1)
-    raise AssertionError("livedesk run never said where its control room is: " + "".join(seen))
 
 
 async def stopped(process: subprocess.Popen[str]) -> tuple[int, str, str]:

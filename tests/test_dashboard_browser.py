@@ -18,10 +18,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import shutil
 import signal
-import subprocess
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -33,7 +31,7 @@ from aiohttp import web
 
 from storage.models import ImportResult, Post, Source, SourceKind
 from storage.store import open_sqlite
-from tests.cli_process import livedesk, spawn
+from tests.cli_process import control_room_of, livedesk, spawn
 from tests.dashboard_kit import TOKEN
 from tests.fakes.webhooks import WebhookReceiver
 
@@ -101,19 +99,6 @@ async def serve_feed(body: str) -> tuple[web.AppRunner, str]:
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     return runner, f"http://127.0.0.1:{runner.addresses[0][1]}/live/harbour.xml"
-
-
-async def control_room_of(process: subprocess.Popen[str]) -> str:
-    """The URL `livedesk run` says its control room is on."""
-    assert process.stdout is not None
-    seen: list[str] = []
-    async with asyncio.timeout(60):
-        while line := await asyncio.to_thread(process.stdout.readline):
-            seen.append(line)
-            found = re.search(r"Control room on (http://127\.0\.0\.1:\d+)/", line)
-            if found:
-                return found.group(1)
-    raise AssertionError("livedesk run never said where its control room is: " + "".join(seen))
 
 
 class Shots:
