@@ -3,19 +3,36 @@ run, and each figure's ratio to the raw ceiling measured in the same run.
 
 A figure alone means little on a shared 2-core machine; its ratio to a ceiling measured seconds
 before, under the same load, is what a reader can compare across runs and machines.
+
+Every benchmark also records its headline figures (`record`): `python -m bench` gathers them into
+one summary table at the end, and each benchmark writes them to bench/results/summary-<name>.json.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import statistics
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
 
+import psycopg
+from psycopg import sql
 from rich.console import Console
 from rich.table import Table
 
+from tests.pgserver import PostgresServer, find_binaries, running_server
+
 console = Console(width=132)
+
+RESULTS = Path(
+    os.environ.get("LIVEDESK_BENCH_RESULTS", Path(__file__).resolve().parent / "results")
+)
+"""Cached databases and the summary-*.json files (gitignored); the smoke test points it elsewhere."""
 
 
 def load() -> str:
@@ -79,3 +96,180 @@ def hot_path_table(title: str, lines: Sequence[Line]) -> Table:
             ", ".join(line.ours.loads),
         )
     return table
+
+
+# --- the summary ------------------------------------------------------------------------------------
+
+GoalKind = Literal["ratio>=", "ratio<=", "<=", ">="]
+
+
+@dataclass(frozen=True, slots=True)
+class Goal:
+    """What a figure should reach: its ratio to raw (ours ÷ raw) at least or at most `value`, or
+    the figure itself at most or at least `value` (in its unit)."""
+
+    kind: GoalKind
+    value: float
+    note: str = ""
+    """Why the goal may not apply here (e.g. it needs more cores than this machine has)."""
+
+    def met(self, ours: float, raw: float | None) -> bool | None:
+        if self.kind in ("ratio>=", "ratio<="):
+            if not raw:
+                return None
+            ratio = ours / raw
+            return ratio >= self.value if self.kind == "ratio>=" else ratio <= self.value
+        return ours <= self.value if self.kind == "<=" else ours >= self.value
+
+    def shown(self, unit: str) -> str:
+        text = {
+            "ratio>=": f"≥ {self.value:.2f}× raw",
+            "ratio<=": f"≤ {self.value:.2f}× raw",
+            "<=": f"≤ {_number(self.value)} {unit}",
+            ">=": f"≥ {_number(self.value)} {unit}",
+        }[self.kind]
+        return f"{text} ({self.note})" if self.note else text
+
+
+def at_least_raw(value: float, note: str = "") -> Goal:
+    return Goal("ratio>=", value, note)
+
+
+def at_most_raw(value: float, note: str = "") -> Goal:
+    return Goal("ratio<=", value, note)
+
+
+def at_most(value: float, note: str = "") -> Goal:
+    return Goal("<=", value, note)
+
+
+def at_least(value: float, note: str = "") -> Goal:
+    return Goal(">=", value, note)
+
+
+@dataclass(frozen=True, slots=True)
+class Figure:
+    """One row of the summary: a hot path on one backend, ours beside raw, medians of the runs."""
+
+    bench: str
+    path: str
+    backend: str
+    """"SQLite", "PostgreSQL", or "—" where the path does not touch the store."""
+    ours: float
+    raw: float | None
+    unit: str
+    goal: Goal | None
+    loads: list[str]
+    runs: int = 1
+
+    @property
+    def ratio(self) -> float | None:
+        return self.ours / self.raw if self.raw else None
+
+    @property
+    def met(self) -> bool | None:
+        return None if self.goal is None else self.goal.met(self.ours, self.raw)
+
+
+def from_line(bench: str, line: Line, backend: str, path: str | None = None) -> Figure:
+    """A hot-path table's line (a rate, goal: ratio ≥ line.goal) as a summary figure."""
+    return Figure(
+        bench,
+        path or line.path,
+        backend,
+        line.ours.median,
+        line.raw.median,
+        line.unit,
+        None if line.goal is None else at_least_raw(line.goal),
+        sorted(set(line.ours.loads + line.raw.loads)),
+        len(line.ours.values),
+    )
+
+
+RECORDED: list[Figure] = []
+"""Every figure recorded in this process, in order (what `python -m bench` summarises)."""
+
+
+def record(bench: str, figures: Sequence[Figure]) -> None:
+    """Keep `figures` for the summary and write them to RESULTS/summary-<bench>.json."""
+    RECORDED.extend(figures)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    mine = [asdict(f) for f in RECORDED if f.bench == bench]
+    (RESULTS / f"summary-{bench}.json").write_text(json.dumps(mine, indent=1) + "\n")
+
+
+def _number(value: float) -> str:
+    if value == 0:
+        return "0"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.3g}" if abs(value) < 1 else f"{value:.2f}"
+
+
+def _loads(loads: Sequence[str]) -> str:
+    ones = sorted(float(text.split("/")[0]) for text in loads if text)
+    if not ones:
+        return ""
+    return f"{ones[0]:.1f}" if ones[0] == ones[-1] else f"{ones[0]:.1f}–{ones[-1]:.1f}"
+
+
+def summary_table(figures: Sequence[Figure], title: str = "Every hot path") -> Table:
+    """ONE table: path, backend, ours, raw, ratio, goal, met?, load (1-minute, lowest–highest)."""
+    table = Table(title=title)
+    for column in ("path", "backend", "ours", "raw", "ratio", "goal", "met?", "runs", "load"):
+        table.add_column(
+            column, justify="left" if column in ("path", "backend", "goal") else "right"
+        )
+    for f in figures:
+        met = {None: "", True: "met", False: "MISSED"}[f.met]
+        table.add_row(
+            f.path,
+            f.backend,
+            f"{_number(f.ours)} {f.unit}",
+            "" if f.raw is None else f"{_number(f.raw)} {f.unit}",
+            "" if f.ratio is None else f"{f.ratio:.2f}×",
+            "" if f.goal is None else f.goal.shown(f.unit),
+            met,
+            str(f.runs),
+            _loads(f.loads),
+        )
+    return table
+
+
+# --- PostgreSQL -------------------------------------------------------------------------------------
+
+SHARED_SERVER: PostgresServer | None = None
+"""A server every benchmark of this process uses instead of starting its own (the smoke test)."""
+
+
+def postgres_available() -> bool:
+    return SHARED_SERVER is not None or find_binaries() is not None
+
+
+@contextlib.contextmanager
+def postgres() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL server (tests/pgserver.py), or the shared one when it is set."""
+    if SHARED_SERVER is not None:
+        yield SHARED_SERVER
+        return
+    with running_server() as server:
+        yield server
+
+
+def new_database(server: PostgresServer, prefix: str) -> str:
+    """The URL of a new, empty database on `server`."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server.dsn(), autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
+    return server.url(name)
+
+
+def drop_database(server: PostgresServer, url: str) -> None:
+    """Drop the database `url` names (with any connection left open)."""
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(server.dsn(), autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )

@@ -50,7 +50,7 @@ from psycopg import sql
 from rich.console import Console
 from rich.table import Table
 
-from bench.store import SEED, zipf_vocabulary
+from bench._corpus import SEED, zipf_vocabulary
 from storage import db as db_module
 from storage.codecs import post_joined_words, to_db_time
 from storage.db import (

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import random
 import sqlite3
 import tempfile
@@ -27,6 +26,7 @@ from pathlib import Path
 from bench import fleet
 from bench import search as search_bench
 from bench._common import Line, Runs, console, hot_path_table
+from bench._corpus import SEED, zipf_vocabulary
 from storage.codecs import to_db_time
 from storage.db import Database
 from storage.ingest import ingest
@@ -34,28 +34,10 @@ from storage.models import ImportResult, Post, Source, SourceKind
 from storage.posts import PostStore
 from tests.pgserver import find_binaries, running_server
 
-SEED = 20220121
-VOCABULARY = 50_000
 IMPORT_POSTS = 100_000
 DOCUMENT_POSTS = 1_000
 
 # --- synthetic posts --------------------------------------------------------------------------------
-
-
-def zipf_vocabulary(seed: int = SEED) -> tuple[list[str], list[float]]:
-    """VOCABULARY distinct invented words and their cumulative Zipf weights (rank r weighs 1/r):
-    the same words for every benchmark that uses the seed."""
-    rng = random.Random(seed)
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    words: list[str] = []
-    seen: set[str] = set()
-    while len(words) < VOCABULARY:
-        word = "".join(rng.choices(letters, k=rng.randint(3, 9)))
-        if word not in seen:
-            seen.add(word)
-            words.append(word)
-    weights = list(itertools.accumulate(1.0 / rank for rank in range(1, VOCABULARY + 1)))
-    return words, weights
 
 
 class Corpus:
