@@ -1,6 +1,7 @@
 """Real `livedesk` processes for the benchmarks: spawn one, time it to ready or to its end, and read
-its peak resident memory from the kernel when it is reaped (wait4's ru_maxrss: the whole life of
-that one process, not a sample).
+its peak resident memory from the kernel (VmHWM in /proc/PID/status: the high-water mark of that
+process's own memory since its exec). Not wait4's ru_maxrss: a child spawned with vfork inherits
+the parent's high-water mark there, so every child would look as big as the benchmark itself.
 
 Every child gets tests/cli_process.py's environment (tests/netguard on its path: no network but
 loopback) and so does the raw ceiling beside it, so both pay the same interpreter start-up.
@@ -9,7 +10,6 @@ loopback) and so does the raw ceiling beside it, so both pay the same interprete
 from __future__ import annotations
 
 import http.client
-import os
 import signal
 import subprocess
 import sys
@@ -30,7 +30,8 @@ POLL = 0.005
 class Measured:
     seconds: float
     """Spawn to ready (a server) or to exit (a command)."""
-    peak_mb: float
+    peak_mb: float | None
+    """VmHWM (`livedesk run`); None for a command that ends (it is gone before it can be read)."""
     code: int
     out: str = ""
     err: str = ""
@@ -42,11 +43,18 @@ def livedesk_script() -> list[str]:
     return [str(script)] if script.exists() else command()
 
 
-def _reap(process: subprocess.Popen[bytes]) -> tuple[int, float]:
-    """Wait for the child; its exit code and peak RSS in MB (Linux reports ru_maxrss in KiB)."""
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    return process.returncode, usage.ru_maxrss / 1024
+def high_water_mb(pid: int | str = "self") -> float:
+    """The peak RSS of process `pid` so far, in MB (VmHWM, in kB, from /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for process {pid}")
+
+
+HIGH_WATER_LINE = (
+    "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM:')][0])\n"
+)
+"""Python that prints its own peak RSS in kB (a raw ceiling's last line)."""
 
 
 def run_to_end(argv: Sequence[str], cwd: Path, env: dict[str, str] | None = None) -> Measured:
@@ -63,11 +71,11 @@ def run_to_end(argv: Sequence[str], cwd: Path, env: dict[str, str] | None = None
             stdout=out,
             stderr=err,
         )
-        code, peak = _reap(process)
+        code = process.wait()
         seconds = time.perf_counter() - started
     return Measured(
         seconds,
-        peak,
+        None,
         code,
         out_path.read_text(errors="replace"),
         err_path.read_text(errors="replace"),
@@ -89,7 +97,7 @@ def run_until_ready(
     cwd: Path, env: dict[str, str], settle: float = 1.0, timeout: float = READY_TIMEOUT
 ) -> Measured:
     """`livedesk run` until its /readyz answers 200, then `settle` seconds more (what it does just
-    after start counts too), then SIGTERM: spawn → ready in seconds, its lifetime peak RSS."""
+    after start counts too): spawn → ready in seconds, and its peak RSS until then; then SIGTERM."""
     port = free_port()
     settings = {**env, "LIVEDESK_HTTP_PORT": str(port)}
     out_path, err_path = cwd / "run.out", cwd / "run.err"
@@ -115,12 +123,13 @@ def run_until_ready(
                 time.sleep(POLL)
             seconds = time.perf_counter() - started
             time.sleep(settle)
+            peak = high_water_mb(process.pid)
             process.send_signal(signal.SIGTERM)
-            code, peak = _reap(process)
+            code = process.wait(timeout=60)
         except BaseException:
             if process.returncode is None:
                 process.kill()
-                _reap(process)
+                process.wait()
             raise
     return Measured(
         seconds,
