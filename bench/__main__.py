@@ -1,14 +1,27 @@
-"""Run the benchmarks: `python -m bench` runs every bench/<name>.py with a main(); `python -m bench
-store` runs one. Options after the names (e.g. --quick) go to each benchmark."""
+"""Run the benchmarks: `python -m bench` runs every bench/<name>.py with a main() and ends with ONE
+summary table of every hot path; `python -m bench store` runs one. Options after the names go to
+each benchmark.
+
+Sizes: by default every benchmark runs at its --quick sizes, so that the whole run fits in about
+half an hour on 2 cores; `python -m bench --full` (`make bench FULL=1`) runs the full sizes (1M
+subscriptions, 100k fan-out, 1M-post search where the cache holds it: hours). `--smoke` runs each
+at a tiny size (what tests/test_bench_smoke.py does): the tables, not the figures, are the point.
+"""
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
 import sys
+import time
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from bench._common import RECORDED, console, load, summary_table
+
+SIZES = ("--quick", "--full", "--smoke")
 
 
 def discover() -> dict[str, Callable[..., Any]]:
@@ -28,15 +41,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     first_option = next((i for i, a in enumerate(args) if a.startswith("-")), len(args))
     names, options = args[:first_option], args[first_option:]
+    if not any(size in options for size in SIZES):
+        options.append("--quick")
     benchmarks = discover()
     unknown = [n for n in names if n not in benchmarks]
     if unknown:
         print(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(benchmarks)}")
         return 2
+    failed: list[str] = []
+    started = time.monotonic()
     for name in names or list(benchmarks):
-        print(f"== bench {name} ==")
-        benchmarks[name](options)
-    return 0
+        console.print(f"== bench {name} {' '.join(options)} (load {load()}) ==")
+        try:
+            benchmarks[name](list(options))
+        except (Exception, SystemExit) as error:  # one broken benchmark does not hide the others
+            if isinstance(error, SystemExit) and error.code in (0, None):
+                continue
+            traceback.print_exc()
+            console.print(f"bench {name} failed: {type(error).__name__}: {error}")
+            failed.append(name)
+    minutes = (time.monotonic() - started) / 60
+    console.print(
+        summary_table(
+            RECORDED,
+            f"Every hot path ({' '.join(options)}): ours, the raw ceiling of the same run, "
+            f"medians; {minutes:.0f} min, load now {load()}",
+        )
+    )
+    console.print(
+        "ratio = ours ÷ raw (a rate: higher is better; seconds or MB: lower is better); load: the "
+        "1-minute load average over the runs (2 cores here, shared)"
+        + (f"; FAILED: {', '.join(failed)}" if failed else "")
+    )
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

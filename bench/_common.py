@@ -209,7 +209,7 @@ def _number(value: float) -> str:
 
 
 def _loads(loads: Sequence[str]) -> str:
-    ones = sorted(float(text.split("/")[0]) for text in loads if text)
+    ones = sorted(float(text.removeprefix("load ").split("/")[0]) for text in loads if text)
     if not ones:
         return ""
     return f"{ones[0]:.1f}" if ones[0] == ones[-1] else f"{ones[0]:.1f}–{ones[-1]:.1f}"
