@@ -2,6 +2,7 @@
 
     python -m bench fanout            (or python -m bench.fanout)
     python -m bench fanout --quick    fewer rounds, 30k subscriptions for the memory figure
+    python -m bench fanout --smoke    tiny sizes (the smoke test)
 
 (1) One post to 10,000 (and 100,000) subscriptions, one in ten of them with a keyword filter the
     post matches: dispatcher deliveries/s ÷ the same sends made directly with raw aiohttp (the same
@@ -37,7 +38,18 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from bench._common import Line, Runs, console, hot_path_table, load
+from bench._common import (
+    Figure,
+    Line,
+    Runs,
+    at_least_raw,
+    at_most,
+    console,
+    from_line,
+    hot_path_table,
+    load,
+    record,
+)
 from bot.adapters.base import (
     Adapter,
     AdapterContext,
@@ -421,6 +433,10 @@ def _pct(values: list[float], q: float) -> float:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench fanout")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--full", action="store_true", help="the default sizes (as without --quick)"
+    )
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: the smoke test")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--rss-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(list(argv) if argv is not None else sys.argv[1:])
@@ -430,10 +446,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.rss_child:
         rss_child(args.rss_child)
         return 0
+    quick = args.quick and not args.full
 
     say: Callable[[str], None] = print
-    rounds = 1 if args.quick else 3
-    sizes = (10_000,) if args.quick else (10_000, 100_000)
+    figures: list[Figure] = []
+    rounds = 1 if quick or args.smoke else 3
+    sizes = (200,) if args.smoke else (10_000,) if quick else (10_000, 100_000)
     with fake_server() as url:
         lines = [asyncio.run(throughput(url, rounds, size)) for size in sizes]
     console.print(
@@ -443,8 +461,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             lines,
         )
     )
+    figures += [from_line("fanout", line, "SQLite") for line in lines]
 
-    samples = asyncio.run(latency(10 if args.quick else 30))
+    before = load()
+    samples = asyncio.run(latency(3 if args.smoke else 10 if quick else 30))
     say(
         f"(2) import commit → first delivery (100 subscriptions, poll_interval 0.25 s), load {load()}"
     )
@@ -455,18 +475,56 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"p90 {_pct(values, 0.9):6.1f} ms   max {max(values):6.1f} ms"
             + ("  (goal p50 ≤ 5 ms)" if mode == "wake" else "  (bounded by the poll interval)")
         )
+    figures.append(
+        Figure(
+            "fanout",
+            f"import commit → first delivery p50, wake() in process ({len(samples['wake'])} imports)",
+            "SQLite",
+            statistics.median(samples["wake"]),
+            None,
+            "ms",
+            at_most(5.0),
+            [before, load()],
+            len(samples["wake"]),
+        )
+    )
 
-    for scale, chats, posts in ((100.0, 3000, 200), (10.0, 600, 40)):
+    cases = ((100.0, 300, 20),) if args.smoke else ((100.0, 3000, 200), (10.0, 600, 40))
+    for scale, chats, posts in cases:
+        before = load()
         say(
-            f"(3) Telegram limits ×{scale:g} in real time, fake enforcing its own copy, load {load()}"
+            f"(3) Telegram limits ×{scale:g} in real time, fake enforcing its own copy, load {before}"
         )
         for case, achieved, limit, errors in asyncio.run(rate_limited(scale, chats, posts)):
             say(
                 f"    {case:30} {achieved:8,.1f}/s of {limit:6,.0f}/s = {achieved / limit:6.1%}   "
                 f"429s: {errors}  (goal ≥ 95 %, 0)"
             )
+            loads = [before, load()]
+            figures += [
+                Figure(
+                    "fanout",
+                    f"Telegram limits ×{scale:g}: {case} (raw: the limit)",
+                    "SQLite",
+                    achieved,
+                    limit,
+                    "/s",
+                    at_least_raw(0.95),
+                    loads,
+                ),
+                Figure(
+                    "fanout",
+                    f"Telegram limits ×{scale:g}: {case}, 429s from the fake",
+                    "SQLite",
+                    errors,
+                    None,
+                    "429s",
+                    at_most(0),
+                    loads,
+                ),
+            ]
 
-    count = 30_000 if args.quick else 100_000
+    count = 1_000 if args.smoke else 30_000 if quick else 100_000
     before = load()
     peak, sent, seconds = rss(count)
     say(
@@ -474,6 +532,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"({sent:,} delivered in {seconds:.1f} s, {sent / seconds:,.0f}/s)  (goal ≤ 200 MB), "
         f"load {before}"
     )
+    figures.append(
+        Figure(
+            "fanout",
+            f"peak RSS of one process delivering one post to {count:,} subscriptions",
+            "SQLite",
+            peak,
+            None,
+            "MB",
+            at_most(200.0),
+            [before],
+        )
+    )
+    record("fanout", figures)
     return 0
 
 

@@ -5,6 +5,7 @@
     python -m bench fleet --big          search at 1M posts as well (long: building the 1M
                                          databases takes well over half an hour on 2 cores)
     python -m bench fleet --fanout       the fan-out section (1) alone
+    python -m bench fleet --smoke        100 hooks, one worker, 200 posts (the smoke test)
 
 It starts its own throwaway PostgreSQL (tests/pgserver.py's running_server()). Each figure stands
 beside the raw ceiling measured in the same run; each is the median of several runs, with the load
@@ -53,6 +54,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import search as search_bench
+from bench._common import Figure, at_least_raw, postgres, record
 from bot.adapters.slack_render import render_card
 from bot.cards import card_from_post
 from bot.models import EditPolicy, Target
@@ -61,7 +63,7 @@ from storage.models import ImportResult, Post, Source, SourceKind
 from storage.store import PgStore, open_postgres
 from storage.values import NewSubscription
 from tests.cli_process import child_env, command
-from tests.pgserver import PostgresServer, running_server
+from tests.pgserver import PostgresServer
 
 ROOT = Path(__file__).resolve().parent.parent
 CONCURRENCY = 64
@@ -342,7 +344,13 @@ async def _lease_owners(store: PgStore) -> set[str]:
         return {str(row["lease_owner"]) for row in await cursor.fetchall()}
 
 
-async def fanout(server: PostgresServer, hooks: int, runs: int, workdir: Path) -> FanoutFigures:
+async def fanout(
+    server: PostgresServer,
+    hooks: int,
+    runs: int,
+    workdir: Path,
+    workers_counts: Sequence[int] = WORKERS,
+) -> FanoutFigures:
     name = _new_database(server)
     url = server.url(name)
     fleet: dict[int, list[float]] = {}
@@ -361,7 +369,7 @@ async def fanout(server: PostgresServer, hooks: int, runs: int, workdir: Path) -
                 await _subscribe(store, urls)
                 n = 0
                 async with aiohttp.ClientSession() as probe:
-                    for count in WORKERS:
+                    for count in workers_counts:
                         workers = _spawn_workers(url, count, workdir)
                         try:
                             await _wait_for_fleet(url, workers, workdir)
@@ -607,14 +615,49 @@ async def _search(
 # --- main ---------------------------------------------------------------------------------------------
 
 
-async def _run(args: argparse.Namespace) -> None:
+def _summary(figures: FanoutFigures, runs: int) -> list[Figure]:
+    one = statistics.median(figures.fleet[1])
+    loads = [text.removeprefix("load ") for text in figures.loads]
+    found = [
+        Figure(
+            "fleet",
+            f"one post → {figures.hooks:,} webhooks, 1 `livedesk run` worker (raw: aiohttp)",
+            "PostgreSQL",
+            one,
+            statistics.median(figures.raw),
+            "/s",
+            at_least_raw(0.8),
+            loads,
+            runs,
+        )
+    ]
+    if 3 in figures.fleet:
+        cores = os.cpu_count() or 1
+        found.append(
+            Figure(
+                "fleet",
+                f"one post → {figures.hooks:,} webhooks, 3 workers (÷ 1 worker, not raw)",
+                "PostgreSQL",
+                statistics.median(figures.fleet[3]),
+                one,
+                "/s",
+                at_least_raw(2.5, "" if cores >= 3 else f"needs 3 cores; {cores} here"),
+                loads,
+                runs,
+            )
+        )
+    return found
+
+
+async def _run(args: argparse.Namespace) -> list[Figure]:
     corpus = search_bench.Corpus()
-    with running_server() as server, tempfile.TemporaryDirectory(prefix="livedesk-fleet-") as tmp:
+    with postgres() as server, tempfile.TemporaryDirectory(prefix="livedesk-fleet-") as tmp:
         console.print(f"PostgreSQL on port {server.port}; {os.cpu_count()} cores; {_load()}")
-        figures = await fanout(server, args.hooks, args.runs, Path(tmp))
+        figures = await fanout(server, args.hooks, args.runs, Path(tmp), args.workers)
         print_fanout(figures, args.runs)
+        summary = _summary(figures, args.runs)
         if args.fanout:
-            return
+            return summary
 
         imported, kept = await bench_import(server, corpus, args.posts, args.runs)
         print_import(imported)
@@ -625,11 +668,16 @@ async def _run(args: argparse.Namespace) -> None:
             await search_bench.postgres_beside_sqlite(
                 server, corpus, search_bench.queries(corpus), 1_000_000, args.runs
             )
+        return summary
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench fleet", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="3,000 hooks, 10k posts, 20 samples")
+    parser.add_argument(
+        "--full", action="store_true", help="the default sizes (as without --quick)"
+    )
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, one worker: smoke test")
     parser.add_argument("--big", action="store_true", help="search at 1M posts too (long)")
     parser.add_argument("--fanout", action="store_true", help="the fan-out section alone")
     parser.add_argument("--hooks", type=int, default=HOOKS)
@@ -641,11 +689,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.serve:
         serve(args.serve)
         return 0
-    if args.quick:
+    args.workers = WORKERS
+    if args.smoke:
+        args.hooks, args.posts, args.samples, args.runs, args.workers = 100, 200, 3, 1, (1,)
+    elif args.quick and not args.full:
         args.hooks, args.posts, args.samples = 3_000, 10_000, 20
     if args.big:
         console.print("--big: search at 1M posts as well; building those databases takes long")
-    asyncio.run(_run(args))
+    record("fleet", asyncio.run(_run(args)))
     return 0
 
 

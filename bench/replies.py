@@ -3,6 +3,7 @@
     python -m bench replies                 300 chats at Telegram's real 30/s (about 10 s)
     python -m bench replies --scale 2       the limits twice as fast (and the fake's with them)
     python -m bench replies --quick         fewer commands
+    python -m bench replies --smoke         90 chats, limits ×2, 2 commands (the smoke test)
 
 Real python-telegram-bot against the fake Bot API (tests/fakes/telegram.py, in this process), which
 enforces 30/s overall, 1/s per chat and 20/min per group and answers 429 past them; the real handlers,
@@ -28,7 +29,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bench._common import load
+from bench._common import Figure, at_most, load, record
 from bot.adapters.base import AdapterContext
 from bot.adapters.telegram import TelegramAdapter
 from bot.config import DispatchSettings, TelegramSettings
@@ -191,9 +192,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scale", type=float, default=1.0, help="Telegram's limits × this")
     parser.add_argument("--chats", type=int, default=300)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--full", action="store_true", help="the default sizes (as without --quick)"
+    )
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: the smoke test")
     args = parser.parse_args(list(argv) if argv is not None else sys.argv[1:])
     logging.basicConfig(level=logging.WARNING)
-    commands = 4 if args.quick else 8
+    commands = 4 if args.quick and not args.full else 8
+    if args.smoke:
+        args.scale, args.chats, commands = 2.0, 90, 2  # the broadcast outlasts one window
     before = load()
     result = asyncio.run(measure(args.scale, args.chats, commands))
     idle, busy = result["idle"], result["busy"]
@@ -214,6 +221,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{'' if result['asked_before_end'] else '   (!) the commands outlasted it'}"
     )
     print(f"    429s from the fake: {result['429s']}   (goal 0)")
+    loads = [before, load()]
+    errors = result["429s"]
+    assert isinstance(errors, int)
+    record(
+        "replies",
+        [
+            Figure(
+                "replies",
+                f"/search reply during a broadcast to {args.chats} Telegram chats, slowest "
+                "(raw: the same on an idle bot)",
+                "SQLite",
+                max(busy) * 1000,
+                max(idle) * 1000,
+                "ms",
+                at_most(2000.0),
+                loads,
+                commands,
+            ),
+            Figure(
+                "replies",
+                "429s from the fake Bot API during the broadcast",
+                "SQLite",
+                errors,
+                None,
+                "429s",
+                at_most(0),
+                loads,
+            ),
+        ],
+    )
     return 0
 
 

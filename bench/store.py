@@ -2,6 +2,7 @@
 
     python -m bench store            # import 100k posts
     python -m bench store --quick    # import 20k posts
+    python -m bench store --smoke    # import 200 posts (the smoke test)
 
 SQLite: 100k synthetic posts (title and body only) through storage.ingest.ingest (documents of
 1,000 posts) ÷ raw sqlite3.executemany into the same schema (same triggers, one transaction).
@@ -25,14 +26,22 @@ from pathlib import Path
 
 from bench import fleet
 from bench import search as search_bench
-from bench._common import Line, Runs, console, hot_path_table
+from bench._common import (
+    Line,
+    Runs,
+    console,
+    from_line,
+    hot_path_table,
+    postgres,
+    postgres_available,
+    record,
+)
 from bench._corpus import SEED, zipf_vocabulary
 from storage.codecs import to_db_time
 from storage.db import Database
 from storage.ingest import ingest
 from storage.models import ImportResult, Post, Source, SourceKind
 from storage.posts import PostStore
-from tests.pgserver import find_binaries, running_server
 
 IMPORT_POSTS = 100_000
 DOCUMENT_POSTS = 1_000
@@ -157,9 +166,9 @@ async def bench_import(corpus: Corpus, workdir: Path, count: int, runs: int) -> 
 async def bench_import_postgres(count: int, runs: int) -> tuple[Line, Line] | str:
     """PostgreSQL: ours ÷ raw COPY and ÷ raw executemany into the same schema (bench.fleet's import,
     posts with captions and background), or why it did not run."""
-    if find_binaries() is None:
+    if not postgres_available():
         return "PostgreSQL: not measured (no initdb/pg_ctl on this machine)"
-    with running_server() as server:
+    with postgres() as server:
         figures, _ = await fleet.bench_import(server, search_bench.Corpus(), count, runs)
     loads = [text.removeprefix("load ") for text in figures.loads]
     ours = Runs(figures.ours, loads)
@@ -174,14 +183,19 @@ async def bench_import_postgres(count: int, runs: int) -> tuple[Line, Line] | st
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench store", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="import 20k posts, fewer runs")
+    parser.add_argument(
+        "--full", action="store_true", help="the default sizes (as without --quick)"
+    )
+    parser.add_argument("--smoke", action="store_true", help="import 200 posts: the smoke test")
     parser.add_argument("--posts", type=int, default=IMPORT_POSTS, help="posts to import")
     parser.add_argument("--runs", type=int, default=3, help="runs of each path (median shown)")
     parser.add_argument("--sqlite-only", action="store_true", help="skip the PostgreSQL side")
     args = parser.parse_args(argv)
 
     corpus = Corpus()
-    count = args.posts // 5 if args.quick else args.posts
-    runs = 1 if args.quick else args.runs
+    quick = args.quick and not args.full
+    count = 200 if args.smoke else args.posts // 5 if quick else args.posts
+    runs = 1 if quick or args.smoke else args.runs
     lines: list[Line] = []
     with tempfile.TemporaryDirectory(prefix="livedesk-bench-") as workdir:
         lines.append(asyncio.run(bench_import(corpus, Path(workdir), count, runs)))
@@ -198,6 +212,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         "Every input is generated before the clocks start. SQLite raw: title and body into `posts` "
         "(its FTS triggers included); PostgreSQL raw: every column ingest writes (the tsvector is "
         "generated). " + note
+    )
+    named = [
+        ("SQLite", f"import {count:,} posts (raw: executemany)"),
+        ("PostgreSQL", f"import {count:,} posts (raw: COPY)"),
+        ("PostgreSQL", f"import {count:,} posts (raw: executemany)"),
+    ]
+    record(
+        "store",
+        [from_line("store", line, b, path) for line, (b, path) in zip(lines, named, strict=False)],
     )
 
 

@@ -2,6 +2,7 @@
 
     python -m bench webhooks                 (or python -m bench.webhooks)
     python -m bench webhooks --hooks 300 --rounds 1
+    python -m bench webhooks --smoke         (30 hooks, one round: the smoke test)
 
 The receiver (tests/fakes/webhooks.py, no rate limit, payloads validated, nothing recorded) runs in a
 separate process (multiprocessing, spawn), so client and server do not share a core. Every figure below
@@ -39,7 +40,7 @@ import aiohttp
 import apprise
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from bench._common import load
+from bench._common import Figure, at_least_raw, load, record
 from bot.adapters.base import AdapterContext
 from bot.adapters.slack import SlackAdapter
 from bot.adapters.slack_render import render_card
@@ -225,7 +226,7 @@ def _row(name: str, seconds: list[float], hooks: int, ceiling: float | None) -> 
     return f"{name:<34} {best * 1000:9.1f} ms  {hooks / best:9.0f} deliveries/s  {ratio}"
 
 
-async def _run(hooks: int, rounds: int, apprise_rounds: int) -> None:
+async def _run(hooks: int, rounds: int, apprise_rounds: int) -> list[Figure]:
     before = load()
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
@@ -262,6 +263,19 @@ async def _run(hooks: int, rounds: int, apprise_rounds: int) -> None:
     print(_row("apprise notify() (mmost://)", theirs, hooks, ceiling))
     ratio = statistics.median(theirs) / statistics.median(ours)
     print(f"livedesk is {ratio:.1f}× faster than apprise for the same alert to the same hooks")
+    return [
+        Figure(
+            "webhooks",
+            f"one post → {hooks:,} Mattermost webhooks, commit → last delivery (raw: aiohttp)",
+            "SQLite",
+            hooks / statistics.median(ours),
+            hooks / ceiling,
+            "/s",
+            at_least_raw(0.8),
+            [before, load()],
+            rounds,
+        )
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -270,11 +284,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--apprise-rounds", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="300 hooks, one round")
+    parser.add_argument(
+        "--full", action="store_true", help="the default sizes (as without --quick)"
+    )
+    parser.add_argument("--smoke", action="store_true", help="30 hooks, one round: the smoke test")
     args = parser.parse_args(list(argv) if argv is not None else None)
-    if args.quick:
+    if args.smoke:
+        args.hooks, args.rounds = 30, 1
+    elif args.quick and not args.full:
         args.hooks, args.rounds = 300, 1
     logging.getLogger("apprise").setLevel(logging.CRITICAL)
-    asyncio.run(_run(args.hooks, args.rounds, args.apprise_rounds))
+    record("webhooks", asyncio.run(_run(args.hooks, args.rounds, args.apprise_rounds)))
 
 
 if __name__ == "__main__":
