@@ -76,8 +76,9 @@ class Timings:
         return statistics.median(self.seconds[name])
 
 
-def measure(cwd: Path, runs: int, pg_url: str | None) -> Timings:
-    """Every command and ceiling once per run, alternating; one untimed warm-up round first."""
+def measure(cwd: Path, runs: int, pg_url: str | None, warm: bool = True) -> Timings:
+    """Every command and ceiling once per run, alternating; one untimed warm-up round first
+    (unless not `warm`: the smoke test)."""
     script = livedesk_script()
     sqlite_env = {"LIVEDESK_DB_PATH": str(cwd / "cli.db")}
     commands: list[tuple[str, list[str], dict[str, str]]] = [
@@ -90,7 +91,7 @@ def measure(cwd: Path, runs: int, pg_url: str | None) -> Timings:
         )
     raws: list[tuple[str, list[str], dict[str, str]]] = [(n, a, {}) for n, a in RAW.items()]
     timings = Timings()
-    for _, argv, env in commands + raws:  # warm the page cache and the bytecode
+    for _, argv, env in commands + raws if warm else []:  # the page cache and the bytecode
         run_to_end(argv, cwd, env)
     for _ in range(runs):
         timings.loads.append(load())
@@ -162,13 +163,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.sqlite_only or not postgres_available():
             if not args.sqlite_only:
                 console.print("PostgreSQL: not measured (no initdb/pg_ctl on this machine)")
-            timings = measure(cwd, runs, None)
+            timings = measure(cwd, runs, None, warm=not args.smoke)
         else:
             with postgres() as server:
                 url = new_database(server, "bench_cli")
                 try:
                     asyncio.run(_fill(url, posts))
-                    timings = measure(cwd, runs, url)
+                    timings = measure(cwd, runs, url, warm=not args.smoke)
                 finally:
                     drop_database(server, url)
     record("cli", report(timings, runs))
