@@ -208,7 +208,8 @@ def _number(value: float) -> str:
     return f"{value:.3g}" if abs(value) < 1 else f"{value:.2f}"
 
 
-def _loads(loads: Sequence[str]) -> str:
+def load_range(loads: Sequence[str]) -> str:
+    """The 1-minute load averages of the runs as lowest–highest."""
     ones = sorted(float(text.removeprefix("load ").split("/")[0]) for text in loads if text)
     if not ones:
         return ""
@@ -233,7 +234,7 @@ def summary_table(figures: Sequence[Figure], title: str = "Every hot path") -> T
             "" if f.goal is None else f.goal.shown(f.unit),
             met,
             str(f.runs),
-            _loads(f.loads),
+            load_range(f.loads),
         )
     return table
 

@@ -35,6 +35,7 @@ from bench._common import (
     console,
     drop_database,
     load,
+    load_range,
     new_database,
     postgres,
     postgres_available,
@@ -198,7 +199,7 @@ def report(figures: list[Figure], lines: int) -> None:
             f"{lines / f.ours:,.0f}",
             "" if f.goal is None else f.goal.shown("s"),
             {None: "", True: "met", False: "MISSED"}[f.met],
-            ", ".join(f.loads),
+            load_range(f.loads),
         )
     console.print(table)
     console.print(

@@ -36,6 +36,7 @@ from bench._common import (
     console,
     drop_database,
     load,
+    load_range,
     new_database,
     postgres,
     postgres_available,
@@ -197,7 +198,7 @@ def report(figures: list[Figure]) -> None:
     table = Table(
         title="livedesk run: peak RSS and start-up beside a bare reader of the same store"
     )
-    for column in ("path", "backend", "ours", "raw", "ours ÷ raw", "goal", "", "load per run"):
+    for column in ("path", "backend", "ours", "raw", "ours ÷ raw", "goal", "", "load"):
         table.add_column(column, justify="left" if column in ("path", "backend") else "right")
     for f in figures:
         goal: Goal | None = f.goal
@@ -209,7 +210,7 @@ def report(figures: list[Figure]) -> None:
             "" if f.ratio is None else f"{f.ratio:.1f}×",
             "" if goal is None else goal.shown(f.unit),
             {None: "", True: "met", False: "MISSED"}[f.met],
-            ", ".join(f.loads),
+            load_range(f.loads),
         )
     console.print(table)
     console.print(
