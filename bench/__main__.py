@@ -6,6 +6,8 @@ Sizes: by default every benchmark runs at its --quick sizes, so that the whole r
 half an hour on 2 cores; `python -m bench --full` (`make bench FULL=1`) runs the full sizes (1M
 subscriptions, 100k fan-out, 1M-post search where the cache holds it: hours). `--smoke` runs each
 at a tiny size (what tests/test_bench_smoke.py does): the tables, not the figures, are the point.
+`python -m bench --summary` prints the summary of the last run of each benchmark again, from
+bench/results/summary-*.json (each benchmark run alone writes its own).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench._common import RECORDED, console, load, summary_table
+from bench._common import RECORDED, console, load, recorded, summary_table, wide
 
 SIZES = ("--quick", "--full", "--smoke")
 
@@ -39,6 +41,9 @@ def discover() -> dict[str, Callable[..., Any]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args == ["--summary"]:
+        wide.print(summary_table(recorded(), "Every hot path, the last run of each benchmark"))
+        return 0
     first_option = next((i for i, a in enumerate(args) if a.startswith("-")), len(args))
     names, options = args[:first_option], args[first_option:]
     if not any(size in options for size in SIZES):
@@ -61,14 +66,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             console.print(f"bench {name} failed: {type(error).__name__}: {error}")
             failed.append(name)
     minutes = (time.monotonic() - started) / 60
-    console.print(
+    wide.print(
         summary_table(
             RECORDED,
             f"Every hot path ({' '.join(options)}): ours, the raw ceiling of the same run, "
             f"medians; {minutes:.0f} min, load now {load()}",
         )
     )
-    console.print(
+    wide.print(
         "ratio = ours ÷ raw (a rate: higher is better; seconds or MB: lower is better); load: the "
         "1-minute load average over the runs (2 cores here, shared)"
         + (f"; FAILED: {', '.join(failed)}" if failed else "")

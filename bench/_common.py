@@ -28,6 +28,8 @@ from rich.table import Table
 from tests.pgserver import PostgresServer, find_binaries, running_server
 
 console = Console(width=132)
+wide = Console(width=200)
+"""The summary's: one line per hot path."""
 
 RESULTS = Path(
     os.environ.get("LIVEDESK_BENCH_RESULTS", Path(__file__).resolve().parent / "results")
@@ -112,6 +114,8 @@ class Goal:
     value: float
     note: str = ""
     """Why the goal may not apply here (e.g. it needs more cores than this machine has)."""
+    of: str = "raw"
+    """What the "raw" column holds when it is not a raw ceiling (e.g. one worker)."""
 
     def met(self, ours: float, raw: float | None) -> bool | None:
         if self.kind in ("ratio>=", "ratio<="):
@@ -123,8 +127,8 @@ class Goal:
 
     def shown(self, unit: str) -> str:
         text = {
-            "ratio>=": f"≥ {self.value:.2f}× raw",
-            "ratio<=": f"≤ {self.value:.2f}× raw",
+            "ratio>=": f"≥ {self.value:.2f}× {self.of}",
+            "ratio<=": f"≤ {self.value:.2f}× {self.of}",
             "<=": f"≤ {_number(self.value)} {unit}",
             ">=": f"≥ {_number(self.value)} {unit}",
         }[self.kind]
@@ -198,6 +202,16 @@ def record(bench: str, figures: Sequence[Figure]) -> None:
     (RESULTS / f"summary-{bench}.json").write_text(json.dumps(mine, indent=1) + "\n")
 
 
+def recorded(folder: Path | None = None) -> list[Figure]:
+    """The figures of the last run of every benchmark, from RESULTS/summary-*.json."""
+    found: list[Figure] = []
+    for path in sorted((folder or RESULTS).glob("summary-*.json")):
+        for item in json.loads(path.read_text()):
+            goal = item.pop("goal")
+            found.append(Figure(**item, goal=None if goal is None else Goal(**goal)))
+    return found
+
+
 def _number(value: float) -> str:
     if value == 0:
         return "0"
@@ -213,7 +227,8 @@ def load_range(loads: Sequence[str]) -> str:
     ones = sorted(float(text.removeprefix("load ").split("/")[0]) for text in loads if text)
     if not ones:
         return ""
-    return f"{ones[0]:.1f}" if ones[0] == ones[-1] else f"{ones[0]:.1f}–{ones[-1]:.1f}"
+    low, high = f"{ones[0]:.1f}", f"{ones[-1]:.1f}"
+    return low if low == high else f"{low}–{high}"
 
 
 def summary_table(figures: Sequence[Figure], title: str = "Every hot path") -> Table:

@@ -54,7 +54,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import search as search_bench
-from bench._common import Figure, at_least_raw, postgres, record
+from bench._common import Figure, Goal, at_least_raw, postgres, record
 from bot.adapters.slack_render import render_card
 from bot.cards import card_from_post
 from bot.models import EditPolicy, Target
@@ -641,7 +641,9 @@ def _summary(figures: FanoutFigures, runs: int) -> list[Figure]:
                 statistics.median(figures.fleet[3]),
                 one,
                 "/s",
-                at_least_raw(2.5, "" if cores >= 3 else f"needs 3 cores; {cores} here"),
+                Goal(
+                    "ratio>=", 2.5, "" if cores >= 3 else f"needs 3 cores; {cores} here", "1 worker"
+                ),
                 loads,
                 runs,
             )
