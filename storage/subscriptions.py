@@ -207,12 +207,150 @@ class SubscriptionStore:
             return await move_target(conn, platform, old_address, new_address)
 
 
+_Key = tuple[str, str, str, str, str]
+"""A subscription's identity, as the unique index `subscriptions_unique` has it: platform,
+address, thread, blog and keywords (NULL as '')."""
+
+
+def _key(target: Target, source_id: str | None, query: str | None) -> _Key:
+    return (target.platform, target.address, target.thread or "", source_id or "", query or "")
+
+
 def _put_all(
     conn: sqlite3.Connection, items: Sequence[NewSubscription], backfill: int
 ) -> builtins.list[Added]:
-    """Every item subscribed on `conn` (in the open write transaction, in its thread), in order."""
+    """Every item subscribed on `conn` (in the open write transaction, in its thread), in order.
+
+    New subscriptions are inserted together (executemany) and built from what was inserted, so a
+    file of 100k targets costs about what raw inserts do; one that is already there (in the store,
+    or earlier in the batch) takes the one-by-one path, which re-activates it and says what changed.
+    """
     greetings: dict[tuple[str | None, str | None, bool], builtins.list[Any]] = {}
-    return [_add(conn, item, backfill, greetings) for item in items]
+    stored = _stored_keys(conn, items)
+    results: builtins.list[Added] = []
+    fresh: builtins.list[tuple[NewSubscription, str | None]] = []
+    for item in items:
+        query = normalize_query(item.query)
+        key = _key(item.target, item.source_id, query)
+        if key in stored:
+            results += _insert_new(conn, fresh, backfill, greetings)
+            fresh = []
+            results.append(_add(conn, item, backfill, greetings))
+        else:
+            stored.add(key)
+            fresh.append((item, query))
+    results += _insert_new(conn, fresh, backfill, greetings)
+    return results
+
+
+def _stored_keys(conn: sqlite3.Connection, items: Sequence[NewSubscription]) -> set[_Key]:
+    """The keys of the subscriptions already stored for the items' targets."""
+    wanted: dict[str, set[str]] = {}
+    for item in items:
+        wanted.setdefault(item.target.platform, set()).add(item.target.address)
+    found: set[_Key] = set()
+    for platform, addresses in wanted.items():
+        any_there = "SELECT 1 FROM subscriptions WHERE platform = ? LIMIT 1"
+        if conn.execute(any_there, (platform,)).fetchone() is None:
+            continue  # the platform's first subscriptions: nothing to look up
+        listed = sorted(addresses)
+        for start in range(0, len(listed), _CHUNK):
+            chunk = listed[start : start + _CHUNK]
+            rows = conn.execute(
+                "SELECT platform, address, coalesce(thread, ''), coalesce(source_id, ''), "
+                "coalesce(query, '') FROM subscriptions "
+                f"WHERE platform = ? AND address IN ({','.join('?' * len(chunk))})",
+                (platform, *chunk),
+            ).fetchall()
+            found.update(tuple(row) for row in rows)
+    return found
+
+
+def _insert_new(
+    conn: sqlite3.Connection,
+    fresh: Sequence[tuple[NewSubscription, str | None]],
+    backfill: int,
+    greetings: dict[tuple[str | None, str | None, bool], builtins.list[Any]],
+) -> builtins.list[Added]:
+    """Insert subscriptions known to be new, in order; each as inserted, greeted with `backfill`."""
+    if not fresh:
+        return []
+    now = utc_now()
+    stamp = to_db_time(now)
+    encodings: dict[tuple[tuple[str, str], ...], str] = {}  # a file's targets share a few
+    rows = []
+    for item, query in fresh:
+        target = item.target
+        options = tuple(target.options.items())
+        encoded = encodings.get(options)
+        if encoded is None:
+            encoded = encodings[options] = json.dumps(target.options)
+        rows.append(
+            (
+                target.platform,
+                target.address,
+                target.thread,
+                target.kind,
+                encoded,
+                item.source_id,
+                query,
+                item.edit_policy.value,
+                item.created_by,
+                stamp,
+            )
+        )
+    (last,) = conn.execute("SELECT coalesce(max(id), 0) FROM subscriptions").fetchone()
+    conn.executemany(
+        "INSERT INTO subscriptions (platform, address, thread, target_kind, options, source_id, "
+        "query, edit_policy, created_by, created_at, state) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active')",
+        rows,
+    )
+    # One writer holds the transaction: the new rows are the ids above `last`, in insert order.
+    ids = [
+        int(r[0])
+        for r in conn.execute("SELECT id FROM subscriptions WHERE id > ? ORDER BY id", (last,))
+    ]
+    assert len(ids) == len(fresh), "rows appeared beside this transaction's inserts"
+    count = max(0, min(backfill, MAX_BACKFILL))
+    added: builtins.list[Added] = []
+    for subscription_id, (item, query) in zip(ids, fresh, strict=True):
+        if count:
+            _greet(conn, subscription_id, item, query, count, greetings)
+        # Built from the values just written, as a row read back would give them.
+        subscription = Subscription(
+            id=subscription_id,
+            target=item.target,
+            source_id=item.source_id,
+            query=query,
+            edit_policy=item.edit_policy,
+            created_by=item.created_by,
+            created_at=now,
+            state=SubscriptionState.ACTIVE,
+            reason=None,
+        )
+        added.append(Added(subscription, True))
+    return added
+
+
+def _greet(
+    conn: sqlite3.Connection,
+    subscription_id: int,
+    item: NewSubscription,
+    query: str | None,
+    count: int,
+    greetings: dict[tuple[str | None, str | None, bool], builtins.list[Any]],
+) -> None:
+    """Queue a new subscription's greeting: the latest `count` matching posts. The same blog and
+    keywords greet every new subscription of a batch with the same posts: one look-up for all."""
+    with_samples = item.target.kind == "terminal"
+    key = (item.source_id, query, with_samples)
+    if key not in greetings:
+        compiled = compile_query(query) if query else None
+        greetings[key] = _latest_matching(
+            conn, item.source_id, compiled, count, with_samples=with_samples
+        )
+    _enqueue_backfill(conn, subscription_id, greetings[key])
 
 
 def _add(
@@ -257,16 +395,7 @@ def _add(
     ).fetchall()
     count = max(0, min(backfill, MAX_BACKFILL))
     if count:
-        # The same blog and keywords greet every new subscription with the same posts: one
-        # look-up per kind of greeting in a batch, not one per subscription.
-        with_samples = target.kind == "terminal"
-        key = (item.source_id, query, with_samples)
-        if key not in greetings:
-            compiled = compile_query(query) if query else None
-            greetings[key] = _latest_matching(
-                conn, item.source_id, compiled, count, with_samples=with_samples
-            )
-        _enqueue_backfill(conn, int(fresh["id"]), greetings[key])
+        _greet(conn, int(fresh["id"]), item, query, count, greetings)
     return Added(subscription_from_row(fresh), True)
 
 
