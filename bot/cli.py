@@ -36,7 +36,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 from rich.text import Text
 
-from bot import opml
 from bot.config import ConfigError, Settings, load_settings
 from bot.logs import configure_logging
 from bot.models import (
@@ -58,18 +57,13 @@ from bot.platforms import (
     subscription_json,
     waiting_lines,
 )
-from bot.poller import SETTINGS_ORIGIN, feed_location
 from bot.redact import printable, redact
-from bot.sources.text import is_http_url
 from bot.targets import FLAVORS
 from storage import variants as search_variants
 from storage.db import DatabaseUnusable, check_location, classify
 from storage.interface import Posts, Store
-from storage.migrate import MigrateError, run_migrate
-from storage.pg_db import masked
-from storage.pg_schema import PostgresUnusable
 from storage.query import QueryError, compile_query
-from storage.store import is_postgres_url, open_postgres, open_sqlite
+from storage.store import is_postgres_url, open_sqlite
 from storage.values import (
     MAX_PER_PAGE,
     MIN_FEED_INTERVAL,
@@ -85,6 +79,9 @@ from storage.values import (
     feed_state,
 )
 
+# The feed code (bot.poller, bot.sources, bot.opml: aiohttp, feedparser) and PostgreSQL's modules
+# (psycopg) are imported inside the commands that use them: `livedesk --help`, `latest` and every
+# command on an SQLite store start without them (tests/test_layering.py checks it).
 if TYPE_CHECKING:
     from storage.values import DeadDelivery
 
@@ -118,7 +115,11 @@ class Ctx:
     @property
     def shown_store(self) -> str:
         """Where the store is, for messages: the file, or the server URL with its password masked."""
-        return masked(self.database_url) if self.database_url else str(self.db_path)
+        if self.database_url is None:
+            return str(self.db_path)
+        from storage.pg_db import masked
+
+        return masked(self.database_url)
 
     @property
     def zone(self) -> ZoneInfo:
@@ -586,7 +587,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 check_location(ctx.db_path, create=True)
             if (ctx.database_url or ctx.db_path.exists()) and not ctx.json and err.is_terminal:
                 asyncio.run(_migrate_with_a_bar(ctx))  # else the app logs a re-index's progress
-        except (DatabaseUnusable, PostgresUnusable) as error:
+        except OSError as error:
+            if not _store_cannot_serve(error):
+                raise
             ctx.error(str(error))
             return EXIT_FAILED
         url = SecretStr(ctx.database_url) if ctx.database_url else None
@@ -604,10 +607,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as error:
         ctx.error(str(error), details=error.details)
         return EXIT_BAD_INPUT
-    except (DatabaseUnusable, PostgresUnusable, MigrateError) as error:
-        ctx.error(str(error))
-        return EXIT_FAILED
     except Exception as error:
+        if _store_cannot_serve(error):
+            ctx.error(str(error))
+            return EXIT_FAILED
         found = classify(ctx.db_path, error) if isinstance(error, sqlite3.Error) else None
         if found is not None:  # e.g. damage met while reading, past the checks of opening
             ctx.error(str(found))
@@ -636,6 +639,20 @@ def report_error(json_mode: bool, err: Console, message: str, details: Sequence[
     for line in details:
         err.print(Text(one_line(line), style="red"), soft_wrap=True)
     err.print(Text(one_line(message), style="red"), soft_wrap=True)
+
+
+def _store_cannot_serve(error: Exception) -> bool:
+    """Whether the error says the store cannot be used (one line, exit 1). PostgreSQL's errors are
+    imported here, not at the top: `livedesk --help` and every command on an SQLite store run
+    without loading psycopg, and such an error comes only after its module was loaded."""
+    if isinstance(error, DatabaseUnusable):
+        return True
+    if "storage.pg_schema" not in sys.modules:
+        return False
+    from storage.migrate import MigrateError
+    from storage.pg_schema import PostgresUnusable
+
+    return isinstance(error, PostgresUnusable | MigrateError)
 
 
 def _is_expected(error: Exception) -> bool:
@@ -715,6 +732,8 @@ async def open_db(ctx: Ctx, *, create: bool = False) -> AsyncIterator[Store]:
     store: Store
     try:
         if ctx.database_url is not None:
+            from storage.pg_store import open_postgres
+
             store = await open_postgres(ctx.database_url, progress=bar)
         else:
             store = await open_sqlite(ctx.db_path, create=create, progress=bar)
@@ -1302,6 +1321,8 @@ def checked_feed_location(text: str) -> str:
             f"{shown_location(location)} is not a file path or an http(s) URL "
             f"({scheme}:// cannot be followed)"
         )
+    from bot.poller import feed_location
+
     return feed_location(location)
 
 
@@ -1321,6 +1342,8 @@ def _said(ctx: Ctx, payload: dict[str, Any], line: str) -> int:
 
 
 async def sources_add(ctx: Ctx, args: argparse.Namespace) -> int:
+    from bot.sources.text import is_http_url
+
     location = checked_feed_location(args.location)
     async with open_db(ctx, create=True) as store:
         try:
@@ -1386,6 +1409,8 @@ async def sources_resume(ctx: Ctx, args: argparse.Namespace) -> int:
 
 
 async def sources_remove(ctx: Ctx, args: argparse.Namespace) -> int:
+    from bot.poller import SETTINGS_ORIGIN
+
     async with open_db(ctx) as store:
         feed = await _feed_or_fail(ctx, store, args.feed_id)
         if feed is None:
@@ -1398,6 +1423,8 @@ async def sources_remove(ctx: Ctx, args: argparse.Namespace) -> int:
 
 
 async def sources_import(ctx: Ctx, args: argparse.Namespace) -> int:
+    from bot import opml
+
     try:
         document = opml.read(args.file)
     except opml.OpmlError as error:
@@ -1449,6 +1476,8 @@ async def sources_import(ctx: Ctx, args: argparse.Namespace) -> int:
 
 
 async def sources_export(ctx: Ctx, args: argparse.Namespace) -> int:
+    from bot import opml
+
     async with open_db(ctx) as store:
         feeds = await store.feeds.list()
     text = opml.render(feeds)
@@ -1812,6 +1841,9 @@ def _dead_json(item: DeadDelivery) -> dict[str, Any]:
 
 async def cmd_migrate(ctx: Ctx, args: argparse.Namespace) -> int:
     """Copy the SQLite store into PostgreSQL (storage.migrate: idempotent, all or nothing)."""
+    from storage.migrate import run_migrate
+    from storage.pg_db import masked
+
     url = str(args.url).strip()
     if not is_postgres_url(url):
         raise UserError(f"{masked(url)} is not a postgresql:// URL")
@@ -1861,6 +1893,7 @@ async def cmd_workers(ctx: Ctx, args: argparse.Namespace) -> int:
     from bot.fleet import STALE_AFTER
     from storage.pg_db import PgDatabase
     from storage.pg_fleet import Fleet
+    from storage.pg_schema import PostgresUnusable
 
     def ago(seconds: float) -> str:
         """A heartbeat's age as an operator reads it: `3 s ago`, `5 min ago`, `2 h ago`."""

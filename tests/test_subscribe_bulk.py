@@ -14,8 +14,9 @@ import pytest
 
 from storage.interface import Store
 from storage.models import EditPolicy, SubscriptionState, Target
+from storage.pg_store import open_postgres
 from storage.query import QueryError
-from storage.store import open_postgres, open_sqlite
+from storage.store import open_sqlite
 from storage.values import NewSubscription
 from tests.fakes.flaky import make_post
 from tests.test_pg_search import CTYPE, _recreated
