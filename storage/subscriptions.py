@@ -129,11 +129,7 @@ class SubscriptionStore:
 
     async def count_by_platform(self, *, active_only: bool = False) -> dict[str, int]:
         """How many subscriptions each platform has (only active ones, with `active_only`)."""
-        where = "WHERE state = 'active'" if active_only else ""
-        async with self.db.reader.execute(
-            f"SELECT platform, count(*) AS n FROM subscriptions {where} GROUP BY platform"
-        ) as cur:
-            return {r["platform"]: r["n"] for r in await cur.fetchall()}
+        return await self.db.read(partial(_count_by_platform, active_only=active_only))
 
     async def remove(self, subscription_id: int) -> bool:
         """Delete a subscription and its deliveries."""
@@ -447,6 +443,30 @@ def _enqueue_backfill(
         "next_attempt_at, created_at) VALUES (?, ?, ?, 'backfill', ?, 0, ?)",
         [(subscription_id, r[0], r[1], r[2], now) for r in reversed(latest)],
     )
+
+
+def _count_by_platform(conn: sqlite3.Connection, *, active_only: bool) -> dict[str, int]:
+    """Counted from the indexes alone: each platform is found by a seek in `subscriptions_unique`
+    and counted there (covering), the few subscriptions not active by `subscriptions_by_state`.
+    `GROUP BY platform` over the table read every row: ~0.5 s at start with 1M subscriptions,
+    against ~0.1 s so."""
+    counts: dict[str, int] = {}
+    (platform,) = conn.execute("SELECT min(platform) FROM subscriptions").fetchone()
+    while platform is not None:
+        (counts[platform],) = conn.execute(
+            "SELECT count(*) FROM subscriptions WHERE platform = ?", (platform,)
+        ).fetchone()
+        (platform,) = conn.execute(
+            "SELECT min(platform) FROM subscriptions WHERE platform > ?", (platform,)
+        ).fetchone()
+    if active_only:
+        for platform, inactive in conn.execute(
+            "SELECT platform, count(*) FROM (SELECT platform FROM subscriptions "
+            "WHERE state < 'active' UNION ALL SELECT platform FROM subscriptions "
+            "WHERE state > 'active') GROUP BY platform"
+        ):
+            counts[platform] -= inactive
+    return {platform: n for platform, n in counts.items() if n > 0}
 
 
 async def _skip_pending(

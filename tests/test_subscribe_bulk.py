@@ -137,3 +137,19 @@ async def test_a_bad_query_anywhere_writes_nothing(store: Store) -> None:
     with pytest.raises(QueryError):
         await subs.put([new(chat(str(n))) for n in range(100)] + [new(chat("x"), query="*")])
     assert await subs.list() == []
+
+
+async def test_counts_by_platform_leave_out_what_is_not_active(store: Store) -> None:
+    subs = store.subscriptions
+    assert await subs.count_by_platform() == {}
+    added = await subs.put(
+        [new(chat(str(n))) for n in range(5)]
+        + [new(Target(platform="other", address=str(n), kind="group")) for n in range(2)]
+    )
+    ids = [a.subscription.id for a in added]
+    await subs.set_state(ids[0], SubscriptionState.PAUSED)
+    await subs.set_state(ids[1], SubscriptionState.DISABLED, "blocked")
+    await subs.set_state(ids[5], SubscriptionState.PAUSED)
+    await subs.set_state(ids[6], SubscriptionState.PAUSED)
+    assert await subs.count_by_platform() == {"fake": 5, "other": 2}
+    assert await subs.count_by_platform(active_only=True) == {"fake": 3}
