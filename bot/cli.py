@@ -23,7 +23,6 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequen
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
@@ -231,9 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="livedesk", description="Live news blogs to chat notifications.", allow_abbrev=False
     )
-    parser.add_argument(
-        "--version", action="version", version=f"livedesk {_version()}", help="show the version"
-    )
+    parser.add_argument("--version", action=ShowVersion, help="show the version")
     global_options(parser, suppress=False)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -438,7 +435,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class ShowVersion(argparse.Action):
+    """`--version`, asking the installed metadata only when given: reading it (importlib.metadata
+    scans the installed packages) was a tenth of every command's start-up."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        kwargs.update(nargs=0, default=argparse.SUPPRESS)
+        super().__init__(option_strings, argparse.SUPPRESS, **kwargs)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        sys.stdout.write(f"livedesk {_version()}\n")
+        parser.exit()
+
+
 def _version() -> str:
+    from importlib import metadata
+
     try:
         return metadata.version("livedesk")
     except metadata.PackageNotFoundError:  # run from a source tree that was never installed
