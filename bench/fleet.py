@@ -60,7 +60,7 @@ from bot.cards import card_from_post
 from bot.models import EditPolicy, Target
 from storage.codecs import post_joined_words
 from storage.models import ImportResult, Post, Source, SourceKind
-from storage.store import PgStore, open_postgres
+from storage.pg_store import PgStore, open_postgres
 from storage.values import NewSubscription
 from tests.cli_process import child_env, command
 from tests.pgserver import PostgresServer

@@ -73,10 +73,10 @@ from storage.db import (
 from storage.ingest import ingest
 from storage.models import Image, ImportResult, Post, Source, SourceKind
 from storage.pg_search import CONFIG as PG_CONFIG
+from storage.pg_store import open_postgres
 from storage.posts import PostStore
 from storage.query import compile_query
 from storage.search import RANK_EXPRESSION, search
-from storage.store import open_postgres
 from tests import pgserver
 from tests.pgserver import PostgresServer
 

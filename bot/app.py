@@ -23,7 +23,7 @@ from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 from rich.console import Console
@@ -43,7 +43,10 @@ from bot.redact import printable
 from bot.share import TargetShare
 from bot.web.context import WebContext
 from bot.web.server import ControlRoom
-from storage.pg_fleet import Fleet, Leadership
+
+if TYPE_CHECKING:  # PostgreSQL's modules load only for a postgresql:// store (storage.store)
+    from storage.pg_db import PgDatabase
+    from storage.pg_fleet import Fleet
 
 log = logging.getLogger(__name__)
 
@@ -177,8 +180,7 @@ class App:
         from handlers.base import Deps
         from storage import variants
         from storage.interface import Store
-        from storage.pg_db import OUTBOX_CHANNEL, PgDatabase
-        from storage.store import open_postgres, open_sqlite
+        from storage.store import open_sqlite
 
         settings = self.settings
         variants.use(settings.search.variants)  # the operator's name variants, for every search
@@ -187,6 +189,8 @@ class App:
         # one-shot run (--once) delivers what is due and leaves, without joining it.
         fleet_db: PgDatabase | None = None
         if settings.database_url is not None:
+            from storage.pg_store import open_postgres
+
             postgres = await open_postgres(
                 settings.database_url.get_secret_value(),
                 lease_seconds=settings.dispatch.lease_seconds,
@@ -263,6 +267,8 @@ class App:
         member: FleetMember | None = None
         share: TargetShare | None = None
         if fleet_db is not None:
+            from storage.pg_fleet import Fleet, Leadership
+
             roles = [SOURCES_ROLE, *(a.receive_role for a in leadable)]
             registry = Fleet(fleet_db)
             member = FleetMember(
@@ -302,6 +308,8 @@ class App:
             self.control_room.context.feeds_changed = poller.changed  # the API added or changed one
         stack.push_async_callback(poller.stop)
         if member is not None and share is not None and fleet_db is not None:
+            from storage.pg_db import OUTBOX_CHANNEL
+
             # The leader polls the blogs and the chats; every worker delivers its share.
             listening = asyncio.create_task(
                 fleet_db.listen(OUTBOX_CHANNEL, dispatcher.wake), name="outbox notifications"

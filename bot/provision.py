@@ -32,15 +32,21 @@ async def sync_configured_webhooks(subscriptions: Subscriptions, settings: Slack
     disabled) is left alone. Bad keywords raise ConfigError naming the hook masked.
     """
     entry = BY_NAME["slack"]
-    seen = {
-        (s.target.address, s.source_id, s.query)
-        for s in await subscriptions.list(platform=entry.name)
-    }
+    # Only the configured addresses are looked up (by the unique index): a store may hold a
+    # million webhook subscriptions, and loading them all to find a handful cost ~3 KB each.
+    seen: set[tuple[str, str | None, str | None]] = set()
+    looked_up: set[str] = set()
     wanted: list[NewSubscription] = []
     for hook in settings.webhooks:
         url = hook.url.get_secret_value()
         if urlsplit(url).scheme not in ("http", "https"):
             raise ConfigError(f"Slack webhook {mask_url(url)} is not an http(s) URL")
+        if url not in looked_up:
+            looked_up.add(url)
+            seen.update(
+                (s.target.address, s.source_id, s.query)
+                for s in await subscriptions.list(platform=entry.name, address=url)
+            )
         query = normalize_query(hook.keywords)
         source = (hook.source or "").strip() or None
         if (url, source, query) in seen:

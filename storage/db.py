@@ -11,12 +11,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import aiosqlite
 
 from storage.index_text import DOTTED_COMPOUND, joined_words
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 MigrationProgress = Callable[[str, int, int], None]
 """Told (what, done, total) while a migration works through every post, e.g. re-indexing them."""
@@ -466,6 +469,10 @@ class Database:
         """The connection for queries (WAL: readers never wait for the writer)."""
         return self._reader
 
+    async def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `work` on the reader in its thread: every statement in it for one round trip."""
+        return await run_in_thread(self._reader, work)
+
     @asynccontextmanager
     async def write(self) -> AsyncIterator[aiosqlite.Connection]:
         """One write transaction: everything inside commits together, or nothing does."""
@@ -478,6 +485,19 @@ class Database:
                 raise
             else:
                 await self._writer.commit()
+
+
+async def run_in_thread(conn: aiosqlite.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+    """Run `work` with `conn`'s sqlite3 connection, in the connection's own thread, and return its
+    result: many statements for one round trip to that thread (~0.1 ms each under aiosqlite).
+    Inside `Database.write()` it runs in the open transaction.
+
+    aiosqlite has no public call for this; `_execute` (in it since 0.17) queues a function on the
+    connection's thread, exactly as its own `execute` does. The tests run every user of it.
+    """
+    raw: sqlite3.Connection = conn._conn
+    result: T = await conn._execute(work, raw)  # type: ignore[no-untyped-call]
+    return result
 
 
 async def _connect(path: Path) -> aiosqlite.Connection:

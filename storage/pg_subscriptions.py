@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
+from psycopg.rows import tuple_row
 
 from storage.codecs import (
     BACKFILL,
@@ -84,8 +85,7 @@ class PgSubscriptionStore:
     ) -> tuple[Subscription, bool]:
         """Subscribe `target`; return (subscription, created_new). See SubscriptionStore.add."""
         item = NewSubscription(target, created_by, source_id, query, edit_policy)
-        async with self.db.write() as conn:
-            added = await _add(conn, item, backfill, self.tsquery)
+        (added,) = await self.put([item], backfill=backfill)
         return added.subscription, added.created
 
     async def add_many(
@@ -102,7 +102,7 @@ class PgSubscriptionStore:
             if normalize_query(item.query):
                 compile_query(normalize_query(item.query) or "")
         async with self.db.write() as conn:
-            return [await _add(conn, item, backfill, self.tsquery) for item in items]
+            return await _put_all(conn, items, backfill, self.tsquery)
 
     async def get(self, subscription_id: int) -> Subscription | None:
         async with self.db.read() as conn:
@@ -217,6 +217,148 @@ class PgSubscriptionStore:
             return await move_target(conn, platform, old_address, new_address)
 
 
+_Key = tuple[str, str, str, str, str]
+"""A subscription's identity, as the unique index `subscriptions_unique` has it: platform,
+address, thread, blog and keywords (NULL as '')."""
+
+_Greetings = dict[tuple[str | None, str | None, bool], builtins.list[dict[str, Any]]]
+"""The latest matching posts per (blog, keywords, with samples), looked up once per batch."""
+
+
+def _key(target: Target, source_id: str | None, query: str | None) -> _Key:
+    return (target.platform, target.address, target.thread or "", source_id or "", query or "")
+
+
+async def _put_all(
+    conn: Connection, items: Sequence[NewSubscription], backfill: int, tsquery: TsQueryTranslator
+) -> builtins.list[Added]:
+    """Every item subscribed in the open transaction, in order (storage.subscriptions._put_all).
+
+    New subscriptions are inserted together, one statement over arrays, in a few round trips
+    whatever their number; one that is already there (in the store, earlier in the batch, or
+    inserted by another process meanwhile) takes the one-by-one path, which re-activates it and
+    says what changed."""
+    greetings: _Greetings = {}
+    stored = await _stored_keys(conn, items)
+    results: builtins.list[Added] = []
+    fresh: builtins.list[tuple[NewSubscription, str | None]] = []
+    for item in items:
+        query = normalize_query(item.query)
+        key = _key(item.target, item.source_id, query)
+        if key in stored:
+            results += await _insert_new(conn, fresh, backfill, tsquery, greetings)
+            fresh = []
+            results.append(await _add(conn, item, backfill, tsquery, greetings))
+        else:
+            stored.add(key)
+            fresh.append((item, query))
+    results += await _insert_new(conn, fresh, backfill, tsquery, greetings)
+    return results
+
+
+async def _stored_keys(conn: Connection, items: Sequence[NewSubscription]) -> set[_Key]:
+    """The keys of the subscriptions already stored for the items' targets."""
+    wanted: dict[str, set[str]] = {}
+    for item in items:
+        wanted.setdefault(item.target.platform, set()).add(item.target.address)
+    found: set[_Key] = set()
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        for platform, addresses in wanted.items():
+            await cur.execute(
+                "SELECT 1 FROM subscriptions WHERE platform = %s LIMIT 1", (platform,)
+            )
+            if await cur.fetchone() is None:
+                continue  # the platform's first subscriptions: nothing to look up
+            await cur.execute(
+                "SELECT platform, address, coalesce(thread, ''), coalesce(source_id, ''), "
+                "coalesce(query, '') FROM subscriptions "
+                "WHERE platform = %s AND address = ANY(%s)",
+                (platform, sorted(addresses)),
+            )
+            found.update(await cur.fetchall())
+    return found
+
+
+async def _insert_new(
+    conn: Connection,
+    fresh: Sequence[tuple[NewSubscription, str | None]],
+    backfill: int,
+    tsquery: TsQueryTranslator,
+    greetings: _Greetings,
+) -> builtins.list[Added]:
+    """Insert subscriptions believed new, in order, each greeted with `backfill` posts; one that
+    another process inserted meanwhile is subscribed again the one-by-one way."""
+    if not fresh:
+        return []
+    now = utc_now()
+    stamp = to_db_time(now)
+    encodings: dict[tuple[tuple[str, str], ...], str] = {}
+    columns: builtins.list[builtins.list[Any]] = [[] for _ in range(9)]
+    for item, query in fresh:
+        target = item.target
+        options = tuple(target.options.items())
+        encoded = encodings.get(options)
+        if encoded is None:
+            encoded = encodings[options] = json.dumps(target.options)
+        values = (
+            target.platform,
+            target.address,
+            target.thread,
+            target.kind,
+            encoded,
+            item.source_id,
+            query,
+            item.edit_policy.value,
+            item.created_by,
+        )
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    # The columns go as arrays in PostgreSQL's binary format (%b): the text format escapes every
+    # element in Python, which took longer than the insert. Tuples: 100k dicts cost more.
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        await cur.execute(
+            "INSERT INTO subscriptions (platform, address, thread, target_kind, options, source_id, "
+            "query, edit_policy, created_by, created_at, state) "
+            "SELECT platform, address, thread, target_kind, options, source_id, query, edit_policy, "
+            "created_by, %s, 'active' FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], "
+            "%b::text[], %b::text[], %b::text[], %b::text[], %b::text[]) WITH ORDINALITY "
+            "AS u(platform, address, thread, target_kind, options, source_id, query, edit_policy, "
+            "created_by, n) ORDER BY n "
+            "ON CONFLICT (platform, address, coalesce(thread, ''), coalesce(source_id, ''), "
+            "coalesce(query, '')) DO NOTHING "
+            "RETURNING id, platform, address, coalesce(thread, ''), "
+            "coalesce(source_id, ''), coalesce(query, '')",
+            (stamp, *columns),
+        )
+        ids = {tuple(r[1:]): int(r[0]) for r in await cur.fetchall()}
+    count = max(0, min(backfill, MAX_BACKFILL))
+    added: builtins.list[Added] = []
+    greeted: builtins.list[tuple[Any, ...]] = []
+    for item, query in fresh:
+        subscription_id = ids.get(_key(item.target, item.source_id, query))
+        if subscription_id is None:  # another process subscribed it since the look-up
+            added.append(await _add(conn, item, backfill, tsquery, greetings))
+            continue
+        if count:
+            latest = await _greeting(conn, item, query, count, tsquery, greetings)
+            greeted += _backfill_rows(subscription_id, latest, stamp)
+        # Built from the values just written, as a row read back would give them.
+        subscription = Subscription(
+            id=subscription_id,
+            target=item.target,
+            source_id=item.source_id,
+            query=query,
+            edit_policy=item.edit_policy,
+            created_by=item.created_by,
+            created_at=now,
+            state=SubscriptionState.ACTIVE,
+            reason=None,
+        )
+        added.append(Added(subscription, True))
+    await _insert_backfill(conn, greeted)
+    return added
+
+
 async def _fetch_subscription(conn: Connection, subscription_id: int) -> dict[str, Any]:
     cur = await conn.execute(
         f"SELECT {SUB_COLUMNS} FROM subscriptions WHERE id = %s", (subscription_id,)
@@ -227,11 +369,14 @@ async def _fetch_subscription(conn: Connection, subscription_id: int) -> dict[st
 
 
 async def _add(
-    conn: Connection, item: NewSubscription, backfill: int, tsquery: TsQueryTranslator
+    conn: Connection,
+    item: NewSubscription,
+    backfill: int,
+    tsquery: TsQueryTranslator,
+    greetings: _Greetings,
 ) -> Added:
     target = item.target
     query = normalize_query(item.query)
-    compiled = compile_query(query) if query else None
     same = (target.platform, target.address, target.thread, item.source_id, query)
     cur = await conn.execute(
         f"SELECT {SUB_COLUMNS} FROM subscriptions WHERE {_SAME_SUBSCRIPTION} FOR UPDATE", same
@@ -264,14 +409,9 @@ async def _add(
             subscription_id = int(inserted["id"])
             count = max(0, min(backfill, MAX_BACKFILL))
             if count:
-                await _enqueue_backfill(
-                    conn,
-                    subscription_id,
-                    item.source_id,
-                    compiled,
-                    count,
-                    tsquery,
-                    with_samples=target.kind == "terminal",
+                latest = await _greeting(conn, item, query, count, tsquery, greetings)
+                await _insert_backfill(
+                    conn, _backfill_rows(subscription_id, latest, to_db_time(utc_now()))
                 )
             fresh = await _fetch_subscription(conn, subscription_id)
             return Added(subscription_from_row(fresh), True)
@@ -292,18 +432,37 @@ async def _add(
     return Added(after, False, subscription_changes(before, after))
 
 
-async def _enqueue_backfill(
+async def _greeting(
     conn: Connection,
-    subscription_id: int,
+    item: NewSubscription,
+    query: str | None,
+    count: int,
+    tsquery: TsQueryTranslator,
+    greetings: _Greetings,
+) -> builtins.list[dict[str, Any]]:
+    """The latest `count` posts matching a new subscription, newest first. The same blog and
+    keywords greet every new subscription of a batch with the same posts: one look-up for all."""
+    with_samples = item.target.kind == "terminal"
+    key = (item.source_id, query, with_samples)
+    if key not in greetings:
+        compiled = compile_query(query) if query else None
+        greetings[key] = await _latest_matching(
+            conn, item.source_id, compiled, count, tsquery, with_samples=with_samples
+        )
+    return greetings[key]
+
+
+async def _latest_matching(
+    conn: Connection,
     source_id: str | None,
     compiled: CompiledQuery | None,
     count: int,
     tsquery: TsQueryTranslator,
     *,
     with_samples: bool,
-) -> None:
-    """Queue the latest `count` matching posts to a new subscription. A bundled sample blog's
-    invented posts greet only the terminal: never a real chat or webhook."""
+) -> builtins.list[dict[str, Any]]:
+    """The latest `count` matching posts, newest first. A bundled sample blog's invented posts
+    greet only the terminal: never a real chat or webhook."""
     params: list[Any] = []
     where: list[str] = []
     if compiled is not None:
@@ -324,18 +483,27 @@ async def _enqueue_backfill(
     select += " ORDER BY p.published_at DESC, p.rowid DESC LIMIT %s"
     params.append(count)
     cur = await conn.execute(select, params)
-    rows = list(await cur.fetchall())
+    return list(await cur.fetchall())
+
+
+def _backfill_rows(
+    subscription_id: int, latest: builtins.list[dict[str, Any]], now: str
+) -> builtins.list[tuple[Any, ...]]:
+    """The greeting's deliveries for one new subscription, oldest post first."""
+    return [
+        (subscription_id, r["rowid"], r["version"], BACKFILL, r["published_at"], now)
+        for r in reversed(latest)
+    ]
+
+
+async def _insert_backfill(conn: Connection, rows: builtins.list[tuple[Any, ...]]) -> None:
     if not rows:
         return
-    now = to_db_time(utc_now())
     async with conn.cursor() as insert:
         await insert.executemany(
             "INSERT INTO deliveries (subscription_id, post_rowid, version, event, order_key, "
             "next_attempt_at, created_at) VALUES (%s, %s, %s, %s, %s, 0, %s)",
-            [
-                (subscription_id, r["rowid"], r["version"], BACKFILL, r["published_at"], now)
-                for r in reversed(rows)
-            ],
+            rows,
         )
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from functools import partial
 from typing import Any
 
 import aiosqlite
@@ -66,33 +67,57 @@ async def search(
     per_page: int = 5,
     source_id: str | None = None,
 ) -> SearchPage:
-    """One page of posts matching the query, best first; raises QueryError only."""
+    """One page of posts matching the query, best first; raises QueryError only.
+
+    Every statement of one search runs in the reader's own thread, as one call (Database.read):
+    a search is a handful of short statements, and a round trip to aiosqlite's thread per
+    statement cost more than the statements of a rare word together."""
     query = compile_query(text)
     page = max(1, page)
     per_page = max(1, min(per_page, MAX_PER_PAGE))
-    offset = (page - 1) * per_page
     try:
-        counted: tuple[int, bool] | None = None
-        if offset:  # a later page: nothing to walk when it is past the end
-            counted = await _count(db.reader, query.match, source_id)
-        ranked: list[_Candidate] = []
-        known: int | None = None
-        if counted is None or offset < counted[0]:
-            need = offset + per_page + 1
-            ranked, known = await _candidates(
-                db.reader, query.match, source_id, need, heads=query.marks
+        return await db.read(
+            partial(
+                _search_page,
+                text=text,
+                query=query,
+                page=page,
+                per_page=per_page,
+                source_id=source_id,
             )
-        chosen = ranked[offset : offset + per_page]
-        hits = await _hits(db.reader, query.marks, chosen)
-        if known is not None:  # the walk saw every match
-            total, estimated = known, False
-        elif counted is not None:
-            total, estimated = counted
-        else:
-            total, estimated = await _count(db.reader, query.match, source_id)
+        )
     except sqlite3.OperationalError as error:
         log.warning("search failed for %r (%s): %s", text, query.match, error)
         raise QueryError(f"Couldn't search for that. {HOW_TO}") from error
+
+
+def _search_page(
+    conn: sqlite3.Connection,
+    *,
+    text: str,
+    query: CompiledQuery,
+    page: int,
+    per_page: int,
+    source_id: str | None,
+) -> SearchPage:
+    """The page `search` asks for, read on `conn` in its thread."""
+    offset = (page - 1) * per_page
+    counted: tuple[int, bool] | None = None
+    if offset:  # a later page: nothing to walk when it is past the end
+        counted = _count(conn, query.match, source_id)
+    ranked: list[_Candidate] = []
+    known: int | None = None
+    if counted is None or offset < counted[0]:
+        need = offset + per_page + 1
+        ranked, known = _candidates(conn, query.match, source_id, need, heads=query.marks)
+    chosen = ranked[offset : offset + per_page]
+    hits = _hits(conn, query.marks, chosen)
+    if known is not None:  # the walk saw every match
+        total, estimated = known, False
+    elif counted is not None:
+        total, estimated = counted
+    else:
+        total, estimated = _count(conn, query.match, source_id)
     more = len(ranked) > offset + per_page
     # Never fewer than the posts found (an estimate can be low; posts may arrive between walks).
     total = max(total, len(ranked))
@@ -120,8 +145,8 @@ def _tier_match(match: str, columns: str | None) -> str:
     return f"{restricted} AND ({match})" if " NOT " in match else restricted
 
 
-async def _walk(
-    conn: aiosqlite.Connection,
+def _walk(
+    conn: sqlite3.Connection,
     match: str,
     source_id: str | None,
     limit: int,
@@ -139,19 +164,17 @@ async def _walk(
         params.append(source_id)
     sql += f" ORDER BY {table}.rowid DESC LIMIT ?"
     params.append(limit)
-    async with conn.execute(sql, params) as cur:
-        return [(str(r[0]), int(r[1])) for r in await cur.fetchall()]
+    return [(str(r[0]), int(r[1])) for r in conn.execute(sql, params).fetchall()]
 
 
-async def _whole_post_matches(
-    conn: aiosqlite.Connection, match: str, rows: list[tuple[str, int]]
+def _whole_post_matches(
+    conn: sqlite3.Connection, match: str, rows: list[tuple[str, int]]
 ) -> list[tuple[str, int]]:
     """The rows whose whole post matches: a heading match of `a NOT b` may have b in the body."""
     kept: set[int] = set()
     for where, params in _row_lookups([rowid for _, rowid in rows]):
         sql = f"SELECT posts_fts.rowid FROM posts_fts WHERE posts_fts MATCH ? AND {where}"
-        async with conn.execute(sql, [match, *params]) as cur:
-            kept.update(int(r[0]) for r in await cur.fetchall())
+        kept.update(int(r[0]) for r in conn.execute(sql, [match, *params]).fetchall())
     return [row for row in rows if row[1] in kept]
 
 
@@ -187,8 +210,8 @@ def _row_lookups(rowids: list[int]) -> list[tuple[str, list[int]]]:
     return lookups
 
 
-async def _candidates(
-    conn: aiosqlite.Connection,
+def _candidates(
+    conn: sqlite3.Connection,
     match: str,
     source_id: str | None,
     need: int,
@@ -219,10 +242,10 @@ async def _candidates(
         limit = wanted + len(seen)
         while True:
             tier_match = match if table == "posts_fts" else heads
-            rows = await _walk(conn, _tier_match(tier_match, columns), source_id, limit, table)
+            rows = _walk(conn, _tier_match(tier_match, columns), source_id, limit, table)
             exhausted = len(rows) < limit
             if table != "posts_fts" and excludes:
-                rows = await _whole_post_matches(conn, match, rows)
+                rows = _whole_post_matches(conn, match, rows)
             fresh = [(published, rowid) for published, rowid in rows if rowid not in seen]
             if exhausted or len(fresh) >= wanted:
                 break
@@ -238,15 +261,14 @@ async def _candidates(
     return ranked, total
 
 
-async def _count(conn: aiosqlite.Connection, match: str, source_id: str | None) -> tuple[int, bool]:
+def _count(conn: sqlite3.Connection, match: str, source_id: str | None) -> tuple[int, bool]:
     """(count, is an estimate). Only the newest COUNT_SPAN posts are walked, and at most
     COUNT_WINDOW + 1 matches among them: when every post is within the span and no more match,
     the count is exact; else the density of matches in what was walked, spread over the whole
     table and rounded to two significant figures, is the estimate."""
-    async with conn.execute(
+    row = conn.execute(
         "SELECT (SELECT min(rowid) FROM posts), (SELECT max(rowid) FROM posts)"
-    ) as cur:
-        row = await cur.fetchone()
+    ).fetchone()
     if row is None or row[0] is None:
         return 0, False
     low, high = int(row[0]), int(row[1])
@@ -261,8 +283,7 @@ async def _count(conn: aiosqlite.Connection, match: str, source_id: str | None) 
         params.append(source_id)
     sql += " ORDER BY posts_fts.rowid DESC LIMIT ?"
     params.append(COUNT_WINDOW + 1)
-    async with conn.execute(sql, params) as cur:
-        rowids = [int(r[0]) for r in await cur.fetchall()]
+    rowids = [int(r[0]) for r in conn.execute(sql, params).fetchall()]
     if len(rowids) > COUNT_WINDOW:
         boundary = rowids[COUNT_WINDOW - 1]
         high = max(high, rowids[0])
@@ -282,9 +303,7 @@ def _two_figures(value: float) -> int:
     return int(round(number / scale) * scale)
 
 
-async def _hits(
-    conn: aiosqlite.Connection, match: str, chosen: list[_Candidate]
-) -> tuple[SearchHit, ...]:
+def _hits(conn: sqlite3.Connection, match: str, chosen: list[_Candidate]) -> tuple[SearchHit, ...]:
     """The chosen posts with highlighted title and snippet, made for those rows only."""
     if not chosen:
         return ()
@@ -297,8 +316,8 @@ async def _hits(
     )
     rows: dict[int, Any] = {}
     for where, params in _row_lookups(rowids):
-        async with conn.execute(f"{sql} AND {where}", [match, *params]) as cur:
-            rows.update((int(r["rowid"]), r) for r in await cur.fetchall())
+        found = conn.execute(f"{sql} AND {where}", [match, *params]).fetchall()
+        rows.update((int(r["rowid"]), r) for r in found)
     hits: list[SearchHit] = []
     for score, _, rowid in chosen:
         row = rows.get(rowid)

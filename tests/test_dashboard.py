@@ -22,7 +22,8 @@ from bot.web.context import CONTEXT
 from bot.web.sessions import COOKIE, SESSION_SECONDS, Sessions
 from storage.interface import Store
 from storage.models import ImportResult, Post, Source, SourceKind, SubscriptionState, Target
-from storage.store import open_postgres, open_sqlite
+from storage.pg_store import open_postgres
+from storage.store import open_sqlite
 from storage.values import OutboxResults
 from tests.dashboard_kit import TOKEN, SendTests, csrf_of, dashboard_app, sign_in
 from tests.test_pg_search import CTYPE, _recreated

@@ -16,7 +16,8 @@ import pytest
 
 from storage.interface import Store
 from storage.models import ImportResult, Source, SourceKind
-from storage.store import open_postgres, open_sqlite
+from storage.pg_store import open_postgres
+from storage.store import open_sqlite
 from storage.values import (
     MIN_FEED_INTERVAL,
     FeedError,

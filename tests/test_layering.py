@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from storage.store import open_sqlite
+
 ROOT = Path(__file__).resolve().parent.parent
 PLATFORM_PACKAGES = frozenset({"discord", "telegram", "slack_sdk", "aiohttp", "rich", "httpx"})
 
@@ -97,7 +99,7 @@ STORAGE_LAYERS: tuple[frozenset[str], ...] = (
     frozenset(
         {"ingest", "pg_ingest", "migrate"}
     ),  # one document, its posts and their deliveries, in one transaction; the copy to PostgreSQL
-    frozenset({"store"}),  # the backend a setting names, behind the contract
+    frozenset({"store", "pg_store"}),  # the backend a setting names, behind the contract
 )
 """Each storage module imports only from layers below its own: no circles, and none hidden."""
 
@@ -185,3 +187,65 @@ def test_only_the_composition_roots_touch_a_storage_engine(package: str) -> None
         if name not in NEUTRAL_STORAGE and (str(path.relative_to(ROOT)), name) not in ALLOWED
     ]
     assert offences == []
+
+
+# --- what a command loads -----------------------------------------------------------------------------
+
+POSTGRES_PACKAGES = frozenset({"psycopg", "psycopg_pool"})
+FEED_PACKAGES = frozenset({"feedparser"})
+"""Loaded by the commands that use them only: PostgreSQL's driver for a postgresql:// store
+(storage.pg_store), the feed code for `import`, `sources` and `run`."""
+NOT_AT_START = PLATFORM_PACKAGES - {"rich"} | POSTGRES_PACKAGES | FEED_PACKAGES
+
+
+def _loaded_by(code: str, tmp_path: Path) -> list[str]:
+    """The top-level packages of NOT_AT_START that running `code` in a fresh interpreter loads."""
+    probe = (
+        "import sys\n"
+        f"{code}\n"
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({sorted(NOT_AT_START)!r})))"
+    )
+    env = {"PATH": "/usr/bin:/bin", "LIVEDESK_DB_PATH": str(tmp_path / "livedesk.db")}
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()
+
+
+def test_the_sqlite_store_loads_no_postgres_driver(tmp_path: Path) -> None:
+    assert _loaded_by("import storage.store", tmp_path) == ["[]"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],  # importing the command line only
+        ["--help"],
+        ["latest"],
+        ["search", "sanctions"],
+        ["subscriptions"],
+    ],
+)
+async def test_a_command_on_an_sqlite_store_loads_no_platform_sdk_nor_postgres_driver(
+    argv: list[str], tmp_path: Path
+) -> None:
+    """`livedesk --help`, `latest` and the other commands on an SQLite store start without the
+    platform SDKs, aiohttp, the feed code and psycopg: each costs start-up time."""
+    store = await open_sqlite(tmp_path / "livedesk.db")
+    await store.close()
+    code = "import bot.cli"
+    if argv:
+        code += (
+            f"\ntry:\n    print('exit', bot.cli.main({argv!r}))"
+            "\nexcept SystemExit as done:\n    print('exit', done.code)"
+        )
+    said = _loaded_by(code, tmp_path)
+    if argv:
+        assert "exit 0" in said
+    assert said[-1] == "[]"

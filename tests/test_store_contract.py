@@ -34,7 +34,8 @@ from storage.models import (
     SubscriptionState,
     Target,
 )
-from storage.store import open_postgres, open_sqlite
+from storage.pg_store import open_postgres
+from storage.store import open_sqlite
 from storage.values import NewSubscription, OutboxResults, SearchPage
 from tests import test_search_reader
 from tests.fakes.flaky import make_post, make_source
