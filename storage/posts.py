@@ -1,8 +1,8 @@
 """The post store: sources, posts and every version of them. The store decides what is new.
 
 `upsert_document()` writes one document's posts inside the ingest transaction (storage.ingest) and
-reports only changes: a post *created*, or *updated* (version + 1, the old text kept in
-`post_versions`). The delivery rows for every matching subscription are written in that same
+reports only changes: a post *created*, or *updated* (version + 1, the replaced text kept in
+`post_versions`; the current text is only in `posts`, so a post never edited is stored once). The delivery rows for every matching subscription are written in that same
 transaction (`storage.outbox.enqueue_for_changes`), so a crash can neither lose nor invent a
 notification.
 
@@ -61,6 +61,27 @@ from storage.values import (
 )
 
 PROGRESS_CHUNK = 2_000
+
+# The versions an edit replaced (post_versions), then the current one (posts), oldest first.
+HISTORY_SQL = (
+    "SELECT v.version, v.recorded_at, v.updated_at, v.title, v.byline, v.authors, "
+    "v.location, v.body, v.images, v.background, v.permalink, "
+    "p.id, p.source_id, p.published_at, p.time_estimated, p.rowid AS rowid "
+    "FROM post_versions v JOIN posts p ON p.rowid = v.post_rowid WHERE p.id = ? "
+    "UNION ALL "
+    "SELECT p.version, p.recorded_at, p.updated_at, p.title, p.byline, p.authors, "
+    "p.location, p.body, p.images, p.background, p.permalink, "
+    "p.id, p.source_id, p.published_at, p.time_estimated, p.rowid AS rowid "
+    "FROM posts p WHERE p.id = ? "
+    "ORDER BY 1"
+)
+# The text an edit replaces, kept as a version row before the posts row takes the new one.
+KEEP_REPLACED_SQL = (
+    "INSERT INTO post_versions (post_rowid, version, recorded_at, updated_at, title, byline, "
+    "authors, location, body, images, background, permalink, content_hash) "
+    "SELECT rowid, version, recorded_at, updated_at, title, byline, authors, location, body, "
+    "images, background, permalink, content_hash FROM posts WHERE rowid = ?"
+)
 
 
 class PostStore:
@@ -131,14 +152,7 @@ class PostStore:
         post = await self.get(post_id)
         if post is None:
             return []
-        async with self.db.reader.execute(
-            "SELECT v.version, v.recorded_at, v.updated_at, v.title, v.byline, v.authors, "
-            "v.location, v.body, v.images, v.background, v.permalink, "
-            "p.id, p.source_id, p.published_at, p.time_estimated, p.rowid AS rowid "
-            "FROM post_versions v JOIN posts p ON p.rowid = v.post_rowid "
-            "WHERE p.id = ? ORDER BY v.version",
-            (post.id,),
-        ) as cur:
+        async with self.db.reader.execute(HISTORY_SQL, (post.id, post.id)) as cur:
             rows = await cur.fetchall()
         return [
             PostVersion(
@@ -427,6 +441,7 @@ async def _upsert_posts(
             # An undated post keeps the time it was first seen; this document's stand-in is later.
             post = post.model_copy(update={"published_at": from_db_time(old_published)})
         version = old_version + 1
+        await conn.execute(KEEP_REPLACED_SQL, (rowid,))
         await conn.execute(
             "UPDATE posts SET published_at = ?, updated_at = ?, title = ?, byline = ?, authors = ?, "
             "location = ?, body = ?, images = ?, background = ?, permalink = ?, content_hash = ?, "
@@ -439,7 +454,6 @@ async def _upsert_posts(
                 rowid,
             ),
         )
-        await _insert_version(conn, rowid, version, post, digest, now)
         stored = post.model_copy(update={"version": version, "number": rowid})
         changes.append(
             PostChange(
@@ -452,6 +466,9 @@ async def _upsert_posts(
         )
 
     if new_rows:
+        async with conn.execute("SELECT max(rowid) FROM posts") as cur:
+            top_row = await cur.fetchone()
+        top = int(top_row[0]) if top_row and top_row[0] is not None else 0
         # In chunks, inside the one transaction, so a long import can show its progress.
         for start in range(0, len(new_rows), PROGRESS_CHUNK):
             await conn.executemany(
@@ -470,24 +487,7 @@ async def _upsert_posts(
             )
             if on_progress is not None:
                 on_progress(min(start + PROGRESS_CHUNK, len(new_rows)), len(new_rows))
-        rowids: dict[str, int] = {}
-        new_ids = [p.id for p in new_posts]
-        for start in range(0, len(new_ids), 500):
-            chunk = new_ids[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            async with conn.execute(
-                f"SELECT rowid, id FROM posts WHERE id IN ({marks})", chunk
-            ) as cur:
-                rowids.update({r["id"]: r["rowid"] for r in await cur.fetchall()})
-        await conn.executemany(
-            "INSERT INTO post_versions (post_rowid, version, recorded_at, updated_at, title, byline, "
-            "authors, location, body, images, background, permalink, content_hash) "
-            "VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (rowids[p.id], *row[14:], *row[3:13])
-                for p, row in zip(new_posts, new_rows, strict=True)
-            ],
-        )
+        rowids = await _new_rowids(conn, [p.id for p in new_posts], top)
         for post in new_posts:
             changes.append(
                 PostChange(
@@ -500,13 +500,20 @@ async def _upsert_posts(
     return changes
 
 
-async def _insert_version(
-    conn: aiosqlite.Connection, rowid: int, version: int, post: Post, digest: str, now: str
-) -> None:
-    row = post_row(post, digest, version, now)
-    await conn.execute(
-        "INSERT INTO post_versions (post_rowid, version, recorded_at, updated_at, title, byline, "
-        "authors, location, body, images, background, permalink, content_hash) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (rowid, version, now, *row[3:13]),
-    )
+async def _new_rowids(conn: aiosqlite.Connection, ids: Sequence[str], top: int) -> dict[str, int]:
+    """The rowids the posts `ids` were just inserted under, in that order, past `top`.
+
+    An INTEGER PRIMARY KEY given no value is one past the highest, and the write lock keeps every
+    other writer out: the rows are numbered top + 1, top + 2, … When the highest is not where that
+    puts it (a rowid at SQLite's limit makes it pick at random), they are looked up instead."""
+    async with conn.execute("SELECT max(rowid) FROM posts") as cur:
+        row = await cur.fetchone()
+    if row is not None and row[0] == top + len(ids) and top + len(ids) < 2**63 - 1:
+        return {post_id: top + n for n, post_id in enumerate(ids, start=1)}
+    rowids: dict[str, int] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        async with conn.execute(f"SELECT rowid, id FROM posts WHERE id IN ({marks})", chunk) as cur:
+            rowids.update({r["id"]: r["rowid"] for r in await cur.fetchall()})
+    return rowids
