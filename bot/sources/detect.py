@@ -11,7 +11,7 @@ import re
 from datetime import UTC, datetime
 
 from bot.models import ImportResult
-from bot.sources import feeds, jsonfeed, jsonld, pagetext
+from bot.sources import feeds, jsonfeed, jsonld, pagetext, plain_rss
 from bot.sources.common import SourceError, settle_dates
 from bot.sources.text import BinaryData, decode
 
@@ -92,6 +92,13 @@ def _dispatch(
             raise SourceError(location, "empty document (nothing after the XML prologue)")
         root = _ROOT.match(after_prologue)
         name = root.group(1).lower() if root else ""
+        if name == "rss" and plain_rss.is_rss_start(data):
+            try:
+                return plain_rss.parse_stream(
+                    plain_rss.chunks_of(data), location=location, content_type=content_type
+                )
+            except (plain_rss.NotPlain, plain_rss.Malformed):
+                pass  # the general reader reads the rest (and what it can of a malformed feed)
         if name in _FEED_ROOTS or name.endswith(":rdf"):
             return feeds.parse(data, location=location, content_type=content_type or None, now=now)
         if name in _HTML_ROOTS or "html" in content_type or "application/ld+json" in stripped:
