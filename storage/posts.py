@@ -19,6 +19,7 @@ under a new id would deliver every one of its posts again.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -74,6 +75,11 @@ HISTORY_SQL = (
     "p.id, p.source_id, p.published_at, p.time_estimated, p.rowid AS rowid "
     "FROM posts p WHERE p.id = ? "
     "ORDER BY 1"
+)
+INSERT_POST_SQL = (
+    "INSERT INTO posts (id, source_id, published_at, updated_at, title, byline, authors, "
+    "location, body, images, background, permalink, content_hash, version, recorded_at, "
+    "time_estimated, joined_words) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 # The text an edit replaces, kept as a version row before the posts row takes the new one.
 KEEP_REPLACED_SQL = (
@@ -420,8 +426,7 @@ async def _upsert_posts(
                 )
 
     now = to_db_time(utc_now())
-    new_rows: list[tuple[Any, ...]] = []
-    new_posts: list[Post] = []
+    new_posts: list[tuple[Post, str]] = []  # with its content hash
     changes: list[PostChange] = []
     seen: set[str] = set()
     for post in posts:
@@ -431,8 +436,7 @@ async def _upsert_posts(
         digest = post.content_hash
         found = existing.get(post.id)
         if found is None:
-            new_posts.append(post)
-            new_rows.append(post_row(post, digest, 1, now))
+            new_posts.append((post, digest))
             continue
         rowid, old_digest, old_version, old_published = found
         if old_digest == digest:
@@ -465,30 +469,28 @@ async def _upsert_posts(
             )
         )
 
-    if new_rows:
+    if new_posts:
         async with conn.execute("SELECT max(rowid) FROM posts") as cur:
             top_row = await cur.fetchone()
         top = int(top_row[0]) if top_row and top_row[0] is not None else 0
-        # In chunks, inside the one transaction, so a long import can show its progress.
-        for start in range(0, len(new_rows), PROGRESS_CHUNK):
-            await conn.executemany(
-                "INSERT INTO posts (id, source_id, published_at, updated_at, title, byline, authors, "
-                "location, body, images, background, permalink, content_hash, version, recorded_at, "
-                "time_estimated, joined_words) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (*row, int(post.time_estimated), post_joined_words(post))
-                    for post, row in zip(
-                        new_posts[start : start + PROGRESS_CHUNK],
-                        new_rows[start : start + PROGRESS_CHUNK],
-                        strict=True,
-                    )
-                ],
-            )
-            if on_progress is not None:
-                on_progress(min(start + PROGRESS_CHUNK, len(new_rows)), len(new_rows))
-        rowids = await _new_rowids(conn, [p.id for p in new_posts], top)
-        for post in new_posts:
+        # In chunks, inside the one transaction, so a long import can show its progress; the
+        # rows of the next chunk are made while SQLite (in aiosqlite's thread, without the GIL
+        # for most of its work) inserts the last; at most two chunks of rows exist at a time.
+        inserting: asyncio.Future[Any] | None = None
+        for start in range(0, len(new_posts), PROGRESS_CHUNK):
+            rows = [
+                (*post_row(post, digest, 1, now), int(post.time_estimated), post_joined_words(post))
+                for post, digest in new_posts[start : start + PROGRESS_CHUNK]
+            ]
+            if inserting is not None:
+                await inserting
+                _told(on_progress, start, len(new_posts))
+            inserting = asyncio.ensure_future(conn.executemany(INSERT_POST_SQL, rows))
+        assert inserting is not None
+        await inserting
+        _told(on_progress, len(new_posts), len(new_posts))
+        rowids = await _new_rowids(conn, [p.id for p, _ in new_posts], top)
+        for post, _ in new_posts:
             changes.append(
                 PostChange(
                     rowids[post.id],
@@ -498,6 +500,11 @@ async def _upsert_posts(
             )
     changes.sort(key=lambda c: (c.post.published_at, c.post.id))
     return changes
+
+
+def _told(on_progress: ProgressCallback | None, stored: int, total: int) -> None:
+    if on_progress is not None:
+        on_progress(stored, total)
 
 
 async def _new_rowids(conn: aiosqlite.Connection, ids: Sequence[str], top: int) -> dict[str, int]:
