@@ -20,6 +20,7 @@ from bot.sources import SourceError, parse_document
 from bot.sources import plain_rss as plain
 from bot.sources.common import settle_dates
 from bot.sources.feeds import parse as general_parse
+from bot.sources.text import html_content
 from tests.conftest import FIXTURES
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -276,3 +277,38 @@ def test_a_malformed_plain_feed_is_read_by_the_general_reader() -> None:
     assert str(refused.value).startswith("feed.xml: malformed feed (")
     assert "\n" not in str(refused.value)
     assert parse_document(data, location="feed.xml", now=NOW) == general(data)
+
+
+def _random_html(rng: random.Random) -> str:
+    tags = [*sorted(plain._PLAIN_TAGS), "P", "BR", "Img", "FIGCAPTION"]
+    texts = ["tram", "Zürich", "Q&amp;A", "5 &lt; 6", "a&nbsp;b", "&#8217;", " ", "\n", "x y"]
+    pieces: list[str] = []
+    for _ in range(rng.randint(0, 14)):
+        roll = rng.random()
+        tag = rng.choice(tags)
+        if roll < 0.4:
+            pieces.append(rng.choice(texts))
+        elif roll < 0.55:
+            pieces.append(f"</{tag}>")
+        elif tag.lower() == "img":
+            attributes = [
+                f'src="{rng.choice(["https://i.example.org/a.jpg", "/b.png", "", "javascript:x"])}"',
+                f"alt='{rng.choice(['An alt', '', ' spaced  alt '])}'",
+                rng.choice(['width="1"', 'height="0px"', 'width="640"', ""]),
+            ]
+            rng.shuffle(attributes)
+            pieces.append(f"<{tag} {' '.join(attributes)}{rng.choice(['', '/', ' /'])}>")
+        else:
+            ending = rng.choice(["", ' class="c"', "/"])
+            pieces.append(f"<{tag}{ending}>")
+    return "".join(pieces)
+
+
+def test_the_plain_html_reader_reads_as_html_content_does() -> None:
+    """Paragraphs and pictures, figcaptions and tracking pixels included, of random plain HTML."""
+    rng = random.Random(13)
+    for _ in range(3000):
+        markup = _random_html(rng)
+        assert plain._plain_html(markup) == markup
+        base = rng.choice([None, "https://example.org/live/1"])
+        assert plain.plain_html_content(markup, base) == html_content(markup, base), markup

@@ -193,7 +193,7 @@ def paragraphs_of_text(text: str) -> list[str]:
 _SKIP = frozenset(
     {"script", "style", "noscript", "template", "iframe", "object", "embed", "svg", "math", "head"}
 )
-_BLOCK = frozenset(
+BLOCK_TAGS = _BLOCK = frozenset(
     {
         "p", "div", "br", "hr", "li", "ul", "ol", "dl", "dt", "dd", "h1", "h2", "h3", "h4", "h5", "h6",
         "blockquote", "pre", "table", "tr", "section", "article", "aside", "header", "footer",
@@ -240,7 +240,7 @@ class _TextExtractor(HTMLParser):
         if tag == "img":
             values = dict(attrs)
             url = safe_url(values.get("src"), self.base_url)
-            if url is not None and not _is_tracking_pixel(values):
+            if url is not None and not is_tracking_pixel(values):
                 self.out.images.append(HtmlImage(url, clean(values.get("alt") or "")))
             return
         if tag == "figcaption":
@@ -298,7 +298,7 @@ def readable_markup(markup: str) -> str:
     return _BOGUS_MARKED_SECTION.sub("", markup) if "<![" in markup else markup
 
 
-def _is_tracking_pixel(attrs: dict[str, str | None]) -> bool:
+def is_tracking_pixel(attrs: dict[str, str | None]) -> bool:
     return any(
         (attrs.get(side) or "").strip() in ("0", "1", "0px", "1px") for side in ("width", "height")
     )
