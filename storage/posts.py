@@ -76,10 +76,13 @@ HISTORY_SQL = (
     "FROM posts p WHERE p.id = ? "
     "ORDER BY 1"
 )
-INSERT_POST_SQL = (
-    "INSERT INTO posts (id, source_id, published_at, updated_at, title, byline, authors, "
-    "location, body, images, background, permalink, content_hash, version, recorded_at, "
-    "time_estimated, joined_words) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_POST_INSERT_COLUMNS = (
+    "id, source_id, published_at, updated_at, title, byline, authors, location, body, images, "
+    "background, permalink, content_hash, version, recorded_at, time_estimated, joined_words"
+)
+INSERT_POST_SQL = f"INSERT INTO posts ({_POST_INSERT_COLUMNS}) VALUES ({', '.join('?' * 17)})"
+INSERT_NUMBERED_POST_SQL = (
+    f"INSERT INTO posts (rowid, {_POST_INSERT_COLUMNS}) VALUES ({', '.join('?' * 18)})"
 )
 # The text an edit replaces, kept as a version row before the posts row takes the new one.
 KEEP_REPLACED_SQL = (
@@ -426,18 +429,18 @@ async def _upsert_posts(
                 )
 
     now = to_db_time(utc_now())
-    new_posts: list[tuple[Post, str]] = []  # with its content hash
+    new_posts: list[Post] = []
     changes: list[PostChange] = []
     seen: set[str] = set()
     for post in posts:
         if post.id in seen:
             continue  # a document listing one post twice: the first wins
         seen.add(post.id)
-        digest = post.content_hash
         found = existing.get(post.id)
         if found is None:
-            new_posts.append((post, digest))
+            new_posts.append(post)
             continue
+        digest = post.content_hash
         rowid, old_digest, old_version, old_published = found
         if old_digest == digest:
             continue  # times are not content: a new stand-in time alone is no edit
@@ -470,57 +473,84 @@ async def _upsert_posts(
         )
 
     if new_posts:
-        async with conn.execute("SELECT max(rowid) FROM posts") as cur:
-            top_row = await cur.fetchone()
-        top = int(top_row[0]) if top_row and top_row[0] is not None else 0
-        # In chunks, inside the one transaction, so a long import can show its progress; the
-        # rows of the next chunk are made while SQLite (in aiosqlite's thread, without the GIL
-        # for most of its work) inserts the last; at most two chunks of rows exist at a time.
-        inserting: asyncio.Future[Any] | None = None
-        for start in range(0, len(new_posts), PROGRESS_CHUNK):
-            rows = [
-                (*post_row(post, digest, 1, now), int(post.time_estimated), post_joined_words(post))
-                for post, digest in new_posts[start : start + PROGRESS_CHUNK]
-            ]
-            if inserting is not None:
-                await inserting
-                _told(on_progress, start, len(new_posts))
-            inserting = asyncio.ensure_future(conn.executemany(INSERT_POST_SQL, rows))
-        assert inserting is not None
-        await inserting
-        _told(on_progress, len(new_posts), len(new_posts))
-        rowids = await _new_rowids(conn, [p.id for p, _ in new_posts], top)
-        for post, _ in new_posts:
-            changes.append(
-                PostChange(
-                    rowids[post.id],
-                    post.model_copy(update={"version": 1, "number": rowids[post.id]}),
-                    PostEvent(kind=EventKind.CREATED, post_id=post.id, version=1, title=post.title),
-                )
-            )
+        changes += await _insert_new(conn, new_posts, now, on_progress)
     changes.sort(key=lambda c: (c.post.published_at, c.post.id))
     return changes
+
+
+async def _insert_new(
+    conn: aiosqlite.Connection,
+    posts: Sequence[Post],
+    now: str,
+    on_progress: ProgressCallback | None,
+) -> list[PostChange]:
+    """Insert posts new to the store, numbered in the order given; their changes.
+
+    They are numbered as SQLite numbers an INTEGER PRIMARY KEY given no value, one past the highest,
+    but explicitly, so each change is known before its row is written: the write lock keeps every
+    other writer out until the transaction ends. In chunks, so a long import shows its progress;
+    the next chunk's rows and changes are made while SQLite (in aiosqlite's thread, without the
+    GIL for most of its work) inserts the last, and at most two chunks of rows exist at a time."""
+    async with conn.execute("SELECT max(rowid) FROM posts") as cur:
+        row = await cur.fetchone()
+    top = int(row[0]) if row and row[0] is not None else 0
+    if top + len(posts) >= 2**63 - 1:  # past SQLite's integers: let it choose, then look them up
+        return await _insert_unnumbered(conn, posts, now, on_progress)
+    changes: list[PostChange] = []
+    inserting: asyncio.Future[Any] | None = None
+    for start in range(0, len(posts), PROGRESS_CHUNK):
+        rows: list[tuple[Any, ...]] = []
+        for number, post in enumerate(posts[start : start + PROGRESS_CHUNK], start=top + start + 1):
+            rows.append((number, *_new_row(post, now)))
+            changes.append(_created(number, post))
+        if inserting is not None:
+            await inserting
+            _told(on_progress, start, len(posts))
+        inserting = asyncio.ensure_future(conn.executemany(INSERT_NUMBERED_POST_SQL, rows))
+    assert inserting is not None
+    await inserting
+    _told(on_progress, len(posts), len(posts))
+    return changes
+
+
+async def _insert_unnumbered(
+    conn: aiosqlite.Connection,
+    posts: Sequence[Post],
+    now: str,
+    on_progress: ProgressCallback | None,
+) -> list[PostChange]:
+    for start in range(0, len(posts), PROGRESS_CHUNK):
+        chunk = posts[start : start + PROGRESS_CHUNK]
+        await conn.executemany(INSERT_POST_SQL, [_new_row(post, now) for post in chunk])
+        _told(on_progress, start + len(chunk), len(posts))
+    rowids: dict[str, int] = {}
+    ids = [post.id for post in posts]
+    for start in range(0, len(ids), 500):
+        chunk_ids = ids[start : start + 500]
+        marks = ",".join("?" * len(chunk_ids))
+        async with conn.execute(
+            f"SELECT rowid, id FROM posts WHERE id IN ({marks})", chunk_ids
+        ) as cur:
+            rowids.update({r["id"]: r["rowid"] for r in await cur.fetchall()})
+    return [_created(rowids[post.id], post) for post in posts]
+
+
+def _new_row(post: Post, now: str) -> tuple[Any, ...]:
+    return (
+        *post_row(post, post.content_hash, 1, now),
+        int(post.time_estimated),
+        post_joined_words(post),
+    )
+
+
+def _created(rowid: int, post: Post) -> PostChange:
+    return PostChange(
+        rowid,
+        post.model_copy(update={"version": 1, "number": rowid}),
+        PostEvent(kind=EventKind.CREATED, post_id=post.id, version=1, title=post.title),
+    )
 
 
 def _told(on_progress: ProgressCallback | None, stored: int, total: int) -> None:
     if on_progress is not None:
         on_progress(stored, total)
-
-
-async def _new_rowids(conn: aiosqlite.Connection, ids: Sequence[str], top: int) -> dict[str, int]:
-    """The rowids the posts `ids` were just inserted under, in that order, past `top`.
-
-    An INTEGER PRIMARY KEY given no value is one past the highest, and the write lock keeps every
-    other writer out: the rows are numbered top + 1, top + 2, … When the highest is not where that
-    puts it (a rowid at SQLite's limit makes it pick at random), they are looked up instead."""
-    async with conn.execute("SELECT max(rowid) FROM posts") as cur:
-        row = await cur.fetchone()
-    if row is not None and row[0] == top + len(ids) and top + len(ids) < 2**63 - 1:
-        return {post_id: top + n for n, post_id in enumerate(ids, start=1)}
-    rowids: dict[str, int] = {}
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        marks = ",".join("?" * len(chunk))
-        async with conn.execute(f"SELECT rowid, id FROM posts WHERE id IN ({marks})", chunk) as cur:
-            rowids.update({r["id"]: r["rowid"] for r in await cur.fetchall()})
-    return rowids

@@ -223,3 +223,27 @@ async def test_postgres_migration_7_drops_the_copies_and_keeps_the_history(
     assert [row[:2] for row in await pg_versions(pg)] == [("blog:1", 1), ("blog:1", 2)]
     history = await store.history("blog:1")
     assert [_as_row(v) for v in history] == [_as_old(r) for r in old]
+
+
+async def test_new_posts_are_numbered_past_the_highest_in_publication_order(
+    tmp_path: Path,
+) -> None:
+    """Numbers are what SQLite would give without being told (one past the highest), even after a
+    gap; at SQLite's last integer it chooses them itself and the store looks them up."""
+    async with await Database.open(tmp_path / "livedesk.db") as db:
+        store = PostStore(db)
+        await ingest(db, ImportResult(source=SOURCE, posts=(post(2, "b"), post(1, "a"))))
+        assert [(p.id, p.number) for p in await store.latest(5)] == [("blog:2", 2), ("blog:1", 1)]
+        async with db.write() as conn:
+            await conn.execute("UPDATE posts SET rowid = 40 WHERE id = 'blog:2'")
+        events = await ingest(db, ImportResult(source=SOURCE, posts=(post(4, "d"), post(3, "c"))))
+        assert [e.post_id for e in events] == ["blog:3", "blog:4"]
+        assert [(p.id, p.number) for p in await store.latest(2)] == [("blog:4", 42), ("blog:3", 41)]
+        async with db.write() as conn:
+            await conn.execute(f"UPDATE posts SET rowid = {2**63 - 2} WHERE id = 'blog:4'")
+        events = await ingest(db, ImportResult(source=SOURCE, posts=(post(6, "f"), post(5, "e"))))
+        assert [e.post_id for e in events] == ["blog:5", "blog:6"]
+        for number in ("blog:5", "blog:6"):
+            found = await store.get(number)
+            assert found is not None and found.number is not None
+            assert await store.get(str(found.number)) == found
