@@ -2,6 +2,8 @@
 
 The content decides, not the file name: JSON (JSON Feed or JSON-LD), XML feeds (RSS 2.0, RSS 1.0,
 Atom), HTML pages with LiveBlogPosting JSON-LD, and page text. The declared content type only breaks ties.
+Plain RSS 2.0 is read by `plain_rss` (expat, item by item); every other feed, and any RSS it steps
+aside from, by `feeds` (feedparser), with the same result.
 """
 
 from __future__ import annotations
