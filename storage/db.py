@@ -402,6 +402,14 @@ MIGRATIONS: tuple[str | Step, ...] = (
     CREATE TABLE IF NOT EXISTS feeds_version (version INTEGER NOT NULL);
     INSERT INTO feeds_version (version) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM feeds_version);
     """,
+    """
+    -- History without doubling every post: `post_versions` holds the versions an edit replaced,
+    -- and the current text lives only in `posts` (which always held it too). A post never edited
+    -- has no version row; a post at version 3 has rows 1 and 2. The copies of current versions the
+    -- earlier schemas kept are dropped (their text is the posts row's).
+    DELETE FROM post_versions
+        WHERE (post_rowid, version) IN (SELECT rowid, version FROM posts);
+    """,
 )
 
 

@@ -158,13 +158,18 @@ class PgPostStore:
         post = await self.get(post_id)
         if post is None:
             return []
+        # The versions an edit replaced (post_versions), then the current one (posts).
         rows = await self._all(
             "SELECT v.version, v.recorded_at, v.updated_at, v.title, v.byline, v.authors, "
             "v.location, v.body, v.images, v.background, v.permalink, "
             "p.id, p.source_id, p.published_at, p.time_estimated, p.rowid AS rowid "
-            "FROM post_versions v JOIN posts p ON p.rowid = v.post_rowid "
-            "WHERE p.id = %s ORDER BY v.version",
-            (post.id,),
+            "FROM post_versions v JOIN posts p ON p.rowid = v.post_rowid WHERE p.id = %s "
+            "UNION ALL "
+            "SELECT p.version, p.recorded_at, p.updated_at, p.title, p.byline, p.authors, "
+            "p.location, p.body, p.images, p.background, p.permalink, "
+            "p.id, p.source_id, p.published_at, p.time_estimated, p.rowid AS rowid "
+            "FROM posts p WHERE p.id = %s ORDER BY 1",
+            (post.id, post.id),
         )
         return [
             PostVersion(
@@ -455,7 +460,6 @@ async def _upsert_posts(
     new_posts: list[Post] = []
     changes: list[PostChange] = []
     updates: list[tuple[Any, ...]] = []
-    versions: list[tuple[Any, ...]] = []
     seen: set[str] = set()
     for post in posts:
         if post.id in seen:
@@ -476,7 +480,6 @@ async def _upsert_posts(
         version = old_version + 1
         row = post_row(post, digest, version, now)
         updates.append((*row[2:], post.time_estimated, post_joined_words(post), rowid))
-        versions.append((rowid, version, now, *row[3:13]))
         stored = post.model_copy(update={"version": version, "number": rowid})
         changes.append(
             PostChange(
@@ -488,6 +491,13 @@ async def _upsert_posts(
             )
         )
     if updates:
+        # The texts the edits replace become version rows; the posts rows then take the new ones.
+        await conn.execute(
+            f"INSERT INTO post_versions ({_VERSION_COLUMNS}) "
+            "SELECT rowid, version, recorded_at, updated_at, title, byline, authors, location, "
+            "body, images, background, permalink, content_hash FROM posts WHERE rowid = ANY(%s)",
+            ([update[-1] for update in updates],),
+        )
         async with conn.cursor() as cur:
             await cur.executemany(
                 "UPDATE posts SET published_at = %s, updated_at = %s, title = %s, byline = %s, "
@@ -530,10 +540,6 @@ async def _upsert_posts(
         await conn.execute(
             "SELECT setval(pg_get_serial_sequence('posts', 'rowid'), %s)", (top + len(new_posts),)
         )
-        versions.extend(
-            (rowids[p.id], 1, row[14], *row[3:13])
-            for p, row in zip(new_posts, new_rows, strict=True)
-        )
         for post in new_posts:
             changes.append(
                 PostChange(
@@ -542,12 +548,5 @@ async def _upsert_posts(
                     PostEvent(kind=EventKind.CREATED, post_id=post.id, version=1, title=post.title),
                 )
             )
-    if versions:
-        async with (
-            conn.cursor() as cur,
-            cur.copy(f"COPY post_versions ({_VERSION_COLUMNS}) FROM STDIN") as copy,
-        ):
-            for version_row in versions:
-                await copy.write_row(version_row)
     changes.sort(key=lambda c: (c.post.published_at, c.post.id))
     return changes

@@ -329,6 +329,13 @@ PG_MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX posts_search_body ON posts USING gin (ts_filter(search, '{c}'));
     ANALYZE posts;
     """,
+    # 7: history without doubling every post (SQLite schema 9).
+    r"""
+    -- post_versions holds the versions an edit replaced; the current text lives only in posts
+    -- (which always held it too). The copies of current versions kept until now are dropped.
+    DELETE FROM post_versions v USING posts p
+        WHERE p.rowid = v.post_rowid AND p.version = v.version;
+    """,
 )
 
 

@@ -1,8 +1,8 @@
 """The post store: sources, posts and every version of them. The store decides what is new.
 
 `upsert_document()` writes one document's posts inside the ingest transaction (storage.ingest) and
-reports only changes: a post *created*, or *updated* (version + 1, the old text kept in
-`post_versions`). The delivery rows for every matching subscription are written in that same
+reports only changes: a post *created*, or *updated* (version + 1, the replaced text kept in
+`post_versions`; the current text is only in `posts`, so a post never edited is stored once). The delivery rows for every matching subscription are written in that same
 transaction (`storage.outbox.enqueue_for_changes`), so a crash can neither lose nor invent a
 notification.
 
@@ -19,6 +19,7 @@ under a new id would deliver every one of its posts again.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -61,6 +62,35 @@ from storage.values import (
 )
 
 PROGRESS_CHUNK = 2_000
+
+# The versions an edit replaced (post_versions), then the current one (posts), oldest first.
+HISTORY_SQL = (
+    "SELECT v.version, v.recorded_at, v.updated_at, v.title, v.byline, v.authors, "
+    "v.location, v.body, v.images, v.background, v.permalink, "
+    "p.id, p.source_id, p.published_at, p.time_estimated, p.rowid AS rowid "
+    "FROM post_versions v JOIN posts p ON p.rowid = v.post_rowid WHERE p.id = ? "
+    "UNION ALL "
+    "SELECT p.version, p.recorded_at, p.updated_at, p.title, p.byline, p.authors, "
+    "p.location, p.body, p.images, p.background, p.permalink, "
+    "p.id, p.source_id, p.published_at, p.time_estimated, p.rowid AS rowid "
+    "FROM posts p WHERE p.id = ? "
+    "ORDER BY 1"
+)
+_POST_INSERT_COLUMNS = (
+    "id, source_id, published_at, updated_at, title, byline, authors, location, body, images, "
+    "background, permalink, content_hash, version, recorded_at, time_estimated, joined_words"
+)
+INSERT_POST_SQL = f"INSERT INTO posts ({_POST_INSERT_COLUMNS}) VALUES ({', '.join('?' * 17)})"
+INSERT_NUMBERED_POST_SQL = (
+    f"INSERT INTO posts (rowid, {_POST_INSERT_COLUMNS}) VALUES ({', '.join('?' * 18)})"
+)
+# The text an edit replaces, kept as a version row before the posts row takes the new one.
+KEEP_REPLACED_SQL = (
+    "INSERT INTO post_versions (post_rowid, version, recorded_at, updated_at, title, byline, "
+    "authors, location, body, images, background, permalink, content_hash) "
+    "SELECT rowid, version, recorded_at, updated_at, title, byline, authors, location, body, "
+    "images, background, permalink, content_hash FROM posts WHERE rowid = ?"
+)
 
 
 class PostStore:
@@ -131,14 +161,7 @@ class PostStore:
         post = await self.get(post_id)
         if post is None:
             return []
-        async with self.db.reader.execute(
-            "SELECT v.version, v.recorded_at, v.updated_at, v.title, v.byline, v.authors, "
-            "v.location, v.body, v.images, v.background, v.permalink, "
-            "p.id, p.source_id, p.published_at, p.time_estimated, p.rowid AS rowid "
-            "FROM post_versions v JOIN posts p ON p.rowid = v.post_rowid "
-            "WHERE p.id = ? ORDER BY v.version",
-            (post.id,),
-        ) as cur:
+        async with self.db.reader.execute(HISTORY_SQL, (post.id, post.id)) as cur:
             rows = await cur.fetchall()
         return [
             PostVersion(
@@ -406,7 +429,6 @@ async def _upsert_posts(
                 )
 
     now = to_db_time(utc_now())
-    new_rows: list[tuple[Any, ...]] = []
     new_posts: list[Post] = []
     changes: list[PostChange] = []
     seen: set[str] = set()
@@ -414,12 +436,11 @@ async def _upsert_posts(
         if post.id in seen:
             continue  # a document listing one post twice: the first wins
         seen.add(post.id)
-        digest = post.content_hash
         found = existing.get(post.id)
         if found is None:
             new_posts.append(post)
-            new_rows.append(post_row(post, digest, 1, now))
             continue
+        digest = post.content_hash
         rowid, old_digest, old_version, old_published = found
         if old_digest == digest:
             continue  # times are not content: a new stand-in time alone is no edit
@@ -427,6 +448,7 @@ async def _upsert_posts(
             # An undated post keeps the time it was first seen; this document's stand-in is later.
             post = post.model_copy(update={"published_at": from_db_time(old_published)})
         version = old_version + 1
+        await conn.execute(KEEP_REPLACED_SQL, (rowid,))
         await conn.execute(
             "UPDATE posts SET published_at = ?, updated_at = ?, title = ?, byline = ?, authors = ?, "
             "location = ?, body = ?, images = ?, background = ?, permalink = ?, content_hash = ?, "
@@ -439,7 +461,6 @@ async def _upsert_posts(
                 rowid,
             ),
         )
-        await _insert_version(conn, rowid, version, post, digest, now)
         stored = post.model_copy(update={"version": version, "number": rowid})
         changes.append(
             PostChange(
@@ -451,62 +472,85 @@ async def _upsert_posts(
             )
         )
 
-    if new_rows:
-        # In chunks, inside the one transaction, so a long import can show its progress.
-        for start in range(0, len(new_rows), PROGRESS_CHUNK):
-            await conn.executemany(
-                "INSERT INTO posts (id, source_id, published_at, updated_at, title, byline, authors, "
-                "location, body, images, background, permalink, content_hash, version, recorded_at, "
-                "time_estimated, joined_words) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (*row, int(post.time_estimated), post_joined_words(post))
-                    for post, row in zip(
-                        new_posts[start : start + PROGRESS_CHUNK],
-                        new_rows[start : start + PROGRESS_CHUNK],
-                        strict=True,
-                    )
-                ],
-            )
-            if on_progress is not None:
-                on_progress(min(start + PROGRESS_CHUNK, len(new_rows)), len(new_rows))
-        rowids: dict[str, int] = {}
-        new_ids = [p.id for p in new_posts]
-        for start in range(0, len(new_ids), 500):
-            chunk = new_ids[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            async with conn.execute(
-                f"SELECT rowid, id FROM posts WHERE id IN ({marks})", chunk
-            ) as cur:
-                rowids.update({r["id"]: r["rowid"] for r in await cur.fetchall()})
-        await conn.executemany(
-            "INSERT INTO post_versions (post_rowid, version, recorded_at, updated_at, title, byline, "
-            "authors, location, body, images, background, permalink, content_hash) "
-            "VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (rowids[p.id], *row[14:], *row[3:13])
-                for p, row in zip(new_posts, new_rows, strict=True)
-            ],
-        )
-        for post in new_posts:
-            changes.append(
-                PostChange(
-                    rowids[post.id],
-                    post.model_copy(update={"version": 1, "number": rowids[post.id]}),
-                    PostEvent(kind=EventKind.CREATED, post_id=post.id, version=1, title=post.title),
-                )
-            )
+    if new_posts:
+        changes += await _insert_new(conn, new_posts, now, on_progress)
     changes.sort(key=lambda c: (c.post.published_at, c.post.id))
     return changes
 
 
-async def _insert_version(
-    conn: aiosqlite.Connection, rowid: int, version: int, post: Post, digest: str, now: str
-) -> None:
-    row = post_row(post, digest, version, now)
-    await conn.execute(
-        "INSERT INTO post_versions (post_rowid, version, recorded_at, updated_at, title, byline, "
-        "authors, location, body, images, background, permalink, content_hash) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (rowid, version, now, *row[3:13]),
+async def _insert_new(
+    conn: aiosqlite.Connection,
+    posts: Sequence[Post],
+    now: str,
+    on_progress: ProgressCallback | None,
+) -> list[PostChange]:
+    """Insert posts new to the store, numbered in the order given; their changes.
+
+    They are numbered as SQLite numbers an INTEGER PRIMARY KEY given no value, one past the highest,
+    but explicitly, so each change is known before its row is written: the write lock keeps every
+    other writer out until the transaction ends. In chunks, so a long import shows its progress;
+    the next chunk's rows and changes are made while SQLite (in aiosqlite's thread, without the
+    GIL for most of its work) inserts the last, and at most two chunks of rows exist at a time."""
+    async with conn.execute("SELECT max(rowid) FROM posts") as cur:
+        row = await cur.fetchone()
+    top = int(row[0]) if row and row[0] is not None else 0
+    if top + len(posts) >= 2**63 - 1:  # past SQLite's integers: let it choose, then look them up
+        return await _insert_unnumbered(conn, posts, now, on_progress)
+    changes: list[PostChange] = []
+    inserting: asyncio.Future[Any] | None = None
+    for start in range(0, len(posts), PROGRESS_CHUNK):
+        rows: list[tuple[Any, ...]] = []
+        for number, post in enumerate(posts[start : start + PROGRESS_CHUNK], start=top + start + 1):
+            rows.append((number, *_new_row(post, now)))
+            changes.append(_created(number, post))
+        if inserting is not None:
+            await inserting
+            _told(on_progress, start, len(posts))
+        inserting = asyncio.ensure_future(conn.executemany(INSERT_NUMBERED_POST_SQL, rows))
+    assert inserting is not None
+    await inserting
+    _told(on_progress, len(posts), len(posts))
+    return changes
+
+
+async def _insert_unnumbered(
+    conn: aiosqlite.Connection,
+    posts: Sequence[Post],
+    now: str,
+    on_progress: ProgressCallback | None,
+) -> list[PostChange]:
+    for start in range(0, len(posts), PROGRESS_CHUNK):
+        chunk = posts[start : start + PROGRESS_CHUNK]
+        await conn.executemany(INSERT_POST_SQL, [_new_row(post, now) for post in chunk])
+        _told(on_progress, start + len(chunk), len(posts))
+    rowids: dict[str, int] = {}
+    ids = [post.id for post in posts]
+    for start in range(0, len(ids), 500):
+        chunk_ids = ids[start : start + 500]
+        marks = ",".join("?" * len(chunk_ids))
+        async with conn.execute(
+            f"SELECT rowid, id FROM posts WHERE id IN ({marks})", chunk_ids
+        ) as cur:
+            rowids.update({r["id"]: r["rowid"] for r in await cur.fetchall()})
+    return [_created(rowids[post.id], post) for post in posts]
+
+
+def _new_row(post: Post, now: str) -> tuple[Any, ...]:
+    return (
+        *post_row(post, post.content_hash, 1, now),
+        int(post.time_estimated),
+        post_joined_words(post),
     )
+
+
+def _created(rowid: int, post: Post) -> PostChange:
+    return PostChange(
+        rowid,
+        post.model_copy(update={"version": 1, "number": rowid}),
+        PostEvent(kind=EventKind.CREATED, post_id=post.id, version=1, title=post.title),
+    )
+
+
+def _told(on_progress: ProgressCallback | None, stored: int, total: int) -> None:
+    if on_progress is not None:
+        on_progress(stored, total)

@@ -115,7 +115,7 @@ async def test_every_row_is_copied_with_its_ids(tmp_path: Path, postgres_url: st
     states = {row[6] for row in before["deliveries"]}
     assert {"sent", "dead", "pending", "skipped"} <= states
     assert any(row[10] for row in before["deliveries"])  # message references
-    assert max(row[1] for row in before["post_versions"]) == 2
+    assert [row[1] for row in before["post_versions"]] == [1]  # the text the edit replaced
     assert all(before[t.name] for t in TABLES)
 
     seen: list[tuple[str, int, int]] = []
@@ -188,7 +188,7 @@ async def test_a_grown_store_copies_what_is_new_and_what_sqlite_finished(
     tables = report.tables
     assert tables["sources"].copied == 1 and tables["subscriptions"].copied == 1
     assert tables["posts"].copied > 0 and tables["posts"].updated == 1  # the edited post
-    assert tables["post_versions"].copied == tables["posts"].copied + 1
+    assert tables["post_versions"].copied == 1  # the second version, replaced by the third
     assert tables["deliveries"].updated > 0  # pending when first copied, sent since
     assert tables["slack_replays"] == type(tables["slack_replays"])(0, 1, 0)
     assert (await copy_to_postgres(path, pg)).copied == 0
@@ -392,11 +392,17 @@ async def test_small_batches_copy_the_same_rows(
     monkeypatch.setattr(storage.migrate, "BATCH", 2)
     path = tmp_path / "livedesk.db"
     await build_store(path)
+    async with await Database.open(path) as db:  # replaced versions of two posts: several pages
+        edited = BLOG.read_text().replace(*EDIT)
+        for edit in (("next spring", "next summer"), ("two years", "three years")):
+            edited = edited.replace(*edit)
+            await import_file(db, BLOG, edited)
     seen: list[tuple[str, int, int]] = []
     await copy_to_postgres(path, pg, progress=lambda *told: seen.append(told))
     rows = await sqlite_rows(path)
     assert await pg_rows(pg) == rows
     versions = len(rows["post_versions"])
+    assert versions == 3 and len({row[0] for row in rows["post_versions"]}) == 2
     assert [d for w, d, _ in seen if w == "copying post_versions"] == [
         *range(0, versions, 2),
         versions,
@@ -411,7 +417,7 @@ async def test_a_row_postgres_cannot_hold_is_one_line_and_copies_nothing(
     path = tmp_path / "livedesk.db"
     await build_store(path)
     with sqlite3.connect(path) as raw:
-        raw.execute("UPDATE post_versions SET body = 'a' || char(0) || 'b' WHERE version = 2")
+        raw.execute("UPDATE post_versions SET body = 'a' || char(0) || 'b' WHERE version = 1")
     with pytest.raises(MigrateError) as refused:
         await copy_to_postgres(path, pg)
     message = str(refused.value)

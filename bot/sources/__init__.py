@@ -13,10 +13,14 @@ blog stays one blog), and a new blog whose slug is taken gets `-2`, `-3`… Post
 day ahead: dated when first seen) and dates that overflow in UTC (their post is refused). Redirects
 of fetched sources never reach an internal address unless the source itself is on one; see
 `bot.sources.fetch`.
+
+Size: a document up to `MAX_BYTES` (50 MB) is read whole; above it, a plain RSS 2.0 feed is read as
+a stream from disk (`bot.sources.plain_rss`, a download going to a temporary file) up to
+`MAX_STREAM_BYTES` (1 GB), and anything else is refused in one line.
 """
 
 from bot.sources.common import SourceError
 from bot.sources.detect import parse_document
-from bot.sources.fetch import MAX_BYTES, FetchResult, load
+from bot.sources.fetch import MAX_BYTES, MAX_STREAM_BYTES, FetchResult, load
 
-__all__ = ["MAX_BYTES", "FetchResult", "SourceError", "load", "parse_document"]
+__all__ = ["MAX_BYTES", "MAX_STREAM_BYTES", "FetchResult", "SourceError", "load", "parse_document"]

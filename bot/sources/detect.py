@@ -2,6 +2,8 @@
 
 The content decides, not the file name: JSON (JSON Feed or JSON-LD), XML feeds (RSS 2.0, RSS 1.0,
 Atom), HTML pages with LiveBlogPosting JSON-LD, and page text. The declared content type only breaks ties.
+Plain RSS 2.0 is read by `plain_rss` (expat, item by item); every other feed, and any RSS it steps
+aside from, by `feeds` (feedparser), with the same result.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import re
 from datetime import UTC, datetime
 
 from bot.models import ImportResult
-from bot.sources import feeds, jsonfeed, jsonld, pagetext
+from bot.sources import feeds, jsonfeed, jsonld, pagetext, plain_rss
 from bot.sources.common import SourceError, settle_dates
 from bot.sources.text import BinaryData, decode
 
@@ -92,6 +94,13 @@ def _dispatch(
             raise SourceError(location, "empty document (nothing after the XML prologue)")
         root = _ROOT.match(after_prologue)
         name = root.group(1).lower() if root else ""
+        if name == "rss" and plain_rss.is_rss_start(data):
+            try:
+                return plain_rss.parse_stream(
+                    plain_rss.chunks_of(data), location=location, content_type=content_type
+                )
+            except (plain_rss.NotPlain, plain_rss.Malformed):
+                pass  # the general reader reads the rest (and what it can of a malformed feed)
         if name in _FEED_ROOTS or name.endswith(":rdf"):
             return feeds.parse(data, location=location, content_type=content_type or None, now=now)
         if name in _HTML_ROOTS or "html" in content_type or "application/ld+json" in stripped:

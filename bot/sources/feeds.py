@@ -13,7 +13,7 @@ files them as the entry's summary or content, so they would otherwise become the
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -34,6 +34,7 @@ from bot.sources.common import (
 )
 from bot.sources.text import (
     BOMS,
+    HtmlImage,
     bom_encoding,
     clean,
     html_content,
@@ -64,6 +65,10 @@ _MISPLACED_DECLARATION = re.compile(
     r"(?P<before>(?:[ \t\r\n]*<!--(?:[^-]|-(?!->))*-->)+[ \t\r\n]*)"
     r"(?P<declaration><\?xml[ \t\r\n][^<>]*?\?>)"
 )
+
+
+HtmlReader = Callable[[str, str | None], tuple[list[str], list[HtmlImage]]]
+"""HTML to paragraphs and pictures: `html_content`, or a faster reader of a narrower HTML."""
 
 
 @dataclass
@@ -222,11 +227,12 @@ def _post(
     media: _MediaTexts,
     *,
     dated: bool,
+    read_html: HtmlReader = html_content,
 ) -> Post | None:
     permalink = safe_url(entry.get("link"), source.url)
     media_images = _media_images(entry, media)
     captions = {image.caption for image in media_images if image.caption}
-    body, inline_images = _body(entry, permalink or source.url, captions, media.texts)
+    body, inline_images = _body(entry, permalink or source.url, captions, media.texts, read_html)
     title = _text(entry, "title") or title_from_body(body)
     if not title:
         return None
@@ -254,7 +260,11 @@ def _post(
 
 
 def _body(
-    entry: Mapping[str, Any], base: str | None, captions: set[str], media_texts: set[str]
+    entry: Mapping[str, Any],
+    base: str | None,
+    captions: set[str],
+    media_texts: set[str],
+    read_html: HtmlReader = html_content,
 ) -> tuple[list[str], list[Image]]:
     """The richest text the entry has: the longest of its contents and its summary.
 
@@ -269,7 +279,7 @@ def _body(
     for value, kind in _candidates(entry):
         is_html = kind in _HTML_TYPES
         if is_html:
-            paragraphs, found = html_content(value, base)
+            paragraphs, found = read_html(value, base)
             images = [Image(url=i.url, caption=i.caption) for i in found]
         else:
             paragraphs, images = paragraphs_of_text(value), []

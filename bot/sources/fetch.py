@@ -15,22 +15,34 @@ connected to, with no DNS cache between them).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
+import os
 import socket
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
+from typing import IO
 from urllib.parse import unquote, urljoin, urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from bot.models import ImportResult
-from bot.sources.common import SourceError
+from bot.sources import plain_rss
+from bot.sources.common import SourceError, settle_dates
 from bot.sources.detect import parse_document
 from bot.sources.text import is_http_url
 
 MAX_BYTES = 50 * 1024 * 1024
+"""The largest document read whole (any format, through the general readers)."""
+MAX_STREAM_BYTES = 1024 * 1024 * 1024
+"""The largest plain RSS 2.0 feed, read as a stream (bot.sources.plain_rss): a document above
+MAX_BYTES is kept on disk (a fetched one in a temporary file) and read a megabyte at a time, so
+memory holds the posts, never the document."""
 # Small documents parse faster than a thread hop; big ones must not stall the event loop.
 THREAD_THRESHOLD = 256 * 1024
 USER_AGENT = "Livedesk/0.1 (+live blog notifications)"
@@ -118,6 +130,15 @@ def _refusal(host: str, address: str, source: set[AddressClass]) -> str:
 
 
 @dataclass(frozen=True)
+class _OnDisk:
+    """A document too big to read whole: its file (`temporary`: ours, removed once read)."""
+
+    path: Path
+    size: int
+    temporary: bool = False
+
+
+@dataclass(frozen=True)
 class FetchResult:
     result: ImportResult
     etag: str | None = None
@@ -148,7 +169,14 @@ async def load(
     return FetchResult(result=result, etag=new_etag, last_modified=new_last_modified)
 
 
-async def _parse(data: bytes, location: str, content_type: str | None) -> ImportResult:
+async def _parse(data: bytes | _OnDisk, location: str, content_type: str | None) -> ImportResult:
+    if isinstance(data, _OnDisk):
+        try:
+            return await asyncio.to_thread(_parse_on_disk, data, location, content_type)
+        finally:
+            if data.temporary:
+                with contextlib.suppress(OSError):
+                    data.path.unlink()
     if len(data) < THREAD_THRESHOLD:
         return parse_document(data, location=location, content_type=content_type)
     return await asyncio.to_thread(
@@ -156,16 +184,61 @@ async def _parse(data: bytes, location: str, content_type: str | None) -> Import
     )
 
 
-def _read_file(location: str) -> bytes:
+def _parse_on_disk(document: _OnDisk, location: str, content_type: str | None) -> ImportResult:
+    """A document above MAX_BYTES: read as a stream when it is plain RSS 2.0, else refused."""
+    seen_at = datetime.now(UTC)
+    try:
+        with document.path.open("rb") as handle:
+            if not plain_rss.is_rss_start(handle.read(4096)):
+                raise SourceError(
+                    location,
+                    _too_large(document.size, "not an RSS 2.0 feed", downloaded=document.temporary),
+                )
+            handle.seek(0)
+            result = plain_rss.parse_stream(
+                _chunks(handle, location), location=location, content_type=content_type
+            )
+    except plain_rss.NotPlain as reason:
+        raise SourceError(
+            location,
+            _too_large(
+                document.size, f"not plain RSS 2.0: {reason}", downloaded=document.temporary
+            ),
+        ) from None
+    except OSError as error:
+        raise SourceError(location, f"cannot read file ({error.strerror or error})") from None
+    return settle_dates(result, location=location, seen_at=seen_at)
+
+
+def _chunks(handle: IO[bytes], location: str) -> Iterator[bytes]:
+    read = 0
+    while chunk := handle.read(plain_rss.CHUNK):
+        read += len(chunk)
+        if read > MAX_STREAM_BYTES:  # a file that grew since it was measured
+            raise SourceError(location, f"too large (limit {_megabytes(MAX_STREAM_BYTES)})")
+        yield chunk
+
+
+def _too_large(size: int, why: str, *, downloaded: bool) -> str:
+    return (
+        f"{'response ' if downloaded else ''}too large to read whole ({_megabytes(size)}; limit {_megabytes(MAX_BYTES)}); only a "
+        f"plain RSS 2.0 feed is read beyond that, as a stream up to "
+        f"{_megabytes(MAX_STREAM_BYTES)}, and this is {why}"
+    )
+
+
+def _read_file(location: str) -> bytes | _OnDisk:
     path = Path(unquote(urlsplit(location).path) if location.startswith("file://") else location)
     try:
         size = path.stat().st_size
         if path.is_dir():
             raise SourceError(location, "is a directory, not a file")
-        if size > MAX_BYTES:
+        if size > MAX_STREAM_BYTES:
             raise SourceError(
-                location, f"too large ({_megabytes(size)}; limit {_megabytes(MAX_BYTES)})"
+                location, f"too large ({_megabytes(size)}; limit {_megabytes(MAX_STREAM_BYTES)})"
             )
+        if size > MAX_BYTES:
+            return _OnDisk(path, size)
         return path.read_bytes()
     except FileNotFoundError:
         raise SourceError(location, "file not found") from None
@@ -177,7 +250,7 @@ def _read_file(location: str) -> bytes:
 
 async def _get(
     url: str, etag: str | None, last_modified: str | None, limit: aiohttp.ClientTimeout
-) -> tuple[bytes, str | None, str | None, str | None] | None:
+) -> tuple[bytes | _OnDisk, str | None, str | None, str | None] | None:
     headers = {"User-Agent": USER_AGENT, "Accept": "*/*"}
     if etag:
         headers["If-None-Match"] = etag
@@ -228,27 +301,53 @@ def _check_literal(url: str, current: str, guard: _GuardedResolver) -> None:
 
 async def _body(
     url: str, response: aiohttp.ClientResponse
-) -> tuple[bytes, str | None, str | None, str | None] | None:
+) -> tuple[bytes | _OnDisk, str | None, str | None, str | None] | None:
     if response.status == 304:
         return None
     if response.status >= 400:
         raise SourceError(url, f"HTTP {response.status} {response.reason or ''}".strip())
-    if (response.content_length or 0) > MAX_BYTES:
-        raise SourceError(url, f"response too large (limit {_megabytes(MAX_BYTES)})")
+    if (response.content_length or 0) > MAX_STREAM_BYTES:
+        raise SourceError(url, f"response too large (limit {_megabytes(MAX_STREAM_BYTES)})")
     chunks: list[bytes] = []
     received = 0
-    async for chunk in response.content.iter_chunked(64 * 1024):
-        received += len(chunk)
-        if received > MAX_BYTES:
-            raise SourceError(url, f"response too large (limit {_megabytes(MAX_BYTES)})")
-        chunks.append(chunk)
+    spool: IO[bytes] | None = None
+    try:
+        async for chunk in response.content.iter_chunked(64 * 1024):
+            received += len(chunk)
+            if received > MAX_STREAM_BYTES:
+                raise SourceError(url, f"response too large (limit {_megabytes(MAX_STREAM_BYTES)})")
+            if spool is None and received > MAX_BYTES:
+                # Too big to hold: the rest goes to disk, to be read as a stream (_parse_on_disk).
+                spool = await asyncio.to_thread(_temporary_file)
+                await asyncio.to_thread(spool.writelines, chunks)
+                chunks.clear()
+            if spool is not None:
+                await asyncio.to_thread(spool.write, chunk)
+            else:
+                chunks.append(chunk)
+        body: bytes | _OnDisk = b"".join(chunks)
+        if spool is not None:
+            await asyncio.to_thread(spool.close)
+            body = _OnDisk(Path(spool.name), received, temporary=True)
+    except BaseException:
+        if spool is not None:
+            spool.close()
+            with contextlib.suppress(OSError):
+                os.unlink(spool.name)
+        raise
     return (
-        b"".join(chunks),
+        body,
         response.headers.get("Content-Type"),
         response.headers.get("ETag"),
         response.headers.get("Last-Modified"),
     )
 
 
+def _temporary_file() -> IO[bytes]:
+    return tempfile.NamedTemporaryFile(prefix="livedesk-feed-", suffix=".xml", delete=False)
+
+
 def _megabytes(size: int) -> str:
+    if size >= 1024**3:
+        return f"{size / 1024**3:.3g} GB"
     return f"{size / (1024 * 1024):.3g} MB"
