@@ -74,6 +74,7 @@ TargetKey = tuple[str, str, str]  # platform, address, thread ('' for none)
 
 GROUP_COMMIT_WINDOW = 0.05  # seconds an outcome may wait for others to share its commit
 FULL_RESYNC_INTERVAL = 5.0  # seconds between full reloads of the pending set
+RESYNC_SHARE = 50  # ... or this many times as long as the last one took (100k pending: ~0.1 s)
 LOAD_PAGE = 5000
 SHORT_WAIT = 0.05  # a rate-limit wait this short is slept by the worker that holds the delivery
 CLAIM_FRACTION = 0.25
@@ -166,6 +167,11 @@ class _Lane:
     overall: Rate | None
     heap: list[tuple[float, int, TargetKey]] = field(default_factory=list)
     gate_until: float = 0.0
+    per_target: bool = True  # some limit applies to a single chat (of some kind)
+
+    def __post_init__(self) -> None:
+        limits = self.adapter.capabilities.rate_limits
+        self.per_target = limits.per_target is not None or bool(limits.per_kind)
 
 
 class Dispatcher:
@@ -250,6 +256,7 @@ class Dispatcher:
         self._deadlines: dict[asyncio.Task[object], float] = {}
         self._timed_out: set[asyncio.Task[object]] = set()
         self.sent = 0  # deliveries sent or edited since start (for benchmarks and logs)
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # --- public -------------------------------------------------------------------------------------
 
@@ -314,7 +321,7 @@ class Dispatcher:
     # --- the loop ------------------------------------------------------------------------------------
 
     async def _main(self, *, until_idle: bool) -> None:
-        loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
         self._closing = False
         workers = [asyncio.create_task(self._worker()) for _ in range(self.settings.concurrency)]
         flusher = asyncio.create_task(self._flusher())
@@ -330,7 +337,8 @@ class Dispatcher:
                 try:
                     if self._resync_needed or t >= next_full:
                         await self._resync()
-                        next_full = t + FULL_RESYNC_INTERVAL
+                        took = loop.time() - t
+                        next_full = t + max(FULL_RESYNC_INTERVAL, RESYNC_SHARE * took)
                         next_poll = t + self.settings.poll_interval
                     elif (
                         self._woken or t >= next_poll or (t >= next_probe and await self._changed())
@@ -464,8 +472,10 @@ class Dispatcher:
             return
         tq = self._queues.get(key)
         if tq is None:
-            limits = lane.adapter.capabilities.rate_limits
-            checks = target_checks(row.platform, limits, row.address, row.target_kind)
+            checks: tuple[Check, ...] = ()
+            if lane.per_target:
+                limits = lane.adapter.capabilities.rate_limits
+                checks = target_checks(row.platform, limits, row.address, row.target_kind)
             tq = self._queues[key] = _TargetQueue(key, lane, checks)
         item = _Item(row.id, row.subscription_id, row.order_key, row.next_attempt_at)
         if not self._backlog:  # loaded as soon as it was written (woken, notified or polled)
@@ -817,9 +827,10 @@ class Dispatcher:
             _, permit = limiter.acquire(tq.all_checks)
             if permit is None:
                 permit = await self._acquire(tq.all_checks)
-        task = asyncio.current_task()
-        assert task is not None
-        self._deadlines[task] = asyncio.get_running_loop().time() + self.send_timeout
+        loop = self._loop
+        task = asyncio.current_task(loop)
+        assert task is not None and loop is not None
+        self._deadlines[task] = loop.time() + self.send_timeout
         try:
             return await call()
         except asyncio.CancelledError:

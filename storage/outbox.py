@@ -208,22 +208,26 @@ class Outbox:
         return int(row[0]) if row else 0
 
     async def pending_ids(self) -> set[int]:
-        rows = await self.db.reader.execute_fetchall(
+        async with self.db.reader.execute(
             "SELECT id FROM deliveries WHERE state = 'pending'"
-        )
+        ) as cur:
+            cur.row_factory = None  # plain tuples: 100k Row objects took a third of a second
+            rows = await cur.fetchall()
         return {r[0] for r in rows}
 
     async def pending_by_ids(self, ids: Iterable[int]) -> list[PendingDelivery]:
         out: list[PendingDelivery] = []
         wanted = list(ids)
         for start in range(0, len(wanted), _LOAD_CHUNK):  # bounded: the raw rows weigh more
-            rows = await self.db.reader.execute_fetchall(
+            async with self.db.reader.execute(
                 f"SELECT {_PENDING_COLUMNS} FROM deliveries d "
                 "JOIN subscriptions s ON s.id = d.subscription_id "
                 "WHERE d.id IN (SELECT value FROM json_each(?)) "
                 "AND d.state = 'pending' AND s.state = 'active'",
                 (_id_list(wanted[start : start + _LOAD_CHUNK]),),
-            )
+            ) as cur:
+                cur.row_factory = None
+                rows = await cur.fetchall()
             out.extend(PendingDelivery(*r) for r in rows)
         return out
 
