@@ -8,6 +8,7 @@ and post event for every active subscription that matches; `Outbox` is what the 
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
@@ -79,6 +80,8 @@ async def enqueue_for_changes(
     """
     if not changes:
         return 0
+    if newest_per_subscription is None and all(c.event.kind == EventKind.CREATED for c in changes):
+        return await _enqueue_created(conn, changes)
     sources = sorted({c.post.source_id for c in changes})
     marks = ",".join("?" * len(sources))
     async with conn.execute(
@@ -143,6 +146,61 @@ async def enqueue_for_changes(
             rows,
         )
     return len(rows)
+
+
+_ENQUEUE_CREATED = """
+    INSERT INTO deliveries (subscription_id, post_rowid, version, event, order_key,
+                            next_attempt_at, created_at)
+    SELECT min(id), ?, ?, 'created', ?, 0, ? FROM subscriptions
+    WHERE state = 'active' AND (source_id IS NULL OR source_id = ?)
+      AND (coalesce(query, '') = '' OR query IN (SELECT value FROM json_each(?)))
+    GROUP BY platform, address, coalesce(thread, '')
+    ORDER BY min(id)
+"""
+"""One new post's deliveries: one per target, from its oldest matching subscription (the rule of
+`enqueue_for_changes`), in subscription order."""
+
+
+async def _enqueue_created(conn: aiosqlite.Connection, changes: Sequence[PostChange]) -> int:
+    """`enqueue_for_changes` for new posts, in SQL: one INSERT … SELECT per post. Reading every
+    subscription into Python and writing the rows back took ~0.9 s for 100k subscriptions."""
+    sources = sorted({c.post.source_id for c in changes})
+    marks = ",".join("?" * len(sources))
+    async with conn.execute(
+        "SELECT DISTINCT query FROM subscriptions WHERE state = 'active' "
+        f"AND coalesce(query, '') != '' AND (source_id IS NULL OR source_id IN ({marks}))",
+        sources,
+    ) as cur:
+        texts = [str(r[0]) for r in await cur.fetchall()]
+    compiled: dict[str, CompiledQuery | None] = {}
+    for text in texts:
+        try:
+            compiled[text] = compile_query(text)
+        except QueryError:
+            log.warning("subscription query %r cannot be read any more; it matches nothing", text)
+            compiled[text] = None
+    now = to_db_time(utc_now())
+    queued = 0
+    for change in changes:
+        post = change.post
+        matching = [
+            text
+            for text, query in compiled.items()
+            if query is not None and await post_matches(conn, query, change.rowid)
+        ]
+        cur = await conn.execute(
+            _ENQUEUE_CREATED,
+            (
+                change.rowid,
+                post.version,
+                to_db_time(post.published_at),
+                now,
+                post.source_id,
+                json.dumps(matching),
+            ),
+        )
+        queued += max(cur.rowcount, 0)
+    return queued
 
 
 # --- the outbox: read and settled by the dispatcher ------------------------------------------------------
