@@ -262,8 +262,8 @@ class Outbox:
 
     async def data_version(self) -> int:
         """Changes whenever another connection commits (SQLite's `PRAGMA data_version`)."""
-        row = self._quick().execute("PRAGMA data_version").fetchone()
-        return int(row[0]) if row else 0
+        rows = self._quick().execute("PRAGMA data_version").fetchall()  # all: no open statement
+        return int(rows[0][0]) if rows else 0
 
     async def pending_ids(self) -> set[int]:
         async with self.db.reader.execute(
