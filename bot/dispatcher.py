@@ -36,11 +36,12 @@ import math
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import count
 
+from bot import rules
 from bot.adapters.base import (
     Adapter,
     InvalidPayload,
@@ -53,11 +54,12 @@ from bot.adapters.base import (
 from bot.cards import card_from_post
 from bot.config import DispatchSettings
 from bot.metrics import Metrics
-from bot.models import Card, EditPolicy
+from bot.models import Card
 from bot.ratelimit import Check, Permit, RateLimiter, chat_key, platform_key, target_checks
 from bot.redact import clean_outcomes
+from bot.rules import Outcome
 from bot.share import TargetShare
-from storage.codecs import PENDING, UPDATED, to_db_time
+from storage.codecs import PENDING, to_db_time
 from storage.interface import Outbox
 from storage.query import CompiledQuery, QueryError, compile_query
 from storage.search import matched_terms
@@ -65,10 +67,14 @@ from storage.values import DeliveryJob, OutboxResults, PendingDelivery, PostForC
 
 log = logging.getLogger(__name__)
 
+_EXPECTED = (RateLimited, TransientError, TimeoutError, PermanentError, InvalidPayload, TargetMoved)
+"""What an adapter raises on purpose; anything else is logged with its traceback."""
+
 TargetKey = tuple[str, str, str]  # platform, address, thread ('' for none)
 
 GROUP_COMMIT_WINDOW = 0.05  # seconds an outcome may wait for others to share its commit
 FULL_RESYNC_INTERVAL = 5.0  # seconds between full reloads of the pending set
+RESYNC_SHARE = 50  # ... or this many times as long as the last one took (100k pending: ~0.1 s)
 LOAD_PAGE = 5000
 SHORT_WAIT = 0.05  # a rate-limit wait this short is slept by the worker that holds the delivery
 CLAIM_FRACTION = 0.25
@@ -142,6 +148,14 @@ class _TargetQueue:
     items: list[_Item] = field(default_factory=list)
     busy: bool = False
     scheduled: float | None = None  # the due time of its live entry in the lane heap
+    block: Hashable = None  # the chat's retry-after key
+    all_checks: tuple[Check, ...] = ()  # overall, the chat's retry-after, the chat's limits
+    unlimited: bool = False  # no rate applies: only retry-after blocks are looked at
+
+    def __post_init__(self) -> None:
+        self.block = chat_key(self.key[0], self.key[1])
+        self.all_checks = ((self.lane.key, self.lane.overall), (self.block, None), *self.checks)
+        self.unlimited = self.lane.overall is None and not self.checks
 
 
 @dataclass(slots=True)
@@ -153,6 +167,11 @@ class _Lane:
     overall: Rate | None
     heap: list[tuple[float, int, TargetKey]] = field(default_factory=list)
     gate_until: float = 0.0
+    per_target: bool = True  # some limit applies to a single chat (of some kind)
+
+    def __post_init__(self) -> None:
+        limits = self.adapter.capabilities.rate_limits
+        self.per_target = limits.per_target is not None or bool(limits.per_kind)
 
 
 class Dispatcher:
@@ -228,6 +247,7 @@ class Dispatcher:
         self._posts: dict[int, PostForCard] = {}
         self._queries: dict[str, CompiledQuery | None] = {}
         self._cards: dict[tuple[str, int, tuple[str, ...], bool], Card] = {}
+        self._terms: dict[tuple[str, int, str], tuple[str, ...]] = {}
         self._flush_batch = max(1, int(settings.concurrency * FLUSH_FRACTION))
         self._claim_batch = max(1, int(settings.concurrency * CLAIM_FRACTION))
         self._stamp_second = -1
@@ -236,6 +256,7 @@ class Dispatcher:
         self._deadlines: dict[asyncio.Task[object], float] = {}
         self._timed_out: set[asyncio.Task[object]] = set()
         self.sent = 0  # deliveries sent or edited since start (for benchmarks and logs)
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # --- public -------------------------------------------------------------------------------------
 
@@ -300,7 +321,7 @@ class Dispatcher:
     # --- the loop ------------------------------------------------------------------------------------
 
     async def _main(self, *, until_idle: bool) -> None:
-        loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
         self._closing = False
         workers = [asyncio.create_task(self._worker()) for _ in range(self.settings.concurrency)]
         flusher = asyncio.create_task(self._flusher())
@@ -316,7 +337,8 @@ class Dispatcher:
                 try:
                     if self._resync_needed or t >= next_full:
                         await self._resync()
-                        next_full = t + FULL_RESYNC_INTERVAL
+                        took = loop.time() - t
+                        next_full = t + max(FULL_RESYNC_INTERVAL, RESYNC_SHARE * took)
                         next_poll = t + self.settings.poll_interval
                     elif (
                         self._woken or t >= next_poll or (t >= next_probe and await self._changed())
@@ -450,8 +472,10 @@ class Dispatcher:
             return
         tq = self._queues.get(key)
         if tq is None:
-            limits = lane.adapter.capabilities.rate_limits
-            checks = target_checks(row.platform, limits, row.address, row.target_kind)
+            checks: tuple[Check, ...] = ()
+            if lane.per_target:
+                limits = lane.adapter.capabilities.rate_limits
+                checks = target_checks(row.platform, limits, row.address, row.target_kind)
             tq = self._queues[key] = _TargetQueue(key, lane, checks)
         item = _Item(row.id, row.subscription_id, row.order_key, row.next_attempt_at)
         if not self._backlog:  # loaded as soon as it was written (woken, notified or polled)
@@ -655,15 +679,13 @@ class Dispatcher:
         """When a claimed delivery would wait more than SHORT_WAIT for its limits: when it may go."""
         lane = tq.lane
         now = self.clock()
-        wait = self.limiter.delay([(lane.key, lane.overall), *tq.checks], now)
-        if wait == math.inf:  # a slot held by a send in flight: `_acquire` waits for it
-            wait = 0.0
-        blocked = max(
-            self.limiter.blocked_until(lane.key),
-            self.limiter.blocked_until(chat_key(tq.key[0], tq.key[1])),
-            lane.gate_until,
-        )
-        wait = max(wait, blocked - now)
+        limiter = self.limiter
+        blocked = max(limiter.blocked_until(lane.key), limiter.blocked_until(tq.block))
+        wait = max(blocked, lane.gate_until) - now
+        if not tq.unlimited:
+            slot = limiter.delay(tq.all_checks, now)
+            if slot != math.inf:  # a slot held by a send in flight: `_acquire` waits for it
+                wait = max(wait, slot)
         return now + wait if wait > SHORT_WAIT else None
 
     # --- one delivery ---------------------------------------------------------------------------------
@@ -683,125 +705,132 @@ class Dispatcher:
 
     async def _attempt(self, tq: _TargetQueue, item: _Item, job: DeliveryJob) -> bool:
         """Send or edit one delivery and record its outcome; True when it stays pending."""
-        lane = self._lanes[job.target.platform]
+        lane = tq.lane
         adapter = lane.adapter
         found = self._posts[job.post_rowid]
         post = found.post
-        edit_ref: str | None = None
-        is_update = False
-        if job.event == UPDATED:
-            if job.edit_policy == EditPolicy.IGNORE:
-                self._count(job, "skipped")
-                self._record_skip(job.id, "edit policy: ignore")
-                return False
+        last: SentRef | None = None
+        if rules.wants_last_sent(job):
             last = self._unrecorded.get(
                 (job.subscription_id, job.post_rowid)
             ) or await self.outbox.last_sent(job.subscription_id, job.post_rowid)
-            if last is not None and last.version >= post.version:
-                self._count(job, "skipped")
-                self._record_skip(job.id, "already sent this version")
-                return False
-            if (
-                job.edit_policy == EditPolicy.EDIT
-                and adapter.capabilities.can_edit
-                and last is not None
-            ):
-                edit_ref = last.message_ref  # the message itself shows the new text
-            else:
-                is_update = True  # an "Updated:" follow-up
-        card = self._card(found, job.query, is_update)
-        block = chat_key(job.target.platform, job.target.address)
-        checks: list[Check] = [(lane.key, lane.overall), (block, None), *tq.checks]
-        outcome = "sent"
+        step = rules.plan(job, post.version, last, adapter.capabilities)
+        if isinstance(step, rules.Skip):
+            self._count(job, "skipped")
+            self._record_skip(job.id, step.reason)
+            return False
+        target = job.target
+        card = self._card(found, job.query, isinstance(step, rules.Send) and step.update)
+        block = tq.block
+        kind = "sent"
+        result: str | BaseException
         try:
-            if edit_ref is not None:
-                ref = edit_ref
+            if isinstance(step, rules.Edit):
+                ref = step.message_ref
                 try:
-                    reference = await self._limited(
-                        checks, lambda: adapter.edit(job.target, ref, card)
-                    )
-                    outcome = "edited"
-                except (PermanentError, InvalidPayload) as exc:
+                    result = await self._limited(tq, lambda: adapter.edit(target, ref, card))
+                    kind = "edited"
+                except Exception as exc:
+                    if not rules.refused_edit(exc):
+                        raise
                     # The old message is gone or cannot be edited: say it as a follow-up.
                     log.info("edit of delivery %d refused (%s); sending a follow-up", job.id, exc)
                     update = self._card(found, job.query, True)
-                    reference = await self._limited(
-                        checks, lambda: adapter.send(job.target, update)
-                    )
+                    result = await self._limited(tq, lambda: adapter.send(target, update))
             else:
-                reference = await self._limited(checks, lambda: adapter.send(job.target, card))
-        except RateLimited as exc:
+                result = await self._limited(tq, lambda: adapter.send(target, card))
+        except Exception as exc:
+            result = exc
+        if isinstance(result, str):  # the usual case, first
+            self.sent += 1
+            self._count(job, kind, item)
+            key = (job.subscription_id, job.post_rowid)
+            self._results.sent.append((job.id, result, post.version, self._sent_at()))
+            self._unrecorded[key] = SentRef(result, post.version)
+            self._unrecorded_keys.append(key)
+            self._settle(job.id)
+            return False
+        if isinstance(result, RateLimited):
             if self.metrics is not None:
-                self.metrics.throttled(job.target.platform)
-            until = self.clock() + exc.retry_after
-            if exc.global_:
+                self.metrics.throttled(target.platform)
+            until = self.clock() + result.retry_after
+            if result.global_:
                 self.limiter.block(lane.key, until)
             self.limiter.block(block, until)  # replies to the chat wait too
             log.warning(
                 "%s rate limited subscription %d for %.1fs%s",
-                job.target.platform,
+                target.platform,
                 job.subscription_id,
-                exc.retry_after,
-                " (whole platform)" if exc.global_ else "",
+                result.retry_after,
+                " (whole platform)" if result.global_ else "",
             )
-            return self._retry(item, job, str(exc), until)
-        except TargetMoved as exc:
+        elif not isinstance(result, _EXPECTED):
+            log.error(
+                "%s adapter failed on delivery %d (subscription %d)",
+                target.platform,
+                job.id,
+                job.subscription_id,
+                exc_info=result,
+            )
+        verdict = rules.outcome(
+            result,
+            item.attempts,
+            max_attempts=self.settings.max_attempts,
+            now=self.clock(),
+            send_timeout=self.send_timeout,
+        )
+        return self._carry_out(tq, item, job, verdict)
+
+    def _carry_out(self, tq: _TargetQueue, item: _Item, job: DeliveryJob, verdict: Outcome) -> bool:
+        """Act on an attempt that did not send; True when the delivery stays pending."""
+        target = job.target
+        if isinstance(verdict, rules.Move):
             self._count(job, "moved")
-            self._results.moves.append((job.target.platform, job.target.address, exc.new_address))
-            self._forget_target(job.target.platform, job.target.address)
+            self._results.moves.append((target.platform, target.address, verdict.new_address))
+            self._forget_target(target.platform, target.address)
             self._added()
             return (
                 False  # the move's commit is followed by a resync that reloads it at its new home
             )
-        except PermanentError as exc:
-            reason = str(exc) or type(exc).__name__
+        if isinstance(verdict, rules.Disable):
             log.warning(
                 "%s target of subscription %d refuses deliveries: %s; disabling it",
-                job.target.platform,
+                target.platform,
                 job.subscription_id,
-                reason,
+                verdict.reason,
             )
             self._count(job, "disabled")
-            self._results.disable.append((job.target.platform, job.target.address, reason))
-            self._results.dead.append((job.id, item.attempts + 1, reason))
+            self._results.disable.append((target.platform, target.address, verdict.reason))
+            self._results.dead.append((job.id, verdict.attempts, verdict.reason))
             self._settle(job.id)
-            self._forget_target(job.target.platform, job.target.address)
+            self._forget_target(target.platform, target.address)
             return False
-        except InvalidPayload as exc:
-            log.warning("delivery %d refused by %s: %s", job.id, job.target.platform, exc)
+        if isinstance(verdict, rules.Dead) and verdict.refused:
+            log.warning("delivery %d refused by %s: %s", job.id, target.platform, verdict.error)
             self._count(job, "dead")
-            self._results.dead.append((job.id, item.attempts + 1, str(exc) or "invalid payload"))
+            self._results.dead.append((job.id, verdict.attempts, verdict.error))
             self._settle(job.id)
             return False
-        except TransientError as exc:
-            return self._retry(item, job, str(exc) or type(exc).__name__, None)
-        except TimeoutError:
-            return self._retry(item, job, f"no answer in {self.send_timeout:g}s", None)
-        except Exception as exc:
-            log.exception(
-                "%s adapter failed on delivery %d (subscription %d)",
-                job.target.platform,
-                job.id,
-                job.subscription_id,
-            )
-            return self._retry(item, job, f"{type(exc).__name__}: {exc}", None)
-        self.sent += 1
-        self._count(job, outcome, item)
-        self._results.sent.append((job.id, reference, post.version, self._sent_at()))
-        self._unrecorded[(job.subscription_id, job.post_rowid)] = SentRef(reference, post.version)
-        self._unrecorded_keys.append((job.subscription_id, job.post_rowid))
-        self._settle(job.id)
-        return False
+        assert not isinstance(verdict, rules.Sent)
+        return self._apply_retry(item, job, verdict)
 
-    async def _limited(self, checks: list[Check], call: Callable[[], Awaitable[str]]) -> str:
+    async def _limited(self, tq: _TargetQueue, call: Callable[[], Awaitable[str]]) -> str:
         """Take rate-limit slots, then call the adapter at once (no await between: the platform sees
         the request in the order and at the time the slots were taken); free the slots when done."""
-        _, permit = self.limiter.acquire(checks)
-        if permit is None:
-            permit = await self._acquire(checks)
-        task = asyncio.current_task()
-        assert task is not None
-        self._deadlines[task] = asyncio.get_running_loop().time() + self.send_timeout
+        limiter = self.limiter
+        permit: Permit | None = None
+        if tq.unlimited and (
+            max(limiter.blocked_until(tq.lane.key), limiter.blocked_until(tq.block)) <= self.clock()
+        ):
+            pass  # no slot to take (a webhook, the terminal): only a retry-after could hold it
+        else:
+            _, permit = limiter.acquire(tq.all_checks)
+            if permit is None:
+                permit = await self._acquire(tq.all_checks)
+        loop = self._loop
+        task = asyncio.current_task(loop)
+        assert task is not None and loop is not None
+        self._deadlines[task] = loop.time() + self.send_timeout
         try:
             return await call()
         except asyncio.CancelledError:
@@ -812,11 +841,12 @@ class Dispatcher:
             raise
         finally:
             del self._deadlines[task]
-            self.limiter.release(permit)
-            waiters, self._slot_waiters = self._slot_waiters, []
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
+            if permit is not None:
+                limiter.release(permit)
+                waiters, self._slot_waiters = self._slot_waiters, []
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_result(None)
 
     async def _watchdog(self) -> None:
         """Cancel sends that outlive `send_timeout` (they become a TimeoutError in `_limited`). One
@@ -835,7 +865,7 @@ class Dispatcher:
                     wake = min(wake, deadline)
             await asyncio.sleep(wake - now)
 
-    async def _acquire(self, checks: list[Check]) -> Permit:
+    async def _acquire(self, checks: Sequence[Check]) -> Permit:
         """Wait for a slot under every limit and take it."""
         while True:
             wait, permit = self.limiter.acquire(checks)
@@ -852,20 +882,35 @@ class Dispatcher:
                 await asyncio.sleep(wait - 0.0015 if wait > 0.002 else 0)
 
     def _retry(self, item: _Item, job: DeliveryJob, error: str, until: float | None) -> bool:
-        attempts = item.attempts + 1
+        verdict = rules.retry(
+            item.attempts + 1, error, until, max_attempts=self.settings.max_attempts
+        )
+        return self._apply_retry(item, job, verdict)
+
+    def _apply_retry(
+        self, item: _Item, job: DeliveryJob, verdict: rules.Retry | rules.Dead
+    ) -> bool:
+        """Count the attempt; dead after the last one, else due again later. True when pending."""
+        attempts = verdict.attempts
         item.attempts = attempts
-        if attempts >= self.settings.max_attempts:
+        if isinstance(verdict, rules.Dead):
             self._count(job, "dead")
-            log.warning("delivery %d is dead after %d attempts: %s", job.id, attempts, error)
-            self._results.dead.append((job.id, attempts, error))
+            log.warning(
+                "delivery %d is dead after %d attempts: %s", job.id, attempts, verdict.error
+            )
+            self._results.dead.append((job.id, attempts, verdict.error))
             self._settle(job.id)
             return False
+        until = verdict.until
         if until is None:
-            delay = min(self.settings.backoff_max, self.settings.backoff_base * 2 ** (attempts - 1))
-            until = self.clock() + delay * self._rng.uniform(0.5, 1.0)  # jitter: 50-100 %
+            s = self.settings
+            delay = rules.backoff(
+                attempts, s.backoff_base, s.backoff_max, self._rng.uniform(0.5, 1.0)
+            )
+            until = self.clock() + delay
         item.due = until
         self._count(job, "retry")
-        self._results.retry.append((job.id, attempts, until, error))
+        self._results.retry.append((job.id, attempts, until, verdict.error))
         self._settle(job.id)
         return True
 
@@ -902,14 +947,21 @@ class Dispatcher:
         post = found.post
         terms: tuple[str, ...] = ()
         if query:
-            if query not in self._queries:
-                try:
-                    self._queries[query] = compile_query(query)
-                except QueryError:
-                    self._queries[query] = None
-            compiled = self._queries[query]
-            if compiled is not None:
-                terms = matched_terms(compiled, post)
+            # A post goes to many subscriptions with the same query: match it once.
+            seen = (post.id, post.version, query)
+            known = self._terms.get(seen)
+            if known is None:
+                if query not in self._queries:
+                    try:
+                        self._queries[query] = compile_query(query)
+                    except QueryError:
+                        self._queries[query] = None
+                compiled = self._queries[query]
+                known = matched_terms(compiled, post) if compiled is not None else ()
+                if len(self._terms) > 1000:
+                    self._terms.clear()
+                self._terms[seen] = known
+            terms = known
         key = (post.id, post.version, terms, is_update)
         card = self._cards.get(key)
         if card is None:

@@ -24,6 +24,7 @@ from typing import Any
 
 import aiosqlite
 
+from storage import matching
 from storage.codecs import POST_COLUMNS, post_from_row
 from storage.db import FTS_COLUMNS, FTS_OPTIONS, Database
 from storage.index_text import captions_text, joined_words
@@ -400,9 +401,17 @@ async def post_matches(conn: aiosqlite.Connection, query: CompiledQuery, post_ro
 
 
 def matched_terms(query: CompiledQuery, post: Post) -> tuple[str, ...]:
-    """Which of the query's positive terms occur in the post (stemmed and folded like the index)."""
+    """Which of the query's positive terms occur in the post (stemmed and folded like the index).
+
+    Read in Python (storage.matching); FTS5 itself, on a one-post index, only for text in scripts
+    the matcher does not read exactly as SQLite does."""
     if not query.terms:
         return ()
+    doc = matching.document(post)
+    if doc is not None:
+        terms = matching.matched_terms(query, doc)
+        if terms is not None:
+            return terms
     conn = sqlite3.connect(":memory:")
     try:
         columns = ", ".join(FTS_COLUMNS)

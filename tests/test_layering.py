@@ -73,6 +73,7 @@ def test_importing_the_handlers_loads_no_platform_sdk() -> None:
 STORAGE_LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"models", "index_text", "variants"}),  # the models and pure text
     frozenset({"codecs", "query", "values"}),  # row codecs; the query compiler; the stores' values
+    frozenset({"matching"}),  # a compiled query matched against one post, in memory
     frozenset(
         {"db", "interface", "feed_rows"}
     ),  # the SQLite engine and its migrations; the stores' contract; the feed rows' codec
