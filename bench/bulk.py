@@ -42,7 +42,8 @@ from bench._common import (
     record,
 )
 from bench._process import livedesk_script, run_to_end
-from storage.store import open_postgres, open_sqlite
+from storage.pg_store import open_postgres
+from storage.store import open_sqlite
 from tests.pgserver import PostgresServer
 
 LINES = 100_000

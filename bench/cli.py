@@ -38,7 +38,8 @@ from bench._common import (
 )
 from bench._process import livedesk_script, run_to_end
 from bench.store import Corpus
-from storage.store import open_postgres, open_sqlite
+from storage.pg_store import open_postgres
+from storage.store import open_sqlite
 
 GOAL_SECONDS = 0.15
 POSTS = 1_000
