@@ -16,8 +16,9 @@ there"), so a second run copies nothing, and a run after the SQLite store grew c
 rows. A row already there is left as PostgreSQL has it (once Livedesk runs on PostgreSQL, it is the
 live store: an older SQLite state must not undo what it did), except where SQLite is plainly ahead,
 which a copy taken while the SQLite Livedesk was still running leaves behind:
-- a post edited since (SQLite's version is higher): its row is brought to SQLite's (its new
-  versions are new rows in post_versions anyway);
+- a post edited since (SQLite's version is higher): its row is brought to SQLite's (the versions
+  its edits replaced are new rows in post_versions anyway: both stores keep only those there, the
+  current text being the posts row, since SQLite schema 9 and PostgreSQL migration 7);
 - a delivery still pending in PostgreSQL that SQLite has since sent, killed or skipped: its state,
   attempts, error and message reference are SQLite's (otherwise it would be sent twice);
 - a blog imported since (SQLite's `imported_at` is later): its title, fetch state and error;
