@@ -342,19 +342,7 @@ async def _insert_new(
         if count:
             latest = await _greeting(conn, item, query, count, tsquery, greetings)
             greeted += _backfill_rows(subscription_id, latest, stamp)
-        # Built from the values just written, as a row read back would give them.
-        subscription = Subscription(
-            id=subscription_id,
-            target=item.target,
-            source_id=item.source_id,
-            query=query,
-            edit_policy=item.edit_policy,
-            created_by=item.created_by,
-            created_at=now,
-            state=SubscriptionState.ACTIVE,
-            reason=None,
-        )
-        added.append(Added(subscription, True))
+        added.append(Added(item.written(subscription_id, query, now), True))
     await _insert_backfill(conn, greeted)
     return added
 

@@ -313,19 +313,7 @@ def _insert_new(
     for subscription_id, (item, query) in zip(ids, fresh, strict=True):
         if count:
             _greet(conn, subscription_id, item, query, count, greetings)
-        # Built from the values just written, as a row read back would give them.
-        subscription = Subscription(
-            id=subscription_id,
-            target=item.target,
-            source_id=item.source_id,
-            query=query,
-            edit_policy=item.edit_policy,
-            created_by=item.created_by,
-            created_at=now,
-            state=SubscriptionState.ACTIVE,
-            reason=None,
-        )
-        added.append(Added(subscription, True))
+        added.append(Added(item.written(subscription_id, query, now), True))
     return added
 
 

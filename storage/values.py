@@ -21,6 +21,7 @@ from storage.models import (
     PostEvent,
     Source,
     Subscription,
+    SubscriptionState,
     Target,
 )
 
@@ -141,6 +142,20 @@ class NewSubscription:
     source_id: str | None = None
     query: str | None = None
     edit_policy: EditPolicy = EditPolicy.EDIT
+
+    def written(self, subscription_id: int, query: str | None, at: datetime) -> Subscription:
+        """This subscription as its new row reads back: active, its keywords stored as `query`."""
+        return Subscription(
+            id=subscription_id,
+            target=self.target,
+            source_id=self.source_id,
+            query=query,
+            edit_policy=self.edit_policy,
+            created_by=self.created_by,
+            created_at=at,
+            state=SubscriptionState.ACTIVE,
+            reason=None,
+        )
 
 
 @dataclass(frozen=True, slots=True)
