@@ -21,6 +21,7 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from storage import match_syntax as syntax
 from storage.index_text import captions_text, joined_words
 from storage.models import Post
 from storage.query import CompiledQuery, QueryError, compile_query
@@ -415,145 +416,54 @@ def document(post: Post) -> Document | None:
 # --- the MATCH expression --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _Phrase:
-    words: tuple[str, ...]
-    prefix: bool
+_Stems = dict[syntax.Phrase, tuple[str, ...]]
+"""Each phrase of an expression, tokenized and stemmed as FTS5 reads it."""
+
+_parsed: dict[str, tuple[syntax.Node, _Stems] | None] = {}
 
 
-@dataclass(frozen=True, slots=True)
-class _Not:
-    left: _Node
-    right: _Node
-
-
-@dataclass(frozen=True, slots=True)
-class _All:
-    parts: tuple[_Node, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class _Any:
-    parts: tuple[_Node, ...]
-
-
-_Node = _Phrase | _Not | _All | _Any
-_LEXEME = re.compile(r'\s*(?:"((?:[^"]|"")*)"(\*?)|(\()|(\))|(AND|OR|NOT)(?![^\s()"]))')
-
-
-class _Unreadable(ValueError):
-    """An expression outside what storage.query writes (or with text not read exactly here)."""
-
-
-def _lex(expression: str) -> list[tuple[str, object]]:
-    out: list[tuple[str, object]] = []
-    at = 0
-    end = len(expression.rstrip())
-    while at < end:
-        found = _LEXEME.match(expression, at)
-        if found is None:
-            raise _Unreadable(expression)
-        quoted, star, opening, closing, operator = found.groups()
-        if quoted is not None:
-            pieces = tokens(quoted.replace('""', '"'))
-            if pieces is None:
-                raise _Unreadable(expression)
-            out.append(("phrase", _Phrase(tuple(map(stem, pieces)), bool(star))))
-        elif opening:
-            out.append(("(", None))
-        elif closing:
-            out.append((")", None))
-        else:
-            out.append((operator, None))
-        at = found.end()
-    return out
-
-
-class _Parser:
-    """FTS5's precedence: NOT binds tightest, then AND (written or implied), then OR."""
-
-    def __init__(self, lexemes: list[tuple[str, object]]) -> None:
-        self.lexemes = lexemes
-        self.at = 0
-
-    def peek(self) -> str | None:
-        return self.lexemes[self.at][0] if self.at < len(self.lexemes) else None
-
-    def take(self) -> tuple[str, object]:
-        if self.at >= len(self.lexemes):
-            raise _Unreadable("unexpected end")
-        lexeme = self.lexemes[self.at]
-        self.at += 1
-        return lexeme
-
-    def any_of(self) -> _Node:
-        parts = [self.all_of()]
-        while self.peek() == "OR":
-            self.take()
-            parts.append(self.all_of())
-        return parts[0] if len(parts) == 1 else _Any(tuple(parts))
-
-    def all_of(self) -> _Node:
-        parts = [self.but_not()]
-        while self.peek() in ("AND", "phrase", "("):
-            if self.peek() == "AND":
-                self.take()
-            parts.append(self.but_not())
-        return parts[0] if len(parts) == 1 else _All(tuple(parts))
-
-    def but_not(self) -> _Node:
-        node = self.primary()
-        while self.peek() == "NOT":
-            self.take()
-            node = _Not(node, self.primary())
-        return node
-
-    def primary(self) -> _Node:
-        kind, value = self.take()
-        if kind == "phrase":
-            assert isinstance(value, _Phrase)
-            return value
-        if kind == "(":
-            node = self.any_of()
-            if self.take()[0] != ")":
-                raise _Unreadable("unbalanced brackets")
-            return node
-        raise _Unreadable(f"unexpected {kind}")
-
-
-_parsed: dict[str, _Node | None] = {}
-
-
-def _parse(expression: str) -> _Node | None:
+def _parse(expression: str) -> tuple[syntax.Node, _Stems] | None:
+    """The expression's tree (storage.match_syntax) and its phrases' words; None when it is not
+    well formed or a phrase holds text this module does not tokenize exactly as FTS5 does."""
     if expression not in _parsed:
         if len(_parsed) > 10_000:
             _parsed.clear()
         try:
-            parser = _Parser(_lex(expression))
-            node: _Node | None = parser.any_of()
-            if parser.at != len(parser.lexemes):
-                node = None
-        except _Unreadable:
-            node = None
-        _parsed[expression] = node
+            found = syntax.lexemes(expression)
+            node = syntax.parse(expression)
+        except syntax.MatchSyntaxError:
+            _parsed[expression] = None
+            return None
+        stems: _Stems = {}
+        for lexeme in found:
+            if isinstance(lexeme, syntax.Phrase):
+                pieces = tokens(lexeme.text)
+                if pieces is None:
+                    _parsed[expression] = None
+                    return None
+                stems[lexeme] = tuple(map(stem, pieces))
+        _parsed[expression] = (node, stems)
     return _parsed[expression]
 
 
-def _holds(node: _Node, doc: Document) -> bool:
-    if isinstance(node, _Phrase):
-        return doc.has_phrase(node.words, node.prefix)
-    if isinstance(node, _Not):
-        return _holds(node.left, doc) and not _holds(node.right, doc)
-    if isinstance(node, _All):
-        return all(_holds(part, doc) for part in node.parts)
-    return any(_holds(part, doc) for part in node.parts)
+def _holds(node: syntax.Node, doc: Document, stems: _Stems) -> bool:
+    if isinstance(node, syntax.Phrase):
+        return doc.has_phrase(stems[node], node.prefix)
+    if isinstance(node, syntax.Not):
+        return _holds(node.left, doc, stems) and not _holds(node.right, doc, stems)
+    if isinstance(node, syntax.All):
+        return all(_holds(part, doc, stems) for part in node.parts)
+    return any(_holds(part, doc, stems) for part in node.parts)
 
 
 def matches(expression: str, doc: Document) -> bool | None:
     """Whether the post matches an FTS5 MATCH expression as storage.query writes them; None when
     the expression is not one this module reads."""
-    node = _parse(expression)
-    return None if node is None else _holds(node, doc)
+    parsed = _parse(expression)
+    if parsed is None:
+        return None
+    node, stems = parsed
+    return _holds(node, doc, stems)
 
 
 _term_expressions: dict[str, str | None] = {}

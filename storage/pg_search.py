@@ -45,6 +45,7 @@ from typing import Any, NamedTuple
 
 import psycopg
 
+from storage import match_syntax as syntax
 from storage.codecs import POST_COLUMNS, post_from_row
 from storage.models import Highlighted, Segment, SnippetSource
 from storage.pg_db import Connection, PgDatabase
@@ -73,34 +74,6 @@ class TsQuery(NamedTuple):
 # A token of a phrase: anything but white space and the double quote, lower case, and none of the
 # characters to_tsquery reads as syntax (storage.query keeps letters and digits only).
 _TSQUERY_SYNTAX = frozenset("&|!():*<>'\\")
-_LEXEME = re.compile(r'"([^"]*)"(\*?)|(AND|OR|NOT)\b|([()])|(\s+)')
-
-
-@dataclass(frozen=True, slots=True)
-class _Phrase:
-    words: tuple[str, ...]
-    prefix: bool
-
-
-@dataclass(frozen=True, slots=True)
-class _Not:
-    left: _Node
-    right: _Node
-
-
-@dataclass(frozen=True, slots=True)
-class _And:
-    left: _Node
-    right: _Node
-
-
-@dataclass(frozen=True, slots=True)
-class _Or:
-    left: _Node
-    right: _Node
-
-
-_Node = _Phrase | _Not | _And | _Or
 
 
 def _bug(match: str, why: str) -> QueryError:
@@ -108,84 +81,23 @@ def _bug(match: str, why: str) -> QueryError:
     return QueryError(f"Couldn't search for that. {HOW_TO}")
 
 
-def _lexemes(match: str) -> list[str | _Phrase]:
-    """The expression's tokens: phrases, operators and brackets; QueryError for anything else."""
-    tokens: list[str | _Phrase] = []
-    position = 0
-    while position < len(match):
-        found = _LEXEME.match(match, position)
-        if found is None:
-            raise _bug(match, f"unexpected text at {position}")
-        position = found.end()
-        inner, star, operator, bracket, _ = found.groups()
-        if inner is not None:
-            words = tuple(inner.split(" "))
-            for word in words:
-                if not word or word != word.lower() or any(ch.isspace() for ch in word):
-                    raise _bug(match, f"a phrase word {word!r}")
-                if _TSQUERY_SYNTAX.intersection(word):
-                    raise _bug(match, f"a phrase word {word!r}")
-            tokens.append(_Phrase(words, star == "*"))
-        elif operator is not None:
-            tokens.append(operator)
-        elif bracket is not None:
-            tokens.append(bracket)
-    return tokens
+def _words(phrase: syntax.Phrase, match: str) -> tuple[str, ...]:
+    """A phrase's words as storage.query writes them: lower case, one space apart, none holding
+    tsquery syntax (they go to PostgreSQL as parameters, but a stray `:*` would still be read)."""
+    words = tuple(phrase.text.split(" "))
+    for word in words:
+        if not word or word != word.lower() or any(ch.isspace() for ch in word):
+            raise _bug(match, f"a phrase word {word!r}")
+        if '"' in word or _TSQUERY_SYNTAX.intersection(word):
+            raise _bug(match, f"a phrase word {word!r}")
+    return words
 
 
-class _Parser:
-    """Recursive descent over FTS5's precedence: or := and (OR and)*; and := not (AND not)*;
-    not := atom (NOT atom)*; atom := phrase | ( or )."""
-
-    def __init__(self, match: str) -> None:
-        self.match = match
-        self.tokens = _lexemes(match)
-        self.at = 0
-
-    def parse(self) -> _Node:
-        if not self.tokens:
-            raise _bug(self.match, "empty")
-        node = self._or()
-        if self.at != len(self.tokens):
-            raise _bug(self.match, f"unexpected {self.tokens[self.at]!r}")
-        return node
-
-    def _peek(self) -> str | _Phrase | None:
-        return self.tokens[self.at] if self.at < len(self.tokens) else None
-
-    def _or(self) -> _Node:
-        node = self._and()
-        while self._peek() == "OR":
-            self.at += 1
-            node = _Or(node, self._and())
-        return node
-
-    def _and(self) -> _Node:
-        node = self._not()
-        while self._peek() == "AND":
-            self.at += 1
-            node = _And(node, self._not())
-        return node
-
-    def _not(self) -> _Node:
-        node = self._atom()
-        while self._peek() == "NOT":
-            self.at += 1
-            node = _Not(node, self._atom())
-        return node
-
-    def _atom(self) -> _Node:
-        token = self._peek()
-        self.at += 1
-        if isinstance(token, _Phrase):
-            return token
-        if token == "(":
-            node = self._or()
-            if self._peek() != ")":
-                raise _bug(self.match, "an unclosed bracket")
-            self.at += 1
-            return node
-        raise _bug(self.match, f"expected a phrase or a bracket, found {token!r}")
+def _tree(match: str) -> syntax.Node:
+    try:
+        return syntax.parse(match)
+    except syntax.MatchSyntaxError as error:
+        raise _bug(match, str(error)) from None
 
 
 def _dotted(words: tuple[str, ...]) -> str:
@@ -201,39 +113,42 @@ def _dotted(words: tuple[str, ...]) -> str:
     return " ".join(out)
 
 
-def _phrase_sql(phrase: _Phrase, params: list[str]) -> str:
-    if not phrase.prefix:
-        spaced = " ".join(phrase.words)
-        dotted = _dotted(phrase.words)
+def _phrase_sql(words: tuple[str, ...], prefix: bool, params: list[str]) -> str:
+    if not prefix:
+        spaced = " ".join(words)
+        dotted = _dotted(words)
         params.append(spaced)
         if dotted == spaced:
             return f"phraseto_tsquery('{CONFIG}', %s)"
         params.append(dotted)
         return f"(phraseto_tsquery('{CONFIG}', %s) || phraseto_tsquery('{CONFIG}', %s))"
     # `"u s"*`: the phrase `u`, then a word beginning with `s`.
-    *words, last = phrase.words
+    *before, last = words
     # A prefix that is a stop word alone would be an empty query: read it as it is typed.
     params.extend((last, last))
-    prefix = (
+    sql = (
         f"(SELECT CASE WHEN numnode(q) = 0 THEN to_tsquery('simple', %s || ':*') ELSE q END "
         f"FROM to_tsquery('{CONFIG}', %s || ':*') AS q)"
     )
-    if not words:
-        return prefix
-    params.insert(len(params) - 2, " ".join(words))
-    return f"(phraseto_tsquery('{CONFIG}', %s) <-> {prefix})"
+    if not before:
+        return sql
+    params.insert(len(params) - 2, " ".join(before))
+    return f"(phraseto_tsquery('{CONFIG}', %s) <-> {sql})"
 
 
-def _render(node: _Node, params: list[str]) -> str:
-    if isinstance(node, _Phrase):
-        return _phrase_sql(node, params)
-    left = _render(node.left, params)
-    right = _render(node.right, params)
-    if isinstance(node, _Not):
-        return f"({left} && !!{right})"
-    if isinstance(node, _And):
-        return f"({left} && {right})"
-    return f"({left} || {right})"
+def _render(node: syntax.Node, params: list[str], match: str) -> str:
+    """The tsquery of a tree; AND and OR of several parts nest from the left, as `a && b && c`
+    reads: `((a && b) && c)`."""
+    if isinstance(node, syntax.Phrase):
+        return _phrase_sql(_words(node, match), node.prefix, params)
+    if isinstance(node, syntax.Not):
+        left = _render(node.left, params, match)
+        return f"({left} && !!{_render(node.right, params, match)})"
+    operator = "&&" if isinstance(node, syntax.All) else "||"
+    sql = _render(node.parts[0], params, match)
+    for part in node.parts[1:]:
+        sql = f"({sql} {operator} {_render(part, params, match)})"
+    return sql
 
 
 def tsquery(match: str) -> TsQuery:
@@ -241,7 +156,7 @@ def tsquery(match: str) -> TsQuery:
     `.marks`); pure. QueryError (with storage.query.HOW_TO) for anything storage.query does not
     write: that is a bug, logged."""
     params: list[str] = []
-    sql = _render(_Parser(match).parse(), params)
+    sql = _render(_tree(match), params, match)
     return TsQuery(sql, tuple(params))
 
 
@@ -711,7 +626,9 @@ its 1,001 matches are found faster by the GIN index ANDed with a range of the ne
 def _exact_in_index(match: str) -> bool:
     """Whether GIN answers the FTS5 expression (as `tsquery` reads it) without reading the posts:
     no phrase of several words (GIN holds no positions)."""
-    return not any(isinstance(token, _Phrase) and len(token.words) > 1 for token in _lexemes(match))
+    return not any(
+        isinstance(lexeme, syntax.Phrase) and " " in lexeme.text for lexeme in syntax.lexemes(match)
+    )
 
 
 async def _count(

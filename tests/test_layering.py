@@ -72,7 +72,9 @@ def test_importing_the_handlers_loads_no_platform_sdk() -> None:
 
 STORAGE_LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"models", "index_text", "variants"}),  # the models and pure text
-    frozenset({"codecs", "query", "values"}),  # row codecs; the query compiler; the stores' values
+    frozenset(
+        {"codecs", "query", "values", "match_syntax"}
+    ),  # row codecs; the query compiler; the stores' values; a MATCH expression's syntax tree
     frozenset({"matching"}),  # a compiled query matched against one post, in memory
     frozenset(
         {"db", "interface", "feed_rows"}
