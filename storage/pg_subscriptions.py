@@ -49,6 +49,7 @@ from storage.values import (
     Added,
     NewSubscription,
     SubscriptionError,
+    new_rows,
     normalize_query,
     same_keywords,
     subscription_changes,
@@ -292,27 +293,7 @@ async def _insert_new(
         return []
     now = utc_now()
     stamp = to_db_time(now)
-    encodings: dict[tuple[tuple[str, str], ...], str] = {}
-    columns: builtins.list[builtins.list[Any]] = [[] for _ in range(9)]
-    for item, query in fresh:
-        target = item.target
-        options = tuple(target.options.items())
-        encoded = encodings.get(options)
-        if encoded is None:
-            encoded = encodings[options] = json.dumps(target.options)
-        values = (
-            target.platform,
-            target.address,
-            target.thread,
-            target.kind,
-            encoded,
-            item.source_id,
-            query,
-            item.edit_policy.value,
-            item.created_by,
-        )
-        for column, value in zip(columns, values, strict=True):
-            column.append(value)
+    columns = [list(column) for column in zip(*new_rows(fresh), strict=True)]
     # The columns go as arrays in PostgreSQL's binary format (%b): the text format escapes every
     # element in Python, which took longer than the insert. Tuples: 100k dicts cost more.
     async with conn.cursor(row_factory=tuple_row) as cur:

@@ -37,6 +37,7 @@ from storage.values import (
     Added,
     NewSubscription,
     SubscriptionError,
+    new_rows,
     normalize_query,
     same_keywords,
     subscription_changes,
@@ -273,28 +274,7 @@ def _insert_new(
         return []
     now = utc_now()
     stamp = to_db_time(now)
-    encodings: dict[tuple[tuple[str, str], ...], str] = {}  # a file's targets share a few
-    rows = []
-    for item, query in fresh:
-        target = item.target
-        options = tuple(target.options.items())
-        encoded = encodings.get(options)
-        if encoded is None:
-            encoded = encodings[options] = json.dumps(target.options)
-        rows.append(
-            (
-                target.platform,
-                target.address,
-                target.thread,
-                target.kind,
-                encoded,
-                item.source_id,
-                query,
-                item.edit_policy.value,
-                item.created_by,
-                stamp,
-            )
-        )
+    rows = [(*row, stamp) for row in new_rows(fresh)]
     (last,) = conn.execute("SELECT coalesce(max(id), 0) FROM subscriptions").fetchone()
     conn.executemany(
         "INSERT INTO subscriptions (platform, address, thread, target_kind, options, source_id, "

@@ -7,9 +7,10 @@ stores and the PostgreSQL ones build and read the same values.
 
 from __future__ import annotations
 
+import json
 import math
 import os.path
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import urlsplit
@@ -156,6 +157,38 @@ class NewSubscription:
             state=SubscriptionState.ACTIVE,
             reason=None,
         )
+
+
+NewRow = tuple[str, str, str | None, str, str, str | None, str | None, str, str]
+"""A new subscription's columns: platform, address, thread, target_kind, options (JSON),
+source_id, query, edit_policy, created_by."""
+
+
+def new_rows(fresh: Sequence[tuple[NewSubscription, str | None]]) -> list[NewRow]:
+    """The columns of new subscriptions, each with its stored keywords; the options of a target are
+    encoded once per distinct set (a file's targets share a few)."""
+    encodings: dict[tuple[tuple[str, str], ...], str] = {}
+    rows: list[NewRow] = []
+    for item, query in fresh:
+        target = item.target
+        options = tuple(target.options.items())
+        encoded = encodings.get(options)
+        if encoded is None:
+            encoded = encodings[options] = json.dumps(target.options)
+        rows.append(
+            (
+                target.platform,
+                target.address,
+                target.thread,
+                target.kind,
+                encoded,
+                item.source_id,
+                query,
+                item.edit_policy.value,
+                item.created_by,
+            )
+        )
+    return rows
 
 
 @dataclass(frozen=True, slots=True)
