@@ -9,80 +9,40 @@ line, for --from-file), and the exit code is the same.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import difflib
 import gc
 import json
 import logging
 import re
 import shlex
-import sqlite3
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo
 
-from pydantic import SecretStr
-from rich import box
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-from rich.table import Table
-from rich.text import Text
+from bot.choices import EDIT_POLICIES, FLAVORS, MAX_PER_PAGE, MIN_FEED_INTERVAL, PLATFORM_NAMES
+from bot.redact import printable
 
-from bot.config import ConfigError, Settings, load_settings
-from bot.logs import configure_logging
-from bot.models import (
-    EditPolicy,
-    EventKind,
-    Highlighted,
-    Post,
-    PostVersion,
-    Subscription,
-    SubscriptionState,
-)
-from bot.platforms import NAMES as PLATFORMS
-from bot.platforms import (
-    configured_secrets,
-    mask_address,
-    masked_webhook,
-    operator_target,
-    platform,
-    subscription_json,
-    waiting_lines,
-)
-from bot.redact import printable, redact
-from bot.targets import FLAVORS
-from storage import variants as search_variants
-from storage.db import DatabaseUnusable, check_location, classify
-from storage.interface import Posts, Store
-from storage.query import QueryError, compile_query
-from storage.store import is_postgres_url, open_sqlite
-from storage.values import (
-    MAX_PER_PAGE,
-    MIN_FEED_INTERVAL,
-    Added,
-    Feed,
-    FeedError,
-    FeedExists,
-    FetchFailure,
-    FetchState,
-    SourceConflict,
-    SourceInfo,
-    check_interval,
-    feed_state,
-)
-
-# The feed code (bot.poller, bot.sources, bot.opml: aiohttp, feedparser) and PostgreSQL's modules
-# (psycopg) are imported inside the commands that use them: `livedesk --help`, `latest` and every
-# command on an SQLite store start without them (tests/test_layering.py checks it).
+# What a command needs beyond parsing its arguments is imported when it runs: `livedesk --help`
+# (and every command's --help, and a command line argparse refuses) loads neither pydantic, nor
+# asyncio, rich or the store; `latest` loads no progress bar, no feed code (aiohttp, feedparser)
+# and, on an SQLite store, no psycopg (tests/test_layering.py checks what each one loads).
 if TYPE_CHECKING:
-    from storage.values import DeadDelivery
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+    from rich.text import Text
+
+    from bot.config import Settings
+    from bot.models import Highlighted, Post, PostVersion, Subscription
+    from storage.interface import Posts, Store
+    from storage.values import Added, DeadDelivery, Feed, FetchFailure, SourceInfo
 
 log = logging.getLogger("livedesk")
 
@@ -141,6 +101,8 @@ class Ctx:
         report_error(self.json, self.err, message, details)
 
     def warn(self, message: str) -> None:
+        from rich.text import Text
+
         self.err.print(Text(one_line(message), style="yellow"), soft_wrap=True)
 
 
@@ -358,7 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "platform", choices=PLATFORMS, metavar="PLATFORM", help=f"one of {', '.join(PLATFORMS)}"
+        "platform",
+        choices=PLATFORM_NAMES,
+        metavar="PLATFORM",
+        help=f"one of {', '.join(PLATFORM_NAMES)}",
     )
     p.add_argument("target", nargs="?", metavar="TARGET", help="chat id, @channel, webhook URL")
     p.add_argument(
@@ -374,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--edit-policy",
-        choices=[e.value for e in EditPolicy],
+        choices=list(EDIT_POLICIES),
         help="what an edited post does: edit the message (default where the platform can), "
         "send a follow-up (default for webhooks), or nothing",
     )
@@ -392,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = command("subscriptions", "list subscriptions")
-    p.add_argument("--platform", choices=PLATFORMS, help="only this platform's")
+    p.add_argument("--platform", choices=PLATFORM_NAMES, help="only this platform's")
 
     for name, help_text in (
         ("unsubscribe", "remove a subscription"),
@@ -557,8 +522,6 @@ def _is_query_word(token: str, options: dict[str, argparse.Action]) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     """The `livedesk` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    out = Console(highlight=False)
-    err = Console(stderr=True, highlight=False)
     json_mode = "--json" in argv[: argv.index("--")] if "--" in argv else "--json" in argv
     parser = build_parser()
     try:
@@ -570,6 +533,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             prog = error.parser.prog  # one line: the usage is one `--help` away
             sys.stderr.write(f"{prog}: {one_line(str(error))} (see {prog} --help)\n")
         return EXIT_BAD_INPUT
+    return run_command(args, json_mode=json_mode)
+
+
+def run_command(args: argparse.Namespace, *, json_mode: bool) -> int:
+    """Run the command the parsed arguments name: settings, logging, then the command itself.
+
+    Everything past argparse is imported here, once a command is known to run: `--help`, each
+    command's --help and a refused command line cost the interpreter and argparse only."""
+    import asyncio
+
+    from pydantic import SecretStr
+    from rich.console import Console
+    from rich.text import Text
+
+    from bot.config import ConfigError, load_settings
+    from bot.logs import configure_logging
+    from bot.platforms import configured_secrets
+    from storage import variants as search_variants
+
+    out = Console(highlight=False)
+    err = Console(stderr=True, highlight=False)
     try:
         settings = load_settings()
     except ConfigError as error:
@@ -599,6 +583,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.command == "run":
         from bot.app import run_app
+        from storage.db import check_location
 
         try:  # before the run lock, which lives in the same folder
             if ctx.database_url is None:
@@ -629,7 +614,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if _store_cannot_serve(error):
             ctx.error(str(error))
             return EXIT_FAILED
-        found = classify(ctx.db_path, error) if isinstance(error, sqlite3.Error) else None
+        found = _damage_found(ctx.db_path, error)
         if found is not None:  # e.g. damage met while reading, past the checks of opening
             ctx.error(str(found))
             return EXIT_FAILED
@@ -642,6 +627,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
 
 
+def _damage_found(db_path: Path, error: Exception) -> Exception | None:
+    """The SQLite file's damage an error reveals (one line naming the file), else None."""
+    import sqlite3
+
+    from storage.db import classify
+
+    return classify(db_path, error) if isinstance(error, sqlite3.Error) else None
+
+
 def emit_error_json(message: str, details: Sequence[str] = ()) -> None:
     """An error under --json: one JSON object on stdout, where the caller reads the answer."""
     payload: dict[str, Any] = {"error": one_line(message)}
@@ -651,6 +645,8 @@ def emit_error_json(message: str, details: Sequence[str] = ()) -> None:
 
 
 def report_error(json_mode: bool, err: Console, message: str, details: Sequence[str] = ()) -> None:
+    from rich.text import Text
+
     if json_mode:
         emit_error_json(message, details)
         return
@@ -663,6 +659,8 @@ def _store_cannot_serve(error: Exception) -> bool:
     """Whether the error says the store cannot be used (one line, exit 1). PostgreSQL's errors are
     imported here, not at the top: `livedesk --help` and every command on an SQLite store run
     without loading psycopg, and such an error comes only after its module was loaded."""
+    from storage.db import DatabaseUnusable
+
     if isinstance(error, DatabaseUnusable):
         return True
     if "storage.pg_schema" not in sys.modules:
@@ -674,6 +672,8 @@ def _store_cannot_serve(error: Exception) -> bool:
 
 
 def _is_expected(error: Exception) -> bool:
+    from bot.config import ConfigError
+
     # ValueError covers QueryError, SubscriptionError and target validation.
     if isinstance(error, UserError | ValueError | ConfigError):
         return True
@@ -706,6 +706,8 @@ class MigrationBar:
         self._task: Any = None
 
     def __call__(self, what: str, done: int, total: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
         if self._progress is None:
             self._progress = Progress(
                 TextColumn("{task.description}"),
@@ -727,6 +729,8 @@ class MigrationBar:
 def _store_location(given: str | None, settings: Settings) -> tuple[str | None, Path]:
     """(PostgreSQL URL or None, SQLite path): --db wins, then LIVEDESK_DATABASE_URL, then
     LIVEDESK_DB_PATH."""
+    from storage.store import is_postgres_url
+
     if given is not None and is_postgres_url(given):
         return given.strip(), settings.db_path
     if given is not None:
@@ -745,6 +749,8 @@ async def _migrate_with_a_bar(ctx: Ctx) -> None:
 @asynccontextmanager
 async def open_db(ctx: Ctx, *, create: bool = False) -> AsyncIterator[Store]:
     """The store; only commands that add to it (`import`, `subscribe`) may create its folder."""
+    from storage.store import open_sqlite
+
     interactive = not ctx.json and ctx.err.is_terminal
     bar = MigrationBar(ctx.err) if interactive else None
     store: Store
@@ -788,7 +794,11 @@ BIG_DOCUMENT = 5_000  # posts: a feed this big gets its own progress bar while i
 
 
 async def cmd_import(ctx: Ctx, args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from bot.models import EventKind
     from bot.sources import SourceError, load
+    from storage.values import FetchState, SourceConflict
 
     locations: list[str] = args.locations
     reports: list[dict[str, Any]] = []
@@ -852,6 +862,8 @@ async def cmd_import(ctx: Ctx, args: argparse.Namespace) -> int:
 
 
 def _print_import_report(ctx: Ctx, console: Console, report: dict[str, Any]) -> None:
+    from rich.text import Text
+
     if "error" in report:
         ctx.error(report["error"])
         return
@@ -879,6 +891,9 @@ def post_json(post: Post) -> dict[str, Any]:
 
 
 async def cmd_latest(ctx: Ctx, args: argparse.Namespace) -> int:
+    from rich.table import Table
+    from rich.text import Text
+
     if args.limit < 1:
         raise UserError("-n/--limit must be at least 1")
     if args.limit > MAX_LATEST:
@@ -916,6 +931,8 @@ async def cmd_latest(ctx: Ctx, args: argparse.Namespace) -> int:
 
 def highlighted_text(value: Highlighted, *, flat: bool = False) -> Text:
     """Search highlights in rich; `flat` folds paragraph breaks into one running line."""
+    from rich.text import Text
+
     text = Text()
     if value.label:  # a snippet from a caption or the background
         text.append(value.label + " ", style="dim italic")
@@ -925,6 +942,8 @@ def highlighted_text(value: Highlighted, *, flat: bool = False) -> Text:
 
 
 async def cmd_search(ctx: Ctx, args: argparse.Namespace) -> int:
+    from rich.text import Text
+
     query = " ".join(args.query)
     if args.page < 1 or args.limit < 1:
         raise UserError("--page and -n/--limit start at 1")
@@ -1001,6 +1020,8 @@ def changed_fields(old: Post, new: Post) -> list[str]:
 
 
 def body_diff(old: Post, new: Post) -> list[str]:
+    import difflib
+
     return list(
         difflib.unified_diff(
             list(old.body),
@@ -1053,6 +1074,8 @@ def _version_json(versions: list[PostVersion], index: int) -> dict[str, Any]:
 
 
 def _print_post(ctx: Ctx, post: Post, source_title: str) -> None:
+    from rich.text import Text
+
     out = ctx.out
     out.print(Text(post.title, style="bold"))
     when = ctx.when(post.published_at, about=post.time_estimated)
@@ -1082,6 +1105,8 @@ def _print_post(ctx: Ctx, post: Post, source_title: str) -> None:
 
 
 def _print_version(ctx: Ctx, versions: list[PostVersion], index: int) -> None:
+    from rich.text import Text
+
     version = versions[index]
     head = Text(f"version {version.version}", style="bold") + Text(
         f" · recorded {ctx.when(version.recorded_at, seconds=True)}", style="dim"
@@ -1108,6 +1133,12 @@ def _print_version(ctx: Ctx, versions: list[PostVersion], index: int) -> None:
 
 async def cmd_sources(ctx: Ctx, args: argparse.Namespace) -> int:
     """`livedesk sources [add|set|pause|resume|remove|import|export]`: the blogs to follow."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    from storage.values import SourceInfo
+
     action = getattr(args, "action", None)
     if action is not None:
         return await SOURCE_ACTIONS[action](ctx, args)
@@ -1218,6 +1249,8 @@ async def cmd_sources(ctx: Ctx, args: argparse.Namespace) -> int:
 def shown_location(location: str) -> str:
     """A feed's location as it may be printed: tokens in its query string and a URL's password
     masked, no control characters."""
+    from bot.redact import redact
+
     return one_line(redact(location))
 
 
@@ -1243,6 +1276,8 @@ def _feed_rows(
 
 
 def _feed_json(feed: Feed | None, posts_of: dict[int, int]) -> dict[str, Any] | None:
+    from storage.values import feed_state
+
     if feed is None:
         return None
     return {
@@ -1268,6 +1303,12 @@ STATE_STYLES = {"active": "green", "paused": "yellow", "failing": "red"}
 
 def _feeds_table(ctx: Ctx, feeds: Sequence[Feed], posts_of: dict[int, int]) -> Table:
     """The followed blogs: what `sources pause|resume|remove ID` takes, and how each one fares."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    from storage.values import feed_state
+
     errors = any(feed.last_error for feed in feeds)
     table = Table(
         title="Followed (ID for `sources pause|resume|remove|set`)",
@@ -1313,6 +1354,8 @@ DEFAULT_INTERVAL = 60.0
 
 def interval_seconds(text: str) -> float:
     """--interval as typed: a number of seconds, at least MIN_FEED_INTERVAL."""
+    from storage.values import FeedError, check_interval
+
     try:
         seconds = float(text)
     except ValueError:
@@ -1352,6 +1395,8 @@ async def _feed_or_fail(ctx: Ctx, store: Store, feed_id: int) -> Feed | None:
 
 
 def _said(ctx: Ctx, payload: dict[str, Any], line: str) -> int:
+    from rich.text import Text
+
     if ctx.json:
         ctx.emit_json(payload)
     else:
@@ -1360,7 +1405,10 @@ def _said(ctx: Ctx, payload: dict[str, Any], line: str) -> int:
 
 
 async def sources_add(ctx: Ctx, args: argparse.Namespace) -> int:
+    import asyncio
+
     from bot.sources.text import is_http_url
+    from storage.values import FeedError, FeedExists
 
     location = checked_feed_location(args.location)
     async with open_db(ctx, create=True) as store:
@@ -1441,7 +1489,10 @@ async def sources_remove(ctx: Ctx, args: argparse.Namespace) -> int:
 
 
 async def sources_import(ctx: Ctx, args: argparse.Namespace) -> int:
+    from rich.text import Text
+
     from bot import opml
+    from storage.values import FeedError, FeedExists
 
     try:
         document = opml.read(args.file)
@@ -1495,6 +1546,7 @@ async def sources_import(ctx: Ctx, args: argparse.Namespace) -> int:
 
 async def sources_export(ctx: Ctx, args: argparse.Namespace) -> int:
     from bot import opml
+    from bot.redact import redact
 
     async with open_db(ctx) as store:
         feeds = await store.feeds.list()
@@ -1541,6 +1593,9 @@ def read_target_file(
 
     A `#` at the start of a line or after a space starts a comment. Every bad line is reported
     (UserError with one detail per line), and then nothing is subscribed."""
+    from bot.platforms import operator_target
+    from storage.query import QueryError, compile_query
+
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as error:
@@ -1592,6 +1647,8 @@ def cyclic_gc_paused() -> Iterator[None]:
 
 
 def _describe(sub: Subscription) -> str:
+    from bot.platforms import mask_address, masked_webhook
+
     parts = [f"#{sub.id} {sub.target.platform} {mask_address(sub.target)}"]
     if (webhook := masked_webhook(sub.target)) is not None:
         parts[0] += f" via webhook {webhook}"
@@ -1604,6 +1661,10 @@ def _describe(sub: Subscription) -> str:
 
 
 async def cmd_subscribe(ctx: Ctx, args: argparse.Namespace) -> int:
+    from rich.text import Text
+
+    from bot.platforms import operator_target, platform, subscription_json
+    from storage.query import compile_query
     from storage.values import NewSubscription
 
     policy = platform(args.platform).edit_policy(args.edit_policy)
@@ -1698,6 +1759,11 @@ def _say_how_many_more(ctx: Ctx, results: Sequence[Added], what: str) -> None:
 
 
 async def cmd_subscriptions(ctx: Ctx, args: argparse.Namespace) -> int:
+    from rich.table import Table
+    from rich.text import Text
+
+    from bot.models import SubscriptionState
+    from bot.platforms import mask_address, masked_webhook, subscription_json, waiting_lines
 
     async with open_db(ctx) as store:
         subs = await store.subscriptions.list(platform=args.platform)
@@ -1757,6 +1823,7 @@ async def cmd_unsubscribe(ctx: Ctx, args: argparse.Namespace) -> int:
 
 
 async def _set_state(ctx: Ctx, subscription_id: int, state_name: str, verb: str) -> int:
+    from bot.models import SubscriptionState
 
     async with open_db(ctx) as store:
         changed = await store.subscriptions.set_state(
@@ -1786,6 +1853,10 @@ DEAD_LISTED = 100_000  # dead deliveries `deliveries --dead` lists (and `retry I
 
 
 async def cmd_deliveries(ctx: Ctx, args: argparse.Namespace) -> int:
+    from rich.table import Table
+    from rich.text import Text
+
+    from bot.platforms import mask_address
 
     async with open_db(ctx) as store:
         outbox = store.outbox
@@ -1845,6 +1916,8 @@ async def cmd_deliveries(ctx: Ctx, args: argparse.Namespace) -> int:
 
 def _dead_json(item: DeadDelivery) -> dict[str, Any]:
     """A dead delivery as plain data; webhook URLs masked."""
+    from bot.platforms import mask_address
+
     return {
         "id": item.id,
         "subscription_id": item.subscription_id,
@@ -1859,8 +1932,11 @@ def _dead_json(item: DeadDelivery) -> dict[str, Any]:
 
 async def cmd_migrate(ctx: Ctx, args: argparse.Namespace) -> int:
     """Copy the SQLite store into PostgreSQL (storage.migrate: idempotent, all or nothing)."""
+    from rich.table import Table
+
     from storage.migrate import run_migrate
     from storage.pg_db import masked
+    from storage.store import is_postgres_url
 
     url = str(args.url).strip()
     if not is_postgres_url(url):
@@ -1906,7 +1982,10 @@ async def cmd_migrate(ctx: Ctx, args: argparse.Namespace) -> int:
 
 async def cmd_workers(ctx: Ctx, args: argparse.Namespace) -> int:
     """The fleet's workers (storage.pg_fleet): who runs, how recently it beat, what it leads."""
-    from datetime import UTC
+    from datetime import UTC, datetime
+
+    from rich.table import Table
+    from rich.text import Text
 
     from bot.fleet import STALE_AFTER
     from storage.pg_db import PgDatabase

@@ -201,12 +201,15 @@ FEED_PACKAGES = frozenset({"feedparser"})
 NOT_AT_START = PLATFORM_PACKAGES - {"rich"} | POSTGRES_PACKAGES | FEED_PACKAGES
 
 
-def _loaded_by(code: str, tmp_path: Path) -> list[str]:
-    """The top-level packages of NOT_AT_START that running `code` in a fresh interpreter loads."""
+def _loaded_by(code: str, tmp_path: Path, watched: frozenset[str] = NOT_AT_START) -> list[str]:
+    """What running `code` in a fresh interpreter prints, then (its last line) the modules of
+    `watched` it loaded: a name is a package with its submodules (`rich` is rich.*)."""
     probe = (
         "import sys\n"
         f"{code}\n"
-        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({sorted(NOT_AT_START)!r})))"
+        f"watched = {sorted(watched)!r}\n"
+        "print(sorted(w for w in watched if any(m == w or m.startswith(w + '.') "
+        "for m in sys.modules)))"
     )
     env = {"PATH": "/usr/bin:/bin", "LIVEDESK_DB_PATH": str(tmp_path / "livedesk.db")}
     result = subprocess.run(
@@ -219,6 +222,14 @@ def _loaded_by(code: str, tmp_path: Path) -> list[str]:
     )
     assert result.returncode == 0, result.stderr
     return result.stdout.strip().splitlines()
+
+
+def _running(argv: list[str]) -> str:
+    """Code that runs the command line on `argv` and prints its exit code."""
+    return (
+        f"import bot.cli\ntry:\n    print('exit', bot.cli.main({argv!r}))"
+        "\nexcept SystemExit as done:\n    print('exit', done.code)"
+    )
 
 
 def test_the_sqlite_store_loads_no_postgres_driver(tmp_path: Path) -> None:
@@ -242,13 +253,64 @@ async def test_a_command_on_an_sqlite_store_loads_no_platform_sdk_nor_postgres_d
     platform SDKs, aiohttp, the feed code and psycopg: each costs start-up time."""
     store = await open_sqlite(tmp_path / "livedesk.db")
     await store.close()
-    code = "import bot.cli"
-    if argv:
-        code += (
-            f"\ntry:\n    print('exit', bot.cli.main({argv!r}))"
-            "\nexcept SystemExit as done:\n    print('exit', done.code)"
-        )
-    said = _loaded_by(code, tmp_path)
+    said = _loaded_by(_running(argv) if argv else "import bot.cli", tmp_path)
     if argv:
         assert "exit 0" in said
+    assert said[-1] == "[]"
+
+
+PARSING_NEEDS_NONE = frozenset(
+    {"pydantic", "pydantic_core", "pydantic_settings", "dotenv", "asyncio", "rich", "storage"}
+    | {"aiosqlite", "sqlite3", "bot.config", "bot.models", "bot.platforms"}
+)
+"""`livedesk --help`, each command's --help and a command line argparse refuses are argparse over
+plain values (bot.choices): the settings, the store, rich and the event loop load only once a
+command runs."""
+
+
+@pytest.mark.parametrize(
+    ("argv", "code"),
+    [
+        ([], None),  # importing the command line only
+        (["--help"], 0),
+        (["subscribe", "--help"], 0),
+        (["search", "--help"], 0),
+        (["sources", "add", "--help"], 0),
+        (["deliveries", "retry", "--help"], 0),
+        (["--version"], 0),
+        (["latest", "--no-such-option"], 2),
+        (["--json", "subscribe", "nowhere", "x"], 2),
+    ],
+)
+def test_help_and_a_refused_command_line_load_the_parser_alone(
+    argv: list[str], code: int | None, tmp_path: Path
+) -> None:
+    said = _loaded_by(_running(argv) if argv else "import bot.cli", tmp_path, PARSING_NEEDS_NONE)
+    if code is not None:
+        assert f"exit {code}" in said
+    assert said[-1] == "[]"
+
+
+A_READER_NEEDS_NONE = NOT_AT_START | {
+    "rich.progress",  # the bars of `import`, `run` and a migration
+    "bot.app",
+    "bot.dispatcher",
+    "bot.sources",
+    "bot.poller",
+    "bot.adapters.slack",
+    "storage.pg_store",
+    "jinja2",  # the control room's
+    "prometheus_client",
+}
+"""What `latest`, `search` and `subscriptions` on an SQLite store start without."""
+
+
+@pytest.mark.parametrize("argv", [["latest"], ["search", "sanctions"], ["subscriptions"]])
+async def test_a_reading_command_loads_what_it_reads_and_prints_with_only(
+    argv: list[str], tmp_path: Path
+) -> None:
+    store = await open_sqlite(tmp_path / "livedesk.db")
+    await store.close()
+    said = _loaded_by(_running(argv), tmp_path, A_READER_NEEDS_NONE)
+    assert "exit 0" in said
     assert said[-1] == "[]"
