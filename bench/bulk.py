@@ -41,7 +41,7 @@ from bench._common import (
     postgres_available,
     record,
 )
-from bench._process import livedesk_script, run_to_end
+from bench._process import compile_bytecode, livedesk_script, run_to_end
 from storage.pg_store import open_postgres
 from storage.store import open_sqlite
 from tests.pgserver import PostgresServer
@@ -218,6 +218,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--smoke", action="store_true", help="300 lines, one run: the smoke test")
     parser.add_argument("--sqlite-only", action="store_true", help="skip PostgreSQL")
     args = parser.parse_args(argv)
+    compile_bytecode()  # as installed: the commands do not compile their source each run
     lines = 300 if args.smoke else args.lines
     runs = 1 if args.smoke or (args.quick and not args.full) else args.runs
     figures: list[Figure] = []

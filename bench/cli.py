@@ -36,7 +36,7 @@ from bench._common import (
     postgres_available,
     record,
 )
-from bench._process import livedesk_script, run_to_end
+from bench._process import compile_bytecode, livedesk_script, run_to_end
 from bench.store import Corpus
 from storage.pg_store import open_postgres
 from storage.store import open_sqlite
@@ -47,6 +47,9 @@ RAW = {
     "python -c pass": [sys.executable, "-c", "pass"],
     'python -c "import sqlite3"': [sys.executable, "-c", "import sqlite3"],
     'python -c "import psycopg"': [sys.executable, "-c", "import psycopg"],
+    # Not a ceiling: the settings library alone (pydantic-settings, with pydantic), which every
+    # command but --help loads; what is left of a command above it is Livedesk's own.
+    'python -c "import pydantic_settings"': [sys.executable, "-c", "import pydantic_settings"],
 }
 
 
@@ -156,6 +159,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--smoke", action="store_true", help="1 run, 20 posts: the smoke test")
     parser.add_argument("--sqlite-only", action="store_true", help="skip PostgreSQL")
     args = parser.parse_args(argv)
+    compile_bytecode()  # as installed: the commands do not compile their source each run
     runs = 1 if args.smoke else 5 if args.quick and not args.full else args.runs
     posts = 20 if args.smoke else POSTS
     with tempfile.TemporaryDirectory(prefix="livedesk-bench-cli-") as tmp:
