@@ -9,6 +9,13 @@ SQLite: 100k synthetic posts (title and body only) through storage.ingest.ingest
 PostgreSQL (a throwaway server, when its binaries are here): the store's ingest ÷ raw COPY and
 ÷ raw executemany into the same schema. Goal ≥ 0.8 (issue 13). Median of --runs runs, alternating
 ours and raw, with the load average of each run; every input is generated before timing.
+
+The CLI import (both backends): `livedesk import FEED` as an operator runs it (a subprocess, spawn →
+exit) of an RSS 2.0 feed shaped like a newspaper's (bench._corpus.rss_feed: HTML descriptions with
+links, emphasis and figures; 10k items, --full 100k), into a freshly migrated, empty store ÷ the raw
+ceiling: a bare interpreter (a subprocess too, so both pay the start-up) reading the very rows that
+import stored (taken from an untimed warm-up run) and writing them with executemany in one
+transaction into the same empty schema. Goal ≥ 0.8 (issue 13).
 Search latency, and the SQLite import with captions and background, are in bench/search.py.
 """
 
@@ -16,13 +23,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import pickle
 import random
+import shutil
 import sqlite3
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import psycopg
 
 from bench import fleet
 from bench import search as search_bench
@@ -30,21 +43,28 @@ from bench._common import (
     Line,
     Runs,
     console,
+    drop_database,
     from_line,
     hot_path_table,
+    new_database,
     postgres,
     postgres_available,
     record,
 )
-from bench._corpus import SEED, zipf_vocabulary
+from bench._corpus import SEED, rss_feed, zipf_vocabulary
+from bench._process import livedesk_script, run_to_end
 from storage.codecs import to_db_time
 from storage.db import Database
 from storage.ingest import ingest
 from storage.models import ImportResult, Post, Source, SourceKind
+from storage.pg_store import open_postgres
 from storage.posts import PostStore
+from tests.pgserver import PostgresServer
 
 IMPORT_POSTS = 100_000
 DOCUMENT_POSTS = 1_000
+FEED_ITEMS = 100_000
+"""Items of the feed `livedesk import` reads (--quick: a tenth)."""
 
 # --- synthetic posts --------------------------------------------------------------------------------
 
@@ -180,6 +200,140 @@ async def bench_import_postgres(count: int, runs: int) -> tuple[Line, Line] | st
     )
 
 
+# --- (2) livedesk import through the CLI -------------------------------------------------------------
+
+RAW_SQLITE = """
+import pickle, sqlite3, sys
+sources, posts = pickle.load(open(sys.argv[1], "rb"))
+conn = sqlite3.connect(sys.argv[2], isolation_level=None)
+conn.execute("PRAGMA journal_mode=WAL")
+conn.execute("PRAGMA synchronous=NORMAL")
+conn.execute("BEGIN IMMEDIATE")
+conn.executemany(f"INSERT INTO sources VALUES ({','.join('?' * len(sources[0]))})", sources)
+conn.executemany(f"INSERT INTO posts VALUES ({','.join('?' * len(posts[0]))})", posts)
+conn.execute("COMMIT")
+conn.close()
+"""
+"""The raw ceiling of the SQLite import: the stored rows (sources, posts: every column) back in."""
+
+RAW_POSTGRES = """
+import pickle, sys
+import psycopg
+columns, sources, posts = pickle.load(open(sys.argv[1], "rb"))
+with psycopg.connect(sys.argv[2]) as conn:
+    with conn.cursor() as cur:
+        cur.executemany(
+            f"INSERT INTO sources VALUES ({','.join(['%s'] * len(sources[0]))})", sources
+        )
+        cur.executemany(
+            f"INSERT INTO posts ({', '.join(columns)}) VALUES ({','.join(['%s'] * len(columns))})",
+            posts,
+        )
+"""
+"""The raw ceiling of the PostgreSQL import: every column ingest writes (the tsvector is generated)."""
+
+
+def _livedesk_import(feed: Path, cwd: Path, env: dict[str, str], count: int) -> float:
+    """Seconds of `livedesk import FEED`, spawn → exit; it must store every item."""
+    done = run_to_end([*livedesk_script(), "import", str(feed)], cwd, env)
+    if done.code != 0 or f"{count} new" not in done.out:
+        raise RuntimeError(f"livedesk import failed ({done.code}): {(done.out + done.err)[-800:]}")
+    return done.seconds
+
+
+def _raw_process(script: str, rows: Path, target: str, cwd: Path) -> float:
+    done = run_to_end([sys.executable, "-c", script, str(rows), target], cwd)
+    if done.code != 0:
+        raise RuntimeError(f"raw import failed ({done.code}): {done.err[-800:]}")
+    return done.seconds
+
+
+def _sqlite_rows(path: Path, rows: Path) -> int:
+    """The rows an import stored (sources, posts), pickled for the raw ceiling; how many posts."""
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        sources = conn.execute("SELECT * FROM sources").fetchall()
+        posts = conn.execute("SELECT * FROM posts ORDER BY rowid").fetchall()
+    rows.write_bytes(pickle.dumps((sources, posts)))
+    return len(posts)
+
+
+def bench_cli_import(workdir: Path, feed: Path, count: int, runs: int) -> Line:
+    """SQLite: `livedesk import` ÷ raw executemany of the rows it stored, alternating, each on a
+    fresh copy of the same empty, migrated store; one untimed warm-up import gives the rows."""
+    empty = workdir / "empty.db"
+    asyncio.run(_create_schema(empty))
+    rows = workdir / "rows.pickle"
+    target = workdir / "cli.db"
+
+    def fresh() -> dict[str, str]:
+        for path in workdir.glob("cli.db*"):
+            path.unlink()
+        shutil.copyfile(empty, target)
+        return {"LIVEDESK_DB_PATH": str(target)}
+
+    _livedesk_import(feed, workdir, fresh(), count)  # the warm-up: page cache, bytecode, the rows
+    if _sqlite_rows(target, rows) != count:
+        raise RuntimeError("the warm-up import did not store every item")
+    ours, raw = Runs(), Runs()
+    for _ in range(runs):
+        fresh()
+        raw.add(count / _raw_process(RAW_SQLITE, rows, str(target), workdir))
+        ours.add(count / _livedesk_import(feed, workdir, fresh(), count))
+    return Line("SQLite: livedesk import FEED ÷ raw executemany", "posts/s", ours, raw, goal=0.8)
+
+
+async def _migrated_postgres(server: PostgresServer) -> str:
+    url = new_database(server, "cli_import")
+    store = await open_postgres(url)
+    await store.close()
+    return url
+
+
+def _postgres_rows(url: str, rows: Path) -> int:
+    with psycopg.connect(url) as conn:
+        columns = [
+            str(r[0])
+            for r in conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'posts' "
+                "AND is_generated = 'NEVER' ORDER BY ordinal_position"
+            )
+        ]
+        sources = conn.execute("SELECT * FROM sources").fetchall()
+        names = ", ".join(columns)
+        posts = conn.execute(f"SELECT {names} FROM posts ORDER BY rowid").fetchall()
+    rows.write_bytes(pickle.dumps((columns, sources, posts)))
+    return len(posts)
+
+
+def bench_cli_import_postgres(workdir: Path, feed: Path, count: int, runs: int) -> Line | str:
+    """PostgreSQL: the same, each run on a new, migrated database of a throwaway server."""
+    if not postgres_available():
+        return "PostgreSQL: not measured (no initdb/pg_ctl on this machine)"
+    rows = workdir / "pg-rows.pickle"
+    with postgres() as server:
+
+        def fresh() -> str:
+            return asyncio.run(_migrated_postgres(server))
+
+        url = fresh()
+        _livedesk_import(feed, workdir, {"LIVEDESK_DATABASE_URL": url}, count)
+        stored = _postgres_rows(url, rows)
+        drop_database(server, url)
+        if stored != count:
+            raise RuntimeError("the warm-up import did not store every item")
+        ours, raw = Runs(), Runs()
+        for _ in range(runs):
+            url = fresh()
+            raw.add(count / _raw_process(RAW_POSTGRES, rows, url, workdir))
+            drop_database(server, url)
+            url = fresh()
+            ours.add(count / _livedesk_import(feed, workdir, {"LIVEDESK_DATABASE_URL": url}, count))
+            drop_database(server, url)
+    return Line(
+        "PostgreSQL: livedesk import FEED ÷ raw executemany", "posts/s", ours, raw, goal=0.8
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench store", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="import 20k posts, fewer runs")
@@ -188,40 +342,81 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--smoke", action="store_true", help="import 200 posts: the smoke test")
     parser.add_argument("--posts", type=int, default=IMPORT_POSTS, help="posts to import")
+    parser.add_argument(
+        "--feed-items", type=int, default=FEED_ITEMS, help="items of the feed livedesk imports"
+    )
     parser.add_argument("--runs", type=int, default=3, help="runs of each path (median shown)")
     parser.add_argument("--sqlite-only", action="store_true", help="skip the PostgreSQL side")
+    parser.add_argument("--cli-only", action="store_true", help="only the import through the CLI")
     args = parser.parse_args(argv)
 
     corpus = Corpus()
     quick = args.quick and not args.full
     count = 200 if args.smoke else args.posts // 5 if quick else args.posts
     runs = 1 if quick or args.smoke else args.runs
-    lines: list[Line] = []
-    with tempfile.TemporaryDirectory(prefix="livedesk-bench-") as workdir:
-        lines.append(asyncio.run(bench_import(corpus, Path(workdir), count, runs)))
-    note = ""
-    if not args.sqlite_only:
-        pg = asyncio.run(bench_import_postgres(count, runs))
-        if isinstance(pg, str):
-            note = pg
-        else:
-            lines.extend(pg)
-    title = f"Import {count:,} posts (documents of {DOCUMENT_POSTS:,}), median of {runs} run{'s' if runs > 1 else ''}"
-    console.print(hot_path_table(title, lines))
-    console.print(
-        "Every input is generated before the clocks start. SQLite raw: title and body into `posts` "
-        "(its FTS triggers included); PostgreSQL raw: every column ingest writes (the tsvector is "
-        "generated). " + note
-    )
-    named = [
-        ("SQLite", f"import {count:,} posts (raw: executemany)"),
-        ("PostgreSQL", f"import {count:,} posts (raw: COPY)"),
-        ("PostgreSQL", f"import {count:,} posts (raw: executemany)"),
+    items = 50 if args.smoke else args.feed_items // 10 if quick else args.feed_items
+    cli_runs = 1 if args.smoke else args.runs
+    lines: list[tuple[str, str, Line]] = []
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="livedesk-bench-") as folder:
+        workdir = Path(folder)
+        if not args.cli_only:
+            line = asyncio.run(bench_import(corpus, workdir, count, runs))
+            lines.append(("SQLite", f"import {count:,} posts (raw: executemany)", line))
+            if not args.sqlite_only:
+                pg = asyncio.run(bench_import_postgres(count, runs))
+                if isinstance(pg, str):
+                    notes.append(pg)
+                else:
+                    lines.append(("PostgreSQL", f"import {count:,} posts (raw: COPY)", pg[0]))
+                    lines.append(
+                        ("PostgreSQL", f"import {count:,} posts (raw: executemany)", pg[1])
+                    )
+            title = (
+                f"Import {count:,} posts (documents of {DOCUMENT_POSTS:,}), median of {runs} "
+                f"run{'s' if runs > 1 else ''}"
+            )
+            console.print(hot_path_table(title, [line for _, _, line in lines]))
+            console.print(
+                "Every input is generated before the clocks start. SQLite raw: title and body "
+                "into `posts` (its FTS triggers included); PostgreSQL raw: every column ingest "
+                "writes (the tsvector is generated). " + " ".join(notes)
+            )
+        feed = workdir / "feed.xml"
+        feed.write_bytes(rss_feed(items))  # before any clock starts
+        named = f"livedesk import of a {items:,}-item feed, spawn → exit (raw: executemany)"
+        cli_lines = [bench_cli_import(workdir, feed, items, cli_runs)]
+        cli_named = [("SQLite", named)]
+        cli_note = ""
+        if not args.sqlite_only:
+            pg_line = bench_cli_import_postgres(workdir, feed, items, cli_runs)
+            if isinstance(pg_line, str):
+                cli_note = pg_line
+            else:
+                cli_lines.append(pg_line)
+                cli_named.append(("PostgreSQL", named))
+        console.print(
+            hot_path_table(
+                f"livedesk import of a {items:,}-item RSS feed ({feed.stat().st_size / 1e6:.1f} MB)"
+                f" through the CLI, median of {cli_runs} run{'s' if cli_runs > 1 else ''}",
+                cli_lines,
+            )
+        )
+        console.print(
+            "Ours: the `livedesk` script, spawn → exit, into an empty migrated store. Raw: a bare "
+            "interpreter inserting the rows that import stored (every column) with executemany "
+            "in one transaction into the same empty schema. " + cli_note
+        )
+    sqlite_lines = [item for item in lines if item[0] == "SQLite"]
+    pg_lines = [item for item in lines if item[0] == "PostgreSQL"]
+    figures = [from_line("store", line, b, path) for b, path, line in sqlite_lines]
+    figures.append(from_line("store", cli_lines[0], *cli_named[0]))
+    figures += [from_line("store", line, b, path) for b, path, line in pg_lines]
+    figures += [
+        from_line("store", line, b, path)
+        for line, (b, path) in zip(cli_lines[1:], cli_named[1:], strict=True)
     ]
-    record(
-        "store",
-        [from_line("store", line, b, path) for line, (b, path) in zip(lines, named, strict=False)],
-    )
+    record("store", figures)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ posts and an estimate beyond (labelled "about …"); see bench/search.py for the
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
 from functools import partial
 from typing import Any
@@ -55,6 +56,7 @@ SNIPPET_TOKENS = 32
 RANK_EXPRESSION = "bm25(posts_fts, 10.0, 5.0, 1.0, 0.5, 0.5, 2.0, 1.0)"
 _MARK_START = "\x02"
 _MARK_END = "\x03"
+_MARKS = re.compile(f"([{_MARK_START}{_MARK_END}])")
 
 
 # --- searching --------------------------------------------------------------------------------------
@@ -112,13 +114,14 @@ def _search_page(
         need = offset + per_page + 1
         ranked, known = _candidates(conn, query.match, source_id, need, heads=query.marks)
     chosen = ranked[offset : offset + per_page]
-    hits = _hits(conn, query.marks, chosen)
     if known is not None:  # the walk saw every match
         total, estimated = known, False
     elif counted is not None:
         total, estimated = counted
     else:
         total, estimated = _count(conn, query.match, source_id)
+    few = not estimated and total <= WALK_FOR_HITS
+    hits = _hits(conn, query.marks, chosen, walk=few)
     more = len(ranked) > offset + per_page
     # Never fewer than the posts found (an estimate can be low; posts may arrive between walks).
     total = max(total, len(ranked))
@@ -179,6 +182,9 @@ def _whole_post_matches(
     return [row for row in rows if row[1] in kept]
 
 
+WALK_FOR_HITS = 1000
+"""A query with at most this many matches (counted exactly) has its page's rows picked out of one
+walk of its matches: ~0.5 ms for a rare word, where a lookup per row cost ~0.9 ms."""
 CLUSTER_GAP = 256
 """Rowids at most this far apart are looked up by walking the range between them."""
 
@@ -304,8 +310,13 @@ def _two_figures(value: float) -> int:
     return int(round(number / scale) * scale)
 
 
-def _hits(conn: sqlite3.Connection, match: str, chosen: list[_Candidate]) -> tuple[SearchHit, ...]:
-    """The chosen posts with highlighted title and snippet, made for those rows only."""
+def _hits(
+    conn: sqlite3.Connection, match: str, chosen: list[_Candidate], *, walk: bool = False
+) -> tuple[SearchHit, ...]:
+    """The chosen posts with highlighted title and snippet, made for those rows only.
+
+    `walk`: the query has few matches (WALK_FOR_HITS at most), so one walk of them all, picking
+    the chosen rows out (`+rowid`, unindexed), costs less than looking each row up."""
     if not chosen:
         return ()
     rowids = [rowid for _, _, rowid in chosen]
@@ -315,8 +326,13 @@ def _hits(conn: sqlite3.Connection, match: str, chosen: list[_Candidate]) -> tup
         f"{_SNIPPETS_SQL} "
         "FROM posts_fts JOIN posts p ON p.rowid = posts_fts.rowid WHERE posts_fts MATCH ?"
     )
+    lookups = (
+        [(f"+posts_fts.rowid IN ({','.join('?' * len(rowids))})", rowids)]
+        if walk
+        else _row_lookups(rowids)
+    )
     rows: dict[int, Any] = {}
-    for where, params in _row_lookups(rowids):
+    for where, params in lookups:
         found = conn.execute(f"{sql} AND {where}", [match, *params]).fetchall()
         rows.update((int(r["rowid"]), r) for r in found)
     hits: list[SearchHit] = []
@@ -362,27 +378,17 @@ def highlighted(marked: str, where: SnippetSource = "text") -> Highlighted:
     """Split text with \\x02…\\x03 markers into neutral highlight segments."""
     segments: list[Segment] = []
     inside = False
-    buffer: list[str] = []
-
-    def flush() -> None:
-        if buffer:
-            run = "".join(buffer)
-            if segments and segments[-1][1] == inside:
-                segments[-1] = (segments[-1][0] + run, inside)
-            else:
-                segments.append((run, inside))
-            buffer.clear()
-
-    for ch in marked:
-        if ch == _MARK_START:
-            flush()
+    # The text between two markers, a piece at a time (not a character at a time: ~20 µs a hit).
+    for piece in _MARKS.split(marked) if _MARK_START in marked or _MARK_END in marked else [marked]:
+        if piece == _MARK_START:
             inside = True
-        elif ch == _MARK_END:
-            flush()
+        elif piece == _MARK_END:
             inside = False
-        else:
-            buffer.append(ch)
-    flush()
+        elif piece:
+            if segments and segments[-1][1] == inside:
+                segments[-1] = (segments[-1][0] + piece, inside)
+            else:
+                segments.append((piece, inside))
     return Highlighted(segments=tuple(segments), where=where)
 
 

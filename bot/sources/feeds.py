@@ -285,7 +285,10 @@ def _body(
             paragraphs, images = paragraphs_of_text(value), []
         if not paragraphs and not images:
             continue
-        text = clean(" ".join(paragraphs))
+        joined = " ".join(paragraphs)
+        # Each paragraph is clean() already; in ASCII text without markup that makes their join
+        # clean too (not so in all Unicode: clean() normalises before it drops controls).
+        text = joined if joined.isascii() and "<" not in joined else clean(joined)
         pictures = pictures or images
         if text in media_texts:
             if text not in captions:

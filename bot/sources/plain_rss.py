@@ -71,6 +71,15 @@ _TAG = re.compile(
     r"<(/?)([A-Za-z][A-Za-z0-9]*)"
     r"""((?:\s+[A-Za-z][A-Za-z-]*\s*=\s*(?:"[^"<>&]*"|'[^'<>&]*'))*)\s*/?>"""
 )
+# The tags of `_TAG` that shape the text (`plain_html_content`): a block tag ends a paragraph, an
+# <img> is a picture, a <figcaption> a caption; every other tag only goes. The same extent as
+# `_TAG`'s match at the same `<` (a tag name is read to its end either way), ASCII names in any case.
+_STRUCTURE = re.compile(
+    r"<(/?)((?ai:"
+    + "|".join(sorted(BLOCK_TAGS | {"img", "figcaption"}, key=len, reverse=True))
+    + r"))"
+    r"""((?:\s+[A-Za-z][A-Za-z-]*\s*=\s*(?:"[^"<>&]*"|'[^'<>&]*'))*)\s*/?>"""
+)
 _ATTRIBUTE = re.compile(r"""\s+([A-Za-z][A-Za-z-]*)\s*=\s*(?:"([^"]*)"|'([^']*)')""")
 _ATTRIBUTE_URL = re.compile(r"""\s(?:src|href)\s*=\s*["']\s*([^"']*)""", re.IGNORECASE)
 # Entities both readers turn into the same character.
@@ -78,6 +87,9 @@ _ENTITY = re.compile(r"&(?:(amp|lt|gt|quot|nbsp);|#([0-9]{1,7});|#[xX]([0-9a-fA-
 _AMPERSAND_OR_TAG = re.compile(r"[&<]")
 # feedparser's own rules, repeated so the readings agree (feedparser/urls.py, mixin.py).
 _URI_FIXER = re.compile(r"^([A-Za-z][A-Za-z0-9+-.]*://)(/*)(.*?)")
+# Where _URI_FIXER changes a URL: slashes after the scheme's `://` (it removes them).
+_EXTRA_SLASHES = re.compile(r"[A-Za-z][A-Za-z0-9+-.]*:///")
+_LINK_ENTITY = re.compile("&([A-Za-z0-9_]+);")
 _LOOKS_LIKE_HTML = re.compile(r"</(\w+)>|&#?\w+;")
 _RFC822 = re.compile(
     r"(?:(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), )?(\d{1,2}) "
@@ -223,8 +235,7 @@ def _read(
     parser: ElementTree.XMLPullParser[ElementTree.Element],
 ) -> Iterator[tuple[str, ElementTree.Element]]:
     # Only start and end events were asked for: each is (event, element).
-    for pair in parser.read_events():
-        yield cast("tuple[str, ElementTree.Element]", pair)
+    return cast("Iterator[tuple[str, ElementTree.Element]]", parser.read_events())
 
 
 def _reason(error: ElementTree.ParseError) -> str:
@@ -256,7 +267,7 @@ def _channel_element(element: ElementTree.Element, feed: dict[str, Any]) -> None
             return
         if element.get("rel") != "self":
             raise NotPlain("an atom:link other than rel=self")
-        if "self" in feed or not is_http_url(href) or _URI_FIXER.sub(r"\1\3", href) != href:
+        if "self" in feed or not is_http_url(href) or _EXTRA_SLASHES.match(href):
             raise NotPlain("an unusual atom:link")
         feed["self"] = href.strip()
     elif tag == "image":
@@ -277,31 +288,45 @@ def _popped(text: str) -> str:
     return output
 
 
+def _fixed_uri(value: str) -> str:
+    """`value` as feedparser's URI fixer leaves it (no slashes after the scheme's `://`)."""
+    return _URI_FIXER.sub(r"\1\3", value) if _EXTRA_SLASHES.match(value) else value
+
+
 def _link(value: str) -> str:
     """An item or channel link as feedparser stores it."""
-    value = _URI_FIXER.sub(r"\1\3", value)
+    value = _fixed_uri(value)
+    if "&" not in value:
+        return value
     value = value.replace("&amp;", "&")
-    return re.sub("&([A-Za-z0-9_]+);", r"&\g<1>", value)
+    return _LINK_ENTITY.sub(r"&\g<1>", value)
 
 
 def _plain_html(value: str) -> str:
     """`value` when feedparser's sanitizer would leave its text and pictures as they are."""
     if not _AMPERSAND_OR_TAG.search(value):
         return value
-    for match in _ENTITY.finditer(value):
-        number = match.group(2) or match.group(3)
-        if number is not None:
-            code = int(number, 16 if match.group(3) else 10)
-            if code < 0xA0 or 0xD800 <= code <= 0xDFFF or code > 0x10FFFF:
-                raise NotPlain("a character reference the readers treat apart")
-    rest = _ENTITY.sub("", value)
-    for match in _TAG.finditer(rest):
-        if match.group(2).lower() not in _PLAIN_TAGS:
-            raise NotPlain(f"a <{match.group(2)}> in a description")
-        for url in _ATTRIBUTE_URL.findall(match.group(3)):
-            if _URI_FIXER.sub(r"\1\3", url) != url:
-                raise NotPlain("a URL feedparser rewrites")
-    if _AMPERSAND_OR_TAG.search(_TAG.sub("", rest)):
+    rest = value
+    if "&" in value:
+        if "&#" in value:
+            for match in _ENTITY.finditer(value):
+                number = match.group(2) or match.group(3)
+                if number is not None:
+                    code = int(number, 16 if match.group(3) else 10)
+                    if code < 0xA0 or 0xD800 <= code <= 0xDFFF or code > 0x10FFFF:
+                        raise NotPlain("a character reference the readers treat apart")
+        rest = _ENTITY.sub("", value)
+    tags = _TAG.findall(rest)
+    for _, name, attributes in tags:
+        if name not in _PLAIN_TAGS and name.lower() not in _PLAIN_TAGS:
+            raise NotPlain(f"a <{name}> in a description")
+        if attributes:
+            for url in _ATTRIBUTE_URL.findall(attributes):
+                if _EXTRA_SLASHES.match(url):
+                    raise NotPlain("a URL feedparser rewrites")
+    # What is left once the tags go: every tag holds exactly one `<` (its attribute values hold
+    # none), so a `<` more than there are tags, or any `&` (entities are gone), is markup.
+    if "&" in rest or rest.count("<") != len(tags):
         raise NotPlain("markup the readers treat apart")
     return value
 
@@ -342,7 +367,7 @@ def _post_of(item: ElementTree.Element, source: Source, ids: PostIds) -> Post | 
             # A permalink guid is a URI to feedparser (and its link until a <link> replaces it,
             # which every item here has).
             is_link = child.get("isPermaLink", "true") == "true"
-            entry["id"] = _URI_FIXER.sub(r"\1\3", value) if is_link and value else value
+            entry["id"] = _fixed_uri(value) if is_link and value else value
         elif tag in _ITEM_TEXTS:
             if child.attrib:
                 raise NotPlain(f"attributes on an item's {tag}")
@@ -403,14 +428,20 @@ def plain_html_content(markup: str, base: str | None) -> tuple[list[str], list[H
     caption: list[str] | None = None  # inside a <figcaption>
 
     def flush() -> None:
-        text = clean(html_module.unescape("".join(buffer)))
+        joined = "".join(buffer)
         buffer.clear()
+        if not joined or joined.isspace():
+            return  # clean() would leave nothing (the usual text between </p> and <p>)
+        text = clean(html_module.unescape(joined) if "&" in joined else joined)
         if text:
             paragraphs.append(text)
 
     position = 0
-    for match in _TAG.finditer(markup):
-        (caption if caption is not None else buffer).append(markup[position : match.start()])
+    for match in _STRUCTURE.finditer(markup):
+        piece = markup[position : match.start()]
+        (caption if caption is not None else buffer).append(
+            _TAG.sub("", piece) if "<" in piece else piece
+        )
         position = match.end()
         closing, name = match.group(1), match.group(2).lower()
         if not closing and name == "img":
@@ -431,7 +462,10 @@ def plain_html_content(markup: str, base: str | None) -> tuple[list[str], list[H
                 paragraphs.append(text)
         elif name in BLOCK_TAGS:
             flush()
-    (caption if caption is not None else buffer).append(markup[position:])
+    piece = markup[position:]
+    (caption if caption is not None else buffer).append(
+        _TAG.sub("", piece) if "<" in piece else piece
+    )
     flush()
     return paragraphs, images
 

@@ -314,8 +314,14 @@ def html_content(markup: str, base_url: str | None = None) -> tuple[list[str], l
     return parser.out.paragraphs, parser.out.images
 
 
+_NOT_PLAIN_LINE = re.compile(r"[<&\r\n]")
+
+
 def html_to_text(markup: str) -> str:
     """HTML (or plain text with entities) to one line of plain text, for titles and captions."""
+    if not _NOT_PLAIN_LINE.search(markup):
+        # One line with nothing to decode: what paragraphs_of_text makes of it, controls first.
+        return clean(_CONTROL.sub("", markup))
     paragraphs, _ = html_content(markup)
     return " ".join(paragraphs)
 
