@@ -45,9 +45,13 @@ from bench._common import (
     at_least_raw,
     at_most,
     console,
+    drop_database,
     from_line,
     hot_path_table,
     load,
+    new_database,
+    postgres,
+    postgres_available,
     record,
 )
 from bot.adapters.base import (
@@ -64,9 +68,12 @@ from bot.dispatcher import Dispatcher
 from bot.models import Card, ImportResult, Post, Source, SourceKind, Target
 from storage.db import Database
 from storage.ingest import ingest
+from storage.interface import Subscriptions
 from storage.outbox import Outbox as SqliteOutbox
+from storage.pg_store import open_postgres
 from storage.subscriptions import SubscriptionStore
 from storage.values import NewSubscription
+from tests.pgserver import PostgresServer
 
 CONCURRENCY = 32
 ROOT = Path(__file__).resolve().parent.parent
@@ -220,24 +227,33 @@ def _post(n: int, title: str = "Sanctions announced") -> Post:
     )
 
 
-async def _subscribe(
-    db: Database, count: int, prefix: str = "chat", *, keyword_every: int = 0
-) -> list[Target]:
+def _new_subscriptions(
+    count: int, prefix: str = "chat", *, keyword_every: int = 0
+) -> list[NewSubscription]:
     """`count` group chats subscribed to every blog; every `keyword_every`-th one only to posts
     matching `sanctions` (the benchmark's posts do)."""
-    targets = [Target(platform="fake", address=f"{prefix}{n}", kind="group") for n in range(count)]
-    store = SubscriptionStore(db)
-    items = [
+    return [
         NewSubscription(
-            t,
+            Target(platform="fake", address=f"{prefix}{n}", kind="group"),
             created_by="bench",
             query="sanctions" if keyword_every and n % keyword_every == 0 else None,
         )
-        for n, t in enumerate(targets)
+        for n in range(count)
     ]
-    for start in range(0, count, 10_000):
+
+
+async def _add_all(store: Subscriptions, items: Sequence[NewSubscription]) -> list[Target]:
+    for start in range(0, len(items), 10_000):
         await store.add_many(items[start : start + 10_000])
-    return targets
+    return [item.target for item in items]
+
+
+async def _subscribe(
+    db: Database, count: int, prefix: str = "chat", *, keyword_every: int = 0
+) -> list[Target]:
+    """SQLite: see `_new_subscriptions`."""
+    items = _new_subscriptions(count, prefix, keyword_every=keyword_every)
+    return await _add_all(SubscriptionStore(db), items)
 
 
 async def _import(db: Database, n: int) -> float:
@@ -292,6 +308,49 @@ async def throughput(url: str, rounds: int, subscriptions: int) -> Line:
                     ours.add(await _dispatched(db, http, n))
     finally:
         await http.stop()
+    return Line(
+        f"one post → {subscriptions:,} subscriptions (1 in {KEYWORD_SHARE} with keywords)",
+        "/s",
+        ours,
+        raw,
+        goal=0.8,
+    )
+
+
+async def throughput_postgres(
+    server: PostgresServer, url: str, rounds: int, subscriptions: int
+) -> Line:
+    """`throughput` on PostgreSQL: the same subscriptions, posts, adapter and raw sends; the
+    post's deliveries written by PostgreSQL's ingest, claimed (leased) and settled through
+    `PgOutbox`, in a throwaway database of `server`."""
+    http = HttpAdapter(url)
+    await http.start(AdapterContext(handle=_noop))
+    ours, raw = Runs(), Runs()
+    database = new_database(server, "fanout")
+    try:
+        store = await open_postgres(database)
+        try:
+            targets = await _add_all(
+                store.subscriptions,
+                _new_subscriptions(subscriptions, keyword_every=KEYWORD_SHARE),
+            )
+            card = card_from_post(_post(0), source_title=SOURCE.title)
+            for n in range(1, rounds + 1):
+                raw.add(await _raw(http, targets, card))
+                await store.ingest(ImportResult(source=SOURCE, posts=(_post(n),)))
+                dispatcher = Dispatcher(
+                    store.outbox,
+                    {"fake": http},
+                    DispatchSettings(concurrency=CONCURRENCY, max_attempts=3),
+                )
+                started = time.perf_counter()
+                await dispatcher.run_until_idle(timeout=600)
+                ours.add(dispatcher.sent / (time.perf_counter() - started))
+        finally:
+            await store.close()
+    finally:
+        await http.stop()
+        drop_database(server, database)
     return Line(
         f"one post → {subscriptions:,} subscriptions (1 in {KEYWORD_SHARE} with keywords)",
         "/s",
@@ -437,6 +496,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--full", action="store_true", help="the default sizes (as without --quick)"
     )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: the smoke test")
+    parser.add_argument("--sqlite-only", action="store_true", help="skip the PostgreSQL side")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--rss-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(list(argv) if argv is not None else sys.argv[1:])
@@ -462,6 +522,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     )
     figures += [from_line("fanout", line, "SQLite") for line in lines]
+    if args.sqlite_only or not postgres_available():
+        say("(1) PostgreSQL: not measured" + ("" if args.sqlite_only else " (no initdb/pg_ctl)"))
+    else:
+        with postgres() as server, fake_server() as url:
+            pg_lines = [
+                asyncio.run(throughput_postgres(server, url, rounds, size)) for size in sizes
+            ]
+        console.print(
+            hot_path_table(
+                f"(1) the same on PostgreSQL (deliveries leased and settled through PgOutbox), "
+                f"median of {rounds}",
+                pg_lines,
+            )
+        )
+        figures += [from_line("fanout", line, "PostgreSQL") for line in pg_lines]
 
     before = load()
     samples = asyncio.run(latency(3 if args.smoke else 10 if quick else 30))
