@@ -42,7 +42,7 @@ from storage.codecs import (
 )
 from storage.models import EditPolicy, Subscription, SubscriptionState, Target
 from storage.pg_db import Connection, PgDatabase
-from storage.query import CompiledQuery, compile_query
+from storage.query import CompiledQuery, compile_each, compile_query
 from storage.values import (
     MAX_BACKFILL,
     SAMPLE_SCHEME,
@@ -99,7 +99,7 @@ class PgSubscriptionStore:
         self, items: Sequence[NewSubscription], *, backfill: int = 0
     ) -> builtins.list[Added]:
         """Add subscriptions in one transaction, saying for each existing one what it changed."""
-        _check_queries(items)
+        compile_each(normalize_query(item.query) for item in items)
         async with self.db.write() as conn:
             return await _put_all(conn, items, backfill, self.tsquery)
 
@@ -214,14 +214,6 @@ class PgSubscriptionStore:
         """A chat changed address (Telegram group → supergroup): move its subscriptions along."""
         async with self.db.write() as conn:
             return await move_target(conn, platform, old_address, new_address)
-
-
-def _check_queries(items: Sequence[NewSubscription]) -> None:
-    """Every item's keywords readable, before anything is written (QueryError for the first that
-    is not); each distinct query is compiled once: a file's 100k targets share a few."""
-    for query in dict.fromkeys(normalize_query(item.query) for item in items):
-        if query:
-            compile_query(query)
 
 
 _Key = tuple[str, str, str, str, str]

@@ -30,7 +30,7 @@ import aiosqlite
 from storage.codecs import SUB_COLUMNS, subscription_from_row, to_db_time, utc_now
 from storage.db import Database, run_in_thread
 from storage.models import EditPolicy, Subscription, SubscriptionState, Target
-from storage.query import CompiledQuery, compile_query
+from storage.query import CompiledQuery, compile_each, compile_query
 from storage.values import (
     MAX_BACKFILL,
     SAMPLE_SCHEME,
@@ -88,7 +88,7 @@ class SubscriptionStore:
 
         The whole batch is one call in the writer's thread (storage.db.run_in_thread): a file of
         100k targets is 100k short statements, not 100k round trips to that thread."""
-        _check_queries(items)
+        compile_each(normalize_query(item.query) for item in items)
         async with self.db.write() as conn:
             return await run_in_thread(conn, partial(_put_all, items=items, backfill=backfill))
 
@@ -200,14 +200,6 @@ class SubscriptionStore:
         """A chat changed address (Telegram group → supergroup): move its subscriptions along."""
         async with self.db.write() as conn:
             return await move_target(conn, platform, old_address, new_address)
-
-
-def _check_queries(items: Sequence[NewSubscription]) -> None:
-    """Every item's keywords readable, before anything is written (QueryError for the first that
-    is not); each distinct query is compiled once: a file's 100k targets share a few."""
-    for query in dict.fromkeys(normalize_query(item.query) for item in items):
-        if query:
-            compile_query(query)
 
 
 _Key = tuple[str, str, str, str, str]
