@@ -1,8 +1,9 @@
 """The store's values: what the stores take and give besides the models, for every backend.
 
-Plain frozen dataclasses and the errors the stores raise, with the few pure rules they carry (which
-location may update a blog, the stored form of a keyword filter). No database here: the SQLite
-stores and the PostgreSQL ones build and read the same values.
+Plain frozen dataclasses (named tuples for the two built once per delivery) and the errors the
+stores raise, with the few pure rules they carry (which location may update a blog, the stored form
+of a keyword filter). No database here: the SQLite stores and the PostgreSQL ones build and read the
+same values.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os.path
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from storage.models import (
@@ -209,9 +211,11 @@ def normalize_query(query: str | None) -> str | None:
     return text or None
 
 
-@dataclass(frozen=True, slots=True)
-class PendingDelivery:
-    """What the dispatcher keeps in memory per pending delivery (light: 100k of them fit easily)."""
+class PendingDelivery(NamedTuple):
+    """What the dispatcher keeps in memory per pending delivery (light: 100k of them fit easily).
+
+    A named tuple, like `DeliveryJob`: both are built once per row of a fan-out, and a frozen
+    dataclass takes about 1.3 µs to build where a named tuple takes 0.3."""
 
     id: int
     subscription_id: int
@@ -223,8 +227,7 @@ class PendingDelivery:
     next_attempt_at: float
 
 
-@dataclass(frozen=True, slots=True)
-class DeliveryJob:
+class DeliveryJob(NamedTuple):
     """One delivery claimed for sending, with its subscription's current target and policy."""
 
     id: int
