@@ -173,6 +173,11 @@ class RateLimiter:
     def blocked_until(self, key: Hashable) -> float:
         return self._blocked.get(key, 0.0)
 
+    def any_blocked(self) -> bool:
+        """Is any key blocked (or was, and not pruned yet)? When not, a send that takes no slot
+        need not look its keys up."""
+        return bool(self._blocked)
+
     def prune(self, now: float | None = None) -> None:
         """Forget keys whose sends have all completed and left their window."""
         now = self.clock() if now is None else now
