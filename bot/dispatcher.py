@@ -41,6 +41,7 @@ from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import count
+from typing import ParamSpec
 
 from bot import rules
 from bot.adapters.base import (
@@ -88,6 +89,7 @@ FOREIGN_REFRESH = (
 )
 
 
+_P = ParamSpec("_P")
 _frozen = False
 
 
@@ -750,12 +752,24 @@ class Dispatcher:
             tq, item, job = entry
             try:
                 until = self._held_until(tq)
-                if until is None:
-                    await self._deliver(tq, item, job)
-                else:  # limits closed since it was claimed: back to the schedule, not asleep here
+                if until is not None:  # limits closed since it was claimed: back to the schedule
                     self._release(tq, item, requeue=True)
                     self._schedule(tq, until)
                     self._wake.set()
+                    continue
+                # The delivery itself, here rather than one coroutine deeper: every resumption of
+                # a send passes through each frame of the chain.
+                requeue = False
+                try:
+                    requeue = await self._attempt(tq, item, job)
+                except asyncio.CancelledError:
+                    requeue = True  # not recorded: it stays pending
+                    raise
+                except Exception:  # a bug of ours: never lose the delivery, nor the dispatcher
+                    log.exception("delivery %d failed unexpectedly", job.id)
+                    requeue = self._retry(item, job, "internal error", None)
+                finally:
+                    self._release(tq, item, requeue=requeue)
             finally:
                 self._sending -= 1
 
@@ -775,19 +789,6 @@ class Dispatcher:
         return now + wait if wait > SHORT_WAIT else None
 
     # --- one delivery ---------------------------------------------------------------------------------
-
-    async def _deliver(self, tq: _TargetQueue, item: _Item, job: DeliveryJob) -> None:
-        requeue = False
-        try:
-            requeue = await self._attempt(tq, item, job)
-        except asyncio.CancelledError:
-            requeue = True  # not recorded: it stays pending
-            raise
-        except Exception:  # a bug of ours: never lose the delivery, never kill the dispatcher
-            log.exception("delivery %d failed unexpectedly", job.id)
-            requeue = self._retry(item, job, "internal error", None)
-        finally:
-            self._release(tq, item, requeue=requeue)
 
     async def _attempt(self, tq: _TargetQueue, item: _Item, job: DeliveryJob) -> bool:
         """Send or edit one delivery and record its outcome; True when it stays pending."""
@@ -813,7 +814,7 @@ class Dispatcher:
             if isinstance(step, rules.Edit):
                 ref = step.message_ref
                 try:
-                    result = await self._limited(tq, lambda: adapter.edit(target, ref, card))
+                    result = await self._limited(tq, adapter.edit, target, ref, card)
                     kind = "edited"
                 except Exception as exc:
                     if not rules.refused_edit(exc):
@@ -821,9 +822,9 @@ class Dispatcher:
                     # The old message is gone or cannot be edited: say it as a follow-up.
                     log.info("edit of delivery %d refused (%s); sending a follow-up", job.id, exc)
                     update = self._card(found, job.query, True)
-                    result = await self._limited(tq, lambda: adapter.send(target, update))
+                    result = await self._limited(tq, adapter.send, target, update)
             else:
-                result = await self._limited(tq, lambda: adapter.send(target, card))
+                result = await self._limited(tq, adapter.send, target, card)
         except Exception as exc:
             result = exc
         if isinstance(result, str):  # the usual case, first
@@ -899,7 +900,9 @@ class Dispatcher:
         assert not isinstance(verdict, rules.Sent)
         return self._apply_retry(item, job, verdict)
 
-    async def _limited(self, tq: _TargetQueue, call: Callable[[], Awaitable[str]]) -> str:
+    async def _limited(
+        self, tq: _TargetQueue, call: Callable[_P, Awaitable[str]], *args: _P.args, **kw: _P.kwargs
+    ) -> str:
         """Take rate-limit slots, then call the adapter at once (no await between: the platform sees
         the request in the order and at the time the slots were taken); free the slots when done."""
         limiter = self.limiter
@@ -919,7 +922,7 @@ class Dispatcher:
         assert task is not None and loop is not None
         self._deadlines[task] = loop.time() + self.send_timeout
         try:
-            return await call()
+            return await call(*args, **kw)
         except asyncio.CancelledError:
             if task in self._timed_out:
                 self._timed_out.discard(task)
