@@ -190,7 +190,7 @@ class _TargetQueue:
         self.checks = checks  # the chat's limits (shared by its topics and by replies)
         self.items: list[_Item] = []
         self.busy = False
-        self.scheduled: float | None = None  # the due time of its live entry in the lane heap
+        self.scheduled: float | None = None  # the due time of its live entry in the schedule
         self._all_checks: tuple[Check, ...] | None = None
         self.unlimited = lane.overall is None and not checks  # only retry-after blocks apply
 
@@ -211,13 +211,19 @@ class _TargetQueue:
 
 @dataclass(slots=True)
 class _Lane:
-    """One platform: its adapter, its limits, and the heap of targets by due time."""
+    """One platform: its adapter, its limits, and its targets by due time.
+
+    The schedule is a sorted run plus a heap: an entry no earlier than the run's last goes on the
+    run (a fan-out's entries all do: one due time, in order), any other on the heap, and the next
+    due is the first of either. A heap pop compares a dozen entries scattered over memory, and at
+    10,000 targets that was enough to push the HTTP client's own data out of the CPU's caches."""
 
     adapter: Adapter
     key: Hashable
     overall: Rate | None
     platform: str  # its name, shared by every target key of it (not one copy per row read)
     heap: list[tuple[float, int, TargetKey]] = field(default_factory=list)
+    run: deque[tuple[float, int, TargetKey]] = field(default_factory=deque)
     gate_until: float = 0.0
     per_target: bool = True  # some limit applies to a single chat (of some kind)
 
@@ -596,14 +602,20 @@ class Dispatcher:
             self._queues.pop(tq.key, None)
 
     def _schedule(self, tq: _TargetQueue, due: float | None = None) -> None:
-        """Put the target on its lane's heap for its head delivery (or at `due`)."""
+        """Put the target on its lane's schedule for its head delivery (or at `due`)."""
         if tq.busy or not tq.items:
             return
         due = tq.items[0].due if due is None else due
         if tq.scheduled == due:
             return
         tq.scheduled = due
-        heapq.heappush(tq.lane.heap, (due, next(self._seq), tq.key))
+        lane = tq.lane
+        entry = (due, next(self._seq), tq.key)
+        run = lane.run
+        if not run or run[-1][0] <= due:
+            run.append(entry)  # in order: the usual case
+        else:
+            heapq.heappush(lane.heap, entry)
 
     # --- choosing what to send ------------------------------------------------------------------------
 
@@ -638,13 +650,22 @@ class Dispatcher:
             if blocked > now:
                 later(blocked)
                 continue
-            heap = lane.heap
-            while heap and room > 0:
-                due, _, key = heap[0]
-                if due > now:
-                    later(due)
+            heap, run = lane.heap, lane.run
+            while room > 0:
+                if run and (not heap or run[0] <= heap[0]):
+                    due, _, key = run[0]
+                    if due > now:
+                        later(due)
+                        break
+                    run.popleft()
+                elif heap:
+                    due, _, key = heap[0]
+                    if due > now:
+                        later(due)
+                        break
+                    heapq.heappop(heap)
+                else:
                     break
-                heapq.heappop(heap)
                 tq = self._queues.get(key)
                 if tq is None or tq.busy or not tq.items or tq.scheduled != due:
                     continue  # a stale entry
