@@ -113,6 +113,15 @@ holds no reference cycles and is freed as it is sent either way. The full collec
 costs 30–50 ms, more than a smaller load's own collections: hence the threshold."""
 
 
+def _pause_collector() -> bool:
+    """No cyclic collection while a load adds its rows (each pass would walk the growing schedule
+    again); False when the collector was off already (then it is left as it was)."""
+    if not gc.isenabled():
+        return False
+    gc.disable()
+    return True
+
+
 def _thaw() -> None:
     """The schedule is empty after a frozen load: let the collector see everything again, collect
     the cycles made meanwhile, and freeze what is left (start-up's objects, mostly)."""
@@ -474,31 +483,28 @@ class Dispatcher:
 
     async def _load_new(self) -> None:
         async with self._io_lock:
-            big = False
+            paused = False
+            loaded = 0
             try:
                 while True:
                     rows = await self.outbox.pending_after(self._watermark, LOAD_PAGE)
                     for row in rows:
                         self._watermark = max(self._watermark, row.id)
                         self._add(row)
+                    loaded += len(rows)
                     if len(rows) < LOAD_PAGE:
                         break
-                    big = big or self._loading_big(len(rows))
+                    paused = paused or _pause_collector()  # a full page: maybe a big load
             finally:
-                if big:
-                    self._loaded_big()
+                if paused:
+                    self._resume_collector(freeze=loaded >= FREEZE_LOAD)
 
-    def _loading_big(self, count: int) -> bool:
-        """A big load begins: the collector waits until it is in (`_loaded_big`)."""
-        if count < FREEZE_LOAD:
-            return False
-        gc.disable()
-        return True
-
-    def _loaded_big(self) -> None:
-        gc.freeze()
+    def _resume_collector(self, *, freeze: bool) -> None:
+        """A load is in: a big one leaves the collector's sight until the schedule empties."""
+        if freeze:
+            gc.freeze()
+            self._frozen_load = True
         gc.enable()
-        self._frozen_load = True
 
     async def _changed(self) -> bool:
         """Has any other connection (another process, or our own writer) committed since last asked?
@@ -521,7 +527,7 @@ class Dispatcher:
             self._foreign &= pending
             missing = pending - self._known.keys() - self._taken - self._settling - self._foreign
             if missing:
-                big = self._loading_big(len(missing))
+                paused = len(missing) >= FREEZE_LOAD and _pause_collector()
                 wanted = sorted(missing)
                 try:
                     for start in range(0, len(wanted), LOAD_PAGE):  # a page's rows at a time
@@ -529,8 +535,8 @@ class Dispatcher:
                         for row in await self.outbox.pending_by_ids(page):
                             self._add(row)
                 finally:
-                    if big:
-                        self._loaded_big()
+                    if paused:
+                        self._resume_collector(freeze=True)
             if pending:
                 self._watermark = max(self._watermark, max(pending))
             self._backlog = False
