@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 import pytest
 
 from bench._corpus import rss_feed
 from bot.sources import SourceError, load, parse_document
+from bot.sources.text import clean, is_http_url, safe_url
 from storage.models import DeferredImport, ImportResult
 from storage.store import open_sqlite
 from storage.values import SourceInfo
@@ -251,3 +254,70 @@ def test_importing_a_file_loads_no_http_client(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "exit 0 []"
+
+
+# --- the faster forms of what completing a post does -----------------------------------------------------
+
+
+def reference_safe_url(url: str | None, base: str | None = None) -> str | None:
+    """bot.sources.text.safe_url as it was before its shortcut for plain absolute URLs."""
+    if not url:
+        return None
+    url = clean(url)
+    if base and is_http_url(base):
+        url = urljoin(base, url)
+    return url if is_http_url(url) else None
+
+
+URLS = [
+    "https://news.example.org/world/2022/0000123/a-b-c",
+    "http://a",
+    "http://a/",
+    "HTTP://A/b",
+    "https://a/b?",
+    "https://a/b#",
+    "https://a/b;",
+    "https://a/b;p?q=1#f",
+    "https://a/./b/../c",
+    "https://a//b",
+    "https://user:pw@a:8080/b",
+    "https://a:notaport/b",
+    "https://a b/c",
+    " https://a/b ",
+    "https:///b",
+    "https:/a/b",
+    "https:a/b",
+    "//a/b",
+    "/relative/x.png",
+    "relative.png",
+    "?q",
+    "#f",
+    "javascript:alert(1)",
+    "data:image/png;base64,xyz",
+    "ftp://a/b",
+    "https://a/b\u200b",
+    "https://ünï.example/b",
+    "https://a/ü",
+    "https://[::1]/b",
+    "https://[::1/b",
+    "http://a\tb/c",
+    "",
+    None,
+]
+BASES = [None, "", "https://news.example.org/world", "http://a/b/c", "ftp://x/", "not a url"]
+
+
+@pytest.mark.parametrize("base", BASES)
+def test_safe_url_gives_what_urljoin_gives(base: str | None) -> None:
+    rng = random.Random(13)
+    pieces = ["http", "https", "://", "/", "a", "b.c", "?", "#", ";", ":", "[", "]", "@", " ", "."]
+    urls: list[str | None] = [*URLS]
+    urls += ["".join(rng.choice(pieces) for _ in range(rng.randint(1, 9))) for _ in range(400)]
+    for url in urls:
+        try:
+            expected: str | None = reference_safe_url(url, base)
+        except ValueError as error:
+            with pytest.raises(ValueError, match=re.escape(str(error))):
+                safe_url(url, base)
+            continue
+        assert safe_url(url, base) == expected, url
