@@ -172,6 +172,13 @@ class DeferredImport(ImportResult):
     def complete(self, head: Post) -> Post:
         """The whole post of `head` (one of `posts`, or a copy the store renamed or re-dated)."""
         whole = self._completer(head)
+        if (whole.id, whole.source_id, whole.published_at, whole.updated_at) == (
+            head.id,
+            head.source_id,
+            head.published_at,
+            head.updated_at,
+        ) and whole.time_estimated == head.time_estimated:
+            return whole  # neither renamed nor re-dated: the usual case, and no copy
         return whole.model_copy(
             update={
                 "id": head.id,

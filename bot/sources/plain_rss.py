@@ -501,27 +501,35 @@ def plain_html_content(markup: str, base: str | None) -> tuple[list[str], list[H
     caption: list[str] | None = None  # inside a <figcaption>
 
     def flush() -> None:
+        if not buffer:
+            return
         joined = "".join(buffer)
         buffer.clear()
-        if not joined or joined.isspace():
+        if joined.isspace():
             return  # clean() would leave nothing (the usual text between </p> and <p>)
         text = clean(html_module.unescape(joined) if "&" in joined else joined)
         if text:
             paragraphs.append(text)
 
-    position = 0
-    for match in _STRUCTURE.finditer(markup):
-        piece = markup[position : match.start()]
-        (caption if caption is not None else buffer).append(
-            _TAG.sub("", piece) if "<" in piece else piece
-        )
-        position = match.end()
-        closing, name = match.group(1), match.group(2).lower()
-        if not closing and name == "img":
-            values = {m[0].lower(): m[1] if m[2] is None else m[2] for m in _attributes(match)}
-            url = safe_url(values.get("src"), base)
-            if url is not None and not is_tracking_pixel(values):
-                images.append(HtmlImage(url, clean(values.get("alt") or "")))
+    # One split in C, not a match object a tag: [text, closing, name, attributes, text, …].
+    parts = _STRUCTURE.split(markup)
+    for index in range(0, len(parts) - 1, 4):
+        piece = parts[index]
+        if piece:
+            (caption if caption is not None else buffer).append(
+                _TAG.sub("", piece) if "<" in piece else piece
+            )
+        closing, name = parts[index + 1], parts[index + 2].lower()
+        if name == "img":
+            if not closing:
+                # findall gives "" for the quote that did not match: the value is the other one
+                values = {
+                    key.lower(): double or single
+                    for key, double, single in _ATTRIBUTE.findall(parts[index + 3])
+                }
+                url = safe_url(values.get("src"), base)
+                if url is not None and not is_tracking_pixel(values):
+                    images.append(HtmlImage(url, clean(values.get("alt") or "")))
         elif name == "figcaption" and not closing:
             flush()
             caption = []
@@ -535,7 +543,7 @@ def plain_html_content(markup: str, base: str | None) -> tuple[list[str], list[H
                 paragraphs.append(text)
         elif name in BLOCK_TAGS:
             flush()
-    piece = markup[position:]
+    piece = parts[-1]
     (caption if caption is not None else buffer).append(
         _TAG.sub("", piece) if "<" in piece else piece
     )
