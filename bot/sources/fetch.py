@@ -10,6 +10,9 @@ loopback source cannot be turned into a way to reach 10.x or 169.254.169.254. Un
 and reserved addresses are never followed. Every hop is checked before connecting: an IP literal from
 its `Location`, a name through the resolver the connection uses (so the checked address is the one
 connected to, with no DNS cache between them).
+
+The HTTP half (the client, the guarded resolver, the spooling of a big body) is bot.sources.download,
+imported only when a URL is fetched: reading a file loads no aiohttp.
 """
 
 from __future__ import annotations
