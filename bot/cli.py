@@ -818,7 +818,7 @@ async def cmd_import(ctx: Ctx, args: argparse.Namespace) -> int:
                 progress.update(task, description=f"importing {Path(location).name or location}")
                 report: dict[str, Any] = {"location": location}
                 try:
-                    fetched = await load(location)
+                    fetched = await load(location, deferred=True)  # read as it is stored
                     if fetched is None:  # cannot happen without an etag; be safe
                         report.update(created=0, updated=0, warnings=[], source=None)
                     else:

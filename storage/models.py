@@ -9,11 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr
 
 
 def _require_utc(value: datetime) -> datetime:
@@ -139,6 +140,67 @@ class ImportResult(Frozen):
     source: Source
     posts: tuple[Post, ...]
     warnings: tuple[str, ...] = ()
+
+
+Completer = Callable[[Post], Post]
+"""The whole post that a head stands for (see `DeferredImport.complete`)."""
+
+
+class DeferredImport(ImportResult):
+    """An imported document whose posts' text is read while the store writes them.
+
+    Storing a big feed is SQLite's (or PostgreSQL's) work, most of it outside the GIL; reading it
+    is Python's. This lets the two overlap: `posts` are heads, holding what ordering, numbering and
+    matching ids need (id, blog, dates, title), and `complete(head)` gives the whole post, its
+    text, pictures, byline and link read from the document then. The store completes each post
+    just before it makes its row (storage.posts, storage.pg_posts), in the order it stores them,
+    so the next chunk is read while the last one is written. Any other reader uses `completed()`.
+
+    Completing never changes what the head says: the store may have renamed the blog, the date
+    rules may have re-dated the post, and the head's id, blog and dates win. A document that turns
+    out unreadable fails with its reader's one-line error, inside the transaction storing it."""
+
+    _completer: Completer = PrivateAttr()
+
+    @classmethod
+    def of(cls, result: ImportResult, completer: Completer) -> DeferredImport:
+        """`result`, whose posts are heads `completer` turns into whole posts."""
+        deferred = cls(source=result.source, posts=result.posts, warnings=result.warnings)
+        deferred._completer = completer
+        return deferred
+
+    def complete(self, head: Post) -> Post:
+        """The whole post of `head` (one of `posts`, or a copy the store renamed or re-dated)."""
+        whole = self._completer(head)
+        if (whole.id, whole.source_id, whole.published_at, whole.updated_at) == (
+            head.id,
+            head.source_id,
+            head.published_at,
+            head.updated_at,
+        ) and whole.time_estimated == head.time_estimated:
+            return whole  # neither renamed nor re-dated: the usual case, and no copy
+        return whole.model_copy(
+            update={
+                "id": head.id,
+                "source_id": head.source_id,
+                "published_at": head.published_at,
+                "updated_at": head.updated_at,
+                "time_estimated": head.time_estimated,
+            }
+        )
+
+    def completed(self) -> ImportResult:
+        """The document with every post whole, as a reader that does not defer makes it."""
+        return ImportResult(
+            source=self.source,
+            posts=tuple(self.complete(post) for post in self.posts),
+            warnings=self.warnings,
+        )
+
+
+def completer_of(result: ImportResult) -> Completer | None:
+    """How to complete the posts of `result`; None when they are whole already."""
+    return result.complete if isinstance(result, DeferredImport) else None
 
 
 class EventKind(StrEnum):

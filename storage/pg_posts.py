@@ -44,12 +44,14 @@ from storage.codecs import (
     utc_now,
 )
 from storage.models import (
+    Completer,
     EventKind,
     ImportResult,
     Post,
     PostEvent,
     PostVersion,
     Source,
+    completer_of,
 )
 from storage.pg_db import Connection, PgDatabase
 from storage.values import (
@@ -333,7 +335,7 @@ async def upsert_document(
         )
     if location is not None:
         await conn.execute("DELETE FROM fetch_errors WHERE location = %s", (location,))
-    changes = await _upsert_posts(conn, posts, on_progress)
+    changes = await _upsert_posts(conn, posts, completer_of(result), on_progress)
     return Upserted(changes, is_new_source)
 
 
@@ -442,8 +444,12 @@ _VERSION_COLUMNS = (
 async def _upsert_posts(
     conn: Connection,
     posts: Sequence[Post],
+    complete: Completer | None,
     on_progress: ProgressCallback | None = None,
 ) -> list[PostChange]:
+    """The posts of a document, sorted; `complete`: how to make a whole post of each one (a
+    `DeferredImport`'s heads), at the latest just before its row is made. A new post is completed
+    and its row made as COPY sends the rows before it to the server."""
     if not posts:
         return []
     cursor = await conn.execute(
@@ -456,7 +462,6 @@ async def _upsert_posts(
     }
 
     now = to_db_time(utc_now())
-    new_rows: list[tuple[Any, ...]] = []
     new_posts: list[Post] = []
     changes: list[PostChange] = []
     updates: list[tuple[Any, ...]] = []
@@ -465,12 +470,13 @@ async def _upsert_posts(
         if post.id in seen:
             continue  # a document listing one post twice: the first wins
         seen.add(post.id)
-        digest = post.content_hash
         found = existing.get(post.id)
         if found is None:
             new_posts.append(post)
-            new_rows.append(post_row(post, digest, 1, now))
             continue
+        if complete is not None:
+            post = complete(post)
+        digest = post.content_hash
         rowid, old_digest, old_version, old_published = found
         if old_digest == digest:
             continue  # times are not content: a new stand-in time alone is no edit
@@ -508,7 +514,7 @@ async def _upsert_posts(
                 updates,
             )
 
-    if new_rows:
+    if new_posts:
         # Numbered as SQLite numbers an INTEGER PRIMARY KEY: one past the highest, in publication
         # order, with no gap left by a failed import (a sequence would skip what it handed out).
         # INGEST_LOCK keeps any other writer out until this transaction ends.
@@ -517,25 +523,24 @@ async def _upsert_posts(
         rowids = {post.id: top + n for n, post in enumerate(new_posts, start=1)}
         # In chunks, inside the one transaction, so a long import can show its progress.
         async with conn.cursor() as cur:
-            for start in range(0, len(new_rows), PROGRESS_CHUNK):
+            for start in range(0, len(new_posts), PROGRESS_CHUNK):
                 async with cur.copy(
                     f"COPY posts (rowid, {_POST_INSERT_COLUMNS}) FROM STDIN"
                 ) as copy:
-                    for post, row in zip(
-                        new_posts[start : start + PROGRESS_CHUNK],
-                        new_rows[start : start + PROGRESS_CHUNK],
-                        strict=True,
-                    ):
+                    for index in range(start, min(start + PROGRESS_CHUNK, len(new_posts))):
+                        post = new_posts[index]
+                        if complete is not None:
+                            post = new_posts[index] = complete(post)
                         await copy.write_row(
                             (
                                 rowids[post.id],
-                                *row,
+                                *post_row(post, post.content_hash, 1, now),
                                 int(post.time_estimated),
                                 post_joined_words(post),
                             )
                         )
                 if on_progress is not None:
-                    on_progress(min(start + PROGRESS_CHUNK, len(new_rows)), len(new_rows))
+                    on_progress(min(start + PROGRESS_CHUNK, len(new_posts)), len(new_posts))
         # The identity's sequence follows, for any writer that takes the default (a copy, a test).
         await conn.execute(
             "SELECT setval(pg_get_serial_sequence('posts', 'rowid'), %s)", (top + len(new_posts),)

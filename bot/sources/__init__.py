@@ -2,7 +2,9 @@
 
 - `parse_document(data, location=..., content_type=...)`: pure and synchronous; detects the format.
 - `await load(location, etag=..., last_modified=...)`: reads a file or fetches a URL (conditional GET);
-  None when the server says nothing changed.
+  None when the server says nothing changed. `deferred=True` (for a result handed straight to the
+  store, as `livedesk import` does): a plain RSS 2.0 feed's posts are read as the store writes them
+  (`storage.models.DeferredImport`). Fetching loads aiohttp (`bot.sources.download`); a file does not.
 - `SourceError`: a document or location that cannot be imported; its message is one readable line.
 
 Source ids are the slug of the blog's title (`harbour-watch-live`). The store settles the final id

@@ -22,6 +22,8 @@ import calendar
 import re
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 from bot.models import Image, ImportResult, Post
@@ -69,6 +71,36 @@ class PostIds:
         key = f"{self.source_id}:{minute}"
         self._seen[key] += 1
         return f"{key}-{self._seen[key]}"
+
+
+@contextmanager
+def unreadable_as_source_error(location: str) -> Iterator[None]:
+    """Any failure of a reader of the document at `location` as `SourceError`, one line: a lone
+    surrogate, markup the stdlib HTML parser asserts on, a date that overflows, a malformed
+    structure the format checks let through."""
+    try:
+        yield
+    except SourceError:
+        raise
+    except RecursionError:
+        raise SourceError(location, "document is nested too deeply to read") from None
+    except UnicodeError:
+        # feedparser turns `&#xD800;` into a character it then cannot encode
+        raise SourceError(
+            location, "text with a lone surrogate (not a Unicode character)"
+        ) from None
+    except (
+        ValueError,
+        TypeError,
+        KeyError,
+        AttributeError,
+        AssertionError,
+        OverflowError,
+        IndexError,
+    ) as error:
+        raise SourceError(
+            location, f"unreadable document ({type(error).__name__}: {error})"
+        ) from None
 
 
 def from_struct_time(value: time.struct_time | None) -> datetime | None:

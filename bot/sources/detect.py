@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from bot.models import ImportResult
 from bot.sources import feeds, jsonfeed, jsonld, pagetext, plain_rss
-from bot.sources.common import SourceError, settle_dates
+from bot.sources.common import SourceError, settle_dates, unreadable_as_source_error
 from bot.sources.text import BinaryData, decode
 
 # What may precede the root element: XML declaration, processing instructions, comments, doctype.
@@ -36,6 +36,7 @@ def parse_document(
     location: str,
     content_type: str | None = None,
     now: datetime | None = None,
+    deferred: bool = False,
 ) -> ImportResult:
     """Detect the format of `data` and import it; raises `SourceError` with one readable line.
 
@@ -45,6 +46,9 @@ def parse_document(
 
     No failure of the parsers escapes as anything but `SourceError`: a lone surrogate, markup the
     stdlib HTML parser asserts on, a date that overflows, a malformed structure.
+
+    `deferred`: a plain RSS 2.0 feed may come back as a `storage.models.DeferredImport`, whose
+    posts' text is read as the store writes them (any other document is read whole, as without it).
     """
     seen_at = now or datetime.now(UTC)
     if not data.strip(b" \t\r\n\x00\xef\xbb\xbf\xff\xfe"):
@@ -55,35 +59,16 @@ def parse_document(
         raise SourceError(location, "not a live blog or feed (binary data)") from None
     if _mostly_control(text):
         raise SourceError(location, "not a live blog or feed (binary data)")
-    try:
-        result = _dispatch(data, text, location, (content_type or "").lower(), seen_at)
-        return settle_dates(result, location=location, seen_at=seen_at)
-    except SourceError:
-        raise
-    except RecursionError:
-        raise SourceError(location, "document is nested too deeply to read") from None
-    except UnicodeError:
-        # feedparser turns `&#xD800;` into a character it then cannot encode
-        raise SourceError(
-            location, "text with a lone surrogate (not a Unicode character)"
-        ) from None
-    except (
-        ValueError,
-        TypeError,
-        KeyError,
-        AttributeError,
-        AssertionError,
-        OverflowError,
-        IndexError,
-    ) as error:
-        # A malformed document the format checks above let through: still one line, no traceback.
-        raise SourceError(
-            location, f"unreadable document ({type(error).__name__}: {error})"
-        ) from None
+    with unreadable_as_source_error(location):
+        result = _dispatch(
+            data, text, location, (content_type or "").lower(), seen_at, deferred=deferred
+        )
+        result = settle_dates(result, location=location, seen_at=seen_at)
+    return result
 
 
 def _dispatch(
-    data: bytes, text: str, location: str, content_type: str, now: datetime
+    data: bytes, text: str, location: str, content_type: str, now: datetime, *, deferred: bool
 ) -> ImportResult:
     stripped = text.lstrip("\ufeff \t\r\n")
     if stripped[:1] in ("{", "[") or ("json" in content_type and not stripped.startswith("<")):
@@ -97,7 +82,10 @@ def _dispatch(
         if name == "rss" and plain_rss.is_rss_start(data):
             try:
                 return plain_rss.parse_stream(
-                    plain_rss.chunks_of(data), location=location, content_type=content_type
+                    plain_rss.chunks_of(data),
+                    location=location,
+                    content_type=content_type,
+                    deferred=deferred,
                 )
             except (plain_rss.NotPlain, plain_rss.Malformed):
                 pass  # the general reader reads the rest (and what it can of a malformed feed)

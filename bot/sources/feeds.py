@@ -12,14 +12,13 @@ files them as the entry's summary or content, so they would otherwise become the
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from xml.etree import ElementTree
-
-import feedparser
 
 from bot.models import Image, ImportResult, Post, Source, SourceKind
 from bot.sources.common import (
@@ -87,6 +86,8 @@ def parse(
     """Import a feed; `now` (the fetch time) dates the items that carry no date at all."""
     headers = {"content-type": content_type} if content_type else None
     data = tidy_prologue(data)
+    import feedparser  # here: the plain RSS reader (bot.sources.plain_rss) never needs it
+
     parsed = feedparser.parse(data, response_headers=headers, sanitize_html=True)
     feed: Mapping[str, Any] = parsed.get("feed", {})
     entries: list[Mapping[str, Any]] = list(parsed.get("entries", []))
@@ -324,11 +325,17 @@ def _authors(entry: Mapping[str, Any]) -> tuple[str, ...]:
         name
         for author in entry.get("authors", [])
         if isinstance(author, Mapping)
-        for name in split_names(html_to_text(str(author.get("name") or "")))
+        for name in _names(str(author.get("name") or ""))
     ]
     if not names and isinstance(entry.get("author"), str):
-        names = list(split_names(html_to_text(entry["author"])))
+        names = list(_names(entry["author"]))
     return tuple(dict.fromkeys(names))
+
+
+@functools.lru_cache(maxsize=4096)
+def _names(author: str) -> tuple[str, ...]:
+    """The names an author field holds; a feed repeats a few bylines on every item."""
+    return split_names(html_to_text(author))
 
 
 def _media_images(entry: Mapping[str, Any], texts: _MediaTexts) -> list[Image]:

