@@ -95,3 +95,21 @@ async def test_claims_lease_free_heads_and_keep_each_targets_order(pg: PgDatabas
     owners = {r["id"]: (r["state"], r["lease_owner"]) for r in await deliveries(pg)}
     assert {owners[ids[f"c{n}", "blog-1"]] for n in range(RUNS)} == {("sent", None)}
     assert {owners[ids[f"c{n}", "blog-2"]] for n in range(RUNS)} == {("pending", "one")}
+
+
+async def test_a_targets_order_holds_across_its_subscriptions(pg: PgDatabase) -> None:
+    store = subs(pg)
+    await store.add(chat("a"), created_by="u", source_id="blog")
+    await store.add(chat("a"), created_by="u", source_id="other")
+    await import_posts(pg, [make_post(1)])
+    await import_posts(pg, [make_post(2, source_id="other")])
+    ids = {r["post_id"]: r["id"] for r in await deliveries(pg)}
+    first, second = ids["blog-1"], ids["other-2"]
+    one, two = PgOutbox(pg, owner="one"), PgOutbox(pg, owner="two")
+    for _ in range(RUNS):
+        # The chat's later post, through its other subscription, waits for the earlier one.
+        assert await two.claim([second]) == []
+    assert [j.id for j in await one.claim([first])] == [first]
+    for _ in range(RUNS):
+        assert await two.claim([second]) == []  # the earlier one is another's, in flight
+    assert [j.id for j in await one.claim([second])] == [second]  # its holder sends in turn
