@@ -192,24 +192,43 @@ _PENDING_COLUMNS = (
     "s.target_kind, d.order_key, d.next_attempt_at"
 )
 
+# The deliveries after an id, each with its subscription read by key: `OFFSET 0` keeps the
+# subquery a lookup per delivery. Joined plainly, the prepared statement's generic plan (chosen
+# after five runs, from statistics of a table that has not been analyzed since it filled up)
+# walked every active subscription for the few new deliveries: 13 ms at 10,000 subscriptions,
+# at every poll.
+_PENDING_AFTER = f"""
+SELECT {_PENDING_COLUMNS} FROM deliveries d
+CROSS JOIN LATERAL (
+    SELECT platform, address, thread, target_kind FROM subscriptions
+    WHERE id = d.subscription_id AND state = 'active' OFFSET 0
+) s
+WHERE d.id > %s AND d.state = 'pending'
+ORDER BY d.id LIMIT %s
+"""
+
 # One statement per claim: lock and lease the requested deliveries that are pending and free
 # (never leased, lease run out, or already this process's; rows another claim is locking right
 # now are skipped, not waited for), except those that an earlier pending delivery (order_key,
 # then id) of the same target keeps back because it is not this process's (held by it, or locked
-# by this very claim); and return the rows with their subscriptions and post versions. The outer
-# SELECT sees the rows as they were before the lease (which changes no column it reads).
+# by this very claim); and return the rows with their subscriptions and post versions: the
+# leased ones as the lease wrote them, and those no longer pending as they are.
 #
-# The order check goes through the target's subscriptions: `coalesce(e.state, '')` keeps the
-# planner off the pending index (deliveries_claimable) here: that index holds every pending
-# delivery, and right after a fan-out, before autovacuum has analyzed the table, the planner
-# takes it for small and scans all of it once per claimed row (50x slower).
+# Each step reads by key, whatever the statistics say: right after a fan-out, before autovacuum
+# has analyzed the table, the planner takes the pending deliveries for few. `coalesce(c.state,
+# '')` keeps the requested rows on the primary key (not a scan of every pending delivery for
+# the handful asked for). The order check looks, per subscription of the target, for one pending
+# delivery before the claimed one in deliveries_pending_by_target (subscription, then order_key
+# and id): the subquery with LIMIT 1 keeps `(order_key, id) < …` in the index scan, so the head
+# of a queue costs one probe, not a walk through the target's backlog (20 heads of 3,000-deep
+# queues: 30 ms -> 1.3 ms) or its history.
 _CLAIM = """
 WITH clock AS MATERIALIZED (
     SELECT extract(epoch FROM clock_timestamp())::float8 AS now
 ),
 locked AS MATERIALIZED (
     SELECT c.id, c.subscription_id, c.order_key FROM deliveries c, clock
-    WHERE c.id = ANY(%(ids)s) AND c.state = 'pending'
+    WHERE c.id = ANY(%(ids)s::bigint[]) AND coalesce(c.state, '') = 'pending'
       AND (c.lease_until IS NULL OR c.lease_until <= clock.now OR c.lease_owner = %(owner)s)
     ORDER BY c.id
     FOR UPDATE OF c SKIP LOCKED
@@ -219,27 +238,36 @@ free AS MATERIALIZED (
     JOIN subscriptions s ON s.id = l.subscription_id
     CROSS JOIN clock
     WHERE NOT EXISTS (
-        SELECT 1 FROM subscriptions es JOIN deliveries e ON e.subscription_id = es.id
+        SELECT 1 FROM subscriptions es
+        CROSS JOIN LATERAL (
+            SELECT 1 FROM deliveries e
+            WHERE e.subscription_id = es.id AND e.state = 'pending'
+              AND (e.order_key, e.id) < (l.order_key, l.id)
+              AND NOT (e.lease_owner IS NOT DISTINCT FROM %(owner)s AND e.lease_until > clock.now)
+              AND NOT e.id = ANY(ARRAY(SELECT id FROM locked))
+            LIMIT 1
+        ) earlier
         WHERE es.platform = s.platform AND es.address = s.address
           AND coalesce(es.thread, '') = coalesce(s.thread, '') AND es.state = 'active'
-          AND coalesce(e.state, '') = 'pending' AND (e.order_key, e.id) < (l.order_key, l.id)
-          AND NOT (e.lease_owner IS NOT DISTINCT FROM %(owner)s AND e.lease_until > clock.now)
-          AND NOT e.id = ANY(ARRAY(SELECT id FROM locked))
     )
 ),
-leased AS (
+leased AS MATERIALIZED (
     UPDATE deliveries d SET lease_owner = %(owner)s, lease_until = clock.now + %(lease)s
     FROM free, clock
     WHERE d.id = free.id
-    RETURNING d.id
+    RETURNING d.id, d.subscription_id, d.post_rowid, d.version, d.event, d.attempts, d.state
+),
+settled AS MATERIALIZED (
+    SELECT c.id, c.subscription_id, c.post_rowid, c.version, c.event, c.attempts, c.state
+    FROM deliveries c
+    WHERE c.id = ANY(%(ids)s::bigint[]) AND coalesce(c.state, '') <> 'pending'
 )
 SELECT d.id, d.subscription_id, d.post_rowid, d.version, d.event, d.attempts, d.state,
        s.state AS subscription_state, s.platform, s.address, s.thread, s.target_kind, s.options,
        s.source_id, s.query, s.edit_policy, p.version AS post_version
-FROM deliveries d
+FROM (SELECT * FROM leased UNION ALL SELECT * FROM settled) d
 JOIN subscriptions s ON s.id = d.subscription_id
 JOIN posts p ON p.rowid = d.post_rowid
-WHERE d.id = ANY(%(ids)s) AND (d.state <> 'pending' OR d.id IN (SELECT id FROM leased))
 ORDER BY d.id
 """
 
@@ -299,13 +327,7 @@ class PgOutbox:
     async def pending_after(self, after_id: int, limit: int = 5000) -> list[PendingDelivery]:
         """Pending deliveries of active subscriptions with id > after_id, by id (leased or not:
         `claim()` decides who sends)."""
-        rows = await self._rows(
-            f"SELECT {_PENDING_COLUMNS} FROM deliveries d "
-            "JOIN subscriptions s ON s.id = d.subscription_id "
-            "WHERE d.id > %s AND d.state = 'pending' AND s.state = 'active' "
-            "ORDER BY d.id LIMIT %s",
-            (after_id, limit),
-        )
+        rows = await self._rows(_PENDING_AFTER, (after_id, limit))
         return [_pending(r) for r in rows]
 
     async def data_version(self) -> int:
@@ -324,10 +346,12 @@ class PgOutbox:
         return set(rows[0]["ids"]) if rows else set()
 
     async def pending_by_ids(self, ids: Iterable[int]) -> list[PendingDelivery]:
+        # Joined with the ids as rows (each once): `d.id = ANY(…)` as a filter tests each row
+        # against the whole array (a full reload of 10,000 ids took 0.16 s, now 0.02 s).
         rows = await self._rows(
-            f"SELECT {_PENDING_COLUMNS} FROM deliveries d "
-            "JOIN subscriptions s ON s.id = d.subscription_id "
-            "WHERE d.id = ANY(%s) AND d.state = 'pending' AND s.state = 'active' ORDER BY d.id",
+            f"SELECT {_PENDING_COLUMNS} FROM (SELECT DISTINCT unnest(%s::bigint[]) AS id) w "
+            "JOIN deliveries d ON d.id = w.id JOIN subscriptions s ON s.id = d.subscription_id "
+            "WHERE d.state = 'pending' AND s.state = 'active' ORDER BY d.id",
             (list(ids),),
         )
         return [_pending(r) for r in rows]

@@ -336,6 +336,16 @@ PG_MIGRATIONS: tuple[str, ...] = (
     DELETE FROM post_versions v USING posts p
         WHERE p.rowid = v.post_rowid AND p.version = v.version;
     """,
+    # 8: a claim's lease writes one row version, not one more entry in every index of the outbox.
+    r"""
+    -- Claims name their deliveries by id (storage.pg_outbox) and nothing reads
+    -- deliveries_claimable; but it keys on lease_until, so every lease had to write a new entry in
+    -- each of the table's indexes instead of a HOT update (a new row version on the same page).
+    DROP INDEX IF EXISTS deliveries_claimable;
+    -- Room on each page for those row versions: a delivery is written once, leased, then settled,
+    -- and the lease stays on its page (new pages only; the pages written before keep theirs full).
+    ALTER TABLE deliveries SET (fillfactor = 60);
+    """,
 )
 
 

@@ -212,7 +212,7 @@ async def test_postgres_migration_7_drops_the_copies_and_keeps_the_history(
     store = PgPostStore(pg)
     async with pg.write() as conn:  # what migration 6 left for the same imports
         await conn.execute(COPY_CURRENT)
-        await conn.execute("UPDATE livedesk_schema SET version = %s", (len(PG_MIGRATIONS) - 1,))
+        await conn.execute("UPDATE livedesk_schema SET version = 6")
     async with pg.read() as conn:
         cur = await conn.execute(OLD_HISTORY.format(mark="%s"), ("blog:1",))
         old = [tuple(r.values()) for r in await cur.fetchall()]
