@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import random
@@ -74,7 +75,7 @@ from storage.ingest import ingest
 from storage.models import Image, ImportResult, Post, Source, SourceKind
 from storage.pg_search import CONFIG as PG_CONFIG
 from storage.pg_store import open_postgres
-from storage.posts import PostStore
+from storage.posts import ROWS_PER_INSERT, PostStore
 from storage.query import compile_query
 from storage.search import RANK_EXPRESSION, search
 from tests import pgserver
@@ -250,7 +251,8 @@ async def _migrate_empty(path: Path, upto: int) -> None:
 
 
 def raw_insert(path: Path, rows: list[Row], old_fts: bool = False) -> float:
-    """Insert the rows with sqlite3.executemany in one transaction (the triggers index them)."""
+    """Insert the rows with sqlite3.executemany in one transaction (the triggers index them), as
+    many rows a statement as the store puts in one."""
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         conn.execute("PRAGMA synchronous=NORMAL")
@@ -264,10 +266,21 @@ def raw_insert(path: Path, rows: list[Row], old_fts: bool = False) -> float:
         else:
             sql = INSERT
             values = [(r[0], r[1], r[2], r[3], r[4], r[6], r[7], r[0], recorded) for r in rows]
+        head, one = sql.split(" VALUES ")
+        per = ROWS_PER_INSERT  # as many rows a statement as the store writes (FTS5 favours it)
+        whole = len(values) - len(values) % per
+        many = f"{head} VALUES {', '.join([one] * per)}"
         started = time.perf_counter()
         conn.execute("BEGIN")
-        for start in range(0, len(values), 10_000):
-            conn.executemany(sql, values[start : start + 10_000])
+        for start in range(0, whole, 10_000):
+            conn.executemany(
+                many,
+                [
+                    list(itertools.chain.from_iterable(values[i : i + per]))
+                    for i in range(start, min(start + 10_000, whole), per)
+                ],
+            )
+        conn.executemany(sql, values[whole:])
         conn.execute("COMMIT")
         seconds = time.perf_counter() - started
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
