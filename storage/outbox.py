@@ -270,10 +270,8 @@ class Outbox:
         return [PendingDelivery(*r) for r in rows]
 
     async def data_version(self) -> int:
-        """Changes whenever another connection commits (SQLite's `PRAGMA data_version`). Asked on
-        the connection that records outcomes, so the dispatcher's own group commits do not count:
-        asked on the reader, every probe during a fan-out (every 20 ms) saw a change and reloaded."""
-        rows = self._quick_writer().execute("PRAGMA data_version").fetchall()  # no open statement
+        """Changes whenever another connection commits (SQLite's `PRAGMA data_version`)."""
+        rows = self._quick().execute("PRAGMA data_version").fetchall()  # all: no open statement
         return int(rows[0][0]) if rows else 0
 
     async def pending_ids(self) -> set[int]:
