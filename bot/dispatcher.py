@@ -449,6 +449,9 @@ class Dispatcher:
             finally:
                 self._flusher_stop = False
                 await self._flush()
+                if self._frozen_load:  # stopped with a frozen load still scheduled
+                    self._frozen_load = False
+                    _thaw()
 
     async def _drain(self, workers: list[asyncio.Task[None]], grace: float = 10.0) -> None:
         """Let in-flight sends finish; after `grace` seconds cancel them (they stay pending)."""

@@ -4,6 +4,7 @@ leave the collector off, turn it on when someone else turned it off, or keep a l
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import Iterator
 
@@ -93,3 +94,20 @@ async def test_a_collector_turned_off_by_someone_else_stays_off(
     assert len(adapter.calls) == SUBSCRIPTIONS
     assert not gc.isenabled()
     assert thaws == []  # nothing frozen either: the load was not ours to manage
+
+
+async def test_a_dispatcher_stopped_mid_load_hands_it_back(db: Database, thaws: list[int]) -> None:
+    await subscribed(db)
+    await import_posts(db, [make_post(1)])
+    adapter = FlakyAdapter(delay=0.05)  # slow enough to stop it with most still pending
+    sending = dispatcher(db, adapter, concurrency=1)
+    task = asyncio.create_task(sending.run())
+    while not adapter.calls:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    await sending.stop()
+    await task
+
+    assert 0 < len(adapter.calls) < SUBSCRIPTIONS
+    assert gc.isenabled()
+    assert len(thaws) == 1
+    assert not sending._frozen_load
