@@ -243,11 +243,12 @@ def _with_references(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_whole_documents_import_as_with_the_references(monkeypatch: pytest.MonkeyPatch) -> None:
     rng = random.Random(2027)
     documents = [path.read_bytes() for path in _documents()]
+    # The repository's own fixtures at least; the real feeds too when ../shared is beside it.
+    assert len(documents) > (20 if SHARED.is_dir() else 0)
     documents.append(rss_feed(300))
     documents += [
         feed(*(_random_item(rng, n) for n in range(rng.randint(1, 12)))) for _ in range(40)
     ]
-    assert len(documents) > 50
     new = [_read(data) for data in documents]
     with monkeypatch.context() as patched:
         _with_references(patched)
