@@ -22,8 +22,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 
 from bot.dispatcher import Dispatcher
 from bot.models import ChatKind, ImportResult, Post, Request, Source, SourceKind, Target
-from bot.sources import SourceError, load, parse_document
-from bot.sources import fetch as fetch_module
+from bot.sources import SourceError, download, load, parse_document
 from bot.sources.fetch import AddressClass, address_class, redirect_allowed
 from handlers import Deps, handle, split_command_line
 from storage.db import MIGRATIONS, Database
@@ -637,7 +636,7 @@ async def test_a_redirect_to_a_name_that_resolves_internal_is_refused_before_con
 
 
 async def test_the_resolver_refuses_a_hop_whose_name_resolves_only_to_internal_addresses() -> None:
-    guard = fetch_module._GuardedResolver(
+    guard = download._GuardedResolver(
         FakeNames({"news.test": "93.184.216.34", "intranet.test": "10.0.0.7"})
     )
     assert [r["host"] for r in await guard.resolve("news.test", 80)] == ["93.184.216.34"]

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 from urllib.parse import unquote, urlsplit
 
 from bot.models import ImportResult
@@ -202,16 +202,6 @@ def _read_file(location: str) -> bytes | OnDisk:
         raise SourceError(location, "permission denied") from None
     except OSError as error:
         raise SourceError(location, f"cannot read file ({error.strerror or error})") from None
-
-
-def __getattr__(name: str) -> Any:
-    """The HTTP half's names where they were before it moved to bot.sources.download (loaded only
-    when one is asked for)."""
-    if name in ("_GuardedResolver", "_RedirectRefused"):
-        from bot.sources import download
-
-        return getattr(download, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def megabytes(size: int) -> str:
