@@ -994,8 +994,9 @@ class Dispatcher:
             if wait == math.inf:  # every slot is held by a send in flight: wait for one to end
                 waiter = asyncio.get_running_loop().create_future()
                 self._slot_waiters.append(waiter)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(waiter, 0.1)
+                with contextlib.suppress(TimeoutError):  # not wait_for: it can lose a cancel
+                    async with asyncio.timeout(0.1):
+                        await waiter
             else:
                 # The event loop's timers have millisecond granularity: sleep to just before the
                 # slot opens and yield for the rest, so the achieved rate stays at the limit.

@@ -275,8 +275,7 @@ class Poller:
                 if not self._store_down:
                     log.warning("could not read the feeds: %s", _describe(error))
                     self._store_down = True
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), self.check_every)
+            await _woken_or_after(self._changed, self.check_every)
             self._changed.clear()
 
     async def _loop(self, status: SourceStatus) -> None:
@@ -284,8 +283,7 @@ class Poller:
             wait = status.seconds_until_due()
             if wait > 0:
                 status.wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(status.wake.wait(), wait)
+                await _woken_or_after(status.wake, wait)
                 continue  # woken by a change, or due: look again
             await self.poll(status)
 
@@ -407,3 +405,12 @@ def _file_signature(location: str) -> tuple[int, int] | None:
 def _describe(error: BaseException) -> str:
     text = " ".join(str(error).split())
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+async def _woken_or_after(event: asyncio.Event, seconds: float) -> None:
+    """Return when `event` is set, or after `seconds`. Not `asyncio.wait_for`: on Python 3.11 a
+    cancellation that meets the event being set is lost there (the wait returns as if woken, the
+    loop goes round again), and the stop waiting for this task never ends."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()

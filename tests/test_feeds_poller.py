@@ -215,3 +215,18 @@ async def test_a_running_poller_notices_a_feed_added_elsewhere_by_its_version(
         await poller.stop()
         await other.close()
         await runner.close()
+
+
+async def test_a_stop_that_meets_a_change_still_stops(store: SqliteStore) -> None:
+    """A change told just as the poller is stopped (the API's last call, then shutdown): the stop
+    must win, whichever turn of the event loop the two meet in."""
+    poller = Poller(store, check_every=3600)
+    for turns in range(8):
+        poller.start()
+        await wait_for(lambda: poller._version is not None)
+        poller.changed()
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        async with asyncio.timeout(10):
+            await poller.stop()
+        assert not poller.running, f"still running after a stop {turns} turns after a change"
