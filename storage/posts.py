@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -65,7 +66,8 @@ from storage.values import (
 )
 
 PROGRESS_CHUNK = 2_000
-FIRST_CHUNK = 250
+FIRST_CHUNKS = (100, 200, 400, 1_000)  # then the rest of PROGRESS_CHUNK
+SWITCH_INTERVAL = 0.0005  # seconds: sys.setswitchinterval while the rows are written
 
 # The versions an edit replaced (post_versions), then the current one (posts), oldest first.
 HISTORY_SQL = (
@@ -507,13 +509,13 @@ async def _insert_new(
 ) -> list[PostChange]:
     """Insert posts new to the store, numbered in the order given; their changes.
 
-        They are numbered as SQLite numbers an INTEGER PRIMARY KEY given no value, one past the highest,
-        but explicitly, so each change is known before its row is written: the write lock keeps every
-        other writer out until the transaction ends. In chunks, so a long import shows its progress;
-        the next chunk's posts (completed, for a `DeferredImport`), rows and changes are made while
-        SQLite (in aiosqlite's thread, without the GIL for most of its work) inserts the last, and at
-        most two chunks of rows exist at a time. The first rows go in a small chunk of their own:
-    nothing overlaps the making of them."""
+    They are numbered as SQLite numbers an INTEGER PRIMARY KEY given no value, one past the highest,
+    but explicitly, so each change is known before its row is written: the write lock keeps every
+    other writer out until the transaction ends. In chunks, so a long import shows its progress;
+    the next chunk's posts (completed, for a `DeferredImport`), rows and changes are made while
+    SQLite (in aiosqlite's thread, without the GIL for most of its work) inserts the last, and at
+    most two chunks of rows exist at a time. The first chunks are small and growing (nothing
+    overlaps the making of the first one)."""
     async with conn.execute("SELECT max(rowid) FROM posts") as cur:
         row = await cur.fetchone()
     top = int(row[0]) if row and row[0] is not None else 0
@@ -521,22 +523,44 @@ async def _insert_new(
         return await _insert_unnumbered(conn, posts, now, complete, on_progress)
     changes: list[PostChange] = []
     inserting: asyncio.Future[Any] | None = None
-    for start, end in _chunks(len(posts)):
-        rows: list[tuple[Any, ...]] = []
-        for number, post in enumerate(posts[start:end], start=top + start + 1):
-            if complete is not None:
-                post = complete(post)
-            rows.append((number, *_new_row(post, now)))
-            changes.append(_created(number, post))
-        if inserting is not None:
-            await inserting
-            if start % PROGRESS_CHUNK == 0:
-                _told(on_progress, start, len(posts))
-        inserting = asyncio.ensure_future(_insert_numbered(conn, rows))
-    assert inserting is not None
-    await inserting
+    # This thread makes rows while SQLite's inserts them: switch the GIL between the two more
+    # often than every 5 ms, so SQLite's thread does not wait the whole of a slice for it.
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(min(switch, SWITCH_INTERVAL))
+    try:
+        for start, end in _chunks(len(posts)):
+            rows: list[tuple[Any, ...]] = []
+            for number, post in enumerate(posts[start:end], start=top + start + 1):
+                if complete is not None:
+                    post = complete(post)
+                rows.append((number, *_new_row(post, now)))
+                changes.append(_created(number, post))
+            if inserting is not None:
+                await inserting
+                inserting = None
+                if start % PROGRESS_CHUNK == 0:
+                    _told(on_progress, start, len(posts))
+            inserting = asyncio.ensure_future(_insert_numbered(conn, rows))
+            # One turn of the loop: the task hands its rows to SQLite's thread now, and the next
+            # chunk is made while they are written (a task only starts at this coroutine's next
+            # wait, which would otherwise be for this very insert). It also means the insert is
+            # queued before anything this transaction does next, a rollback included.
+            await asyncio.sleep(0)
+        assert inserting is not None
+        await inserting
+    except BaseException:
+        if inserting is not None:  # failed or cancelled meanwhile: its own outcome is not news
+            inserting.add_done_callback(_quietly)
+        raise
+    finally:
+        sys.setswitchinterval(switch)
     _told(on_progress, len(posts), len(posts))
     return changes
+
+
+def _quietly(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 async def _insert_numbered(conn: aiosqlite.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
@@ -559,10 +583,10 @@ async def _insert_numbered(conn: aiosqlite.Connection, rows: Sequence[tuple[Any,
 
 def _chunks(count: int) -> list[tuple[int, int]]:
     """(start, end) of the chunks `count` posts are inserted in: PROGRESS_CHUNK each, the first
-    one cut in two at FIRST_CHUNK (progress is still told at PROGRESS_CHUNK's multiples)."""
-    ends = [*range(PROGRESS_CHUNK, count, PROGRESS_CHUNK), count]
-    if count > FIRST_CHUNK:
-        ends.insert(0, FIRST_CHUNK)
+    one cut in FIRST_CHUNKS, small then growing, so SQLite starts writing soon after the import
+    starts making rows (progress is still told at PROGRESS_CHUNK's multiples)."""
+    ends = [end for end in itertools.accumulate(FIRST_CHUNKS) if end < min(count, PROGRESS_CHUNK)]
+    ends += [*range(PROGRESS_CHUNK, count, PROGRESS_CHUNK), count]
     return list(zip([0, *ends[:-1]], ends, strict=True))
 
 
