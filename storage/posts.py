@@ -523,10 +523,7 @@ async def _insert_new(
         return await _insert_unnumbered(conn, posts, now, complete, on_progress)
     changes: list[PostChange] = []
     inserting: asyncio.Future[Any] | None = None
-    # This thread makes rows while SQLite's inserts them: switch the GIL between the two more
-    # often than every 5 ms, so SQLite's thread does not wait the whole of a slice for it.
-    switch = sys.getswitchinterval()
-    sys.setswitchinterval(min(switch, SWITCH_INTERVAL))
+    _finer_switching(+1)
     try:
         for start, end in _chunks(len(posts)):
             rows: list[tuple[Any, ...]] = []
@@ -553,9 +550,25 @@ async def _insert_new(
             inserting.add_done_callback(_quietly)
         raise
     finally:
-        sys.setswitchinterval(switch)
+        _finer_switching(-1)
     _told(on_progress, len(posts), len(posts))
     return changes
+
+
+_switching: list[float] = []  # the interval each writing import found when it began
+
+
+def _finer_switching(step: int) -> None:
+    """+1 as an import begins writing, -1 as it ends. This thread makes rows while SQLite's thread
+    inserts them: while any import writes, the GIL switches between threads every SWITCH_INTERVAL,
+    not every 5 ms, so SQLite's thread does not wait a whole slice for it. Each store writes alone,
+    but a process may hold several: the interval the first one found is back when the last ends,
+    whichever order they end in."""
+    if step > 0:
+        _switching.append(sys.getswitchinterval())
+        sys.setswitchinterval(min(_switching[0], SWITCH_INTERVAL))
+    else:
+        sys.setswitchinterval(_switching.pop())
 
 
 def _quietly(task: asyncio.Future[Any]) -> None:

@@ -9,6 +9,7 @@ else nothing overlaps and the import waits for SQLite after every chunk.
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -117,3 +118,25 @@ async def test_a_failure_midway_leaves_none_of_the_document(
         )
     finally:
         await store.close()
+
+
+async def test_imports_into_two_stores_at_once_leave_the_switch_interval_as_it_was(
+    tmp_path: Path,
+) -> None:
+    switch = sys.getswitchinterval()
+    first = await open_sqlite(tmp_path / "a.db")
+    second = await open_sqlite(tmp_path / "b.db")
+    try:
+        # The small one starts first and ends first, while the big one still writes.
+        counts = await asyncio.gather(
+            first.ingest(
+                parse_document(rss_feed(300), location="a.xml", now=NOW, deferred=True),
+                location=str(tmp_path / "a.xml"),
+            ),
+            second.ingest(deferred_feed(), location=str(tmp_path / "b.xml")),
+        )
+        assert [len(events) for events in counts] == [300, ITEMS]
+    finally:
+        await first.close()
+        await second.close()
+    assert sys.getswitchinterval() == switch
