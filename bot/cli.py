@@ -1,7 +1,8 @@
 """`livedesk …`: the operator's commands. Every expected error is one clear line and a non-zero exit.
 
 Exit codes: 0 done; 1 an operation failed (a file could not be imported, an adapter could not start);
-2 bad input (a setting, a query, a target, an id that does not exist, a page past the end).
+2 bad input (a setting, a query, a target, an id that does not exist, a page past the end);
+130 interrupted (Ctrl-C): the one line "interrupted", no traceback.
 Under --json an error is one JSON object on stdout, `{"error": "…"}` (with `"details"`, one per bad
 line, for --from-file), and the exit code is the same.
 """
@@ -49,6 +50,7 @@ log = logging.getLogger("livedesk")
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
 
 HIGHLIGHT = "bold yellow"
 
@@ -533,7 +535,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             prog = error.parser.prog  # one line: the usage is one `--help` away
             sys.stderr.write(f"{prog}: {one_line(str(error))} (see {prog} --help)\n")
         return EXIT_BAD_INPUT
-    return run_command(args, json_mode=json_mode)
+    try:
+        return run_command(args, json_mode=json_mode)
+    except KeyboardInterrupt:  # Ctrl-C while starting up, before a command handles it itself
+        if json_mode:
+            emit_error_json("interrupted")
+        else:
+            sys.stderr.write("interrupted\n")
+        return EXIT_INTERRUPTED
 
 
 def run_command(args: argparse.Namespace, *, json_mode: bool) -> int:
@@ -606,7 +615,7 @@ def run_command(args: argparse.Namespace, *, json_mode: bool) -> int:
         return asyncio.run(handler(ctx, args))
     except KeyboardInterrupt:
         ctx.error("interrupted")
-        return 130
+        return EXIT_INTERRUPTED
     except UserError as error:
         ctx.error(str(error), details=error.details)
         return EXIT_BAD_INPUT

@@ -388,3 +388,23 @@ def test_sources_lists_a_blog_that_could_not_be_read_yet(
     code, out, _ = run(capsys, db_path, "--json", "sources")
     [entry] = json.loads(out)
     assert entry["location"] == "https://news.example/live/feed.xml" and entry["posts"] == 0
+
+
+@pytest.mark.parametrize("json_mode", [False, True])
+def test_ctrl_c_while_a_command_starts_is_one_word_and_exit_130(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, json_mode: bool
+) -> None:
+    """Ctrl-C lands where it lands: while the settings or the store's modules load, too."""
+    import bot.cli
+
+    def interrupted(*args: object, **kwargs: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bot.cli, "run_command", interrupted)
+    code = main([*(["--json"] if json_mode else []), "latest"])
+    captured = capsys.readouterr()
+    assert code == 130
+    if json_mode:
+        assert json.loads(captured.out) == {"error": "interrupted"} and captured.err == ""
+    else:
+        assert captured.err == "interrupted\n" and captured.out == ""
