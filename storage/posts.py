@@ -20,9 +20,10 @@ under a new id would deliver every one of its posts again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import aiosqlite
@@ -523,34 +524,32 @@ async def _insert_new(
         return await _insert_unnumbered(conn, posts, now, complete, on_progress)
     changes: list[PostChange] = []
     inserting: asyncio.Future[Any] | None = None
-    _finer_switching(+1)
-    try:
-        for start, end in _chunks(len(posts)):
-            rows: list[tuple[Any, ...]] = []
-            for number, post in enumerate(posts[start:end], start=top + start + 1):
-                if complete is not None:
-                    post = complete(post)
-                rows.append((number, *_new_row(post, now)))
-                changes.append(_created(number, post))
-            if inserting is not None:
-                await inserting
-                inserting = None
-                if start % PROGRESS_CHUNK == 0:
-                    _told(on_progress, start, len(posts))
-            inserting = asyncio.ensure_future(_insert_numbered(conn, rows))
-            # One turn of the loop: the task hands its rows to SQLite's thread now, and the next
-            # chunk is made while they are written (a task only starts at this coroutine's next
-            # wait, which would otherwise be for this very insert). It also means the insert is
-            # queued before anything this transaction does next, a rollback included.
-            await asyncio.sleep(0)
-        assert inserting is not None
-        await inserting
-    except BaseException:
-        if inserting is not None:  # failed or cancelled meanwhile: its own outcome is not news
-            inserting.add_done_callback(_quietly)
-        raise
-    finally:
-        _finer_switching(-1)
+    with _finer_switching():
+        try:
+            for start, end in _chunks(len(posts)):
+                rows: list[tuple[Any, ...]] = []
+                for number, post in enumerate(posts[start:end], start=top + start + 1):
+                    if complete is not None:
+                        post = complete(post)
+                    rows.append((number, *_new_row(post, now)))
+                    changes.append(_created(number, post))
+                if inserting is not None:
+                    await inserting
+                    inserting = None
+                    if start % PROGRESS_CHUNK == 0:
+                        _told(on_progress, start, len(posts))
+                inserting = asyncio.ensure_future(_insert_numbered(conn, rows))
+                # One turn of the loop: the task hands its rows to SQLite's thread now, and the next
+                # chunk is made while they are written (a task only starts at this coroutine's next
+                # wait, which would otherwise be for this very insert). It also means the insert is
+                # queued before anything this transaction does next, a rollback included.
+                await asyncio.sleep(0)
+            assert inserting is not None
+            await inserting
+        except BaseException:
+            if inserting is not None:  # failed or cancelled meanwhile: its own outcome is not news
+                inserting.add_done_callback(_quietly)
+            raise
     _told(on_progress, len(posts), len(posts))
     return changes
 
@@ -558,16 +557,17 @@ async def _insert_new(
 _switching: list[float] = []  # the interval each writing import found when it began
 
 
-def _finer_switching(step: int) -> None:
-    """+1 as an import begins writing, -1 as it ends. This thread makes rows while SQLite's thread
-    inserts them: while any import writes, the GIL switches between threads every SWITCH_INTERVAL,
-    not every 5 ms, so SQLite's thread does not wait a whole slice for it. Each store writes alone,
-    but a process may hold several: the interval the first one found is back when the last ends,
-    whichever order they end in."""
-    if step > 0:
-        _switching.append(sys.getswitchinterval())
-        sys.setswitchinterval(min(_switching[0], SWITCH_INTERVAL))
-    else:
+@contextlib.contextmanager
+def _finer_switching() -> Iterator[None]:
+    """While an import writes: this thread makes rows while SQLite's thread inserts them, so the GIL
+    switches between threads every SWITCH_INTERVAL, not every 5 ms, and SQLite's thread does not wait
+    a whole slice for it. Each store writes alone, but a process may hold several: the interval the
+    first one found is back when the last ends, whichever order they end in."""
+    _switching.append(sys.getswitchinterval())
+    sys.setswitchinterval(min(_switching[0], SWITCH_INTERVAL))
+    try:
+        yield
+    finally:
         sys.setswitchinterval(_switching.pop())
 
 
