@@ -234,7 +234,7 @@ async def search(
             probe = await _probe(walker, match, marks)
             counted: tuple[int, bool] | None = None
             if offset:  # a later page: nothing to rank when it is past the end
-                counted = await _count(walker, match, probe, exact)
+                counted = await _count(walker, match, marks, probe, exact)
             ranked: list[_Candidate] = []
             known: int | None = None
             if counted is None or offset < counted[0]:
@@ -249,7 +249,7 @@ async def search(
             elif counted is not None:
                 total, estimated = counted
             else:
-                total, estimated = await _count(walker, match, probe, exact)
+                total, estimated = await _count(walker, match, marks, probe, exact)
     except QUERY_FAILURES as error:
         log.warning("search failed for %r (%s): %s", text, query.match, error)
         raise QueryError(f"Couldn't search for that. {HOW_TO}") from error
@@ -350,6 +350,7 @@ class _Walker:
         self.source_id = source_id
         self._bounds: tuple[int, int] | None = None
         self._every: dict[_Cond, list[_Row] | None] = {}
+        self._tiered: dict[tuple[_Cond, ...], list[_Candidate] | None] = {}
 
     async def bounds(self) -> tuple[int, int] | None:
         """(lowest, highest) rowid of the posts table; None when it is empty."""
@@ -393,12 +394,10 @@ class _Walker:
         """Which of the newest `posts` posts meet the last condition (a match), and the first of
         `conds` each meets (its tier): one statement, every post checked."""
         *tiers, whole = conds
-        cases = " ".join(f"WHEN {cond.sql} THEN {tier}" for tier, cond in enumerate(tiers))
         inner, params = self._newest_sql(None)
         sql = (
-            f"SELECT p.rowid, p.published_at, CASE WHEN NOT ({whole.sql}) THEN -1 {cases} "
-            f"ELSE {len(tiers)} END AS tier, {_BOUNDS} FROM ({inner}) AS p "
-            "ORDER BY p.published_at DESC, p.rowid DESC"
+            f"SELECT p.rowid, p.published_at, {_tier_case(tiers, unless=whole)} AS tier, "
+            f"{_BOUNDS} FROM ({inner}) AS p ORDER BY p.published_at DESC, p.rowid DESC"
         )
         values = [*whole.params, *(param for cond in tiers for param in cond.params)]
         rows = await self._rows(sql, [*values, *params, posts])
@@ -444,6 +443,30 @@ class _Walker:
         )
         if floor is None:
             self._every[cond] = found
+        return found
+
+    async def every_tiered(self, conds: list[_Cond], cap: int) -> list[_Candidate] | None:
+        """Every post meeting the last of `conds` (a match, through its GIN index) with its tier,
+        the first of the others it meets: one statement; None past `cap`."""
+        key = tuple(conds)
+        if key in self._tiered:
+            return self._tiered[key]
+        *tiers, whole = conds
+        where, params = self._scope(None)
+        sql = (
+            f"SELECT p.rowid, p.published_at, {_tier_case(tiers)} AS tier FROM posts p "
+            f"WHERE {' AND '.join([whole.sql, *where])} LIMIT %s"
+        )
+        values = [param for cond in tiers for param in cond.params]
+        rows = await self._rows(sql, [*values, *whole.params, *params, cap + 1])
+        found = (
+            None
+            if len(rows) > cap
+            else [(float(r["tier"]), str(r["published_at"]), int(r["rowid"])) for r in rows]
+        )
+        self._tiered[key] = found
+        # The same answer for the match alone (a walk's tier may ask the GIN index for it).
+        self._every[whole] = None if found is None else [(p, r) for _, p, r in found]
         return found
 
     async def by_rowid_ranges(
@@ -518,6 +541,14 @@ class _Walker:
         return await self._walk(cond, limit, floor)  # many matches: newest first to the end
 
 
+def _tier_case(tiers: list[_Cond], unless: _Cond | None = None) -> str:
+    """A CASE giving the first of `tiers` a post meets (the last tier's number when none), or
+    -1 when it does not meet `unless`. Its parameters: `unless`'s, then each tier's, in order."""
+    cases = " ".join(f"WHEN {cond.sql} THEN {tier}" for tier, cond in enumerate(tiers))
+    first = "" if unless is None else f"WHEN NOT ({unless.sql}) THEN -1 "
+    return f"CASE {first}{cases} ELSE {len(tiers)} END"
+
+
 def _ordered(rows: list[_Row], floor: int | None) -> list[_Row]:
     """Rows in a walk's order: rowid (counting, when there is a floor), else the rank order's."""
     if floor is not None:
@@ -571,10 +602,9 @@ async def _candidates(
     SQLite walks its tiers, only while the page is not full: a tier is left once it has fewer
     posts than the page still needs, so every post of an earlier tier is already ranked."""
     conds = _tiers(match, marks)
-    few = await _every_match(walker, match, probe)
+    few = await _every_match(walker, conds, probe)
     if few is not None:
-        tiered = await _tiered(walker, conds, few)
-        return sorted(tiered, key=lambda c: (-c[0], c[1], c[2]), reverse=True)[:need]
+        return sorted(few, key=lambda c: (-c[0], c[1], c[2]), reverse=True)[:need]
     ranked: list[_Candidate] = []
     seen: set[int] = set()
     for tier, cond in enumerate(conds):
@@ -591,31 +621,23 @@ async def _candidates(
     return ranked
 
 
-async def _every_match(walker: _Walker, match: TsQuery, probe: _Probe) -> list[_Row] | None:
-    """Every match of a rare query (None for a common one: the probe's density spread over the
-    table, or the GIN index, says more than RANK_ALL_UNDER match); the probe's when it saw every
-    post."""
+async def _every_match(
+    walker: _Walker, conds: list[_Cond], probe: _Probe
+) -> list[_Candidate] | None:
+    """Every match of a rare query with its tier (`conds`: the tiers' conditions, the whole
+    match last), in no order; None for a common one (the probe's density spread over the table,
+    or the GIN index, says more than RANK_ALL_UNDER match). The probe's own when it saw every
+    post: it tiered them already."""
     if probe.whole:
-        return probe.rows
+        return [
+            (float(tier), published, rowid)
+            for (published, rowid), tier in zip(probe.rows, probe.tiers, strict=True)
+        ]
     bounds = await walker.bounds()
     posts = 0 if bounds is None else bounds[1] - bounds[0] + 1
     if probe.density * posts > RANK_ALL_UNDER:
         return None
-    return await walker.every(_whole(match), RANK_ALL_UNDER)
-
-
-async def _tiered(walker: _Walker, conds: list[_Cond], rows: list[_Row]) -> list[_Candidate]:
-    """The rows with their tier (the first tier condition they meet)."""
-    if not rows:
-        return []
-    cases = " ".join(f"WHEN {cond.sql} THEN {tier}" for tier, cond in enumerate(conds[:-1]))
-    params = [param for cond in conds[:-1] for param in cond.params]
-    sql = (
-        f"SELECT p.rowid, p.published_at, CASE {cases} ELSE {len(conds) - 1} END AS tier "
-        "FROM posts p WHERE p.rowid = ANY(%s)"
-    )
-    found = await walker._rows(sql, [*params, [rowid for _, rowid in rows]])
-    return [(float(r["tier"]), str(r["published_at"]), int(r["rowid"])) for r in found]
+    return await walker.every_tiered(conds, RANK_ALL_UNDER)
 
 
 DENSE = 0.2
@@ -632,7 +654,7 @@ def _exact_in_index(match: str) -> bool:
 
 
 async def _count(
-    walker: _Walker, match: TsQuery, probe: _Probe, exact: bool = False
+    walker: _Walker, match: TsQuery, marks: TsQuery, probe: _Probe, exact: bool = False
 ) -> tuple[int, bool]:
     """(count, is an estimate), as storage.search counts: only the newest COUNT_SPAN posts are
     walked, and at most COUNT_WINDOW + 1 matches among them; exact when every post is within the
@@ -643,9 +665,9 @@ async def _count(
         return 0, False
     low, high = bounds
     floor = high - COUNT_SPAN
-    few = await _every_match(walker, match, probe)
+    few = await _every_match(walker, _tiers(match, marks), probe)
     if few is not None:
-        rowids = sorted((rowid for _, rowid in few if rowid > floor), reverse=True)
+        rowids = sorted((rowid for _, _, rowid in few if rowid > floor), reverse=True)
         rowids = rowids[: COUNT_WINDOW + 1]
     elif probe.density >= DENSE or not exact:
         found = await walker.newest(
@@ -677,45 +699,41 @@ def _two_figures(value: float) -> int:
 async def _hits(
     conn: Connection, marks: TsQuery, chosen: list[_Candidate]
 ) -> tuple[SearchHit, ...]:
-    """The chosen posts with highlighted title and snippet (ts_headline), for those rows only.
-    A caption's and the background's headlines are made only for the posts whose text holds no
-    mark (a headline parses its whole text: most of a search's cost once the posts are found)."""
+    """The chosen posts with highlighted title and snippet (ts_headline), for those rows only, in
+    one statement. A caption's and the background's headlines are made only for the posts whose
+    text's holds no mark (a headline parses its whole text: most of a search's cost once the
+    posts are found)."""
     if not chosen:
         return ()
     (text_source, text_column), *others = _SNIPPET_SOURCES
+    unmarked = f"strpos(h.snippet_{text_source}, %s) = 0"
+    columns = [
+        f"h.marked_title, h.snippet_{text_source}, {text_column} AS source_{text_source}",
+    ]
+    params: list[object] = []
+    for where, column in others:
+        columns.append(
+            f"CASE WHEN {unmarked} THEN ts_headline('{CONFIG}', {column}, {marks.sql}, %s) END "
+            f"AS snippet_{where}, CASE WHEN {unmarked} THEN {column} END AS source_{where}"
+        )
+        params.extend((_MARK_START, *marks.params, _SNIPPET_OPTIONS, _MARK_START))
+    # OFFSET 0 keeps the text's headline a value of its own, made once, not once per use.
     sql = (
-        f"SELECT {POST_COLUMNS}, "
-        f"ts_headline('{CONFIG}', p.title, {marks.sql}, %s) AS marked_title, "
-        f"ts_headline('{CONFIG}', {text_column}, {marks.sql}, %s) AS snippet_{text_source}, "
-        f"{text_column} AS source_{text_source} FROM posts p WHERE p.rowid = ANY(%s)"
+        f"SELECT {POST_COLUMNS}, {', '.join(columns)} FROM posts p CROSS JOIN LATERAL "
+        f"(SELECT ts_headline('{CONFIG}', p.title, {marks.sql}, %s) AS marked_title, "
+        f"coalesce(ts_headline('{CONFIG}', {text_column}, {marks.sql}, %s), '') "
+        f"AS snippet_{text_source} OFFSET 0) AS h WHERE p.rowid = ANY(%s)"
     )
-    params: list[object] = [*marks.params, _TITLE_OPTIONS, *marks.params, _SNIPPET_OPTIONS]
-    params.append([rowid for _, _, rowid in chosen])
+    params = [
+        *params,
+        *marks.params,
+        _TITLE_OPTIONS,
+        *marks.params,
+        _SNIPPET_OPTIONS,
+        [rowid for _, _, rowid in chosen],
+    ]
     cur = await conn.execute(sql, params, prepare=False)
     rows = {int(row["rowid"]): row for row in await cur.fetchall()}
-    unmarked = [
-        rowid
-        for rowid, row in rows.items()
-        if _MARK_START not in (row[f"snippet_{text_source}"] or "")
-    ]
-    if unmarked:
-        headlines: list[str] = []
-        params = []
-        for where, column in others:
-            headlines.append(
-                f"ts_headline('{CONFIG}', {column}, {marks.sql}, %s) AS snippet_{where}, "
-                f"{column} AS source_{where}"
-            )
-            params.extend((*marks.params, _SNIPPET_OPTIONS))
-        params.append(unmarked)
-        cur = await conn.execute(
-            f"SELECT p.rowid, {', '.join(headlines)} FROM posts p WHERE p.rowid = ANY(%s)",
-            params,
-            prepare=False,
-        )
-        for other in await cur.fetchall():
-            if int(other["rowid"]) in rows:
-                rows[int(other["rowid"])].update(other)
     hits: list[SearchHit] = []
     for score, _, rowid in chosen:
         row = rows.get(rowid)

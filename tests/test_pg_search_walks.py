@@ -391,3 +391,54 @@ async def test_search_statements_are_never_prepared(postgres_url: str) -> None:
         assert not [sql for sql in prepared if "@@" in sql or "ts_headline" in sql], prepared
     finally:
         await db.close()
+
+
+async def test_a_rare_word_is_ranked_and_shown_in_five_statements(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the probe's window, a rare word's every match is read with its tier in one statement
+    and the page with every headline (a caption's only where the text holds no match) in one
+    more: BEGIN, the probe, the matches, the page, COMMIT. The page is the ranked one."""
+    db = await PgDatabase.open(_recreated(postgres_url, CTYPE), size=1)
+    try:
+        old = START - timedelta(days=30)
+        rare = [
+            Post(
+                id="in-body",
+                source_id="front",
+                published_at=old + timedelta(minutes=3),
+                title="Harbour",
+                body=["A kestrel nests on the crane."],
+            ),
+            Post(
+                id="in-title",
+                source_id="front",
+                published_at=old,
+                title="Kestrel over the port",
+                body=["Birds return to the docks."],
+            ),
+            Post(
+                id="in-caption",
+                source_id="wire",
+                published_at=old + timedelta(minutes=6),
+                title="Docks",
+                body=["Cranes stand still."],
+                images=[Image(url="https://example.com/k.jpg", caption="A kestrel hovers")],
+            ),
+        ]
+        await insert_posts(db, [*rare, *corpus(pg_search.PROBE_POSTS + 40)])
+        statements: list[str] = []
+        execute = psycopg.AsyncConnection.execute
+
+        async def recorded(conn: Any, query: Any, params: Any = None, **kw: Any) -> Any:
+            statements.append(str(query).split(" ", 1)[0])
+            return await execute(conn, query, params, **kw)
+
+        monkeypatch.setattr(psycopg.AsyncConnection, "execute", recorded)
+        page = await search(db, "kestrel", per_page=10)
+        assert [hit.post.id for hit in page.hits] == ["in-title", "in-body", "in-caption"]
+        assert [hit.snippet.where for hit in page.hits] == ["text", "text", "caption"]
+        assert "kestrel" in page.hits[1].snippet.plain and page.total == 3
+        assert statements == ["BEGIN", "SELECT", "SELECT", "SELECT", "COMMIT"], statements
+    finally:
+        await db.close()
