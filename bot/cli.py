@@ -556,9 +556,8 @@ def run_command(args: argparse.Namespace, *, json_mode: bool) -> int:
     from rich.console import Console
     from rich.text import Text
 
-    from bot.config import ConfigError, load_settings
+    from bot.config import ConfigError, configured_secrets, load_settings
     from bot.logs import configure_logging
-    from bot.platforms import configured_secrets
     from storage import variants as search_variants
 
     out = Console(highlight=False)

@@ -15,6 +15,7 @@ import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import dotenv_values
@@ -343,6 +344,29 @@ def _check_given(given: Mapping[str, str]) -> Iterator[str]:
         elif name.endswith(NESTING + "TOKEN") and value == "":  # `NAME=`: unset
             platform = name.removeprefix(PREFIX).split(NESTING)[0].title()
             yield f"{name} is empty: {platform} stays off"
+
+
+def configured_secrets(settings: Settings) -> list[str]:
+    """Every secret the settings hold, so that no log line can carry one: each `SecretStr` of every
+    section, also inside lists of sub-models (platform tokens, signing secrets, webhook URLs, the
+    control room's admin token, the database URL), and the database URL's password."""
+
+    def walk(value: Any) -> Iterator[str]:
+        if isinstance(value, SecretStr):
+            yield value.get_secret_value()
+        elif isinstance(value, BaseModel):
+            for item in dict(value).values():
+                yield from walk(item)
+        elif isinstance(value, list | tuple):
+            for item in value:
+                yield from walk(item)
+
+    found = [secret for secret in walk(settings) if secret]
+    if settings.database_url is not None:
+        password = urlsplit(settings.database_url.get_secret_value()).password
+        if password:
+            found.append(password)
+    return found
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -10,12 +10,11 @@ its renderer), one entry here and one settings section in `bot.config`.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
-from pydantic import BaseModel, SecretStr
+from pydantic import BaseModel
 
 from bot.adapters.base import Adapter
 from bot.config import DiscordSettings, Settings, SlackSettings, TelegramSettings
@@ -39,22 +38,6 @@ def _as_is(target: Target) -> str:
 
 def _masked_url(target: Target) -> str:
     return mask_url(target.address)
-
-
-def _secret_values(section: BaseModel | None) -> list[str]:
-    """Every `SecretStr` in a settings section, also inside lists of sub-models (webhook URLs)."""
-
-    def walk(value: Any) -> Iterable[str]:
-        if isinstance(value, SecretStr):
-            yield value.get_secret_value()
-        elif isinstance(value, BaseModel):
-            for item in dict(value).values():
-                yield from walk(item)
-        elif isinstance(value, list | tuple):
-            for item in value:
-                yield from walk(item)
-
-    return [secret for secret in walk(section) if secret]
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,10 +77,6 @@ class Platform:
             return None
         value = getattr(settings, self.section)
         return value if isinstance(value, BaseModel) else None
-
-    def secrets(self, settings: Settings) -> list[str]:
-        """Its configured secrets (tokens, signing secrets, webhook URLs), for log redaction."""
-        return _secret_values(self.settings_of(settings))
 
     def adapter_class(self) -> Callable[..., Adapter]:
         """The adapter class; ImportError/AttributeError when its module cannot be loaded."""
@@ -240,21 +219,6 @@ def subscription_json(sub: Subscription) -> dict[str, Any]:
     }
 
 
-def configured_secrets(settings: Settings) -> list[str]:
-    """Every configured secret of every platform, the admin token and the database URL (it holds
-    a password), so that no log line can carry one."""
-    found = [secret for entry in PLATFORMS for secret in entry.secrets(settings)]
-    if settings.admin_token is not None and settings.admin_token.get_secret_value():
-        found.append(settings.admin_token.get_secret_value())  # the control room's
-    if settings.database_url is not None:
-        url = settings.database_url.get_secret_value()
-        found.append(url)
-        password = urlsplit(url).password
-        if password:
-            found.append(password)
-    return found
-
-
 def waiting_lines(settings: Settings, active: Mapping[str, int]) -> list[str]:
     """One line per platform whose subscriptions wait for a setting (`active`: counts by platform)."""
     lines = []
@@ -272,7 +236,6 @@ __all__ = [
     "NAMES",
     "PLATFORMS",
     "Platform",
-    "configured_secrets",
     "mask_address",
     "operator_target",
     "platform",

@@ -10,14 +10,13 @@ import pytest
 from pydantic import BaseModel, SecretStr
 
 from bot.adapters.base import Adapter
-from bot.config import PlatformSettings, Settings, load_settings
+from bot.config import PlatformSettings, Settings, configured_secrets, load_settings
 from bot.models import EditPolicy, Target
 from bot.platforms import (
     BY_NAME,
     CONFIGURABLE,
     NAMES,
     PLATFORMS,
-    configured_secrets,
     mask_address,
     operator_target,
     platform,
@@ -186,6 +185,13 @@ def test_every_configured_secret_is_known_for_redaction() -> None:
     } <= secrets
     assert all(isinstance(s, str) and s for s in secrets)
     assert not any(isinstance(s, SecretStr) for s in secrets)
+
+
+def test_the_admin_token_and_the_database_password_are_secrets_too() -> None:
+    url = "postgresql://livedesk:db-pass-3141@127.0.0.1:5432/livedesk"
+    settings = load_settings(admin_token="control-room-token", database_url=url)
+    assert {"control-room-token", url, "db-pass-3141"} <= set(configured_secrets(settings))
+    assert configured_secrets(load_settings()) == []
 
 
 def test_only_platforms_that_need_a_token_wait_for_one() -> None:
