@@ -442,3 +442,41 @@ async def test_a_rare_word_is_ranked_and_shown_in_five_statements(
         assert statements == ["BEGIN", "SELECT", "SELECT", "SELECT", "COMMIT"], statements
     finally:
         await db.close()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "w01",
+        "w02 w05",
+        '"w00 w01"',
+        "w1*",
+        '"w00 w1"*',
+        "a*",
+        "w00 -w03",
+        "w1* -w03",
+        "w07 OR w2*",
+        "the",
+        "ridge OR keller",
+    ],
+)
+async def test_a_tier_checked_with_weighted_lexemes_is_the_filtered_vector(
+    pg: PgDatabase, text: str
+) -> None:
+    """A tier's check on posts already read (`search @@` the query with weights) finds exactly the
+    posts its index form (`ts_filter(search, weights) @@` the query) finds, for every tier."""
+    query = compile_query(text)
+    conds = pg_search._tiers(tsquery(query.match), tsquery(query.marks))[:-1]
+    assert all(cond.check is not None for cond in conds)
+    tiered = 0
+    async with pg.read() as conn:
+        for cond in conds:
+            found = []
+            for form in (cond.sql, cond.on_row):
+                cur = await conn.execute(
+                    f"SELECT p.rowid FROM posts p WHERE {form} ORDER BY p.rowid", cond.params
+                )
+                found.append([row["rowid"] for row in await cur.fetchall()])
+            assert found[0] == found[1], cond.sql
+            tiered += len(found[0])
+    assert tiered or text == "the"  # a stop word alone matches nothing; every other query some
