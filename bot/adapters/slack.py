@@ -118,30 +118,31 @@ class SlackAdapter(Adapter):
 
     async def send(self, target: Target, card: Card) -> str:
         url = target.address
-        masked = mask_url(url)
+        # The masked URL is made only for a refusal or a failure: a tenth of a send's cost.
         if target.kind != "webhook" or urlsplit(url).scheme not in ("http", "https"):
             raise PermanentError(
-                f"Slack delivers to incoming webhooks only; {masked} is not a webhook URL"
+                f"Slack delivers to incoming webhooks only; {mask_url(url)} is not a webhook URL"
             )
         flavor = target.options.get("flavor", "slack")
         if flavor not in FLAVORS:
-            raise PermanentError(f"unknown webhook flavor {flavor!r} for {masked}")
+            raise PermanentError(f"unknown webhook flavor {flavor!r} for {mask_url(url)}")
         try:
             async with self._client().post(
                 url, data=self._payload(flavor, card), headers=_JSON
             ) as response:
                 status = response.status
-                body = (await response.text(errors="replace")).strip()
+                answer = await response.read()  # decoded only when it says why it refused
                 retry_after = response.headers.get("Retry-After")
         except TimeoutError:
-            raise TransientError(f"{masked} timed out") from None
+            raise TransientError(f"{mask_url(url)} timed out") from None
         except aiohttp.ClientError as exc:
             raise TransientError(
-                f"network error posting to {masked}: {type(exc).__name__}"
+                f"network error posting to {mask_url(url)}: {type(exc).__name__}"
             ) from None
         if 200 <= status < 300:
             return SENT_REF
-        reason = _reason(body, url)
+        masked = mask_url(url)
+        reason = _reason(answer.decode("utf-8", errors="replace").strip(), url)
         log.warning("webhook %s (%s) answered %d %s", masked, flavor, status, reason)
         if status == 429:
             raise RateLimited(_retry_after(retry_after), message=f"{masked} rate limited: {reason}")
