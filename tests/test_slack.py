@@ -191,6 +191,18 @@ async def test_unreachable_and_hanging_hooks_are_transient(hooks: WebhookReceive
 async def test_a_non_webhook_target_is_refused(slack: SlackAdapter) -> None:
     with pytest.raises(PermanentError, match="webhook"):
         await slack.send(Target(platform="slack", address="C0123", kind="channel"), card())
+    for address in ("ftp://127.0.0.1/hooks/SECRET1234", "hooks/SECRET1234"):
+        with pytest.raises(PermanentError, match="not a webhook URL") as raised:
+            await slack.send(hook(address, "slack"), card())
+        assert "SECRET1234" not in str(raised.value)
+
+
+async def test_a_scheme_in_capitals_is_still_http(
+    hooks: WebhookReceiver, slack: SlackAdapter
+) -> None:
+    url = hooks.url("desk-caps")
+    await slack.send(hook("HTTP://" + url.removeprefix("http://"), "mattermost"), card())
+    assert len(hooks.payloads(url)) == 1
 
 
 # --- subscriptions from the settings ------------------------------------------------------------

@@ -119,7 +119,7 @@ class SlackAdapter(Adapter):
     async def send(self, target: Target, card: Card) -> str:
         url = target.address
         # The masked URL is made only for a refusal or a failure: a tenth of a send's cost.
-        if target.kind != "webhook" or urlsplit(url).scheme not in ("http", "https"):
+        if target.kind != "webhook" or not _is_http(url):
             raise PermanentError(
                 f"Slack delivers to incoming webhooks only; {mask_url(url)} is not a webhook URL"
             )
@@ -171,6 +171,14 @@ class SlackAdapter(Adapter):
                 connector=connector, timeout=self._timeout, raise_for_status=False
             )
         return self._session
+
+
+def _is_http(url: str) -> bool:
+    """Whether the URL's scheme is http or https; the usual spelling without parsing the URL (a
+    parse was a tenth of a send)."""
+    if url.startswith(("https://", "http://")):
+        return True
+    return urlsplit(url).scheme in ("http", "https")
 
 
 def _reason(body: str, url: str) -> str:
