@@ -401,30 +401,22 @@ async def test_a_rare_word_is_ranked_and_shown_in_five_statements(
     more: BEGIN, the probe, the matches, the page, COMMIT. The page is the ranked one."""
     db = await PgDatabase.open(_recreated(postgres_url, CTYPE), size=1)
     try:
-        old = START - timedelta(days=30)
+        old = START - timedelta(days=30)  # older than the probe's window of the newest posts
+        kestrel = Image(url="https://example.com/k.jpg", caption="A kestrel hovers")
         rare = [
             Post(
-                id="in-body",
+                id=post_id,
                 source_id="front",
-                published_at=old + timedelta(minutes=3),
-                title="Harbour",
-                body=["A kestrel nests on the crane."],
-            ),
-            Post(
-                id="in-title",
-                source_id="front",
-                published_at=old,
-                title="Kestrel over the port",
-                body=["Birds return to the docks."],
-            ),
-            Post(
-                id="in-caption",
-                source_id="wire",
-                published_at=old + timedelta(minutes=6),
-                title="Docks",
-                body=["Cranes stand still."],
-                images=[Image(url="https://example.com/k.jpg", caption="A kestrel hovers")],
-            ),
+                published_at=old + timedelta(minutes=minutes),
+                title=title,
+                body=[body],
+                images=images,
+            )
+            for post_id, minutes, title, body, images in [
+                ("in-body", 3, "Harbour", "A kestrel nests on the crane.", []),
+                ("in-title", 0, "Kestrel over the port", "Birds return to the docks.", []),
+                ("in-caption", 6, "Docks", "Cranes stand still.", [kestrel]),
+            ]
         ]
         await insert_posts(db, [*rare, *corpus(pg_search.PROBE_POSTS + 40)])
         statements: list[str] = []
