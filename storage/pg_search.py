@@ -225,8 +225,8 @@ async def search(
 ) -> SearchPage:
     """One page of posts matching the query, best first; raises QueryError only (as SQLite's)."""
     query = compile_query(text)
-    match = tsquery(query.match)
     marks = tsquery(query.marks)
+    conds = _tiers(tsquery(query.match), marks)  # the whole match last
     exact = _exact_in_index(query.match)
     page = max(1, page)
     per_page = max(1, min(per_page, MAX_PER_PAGE))
@@ -234,15 +234,15 @@ async def search(
     try:
         async with db.read() as conn, _planned(conn):
             walker = _Walker(conn, source_id)
-            probe = await _probe(walker, match, marks)
+            probe = await walker.probe(conds)
             counted: tuple[int, bool] | None = None
             if offset:  # a later page: nothing to rank when it is past the end
-                counted = await _count(walker, match, marks, probe, exact)
+                counted = await _count(walker, conds, probe, exact)
             ranked: list[_Candidate] = []
             known: int | None = None
             if counted is None or offset < counted[0]:
                 need = offset + per_page + 1
-                ranked = await _candidates(walker, match, marks, need, probe)
+                ranked = await _candidates(walker, conds, need, probe)
                 if len(ranked) < need:  # every match was ranked
                     known = len(ranked)
             chosen = ranked[offset : offset + per_page]
@@ -252,7 +252,7 @@ async def search(
             elif counted is not None:
                 total, estimated = counted
             else:
-                total, estimated = await _count(walker, match, marks, probe, exact)
+                total, estimated = await _count(walker, conds, probe, exact)
     except QUERY_FAILURES as error:
         log.warning("search failed for %r (%s): %s", text, query.match, error)
         raise QueryError(f"Couldn't search for that. {HOW_TO}") from error
@@ -576,11 +576,6 @@ def _whole(match: TsQuery) -> _Cond:
     return _Cond(f"p.search @@ {match.sql}", match.params)
 
 
-async def _probe(walker: _Walker, match: TsQuery, marks: TsQuery) -> _Probe:
-    """The query's matches among the newest posts, with their tiers: how common it is."""
-    return await walker.probe(_tiers(match, marks))
-
-
 def _tiers(match: TsQuery, marks: TsQuery) -> list[_Cond]:
     """Each tier's condition (TIER_WEIGHTS): its weights' part of the vector matches (the heading
     tiers with the query's marks), and the whole post matches `match` (left out where implied: a
@@ -626,7 +621,7 @@ def _weighted(expression: str, weights: str) -> str:
 
 
 async def _candidates(
-    walker: _Walker, match: TsQuery, marks: TsQuery, need: int, probe: _Probe
+    walker: _Walker, conds: list[_Cond], need: int, probe: _Probe
 ) -> list[_Candidate]:
     """The first `need` posts in rank order: tier (title, then byline or location, then body,
     then the rest), then newest first. The heading tiers are found with the query's marks (`u s`
@@ -636,8 +631,8 @@ async def _candidates(
     A query with few matches (judged by the probe of the newest posts, and held to
     RANK_ALL_UNDER) is read whole and tiered here. Otherwise each tier is read newest first, as
     SQLite walks its tiers, only while the page is not full: a tier is left once it has fewer
-    posts than the page still needs, so every post of an earlier tier is already ranked."""
-    conds = _tiers(match, marks)
+    posts than the page still needs, so every post of an earlier tier is already ranked.
+    `conds`: the tiers' conditions (`_tiers`)."""
     few = await _every_match(walker, conds, probe)
     if few is not None:
         return sorted(few, key=lambda c: (-c[0], c[1], c[2]), reverse=True)[:need]
@@ -690,7 +685,7 @@ def _exact_in_index(match: str) -> bool:
 
 
 async def _count(
-    walker: _Walker, match: TsQuery, marks: TsQuery, probe: _Probe, exact: bool = False
+    walker: _Walker, conds: list[_Cond], probe: _Probe, exact: bool = False
 ) -> tuple[int, bool]:
     """(count, is an estimate), as storage.search counts: only the newest COUNT_SPAN posts are
     walked, and at most COUNT_WINDOW + 1 matches among them; exact when every post is within the
@@ -701,17 +696,16 @@ async def _count(
         return 0, False
     low, high = bounds
     floor = high - COUNT_SPAN
-    few = await _every_match(walker, _tiers(match, marks), probe)
+    whole = conds[-1]
+    few = await _every_match(walker, conds, probe)
     if few is not None:
         rowids = sorted((rowid for _, _, rowid in few if rowid > floor), reverse=True)
         rowids = rowids[: COUNT_WINDOW + 1]
     elif probe.density >= DENSE or not exact:
-        found = await walker.newest(
-            _whole(match), COUNT_WINDOW + 1, floor=floor, density=probe.density
-        )
+        found = await walker.newest(whole, COUNT_WINDOW + 1, floor=floor, density=probe.density)
         rowids = [rowid for _, rowid in found]
     else:
-        found = await walker.by_rowid_ranges(_whole(match), COUNT_WINDOW + 1, floor, probe.density)
+        found = await walker.by_rowid_ranges(whole, COUNT_WINDOW + 1, floor, probe.density)
         rowids = [rowid for _, rowid in found]
     if len(rowids) > COUNT_WINDOW:
         boundary = rowids[COUNT_WINDOW - 1]
