@@ -570,17 +570,11 @@ def run_command(args: argparse.Namespace, *, json_mode: bool) -> int:
     for warning in settings.warnings:
         err.print(Text(one_line(warning), style="yellow"), soft_wrap=True)
     search_variants.use(settings.search.variants)
-    configure_logging(
-        "DEBUG" if args.verbose else _log_level(settings, args.command),
-        configured_secrets(settings),
-    )
     database_url, db_path = _store_location(args.db, settings)
-    if database_url is not None:  # given as --db: keep its password out of every log line too
-        secrets = [*configured_secrets(settings), database_url, urlsplit(database_url).password]
-        configure_logging(
-            "DEBUG" if args.verbose else _log_level(settings, args.command),
-            [secret for secret in secrets if secret],
-        )
+    secrets = configured_secrets(settings)
+    if database_url is not None:  # perhaps given as --db: its password stays out of logs too
+        secrets += [s for s in (database_url, urlsplit(database_url).password) if s]
+    configure_logging("DEBUG" if args.verbose else _log_level(settings, args.command), secrets)
     ctx = Ctx(
         settings=settings,
         db_path=db_path,
