@@ -4,7 +4,7 @@
 for every active subscription that matches (storage.outbox is the specification: the oldest
 subscription of a target carries the post, an edit reaches those that had the post unless they
 ignore edits, one that matches only since the edit gets it as new, a blog's first import is capped
-per subscription). Keywords are matched by `storage.pg_search.post_matches`.
+per subscription). Keywords are matched by `storage.pg_search.posts_matching`.
 
 `PgOutbox` is what a dispatcher claims, loads and settles deliveries through. Where SQLite has one
 process, PostgreSQL may have several, so:
@@ -58,7 +58,7 @@ from storage.codecs import (
 )
 from storage.models import EditPolicy, EventKind
 from storage.pg_db import Connection, PgDatabase
-from storage.pg_search import post_matches
+from storage.pg_search import posts_matching
 from storage.pg_subscriptions import disable_target, move_target
 from storage.query import CompiledQuery, QueryError, compile_query
 from storage.values import (
@@ -144,12 +144,15 @@ async def enqueue_for_changes(
             compiled[text] = None
 
     now = to_db_time(utc_now())
+    rowids = [change.rowid for change in changes]
+    matches = {  # one statement a query, whatever the number of posts
+        text: set() if query is None else await posts_matching(conn, query, rowids)
+        for text, query in compiled.items()
+    }
     rows: list[tuple[Any, ...]] = []
     for change in changes:
         post = change.post
-        verdicts: dict[str, bool] = {}
-        for text, query in compiled.items():
-            verdicts[text] = query is not None and await post_matches(conn, query, change.rowid)
+        verdicts = {text: change.rowid in matches[text] for text in compiled}
         updated = change.event.kind == EventKind.UPDATED
         had_post: set[int] = set()
         if updated:

@@ -41,7 +41,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -170,20 +170,26 @@ async def post_matches(conn: Connection, query: CompiledQuery, post_rowid: int) 
     """Whether one stored post matches; works inside an open write transaction (the generated
     column is in step with the row). A failure is logged and is no match, as in SQLite; it runs
     under a savepoint, so it never spoils the caller's transaction."""
+    return post_rowid in await posts_matching(conn, query, [post_rowid])
+
+
+async def posts_matching(conn: Connection, query: CompiledQuery, rowids: Sequence[int]) -> set[int]:
+    """Which of these stored posts match (as `post_matches`, for many posts at once): one
+    statement, by primary key, under one savepoint, whatever the number of posts."""
     try:
         compiled = tsquery(query.match)
     except QueryError:
-        return False
+        return set()
     try:
         async with conn.transaction():
             cur = await conn.execute(
-                f"SELECT 1 FROM posts WHERE rowid = %s AND search @@ {compiled.sql}",
-                (post_rowid, *compiled.params),
+                f"SELECT rowid FROM posts WHERE rowid = ANY(%s::bigint[]) AND search @@ {compiled.sql}",
+                (list(rowids), *compiled.params),
             )
-            return await cur.fetchone() is not None
+            return {int(row["rowid"]) for row in await cur.fetchall()}
     except QUERY_FAILURES as error:
         log.warning("post_matches failed for %r: %s", query.match, error)
-        return False
+        return set()
 
 
 # --- searching --------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import re
 import sqlite3
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
@@ -395,15 +396,41 @@ def highlighted(marked: str, where: SnippetSource = "text") -> Highlighted:
 async def post_matches(conn: aiosqlite.Connection, query: CompiledQuery, post_rowid: int) -> bool:
     """Whether one stored post matches; works inside an open write transaction (the triggers keep
     the index in step with the posts table)."""
+    return post_rowid in await posts_matching(conn, query, [post_rowid])
+
+
+async def posts_matching(
+    conn: aiosqlite.Connection, query: CompiledQuery, rowids: Sequence[int]
+) -> set[int]:
+    """Which of these stored posts match (as `post_matches`, for many posts at once): one
+    statement for each run of rowids at most CLUSTER_GAP apart, the range walked and the rows in
+    it kept here, so a document's new posts (consecutive rowids) cost one statement, not one each.
+    A query SQLite refuses is logged once and matches nothing."""
+    wanted = set(rowids)
+    found: set[int] = set()
     try:
-        async with conn.execute(
-            "SELECT 1 FROM posts_fts WHERE posts_fts MATCH ? AND rowid = ?",
-            (query.match, post_rowid),
-        ) as cur:
-            return await cur.fetchone() is not None
+        for low, high in _ranges(sorted(wanted)):
+            async with conn.execute(
+                "SELECT rowid FROM posts_fts WHERE posts_fts MATCH ? AND rowid BETWEEN ? AND ?",
+                (query.match, low, high),
+            ) as cur:
+                found.update(rowid for (rowid,) in await cur.fetchall() if rowid in wanted)
     except sqlite3.OperationalError as error:
         log.warning("post_matches failed for %r: %s", query.match, error)
-        return False
+        return set()
+    return found
+
+
+def _ranges(rowids: Sequence[int]) -> list[tuple[int, int]]:
+    """(first, last) of each run of the sorted `rowids` whose neighbours are at most CLUSTER_GAP
+    apart."""
+    ranges: list[tuple[int, int]] = []
+    for rowid in rowids:
+        if ranges and rowid - ranges[-1][1] <= CLUSTER_GAP:
+            ranges[-1] = (ranges[-1][0], rowid)
+        else:
+            ranges.append((rowid, rowid))
+    return ranges
 
 
 def matched_terms(query: CompiledQuery, post: Post) -> tuple[str, ...]:

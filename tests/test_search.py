@@ -13,9 +13,10 @@ from storage.ingest import ingest
 from storage.models import Highlighted, ImportResult, Post, Source, SourceKind
 from storage.posts import PostStore
 from storage.query import CompiledQuery, QueryError, compile_query
-from storage.search import matched_terms, post_matches, search
+from storage.search import matched_terms, post_matches, posts_matching, search
 from storage.values import SearchPage
 from tests.conftest import SEED, shared
+from tests.fakes.flaky import import_posts, make_post
 
 START = datetime(2022, 1, 21, 12, 0, tzinfo=UTC)
 
@@ -302,6 +303,30 @@ async def test_post_matches_inside_the_write_transaction(db: Database) -> None:
         assert await post_matches(conn, query, rowid)
         assert not await post_matches(conn, compile_query("Blinken"), rowid)
         assert not await post_matches(conn, query, rowid + 1)
+
+
+async def test_posts_matching_keeps_only_the_posts_asked_about(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Runs of rowids are read as ranges: the matches between the posts asked about (here every
+    post but one matches) are not answers, and rowids far apart are ranges of their own."""
+    await import_posts(
+        db,
+        [
+            make_post(n, title="Quiet day" if n == 300 else f"Sanctions, day {n}")
+            for n in range(1, 1201)
+        ],
+    )
+    async with db.reader.execute("SELECT id, rowid FROM posts") as cur:
+        rowid = {str(r[0]): int(r[1]) for r in await cur.fetchall()}
+    asked = [rowid[f"blog-{n}"] for n in (1, 2, 40, 300, 301, 900, 1200)] + [999_999]
+    async with db.write() as conn:
+        matched = await posts_matching(conn, compile_query("sanctions"), asked)
+        assert matched == {rowid[f"blog-{n}"] for n in (1, 2, 40, 301, 900, 1200)}
+        assert await posts_matching(conn, compile_query("sanctions"), []) == set()
+        broken = CompiledQuery(text="x", match='"x" AND', terms=("x",), notice=None)
+        assert await posts_matching(conn, broken, asked) == set()
+    assert [r.message.startswith("post_matches failed") for r in caplog.records] == [True]
 
 
 def test_matched_terms_are_stemmed_like_the_index() -> None:

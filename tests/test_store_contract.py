@@ -13,6 +13,7 @@ PostgreSQL a pending one is then leased to this process, which changes nothing t
 from __future__ import annotations
 
 import sqlite3
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -455,6 +456,29 @@ async def test_keyword_filters_match_and_exclude(store: Store) -> None:
         ("phrase", "blog-2"),
         ("prefix", "blog-4"),
     }
+
+
+async def test_keyword_filters_judge_every_post_of_a_big_document(store: Store) -> None:
+    """The posts of one document are matched a query at a time, not a post at a time: every one
+    of 700 posts is still judged on its own, on the import and on an edit of a tenth of them."""
+
+    def post(n: int, edited: bool = False) -> Post:
+        title = f"NATO summit, day {n}" if n % 50 == 0 else None
+        body = "Sanctions on exports." if n % 7 == 0 else "Quiet."
+        return make_post(n, title=title, body=["Sanctions, again." if edited else body])
+
+    subs = store.subscriptions
+    await subs.add(chat("sanctions"), created_by="u", query="sanctions")
+    await subs.add(chat("nato"), created_by="u", query="NATO -sanctions")
+    await import_posts(store, [post(n) for n in range(1, 701)])
+    first = Counter((r.address, r.event) for r in await deliveries(store))
+    # sanctions: every 7th post; NATO without sanctions: every 50th but 350 and 700.
+    assert first == {("sanctions", "created"): 100, ("nato", "created"): 12}
+    await import_posts(store, [post(n, edited=n % 10 == 0) for n in range(1, 701)])
+    second = Counter((r.address, r.event) for r in await deliveries(store)) - first
+    # The 70 edited posts: the 10 the sanctions chat had come as edits, the 60 others as new;
+    # every 50th post now names sanctions, so the NATO chat gets none of them again.
+    assert second == {("sanctions", "updated"): 10, ("sanctions", "created"): 60}
 
 
 async def test_backfill_with_a_keyword_filter(store: Store) -> None:
