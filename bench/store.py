@@ -10,6 +10,10 @@ rows a statement as the store writes them: FTS5 costs ~40% more at one row a sta
 PostgreSQL (a throwaway server, when its binaries are here): the store's ingest ÷ raw COPY and
 ÷ raw executemany into the same schema. Goal ≥ 0.8 (issue 13). Median of --runs runs, alternating
 ours and raw, with the load average of each run; every input is generated before timing.
+The same import into a store holding SUBSCRIBERS subscriptions (every other one with a keyword
+filter), both backends: ÷ raw inserts of the same posts and of the deliveries that import wrote
+(SQLite executemany, PostgreSQL COPY), in one transaction, into the same schema holding the same
+subscriptions.
 
 The CLI import (both backends): `livedesk import FEED` as an operator runs it (a subprocess, spawn →
 exit) of an RSS 2.0 feed shaped like a newspaper's (bench._corpus.rss_feed: HTML descriptions with
@@ -37,6 +41,7 @@ import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -59,10 +64,12 @@ from bench._process import livedesk_script, run_to_end
 from storage.codecs import to_db_time
 from storage.db import Database
 from storage.ingest import ingest
-from storage.models import ImportResult, Post, Source, SourceKind
+from storage.models import EditPolicy, ImportResult, Post, Source, SourceKind, Target
 from storage.pg_store import open_postgres
 from storage.posts import ROWS_PER_INSERT as RAW_ROWS_PER_INSERT
 from storage.posts import PostStore
+from storage.subscriptions import SubscriptionStore
+from storage.values import NewSubscription
 from tests.pgserver import PostgresServer
 
 IMPORT_POSTS = 100_000
@@ -126,9 +133,15 @@ def _raw_rows(corpus: Corpus, count: int) -> list[tuple[str, str, str, str, str,
     return [(i, p, t, b, i, recorded) for i, p, t, b in corpus.rows(count)]
 
 
-def _raw_insert(path: Path, corpus: Corpus, rows: Sequence[tuple[str, ...]]) -> float:
+def _raw_insert(
+    path: Path,
+    corpus: Corpus,
+    rows: Sequence[tuple[str, ...]],
+    deliveries: Sequence[tuple[Any, ...]] = (),
+) -> float:
     """Insert the prepared rows with sqlite3.executemany in one transaction, as many rows a
-    statement as the store puts in one; return seconds."""
+    statement as the store puts in one, and `deliveries` (DELIVERY_COLUMNS) in the same
+    transaction; return seconds."""
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         conn.execute("PRAGMA journal_mode=WAL")
@@ -154,6 +167,11 @@ def _raw_insert(path: Path, corpus: Corpus, rows: Sequence[tuple[str, ...]]) -> 
         )
         if whole < len(rows):
             conn.executemany(head + one, rows[whole:])
+        if deliveries:
+            conn.executemany(
+                f"INSERT INTO deliveries ({DELIVERY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                deliveries,
+            )
         conn.execute("COMMIT")
         return time.perf_counter() - started
     finally:
@@ -177,9 +195,13 @@ async def _ours_insert(path: Path, documents: Sequence[ImportResult]) -> float:
         return time.perf_counter() - started
 
 
-def _remove_run(workdir: Path, run: int) -> None:
-    for path in workdir.glob(f"*-{run}.db*"):
+def _remove(workdir: Path, pattern: str) -> None:
+    for path in workdir.glob(pattern):
         path.unlink()
+
+
+def _remove_run(workdir: Path, run: int) -> None:
+    _remove(workdir, f"*-{run}.db*")
 
 
 async def bench_import(corpus: Corpus, workdir: Path, count: int, runs: int) -> Line:
@@ -196,6 +218,180 @@ async def bench_import(corpus: Corpus, workdir: Path, count: int, runs: int) -> 
         ours.add(count / await _ours_insert(ours_path, documents))
         _remove_run(workdir, run)
     return Line("SQLite: store ingest ÷ raw executemany", "posts/s", ours, raw, goal=0.8)
+
+
+SUBSCRIBERS = 20
+"""Subscriptions of the store the "with subscribers" import goes into; every other one has a
+keyword filter (`_subscribers`)."""
+DELIVERY_COLUMNS = (
+    "subscription_id, post_rowid, version, event, order_key, next_attempt_at, created_at"
+)
+
+
+def _subscribers(corpus: Corpus) -> list[NewSubscription]:
+    """SUBSCRIBERS newsroom targets: every other one takes every post, the others one of five
+    keyword filters (a common word, a rarer one, OR, a prefix, an exclusion)."""
+    w = corpus.words
+    queries = [w[30], w[200], f"{w[1000]} OR {w[5000]}", f"{w[60][:3]}*", f"{w[40]} -{w[41]}"]
+    return [
+        NewSubscription(
+            Target(platform="terminal", address=f"desk-{n}"),
+            "bench",
+            None,
+            queries[n // 2 % len(queries)] if n % 2 else None,
+            EditPolicy.EDIT,
+        )
+        for n in range(SUBSCRIBERS)
+    ]
+
+
+async def _ours_subscribed(
+    path: Path, documents: Sequence[ImportResult], items: Sequence[NewSubscription]
+) -> tuple[float, list[tuple[Any, ...]]]:
+    """Seconds of the ingest into a store holding `items`, and the deliveries it wrote."""
+    async with await Database.open(path) as db:
+        await SubscriptionStore(db).put(items)
+        started = time.perf_counter()
+        for document in documents:
+            await ingest(db, document)
+        seconds = time.perf_counter() - started
+        async with db.reader.execute(
+            f"SELECT {DELIVERY_COLUMNS} FROM deliveries ORDER BY id"
+        ) as cur:
+            deliveries = [tuple(row) for row in await cur.fetchall()]
+    return seconds, deliveries
+
+
+def _but_times(deliveries: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
+    """Deliveries without their created_at (the last of DELIVERY_COLUMNS), which each run stamps."""
+    return [tuple(row[:-1]) for row in deliveries]
+
+
+async def _subscribed_schema(path: Path, items: Sequence[NewSubscription]) -> None:
+    async with await Database.open(path) as db:
+        await SubscriptionStore(db).put(items)
+
+
+async def bench_import_subscribed(corpus: Corpus, workdir: Path, count: int, runs: int) -> Line:
+    """SQLite: the import into a store with SUBSCRIBERS subscriptions (half with keywords) ÷ raw
+    executemany of the same posts and of the deliveries our import wrote (taken from an untimed
+    first run), in one transaction, into the same schema holding the same subscriptions."""
+    documents = corpus.documents(count, DOCUMENT_POSTS)
+    rows = _raw_rows(corpus, count)
+    items = _subscribers(corpus)
+    _, deliveries = await _ours_subscribed(workdir / "warm.db", documents, items)
+    _remove(workdir, "warm.db*")
+    ours, raw = Runs(), Runs()
+    for run in range(runs):
+        raw_path = workdir / f"raw-{run}.db"
+        await _subscribed_schema(raw_path, items)
+        raw.add(count / _raw_insert(raw_path, corpus, rows, deliveries))
+        seconds, written = await _ours_subscribed(workdir / f"ours-{run}.db", documents, items)
+        if _but_times(written) != _but_times(deliveries):
+            raise RuntimeError("the import wrote other deliveries than its first run")
+        ours.add(count / seconds)
+        _remove_run(workdir, run)
+    return Line(
+        f"SQLite: ingest with {SUBSCRIBERS} subscriptions ({len(deliveries):,} deliveries) ÷ "
+        "raw executemany of the posts and deliveries",
+        "posts/s",
+        ours,
+        raw,
+        goal=0.8,
+    )
+
+
+RAW_POSTGRES_SUBSCRIBED_COPY = "COPY {table} ({columns}) FROM STDIN"
+
+
+def _postgres_copy(url: str, columns: list[str], posts: list[Any], deliveries: list[Any]) -> float:
+    """The raw ceiling on PostgreSQL: the stored posts (every column ingest writes) and the
+    deliveries, each by COPY, in one transaction; seconds."""
+    with psycopg.connect(url) as conn, conn.cursor() as cur:
+        started = time.perf_counter()
+        for table, names, values in (
+            ("posts", ", ".join(columns), posts),
+            ("deliveries", DELIVERY_COLUMNS, deliveries),
+        ):
+            with cur.copy(RAW_POSTGRES_SUBSCRIBED_COPY.format(table=table, columns=names)) as copy:
+                for row in values:
+                    copy.write_row(row)
+        conn.commit()
+        return time.perf_counter() - started
+
+
+async def _pg_subscribed(
+    server: PostgresServer, documents: Sequence[ImportResult], items: Sequence[NewSubscription]
+) -> tuple[float, str]:
+    """Seconds of the ingest into a new database holding `items`, and that database's URL."""
+    url = new_database(server, "subscribed")
+    store = await open_postgres(url)
+    try:
+        await store.subscriptions.put(items)
+        started = time.perf_counter()
+        for document in documents:
+            await store.ingest(document)
+        return time.perf_counter() - started, url
+    finally:
+        await store.close()
+
+
+def _pg_written(url: str) -> tuple[list[str], list[Any], list[Any], list[Any]]:
+    """(posts' written columns, sources, posts, deliveries) as an import left them."""
+    with psycopg.connect(url) as conn:
+        columns = [
+            str(r[0])
+            for r in conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'posts' "
+                "AND is_generated = 'NEVER' ORDER BY ordinal_position"
+            )
+        ]
+        sources = conn.execute("SELECT * FROM sources").fetchall()
+        posts = conn.execute(f"SELECT {', '.join(columns)} FROM posts ORDER BY rowid").fetchall()
+        deliveries = conn.execute(
+            f"SELECT {DELIVERY_COLUMNS} FROM deliveries ORDER BY id"
+        ).fetchall()
+    return columns, sources, posts, deliveries
+
+
+async def bench_import_subscribed_postgres(corpus: Corpus, count: int, runs: int) -> Line | str:
+    """PostgreSQL: the same ÷ raw COPY of the posts and deliveries our import wrote, each run on
+    new databases of a throwaway server holding the same subscriptions."""
+    if not postgres_available():
+        return "PostgreSQL: not measured (no initdb/pg_ctl on this machine)"
+    documents = corpus.documents(count, DOCUMENT_POSTS)
+    items = _subscribers(corpus)
+    with postgres() as server:
+        _, url = await _pg_subscribed(server, documents, items)
+        columns, sources, posts, deliveries = _pg_written(url)
+        drop_database(server, url)
+        ours, raw = Runs(), Runs()
+        for _ in range(runs):
+            url = new_database(server, "subscribed_raw")
+            store = await open_postgres(url)
+            await store.subscriptions.put(items)
+            await store.close()
+            with psycopg.connect(url) as conn:
+                marks = ", ".join(["%s"] * len(sources[0]))
+                conn.cursor().executemany(f"INSERT INTO sources VALUES ({marks})", sources)
+            raw.add(
+                count / await asyncio.to_thread(_postgres_copy, url, columns, posts, deliveries)
+            )
+            drop_database(server, url)
+            seconds, url = await _pg_subscribed(server, documents, items)
+            written = _pg_written(url)[3]
+            drop_database(server, url)
+            if _but_times(written) != _but_times(deliveries):
+                raise RuntimeError("the import wrote other deliveries than its first run")
+            ours.add(count / seconds)
+    return Line(
+        f"PostgreSQL: ingest with {SUBSCRIBERS} subscriptions ({len(deliveries):,} deliveries) ÷ "
+        "raw COPY of the posts and deliveries",
+        "posts/s",
+        ours,
+        raw,
+        goal=0.8,
+    )
 
 
 async def bench_import_postgres(count: int, runs: int) -> tuple[Line, Line] | str:
@@ -388,6 +584,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         if not args.cli_only:
             line = asyncio.run(bench_import(corpus, workdir, count, runs))
             lines.append(("SQLite", f"import {count:,} posts (raw: executemany)", line))
+            line = asyncio.run(bench_import_subscribed(corpus, workdir, count, runs))
+            subscribed = f"import {count:,} posts into a store with {SUBSCRIBERS} subscriptions"
+            lines.append(("SQLite", f"{subscribed} (raw: executemany)", line))
             if not args.sqlite_only:
                 pg = asyncio.run(bench_import_postgres(count, runs))
                 if isinstance(pg, str):
@@ -397,6 +596,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                     lines.append(
                         ("PostgreSQL", f"import {count:,} posts (raw: executemany)", pg[1])
                     )
+                pg_subscribed = asyncio.run(bench_import_subscribed_postgres(corpus, count, runs))
+                if isinstance(pg_subscribed, str):
+                    notes.append(pg_subscribed)
+                else:
+                    lines.append(("PostgreSQL", f"{subscribed} (raw: COPY)", pg_subscribed))
             title = (
                 f"Import {count:,} posts (documents of {DOCUMENT_POSTS:,}), median of {runs} "
                 f"run{'s' if runs > 1 else ''}"

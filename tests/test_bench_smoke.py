@@ -85,11 +85,16 @@ def _rows(figures: list[_common.Figure]) -> list[tuple[str, str]]:
             "Import 200 posts",
             [
                 ("SQLite", "import 200 posts (raw: executemany)"),
+                (
+                    "SQLite",
+                    "import 200 posts into a store with 20 subscriptions (raw: executemany)",
+                ),
                 ("SQLite", "livedesk import of a 50-item feed, spawn → exit (raw: executemany)"),
             ],
             [
                 ("PostgreSQL", "import 200 posts (raw: COPY)"),
                 ("PostgreSQL", "import 200 posts (raw: executemany)"),
+                ("PostgreSQL", "import 200 posts into a store with 20 subscriptions (raw: COPY)"),
                 (
                     "PostgreSQL",
                     "livedesk import of a 50-item feed, spawn → exit (raw: executemany)",
