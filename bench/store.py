@@ -511,17 +511,7 @@ async def _migrated_postgres(server: PostgresServer) -> str:
 
 
 def _postgres_rows(url: str, rows: Path) -> int:
-    with psycopg.connect(url) as conn:
-        columns = [
-            str(r[0])
-            for r in conn.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_name = 'posts' "
-                "AND is_generated = 'NEVER' ORDER BY ordinal_position"
-            )
-        ]
-        sources = conn.execute("SELECT * FROM sources").fetchall()
-        names = ", ".join(columns)
-        posts = conn.execute(f"SELECT {names} FROM posts ORDER BY rowid").fetchall()
+    columns, sources, posts, _ = _pg_written(url)
     rows.write_bytes(pickle.dumps((columns, sources, posts)))
     return len(posts)
 
