@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import re
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import partial
 from typing import Any
 
@@ -197,12 +197,7 @@ def _row_lookups(rowids: list[int]) -> list[tuple[str, list[int]]]:
     range by walking every match inside it: rows close together are read as one range, the IN
     list, unindexed (+), picking them out; rows far apart are looked up one by one.
     """
-    clusters: list[list[int]] = []
-    for rowid in sorted(rowids):
-        if clusters and rowid - clusters[-1][-1] <= CLUSTER_GAP:
-            clusters[-1].append(rowid)
-        else:
-            clusters.append([rowid])
+    clusters = _clusters(rowids)
     lookups: list[tuple[str, list[int]]] = []
     single = [c[0] for c in clusters if len(c) == 1]
     if single:
@@ -216,6 +211,17 @@ def _row_lookups(rowids: list[int]) -> list[tuple[str, list[int]]]:
             )
         )
     return lookups
+
+
+def _clusters(rowids: Iterable[int]) -> list[list[int]]:
+    """The rowids, sorted, in runs whose neighbours are at most CLUSTER_GAP apart."""
+    clusters: list[list[int]] = []
+    for rowid in sorted(rowids):
+        if clusters and rowid - clusters[-1][-1] <= CLUSTER_GAP:
+            clusters[-1].append(rowid)
+        else:
+            clusters.append([rowid])
+    return clusters
 
 
 def _candidates(
@@ -402,17 +408,24 @@ async def post_matches(conn: aiosqlite.Connection, query: CompiledQuery, post_ro
 async def posts_matching(
     conn: aiosqlite.Connection, query: CompiledQuery, rowids: Sequence[int]
 ) -> set[int]:
-    """Which of these stored posts match (as `post_matches`, for many posts at once): one
-    statement for each run of rowids at most CLUSTER_GAP apart, the range walked and the rows in
-    it kept here, so a document's new posts (consecutive rowids) cost one statement, not one each.
-    A query SQLite refuses is logged once and matches nothing."""
+    """Which of these stored posts match (as `post_matches`, for many posts at once), in a few
+    statements (`_row_lookups`' clusters): a run of rowids at most CLUSTER_GAP apart is one range,
+    walked, the rows asked about kept here (a document's new posts, consecutive, are one
+    statement whatever their number); rowids far from any other are looked up in lists of
+    SINGLES_PER_LOOKUP. A query SQLite refuses is logged once and matches nothing."""
     wanted = set(rowids)
+    clusters = _clusters(wanted)
+    singles = [cluster[0] for cluster in clusters if len(cluster) == 1]
+    lookups = [("rowid BETWEEN ? AND ?", [c[0], c[-1]]) for c in clusters if len(c) > 1]
+    for start in range(0, len(singles), SINGLES_PER_LOOKUP):
+        chunk = singles[start : start + SINGLES_PER_LOOKUP]
+        lookups.append((f"rowid IN ({','.join('?' * len(chunk))})", chunk))
     found: set[int] = set()
     try:
-        for low, high in _ranges(sorted(wanted)):
+        for where, params in lookups:
             async with conn.execute(
-                "SELECT rowid FROM posts_fts WHERE posts_fts MATCH ? AND rowid BETWEEN ? AND ?",
-                (query.match, low, high),
+                f"SELECT rowid FROM posts_fts WHERE posts_fts MATCH ? AND {where}",
+                (query.match, *params),
             ) as cur:
                 found.update(rowid for (rowid,) in await cur.fetchall() if rowid in wanted)
     except sqlite3.OperationalError as error:
@@ -421,16 +434,8 @@ async def posts_matching(
     return found
 
 
-def _ranges(rowids: Sequence[int]) -> list[tuple[int, int]]:
-    """(first, last) of each run of the sorted `rowids` whose neighbours are at most CLUSTER_GAP
-    apart."""
-    ranges: list[tuple[int, int]] = []
-    for rowid in rowids:
-        if ranges and rowid - ranges[-1][1] <= CLUSTER_GAP:
-            ranges[-1] = (ranges[-1][0], rowid)
-        else:
-            ranges.append((rowid, rowid))
-    return ranges
+SINGLES_PER_LOOKUP = 500
+"""Rowids one `rowid IN (…)` lookup of `posts_matching` holds (SQLite allows 32,766 parameters)."""
 
 
 def matched_terms(query: CompiledQuery, post: Post) -> tuple[str, ...]:
