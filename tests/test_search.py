@@ -309,7 +309,8 @@ async def test_posts_matching_keeps_only_the_posts_asked_about(
     db: Database, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Runs of rowids are read as ranges: the matches between the posts asked about (here every
-    post but one matches) are not answers, and rowids far apart are ranges of their own."""
+    post but one matches) are not answers; rowids far from any other (900, 1200 and one that does
+    not exist) are looked up together."""
     await import_posts(
         db,
         [
