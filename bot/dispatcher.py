@@ -78,6 +78,10 @@ GROUP_COMMIT_WINDOW = 0.05  # seconds an outcome may wait for others to share it
 FULL_RESYNC_INTERVAL = 5.0  # seconds between full reloads of the pending set
 RESYNC_SHARE = 50  # ... or this many times as long as the last one took (100k pending: ~0.1 s)
 LOAD_PAGE = 5000
+FIRST_PAGE = 64
+"""A load into an empty schedule reads this many rows first and hands them to the workers before
+it reads the rest: the first messages of a big fan-out leave after one page, not after the whole
+load (at 100,000 new deliveries, about 0.6 s of reading)."""
 SHORT_WAIT = 0.05  # a rate-limit wait this short is slept by the worker that holds the delivery
 CLAIM_FRACTION = 1.0  # a claim waits for room for this share of `concurrency` (or idle workers)
 CLAIM_AHEAD = 4  # deliveries taken (sending or claimed) per unit of `concurrency`, at most
@@ -304,6 +308,7 @@ class Dispatcher:
         self._io_lock = asyncio.Lock()
         self._stopped = asyncio.Event()
         self._woken = False
+        self._more_new = 0  # the rows of a first page (FIRST_PAGE) whose rest is read next
         self._resync_needed = True
         self._frozen_load = False  # a big load is frozen out of the collector's sight (FREEZE_LOAD)
         self._stopping = False
@@ -411,9 +416,14 @@ class Dispatcher:
                         next_full = t + max(FULL_RESYNC_INTERVAL, RESYNC_SHARE * took)
                         next_poll = t + self.settings.poll_interval
                     elif (
-                        self._woken or t >= next_poll or (t >= next_probe and await self._changed())
+                        self._woken
+                        or self._more_new
+                        or t >= next_poll
+                        or (t >= next_probe and await self._changed())
                     ):
                         self._woken = False
+                        if self._more_new:  # the first page's sends start before the rest is read
+                            await asyncio.sleep(0)
                         await self._load_new()
                         next_poll = t + self.settings.poll_interval
                 except Exception as error:  # the store is unreachable (a server restart, …)
@@ -429,6 +439,8 @@ class Dispatcher:
                 if batch:
                     await self._launch(batch)
                     continue
+                if self._more_new:
+                    continue  # the rest of the load, without waiting
                 if self._frozen_load and not (self._known or self._taken or self._settling):
                     self._frozen_load = False
                     _thaw()
@@ -470,7 +482,7 @@ class Dispatcher:
             await asyncio.wait(late)
 
     def _idle(self, now: float) -> bool:
-        if self._taken or self._sending or len(self._results) or self._settling:
+        if self._taken or self._sending or len(self._results) or self._settling or self._more_new:
             return False
         if self._flushing or self._resync_needed:
             return False
@@ -485,19 +497,28 @@ class Dispatcher:
     # --- loading the schedule ------------------------------------------------------------------------
 
     async def _load_new(self) -> None:
+        """Add the deliveries written since the last look. Into an empty schedule only a first
+        page (FIRST_PAGE), when more may follow: the loop hands it out, lets its sends start, and
+        calls again for the rest (`_more_new`)."""
         async with self._io_lock:
             paused = False
-            loaded = 0
+            first = not (self._more_new or self._known or self._taken or self._ready)
+            loaded, self._more_new = self._more_new, 0  # a big load counts its first page too
             try:
                 while True:
-                    rows = await self.outbox.pending_after(self._watermark, LOAD_PAGE)
+                    page = min(FIRST_PAGE, LOAD_PAGE) if first else LOAD_PAGE
+                    rows = await self.outbox.pending_after(self._watermark, page)
                     for row in rows:
                         self._watermark = max(self._watermark, row.id)
                         self._add(row)
                     loaded += len(rows)
-                    if len(rows) < LOAD_PAGE:
+                    if len(rows) < page:
+                        break
+                    if first:
+                        self._more_new = loaded
                         break
                     paused = paused or _pause_collector()  # a full page: maybe a big load
+                    await asyncio.sleep(0)  # answers to the sends in flight are read meanwhile
             finally:
                 if paused:
                     self._resume_collector(freeze=loaded >= FREEZE_LOAD)

@@ -144,6 +144,9 @@ def test_fanout_records_each_section(benches: bool, capsys: pytest.CaptureFixtur
     backends = [f.backend for f in figures if f.path == paths[0]]
     assert backends == (["SQLite", "PostgreSQL"] if benches else ["SQLite"])
     assert paths[len(backends)].startswith("import commit → first delivery p50")
+    assert paths[len(backends) + 1].startswith(
+        "import commit → first delivery p50, one post to 200 subscriptions"
+    )
     assert sum("429s from the fake" in p for p in paths) == 2
     assert paths[-1] == "peak RSS of one process delivering one post to 1,000 subscriptions"
 

@@ -20,11 +20,12 @@ from bot.adapters.base import (
 )
 from bot.config import DispatchSettings
 from bot.dispatcher import Dispatcher
-from bot.models import EditPolicy, SubscriptionState, Target
+from bot.models import Card, EditPolicy, SubscriptionState, Target
 from storage.db import Database
 from storage.outbox import Outbox
 from storage.outbox import Outbox as SqliteOutbox
 from storage.subscriptions import SubscriptionStore
+from storage.values import NewSubscription, PendingDelivery
 from tests.fakes.flaky import FlakyAdapter, import_posts, make_post
 
 
@@ -344,6 +345,53 @@ async def test_run_delivers_in_process_imports_when_woken_and_stops_cleanly(
     await d.stop()
     await task
     assert [s for _, _, s, _ in await states(db)] == ["sent"]
+
+
+async def test_a_big_fan_out_starts_sending_after_its_first_page_is_read(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dispatcher runs with nothing to do; one post reaches 600 subscriptions. Its first sends
+    go out after one page of the new deliveries is read, before the rest: at 100,000 a full read
+    took 0.6 s. Then every subscription gets the post once."""
+    monkeypatch.setattr("bot.dispatcher.FIRST_PAGE", 64)
+    store = SubscriptionStore(db)
+    await store.add_many([NewSubscription(chat(f"c{n}"), created_by="u") for n in range(600)])
+    events: list[str] = []
+    outbox = SqliteOutbox(db)
+    read = outbox.pending_after
+
+    async def pending_after(after_id: int, limit: int = 5000) -> list[PendingDelivery]:
+        rows = await read(after_id, limit)
+        events.append(f"read {len(rows)}")
+        return rows
+
+    monkeypatch.setattr(outbox, "pending_after", pending_after)
+    adapter = FlakyAdapter()
+    send = adapter.send
+
+    async def sending(target: Target, card: Card) -> str:
+        if not events or events[-1] != "send":
+            events.append("send")
+        return await send(target, card)
+
+    monkeypatch.setattr(adapter, "send", sending)
+    d = Dispatcher(
+        outbox, {adapter.platform: adapter}, SETTINGS.model_copy(update={"poll_interval": 5.0})
+    )
+    task = asyncio.create_task(d.run())
+    await asyncio.sleep(0.05)  # started: its first look found nothing pending
+    events.clear()
+    await import_posts(db, [make_post(1)])
+    d.wake()
+    async with asyncio.timeout(10.0):
+        while len(adapter.calls) < 600 or not d._idle(d.clock()):  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    await d.stop()
+    await task
+
+    assert events[:3] == ["read 64", "send", "read 536"]
+    assert sorted(c.target.address for c in adapter.calls) == sorted(f"c{n}" for n in range(600))
+    assert {state for _, _, state, _ in await states(db)} == {"sent"}
 
 
 async def test_imports_by_another_process_are_noticed_by_polling(tmp_path: Any) -> None:
