@@ -309,6 +309,7 @@ class Dispatcher:
         self._stopped = asyncio.Event()
         self._woken = False
         self._more_new = 0  # the rows of a first page (FIRST_PAGE) whose rest is read next
+        self._rest: list[int] = []  # the ids a resync left for after its first page
         self._resync_needed = True
         self._frozen_load = False  # a big load is frozen out of the collector's sight (FREEZE_LOAD)
         self._stopping = False
@@ -415,6 +416,9 @@ class Dispatcher:
                         took = loop.time() - t
                         next_full = t + max(FULL_RESYNC_INTERVAL, RESYNC_SHARE * took)
                         next_poll = t + self.settings.poll_interval
+                    elif self._rest:  # the first page's sends start before the rest is read
+                        await asyncio.sleep(0)
+                        await self._load_rest()
                     elif (
                         self._woken
                         or self._more_new
@@ -439,7 +443,7 @@ class Dispatcher:
                 if batch:
                     await self._launch(batch)
                     continue
-                if self._more_new:
+                if self._more_new or self._rest:
                     continue  # the rest of the load, without waiting
                 if self._frozen_load and not (self._known or self._taken or self._settling):
                     self._frozen_load = False
@@ -482,7 +486,9 @@ class Dispatcher:
             await asyncio.wait(late)
 
     def _idle(self, now: float) -> bool:
-        if self._taken or self._sending or len(self._results) or self._settling or self._more_new:
+        if self._taken or self._sending or len(self._results) or self._settling:
+            return False
+        if self._more_new or self._rest:
             return False
         if self._flushing or self._resync_needed:
             return False
@@ -550,20 +556,36 @@ class Dispatcher:
                 self._foreign_until = time.monotonic() + FOREIGN_REFRESH
             self._foreign &= pending
             missing = pending - self._known.keys() - self._taken - self._settling - self._foreign
-            if missing:
-                paused = len(missing) >= FREEZE_LOAD and _pause_collector()
-                wanted = sorted(missing)
-                try:
-                    for start in range(0, len(wanted), LOAD_PAGE):  # a page's rows at a time
-                        page = wanted[start : start + LOAD_PAGE]
-                        for row in await self.outbox.pending_by_ids(page):
-                            self._add(row)
-                finally:
-                    if paused:
-                        self._resume_collector(freeze=True)
+            wanted = sorted(missing)
+            if len(wanted) > FIRST_PAGE and not (self._known or self._taken or self._ready):
+                # An empty schedule (a start with a backlog): the oldest page goes out first.
+                wanted, self._rest = wanted[:FIRST_PAGE], wanted[FIRST_PAGE:]
+            else:
+                self._rest = []
+            await self._add_by_ids(wanted)
             if pending:
                 self._watermark = max(self._watermark, max(pending))
+            self._backlog = bool(self._rest) and self._backlog
+
+    async def _load_rest(self) -> None:
+        """The rest of a resync's load, after its first page was handed out."""
+        async with self._io_lock:
+            wanted, self._rest = self._rest, []
+            await self._add_by_ids(wanted)
             self._backlog = False
+
+    async def _add_by_ids(self, wanted: list[int]) -> None:
+        """Add these pending deliveries (by id, in order), a page's rows at a time."""
+        if not wanted:
+            return
+        paused = len(wanted) >= FREEZE_LOAD and _pause_collector()
+        try:
+            for start in range(0, len(wanted), LOAD_PAGE):
+                for row in await self.outbox.pending_by_ids(wanted[start : start + LOAD_PAGE]):
+                    self._add(row)
+        finally:
+            if paused:
+                self._resume_collector(freeze=True)
 
     def _reshare(self) -> None:
         """The fleet changed: let go of the targets another worker sends to now (what is in flight

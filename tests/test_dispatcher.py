@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
@@ -388,6 +389,41 @@ async def test_a_big_fan_out_starts_sending_after_its_first_page_is_read(
             await asyncio.sleep(0.01)
     await d.stop()
     await task
+
+    assert events[:3] == ["read 64", "send", "read 536"]
+    assert sorted(c.target.address for c in adapter.calls) == sorted(f"c{n}" for n in range(600))
+    assert {state for _, _, state, _ in await states(db)} == {"sent"}
+
+
+async def test_a_backlog_at_start_is_sent_from_its_first_page_on(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """600 deliveries are pending when the dispatcher starts (a restart after a crash): the oldest
+    page goes out before the rest is read, then every one is sent once."""
+    monkeypatch.setattr("bot.dispatcher.FIRST_PAGE", 64)
+    store = SubscriptionStore(db)
+    await store.add_many([NewSubscription(chat(f"c{n}"), created_by="u") for n in range(600)])
+    await import_posts(db, [make_post(1)])
+    events: list[str] = []
+    outbox = SqliteOutbox(db)
+    read = outbox.pending_by_ids
+
+    async def pending_by_ids(ids: Iterable[int]) -> list[PendingDelivery]:
+        rows = await read(ids)
+        events.append(f"read {len(rows)}")
+        return rows
+
+    monkeypatch.setattr(outbox, "pending_by_ids", pending_by_ids)
+    adapter = FlakyAdapter()
+    send = adapter.send
+
+    async def sending(target: Target, card: Card) -> str:
+        if not events or events[-1] != "send":
+            events.append("send")
+        return await send(target, card)
+
+    monkeypatch.setattr(adapter, "send", sending)
+    await Dispatcher(outbox, {adapter.platform: adapter}, SETTINGS).run_until_idle()
 
     assert events[:3] == ["read 64", "send", "read 536"]
     assert sorted(c.target.address for c in adapter.calls) == sorted(f"c{n}" for n in range(600))
