@@ -1,7 +1,7 @@
 """Webhook fan-out: one post to 1,000 Slack-style webhook subscriptions, beside the raw ceiling and Apprise.
 
     python -m bench webhooks                 (or python -m bench.webhooks)
-    python -m bench webhooks --hooks 300 --rounds 1
+    python -m bench webhooks --quick         (300 hooks, five rounds)
     python -m bench webhooks --smoke         (30 hooks, one round: the smoke test)
 
 The receiver (tests/fakes/webhooks.py, no rate limit, payloads validated, nothing recorded) runs in a
@@ -322,9 +322,9 @@ async def _run(hooks: int, rounds: int, apprise_rounds: int) -> list[Figure]:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench webhooks", description=__doc__)
     parser.add_argument("--hooks", type=int, default=1000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--apprise-rounds", type=int, default=1)
-    parser.add_argument("--quick", action="store_true", help="300 hooks, one round")
+    parser.add_argument("--quick", action="store_true", help="300 hooks, five rounds")
     parser.add_argument(
         "--full", action="store_true", help="the default sizes (as without --quick)"
     )
@@ -333,7 +333,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.smoke:
         args.hooks, args.rounds = 30, 1
     elif args.quick and not args.full:
-        args.hooks, args.rounds = 300, 1
+        args.hooks, args.rounds = 300, 5  # each round has hooks of its own: no wait between
     logging.getLogger("apprise").setLevel(logging.CRITICAL)
     record("webhooks", asyncio.run(_run(args.hooks, args.rounds, args.apprise_rounds)))
 
