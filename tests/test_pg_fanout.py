@@ -8,6 +8,7 @@ statement and a batch of outcomes another, and that one worker of two reloads on
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
@@ -16,7 +17,7 @@ import pytest
 
 from bot.config import DispatchSettings
 from bot.dispatcher import Dispatcher
-from bot.models import Target
+from bot.models import Card, Target
 from bot.share import TargetShare
 from storage.pg_db import PgDatabase
 from storage.pg_outbox import PgOutbox
@@ -292,3 +293,68 @@ async def test_a_target_another_worker_moved_to_this_ones_share_is_sent(
 
 async def _settled(pg: PgDatabase) -> list[int]:
     return [r["id"] for r in await deliveries(pg) if r["state"] != "pending"]
+
+
+# --- a big load: its first page is sent before the rest is read -----------------------------------
+
+
+class _ReadsAndSends(PgOutbox):
+    """The real outbox, noting each read of pending deliveries (how many rows) in `events`."""
+
+    events: list[str]
+
+    async def pending_by_ids(self, ids: Iterable[int]) -> list[PendingDelivery]:
+        rows = await super().pending_by_ids(ids)
+        self.events.append(f"read {len(rows)}")
+        return rows
+
+    async def pending_after(self, after_id: int, limit: int = 5000) -> list[PendingDelivery]:
+        rows = await super().pending_after(after_id, limit)
+        if rows:
+            self.events.append(f"read {len(rows)}")
+        return rows
+
+
+def _noted(adapter: FlakyAdapter, events: list[str]) -> FlakyAdapter:
+    send = adapter.send
+
+    async def sending(target: Target, card: Card) -> str:
+        if not events or events[-1] != "send":
+            events.append("send")
+        return await send(target, card)
+
+    adapter.send = sending  # type: ignore[method-assign]
+    return adapter
+
+
+async def test_a_backlog_at_start_and_a_woken_fan_out_send_their_first_page_first(
+    pg: PgDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """300 deliveries pending when the dispatcher starts, then 300 more while it runs (an import
+    in its process, woken): each time the first 64 go out before the rest is read, and every
+    delivery is sent once."""
+    monkeypatch.setattr("bot.dispatcher.FIRST_PAGE", 64)
+    await fan_out(pg, 300)
+    outbox = _ReadsAndSends(pg)
+    events: list[str] = []
+    outbox.events = events
+    adapter = _noted(FlakyAdapter(), events)
+    dispatcher = Dispatcher(outbox, {"fake": adapter}, DispatchSettings(concurrency=8))
+    running = asyncio.create_task(dispatcher.run())
+    async with asyncio.timeout(30):
+        while len(adapter.calls) < 300 or not dispatcher._idle(dispatcher.clock()):  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        assert events[:3] == ["read 64", "send", "read 236"]
+        events.clear()
+        await import_posts(pg, [make_post(2)])
+        dispatcher.wake()
+        while len(adapter.calls) < 600 or not dispatcher._idle(dispatcher.clock()):  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    await dispatcher.stop()
+    await running
+    assert events[:3] == ["read 64", "send", "read 236"]
+    sent = sorted((call.target.address, call.card.post_id) for call in adapter.calls)
+    assert sent == sorted(
+        (f"hook{n:03d}", post) for n in range(300) for post in ("blog-1", "blog-2")
+    )
+    assert {r["state"] for r in await deliveries(pg)} == {"sent"}
