@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Iterable
 from typing import Any
 
 import pytest
@@ -21,13 +20,13 @@ from bot.adapters.base import (
 )
 from bot.config import DispatchSettings
 from bot.dispatcher import Dispatcher
-from bot.models import Card, EditPolicy, SubscriptionState, Target
+from bot.models import EditPolicy, SubscriptionState, Target
 from storage.db import Database
 from storage.outbox import Outbox
 from storage.outbox import Outbox as SqliteOutbox
 from storage.subscriptions import SubscriptionStore
-from storage.values import NewSubscription, PendingDelivery
-from tests.fakes.flaky import FlakyAdapter, import_posts, make_post
+from storage.values import NewSubscription
+from tests.fakes.flaky import FlakyAdapter, import_posts, make_post, note_reads, note_sends
 
 
 class FakeClock:
@@ -358,24 +357,8 @@ async def test_a_big_fan_out_starts_sending_after_its_first_page_is_read(
     store = SubscriptionStore(db)
     await store.add_many([NewSubscription(chat(f"c{n}"), created_by="u") for n in range(600)])
     events: list[str] = []
-    outbox = SqliteOutbox(db)
-    read = outbox.pending_after
-
-    async def pending_after(after_id: int, limit: int = 5000) -> list[PendingDelivery]:
-        rows = await read(after_id, limit)
-        events.append(f"read {len(rows)}")
-        return rows
-
-    monkeypatch.setattr(outbox, "pending_after", pending_after)
-    adapter = FlakyAdapter()
-    send = adapter.send
-
-    async def sending(target: Target, card: Card) -> str:
-        if not events or events[-1] != "send":
-            events.append("send")
-        return await send(target, card)
-
-    monkeypatch.setattr(adapter, "send", sending)
+    outbox = note_reads(SqliteOutbox(db), events)
+    adapter = note_sends(FlakyAdapter(), events)
     d = Dispatcher(
         outbox, {adapter.platform: adapter}, SETTINGS.model_copy(update={"poll_interval": 5.0})
     )
@@ -405,24 +388,8 @@ async def test_a_backlog_at_start_is_sent_from_its_first_page_on(
     await store.add_many([NewSubscription(chat(f"c{n}"), created_by="u") for n in range(600)])
     await import_posts(db, [make_post(1)])
     events: list[str] = []
-    outbox = SqliteOutbox(db)
-    read = outbox.pending_by_ids
-
-    async def pending_by_ids(ids: Iterable[int]) -> list[PendingDelivery]:
-        rows = await read(ids)
-        events.append(f"read {len(rows)}")
-        return rows
-
-    monkeypatch.setattr(outbox, "pending_by_ids", pending_by_ids)
-    adapter = FlakyAdapter()
-    send = adapter.send
-
-    async def sending(target: Target, card: Card) -> str:
-        if not events or events[-1] != "send":
-            events.append("send")
-        return await send(target, card)
-
-    monkeypatch.setattr(adapter, "send", sending)
+    outbox = note_reads(SqliteOutbox(db), events)
+    adapter = note_sends(FlakyAdapter(), events)
     await Dispatcher(outbox, {adapter.platform: adapter}, SETTINGS).run_until_idle()
 
     assert events[:3] == ["read 64", "send", "read 536"]

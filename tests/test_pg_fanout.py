@@ -17,12 +17,12 @@ import pytest
 
 from bot.config import DispatchSettings
 from bot.dispatcher import Dispatcher
-from bot.models import Card, Target
+from bot.models import Target
 from bot.share import TargetShare
 from storage.pg_db import PgDatabase
 from storage.pg_outbox import PgOutbox
 from storage.values import NewSubscription, OutboxResults, PendingDelivery
-from tests.fakes.flaky import FlakyAdapter, make_post
+from tests.fakes.flaky import FlakyAdapter, make_post, note_reads, note_sends
 from tests.test_pg_outbox import deliveries, import_posts, subs
 
 
@@ -298,35 +298,6 @@ async def _settled(pg: PgDatabase) -> list[int]:
 # --- a big load: its first page is sent before the rest is read -----------------------------------
 
 
-class _ReadsAndSends(PgOutbox):
-    """The real outbox, noting each read of pending deliveries (how many rows) in `events`."""
-
-    events: list[str]
-
-    async def pending_by_ids(self, ids: Iterable[int]) -> list[PendingDelivery]:
-        rows = await super().pending_by_ids(ids)
-        self.events.append(f"read {len(rows)}")
-        return rows
-
-    async def pending_after(self, after_id: int, limit: int = 5000) -> list[PendingDelivery]:
-        rows = await super().pending_after(after_id, limit)
-        if rows:
-            self.events.append(f"read {len(rows)}")
-        return rows
-
-
-def _noted(adapter: FlakyAdapter, events: list[str]) -> FlakyAdapter:
-    send = adapter.send
-
-    async def sending(target: Target, card: Card) -> str:
-        if not events or events[-1] != "send":
-            events.append("send")
-        return await send(target, card)
-
-    adapter.send = sending  # type: ignore[method-assign]
-    return adapter
-
-
 async def test_a_backlog_at_start_and_a_woken_fan_out_send_their_first_page_first(
     pg: PgDatabase, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -335,10 +306,9 @@ async def test_a_backlog_at_start_and_a_woken_fan_out_send_their_first_page_firs
     delivery is sent once."""
     monkeypatch.setattr("bot.dispatcher.FIRST_PAGE", 64)
     await fan_out(pg, 300)
-    outbox = _ReadsAndSends(pg)
     events: list[str] = []
-    outbox.events = events
-    adapter = _noted(FlakyAdapter(), events)
+    outbox = note_reads(PgOutbox(pg), events)
+    adapter = note_sends(FlakyAdapter(), events)
     dispatcher = Dispatcher(outbox, {"fake": adapter}, DispatchSettings(concurrency=8))
     running = asyncio.create_task(dispatcher.run())
     async with asyncio.timeout(30):

@@ -13,6 +13,7 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 from bot.adapters.base import (
     Adapter,
@@ -24,8 +25,11 @@ from bot.adapters.base import (
 from bot.models import Card, ImportResult, Post, Source, SourceKind, Target
 from storage.db import Database
 from storage.ingest import ingest
+from storage.interface import Outbox
+from storage.values import PendingDelivery
 
 BASE_TIME = datetime(2022, 1, 21, 9, 0, tzinfo=UTC)
+OutboxT = TypeVar("OutboxT", bound=Outbox)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,3 +161,37 @@ async def import_posts(db: Database, posts: Iterable[Post], source: Source | Non
     posts = tuple(posts)
     source = source or make_source(posts[0].source_id if posts else "blog")
     await ingest(db, ImportResult(source=source, posts=posts))
+
+
+def note_sends(adapter: FlakyAdapter, events: list[str]) -> FlakyAdapter:
+    """`adapter`, noting "send" in `events` when a run of sends begins (after any other event)."""
+    send = adapter.send
+
+    async def sending(target: Target, card: Card) -> str:
+        if not events or events[-1] != "send":
+            events.append("send")
+        return await send(target, card)
+
+    adapter.send = sending  # type: ignore[method-assign]
+    return adapter
+
+
+def note_reads(outbox: OutboxT, events: list[str]) -> OutboxT:
+    """`outbox`, noting each read of pending deliveries in `events` ("read N": N rows; a look that
+    found nothing new is not noted)."""
+    by_ids, after = outbox.pending_by_ids, outbox.pending_after
+
+    async def pending_by_ids(ids: Iterable[int]) -> list[PendingDelivery]:
+        rows = await by_ids(ids)
+        events.append(f"read {len(rows)}")
+        return rows
+
+    async def pending_after(after_id: int, limit: int = 5000) -> list[PendingDelivery]:
+        rows = await after(after_id, limit)
+        if rows:
+            events.append(f"read {len(rows)}")
+        return rows
+
+    outbox.pending_by_ids = pending_by_ids  # type: ignore[method-assign]
+    outbox.pending_after = pending_after  # type: ignore[method-assign]
+    return outbox
