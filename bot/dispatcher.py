@@ -565,7 +565,8 @@ class Dispatcher:
             await self._add_by_ids(wanted)
             if pending:
                 self._watermark = max(self._watermark, max(pending))
-            self._backlog = bool(self._rest) and self._backlog
+            if not self._rest:  # else the backlog ends with its rest (`_load_rest`)
+                self._backlog = False
 
     async def _load_rest(self) -> None:
         """The rest of a resync's load, after its first page was handed out."""
