@@ -306,6 +306,7 @@ class Dispatcher:
         self._wake = _Signal()
         self._flush_signal = _Signal()
         self._io_lock = asyncio.Lock()
+        self._one_loop = asyncio.Lock()  # one `_main` at a time (see `_alone`)
         self._stopped = asyncio.Event()
         self._woken = False
         self._more_new = 0  # the rows of a first page (FIRST_PAGE) whose rest is read next
@@ -341,7 +342,7 @@ class Dispatcher:
         self._running = True
         self._stopped.clear()
         try:
-            await self._main(until_idle=False)
+            await self._alone(until_idle=False)
         finally:
             self._running = False
             self._stopped.set()
@@ -362,14 +363,22 @@ class Dispatcher:
         """Deliver everything that is due now (retries scheduled for later are left); for tests and
         one-shot commands. Raises TimeoutError if that takes longer than `timeout` seconds."""
         self._resync_needed = True
-        if self._running:
+        await asyncio.sleep(0)  # a run() task created just before this call starts first
+        if self._running:  # then that loop delivers, and this waits for it to be idle
             async with asyncio.timeout(timeout):
                 await asyncio.sleep(self.settings.poll_interval)
                 while not self._idle(self.clock()):  # noqa: ASYNC110 (a state, not an event)
                     await asyncio.sleep(0.01)
             return
         self._stopping = False
-        await asyncio.wait_for(self._main(until_idle=True), timeout)
+        await asyncio.wait_for(self._alone(until_idle=True), timeout)
+
+    async def _alone(self, *, until_idle: bool) -> None:
+        """The loop, never two at once: two loops would share the workers' state, and the end of
+        one (its drain) would stop the other's workers. A run() started while `run_until_idle()`
+        delivers begins its loop once that one is over."""
+        async with self._one_loop:
+            await self._main(until_idle=until_idle)
 
     def _trouble(self, what: str, error: Exception) -> None:
         """The store failed: one warning line per outage (the details at debug level); the work

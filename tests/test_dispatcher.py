@@ -397,6 +397,24 @@ async def test_a_backlog_at_start_is_sent_from_its_first_page_on(
     assert {state for _, _, state, _ in await states(db)} == {"sent"}
 
 
+async def test_run_until_idle_just_after_starting_run_leaves_run_delivering(db: Database) -> None:
+    """`run_until_idle()` awaited right after `create_task(run())`, before that task first ran:
+    its loop ends before the run's begins, and the running dispatcher still delivers."""
+    await SubscriptionStore(db).add(chat("a"), created_by="u")
+    adapter = FlakyAdapter()
+    d = dispatcher(db, adapter, poll_interval=0.2)
+    task = asyncio.create_task(d.run())
+    await d.run_until_idle()  # nothing pending yet
+    await import_posts(db, [make_post(1)])
+    d.wake()
+    async with asyncio.timeout(5.0):
+        while not adapter.calls:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    await d.stop()
+    await task
+    assert [s for _, _, s, _ in await states(db)] == ["sent"]
+
+
 async def test_imports_by_another_process_are_noticed_by_polling(tmp_path: Any) -> None:
     async with await Database.open(tmp_path / "shared.db") as db:
         await SubscriptionStore(db).add(chat("a"), created_by="u")
