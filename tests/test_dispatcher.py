@@ -329,14 +329,20 @@ async def test_rate_limits_are_kept_before_sending(db: Database) -> None:
         assert adapter.post_ids_to(f"c{n}") == ["blog-1", "blog-2", "blog-3"]
 
 
+@pytest.mark.parametrize("started", ["after a pause", "by run_until_idle"])
 async def test_run_delivers_in_process_imports_when_woken_and_stops_cleanly(
-    db: Database,
+    db: Database, started: str
 ) -> None:
+    """`by run_until_idle`: awaited right after `create_task(run())`, before that task first ran;
+    its look must not start a second loop, whose end stopped the run's workers."""
     await SubscriptionStore(db).add(chat("a"), created_by="u")
     adapter = FlakyAdapter()
-    d = dispatcher(db, adapter, poll_interval=5.0)
+    d = dispatcher(db, adapter, poll_interval=5.0 if started == "after a pause" else 0.2)
     task = asyncio.create_task(d.run())
-    await asyncio.sleep(0.05)
+    if started == "after a pause":
+        await asyncio.sleep(0.05)
+    else:
+        await d.run_until_idle()  # nothing pending yet
     await import_posts(db, [make_post(1)])
     d.wake()
     async with asyncio.timeout(2.0):
@@ -395,24 +401,6 @@ async def test_a_backlog_at_start_is_sent_from_its_first_page_on(
     assert events[:3] == ["read 64", "send", "read 536"]
     assert sorted(c.target.address for c in adapter.calls) == sorted(f"c{n}" for n in range(600))
     assert {state for _, _, state, _ in await states(db)} == {"sent"}
-
-
-async def test_run_until_idle_just_after_starting_run_leaves_run_delivering(db: Database) -> None:
-    """`run_until_idle()` awaited right after `create_task(run())`, before that task first ran:
-    its loop ends before the run's begins, and the running dispatcher still delivers."""
-    await SubscriptionStore(db).add(chat("a"), created_by="u")
-    adapter = FlakyAdapter()
-    d = dispatcher(db, adapter, poll_interval=0.2)
-    task = asyncio.create_task(d.run())
-    await d.run_until_idle()  # nothing pending yet
-    await import_posts(db, [make_post(1)])
-    d.wake()
-    async with asyncio.timeout(5.0):
-        while not adapter.calls:  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
-    await d.stop()
-    await task
-    assert [s for _, _, s, _ in await states(db)] == ["sent"]
 
 
 async def test_imports_by_another_process_are_noticed_by_polling(tmp_path: Any) -> None:
