@@ -213,14 +213,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench bulk", description=__doc__)
     parser.add_argument("--lines", type=int, default=LINES)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="one run")
-    parser.add_argument("--full", action="store_true", help="the default runs (as without --quick)")
+    parser.add_argument("--quick", action="store_true", help="the same as without it")
+    parser.add_argument("--full", action="store_true", help="the same as without it")
     parser.add_argument("--smoke", action="store_true", help="300 lines, one run: the smoke test")
     parser.add_argument("--sqlite-only", action="store_true", help="skip PostgreSQL")
     args = parser.parse_args(argv)
     compile_bytecode()  # as installed: the commands do not compile their source each run
     lines = 300 if args.smoke else args.lines
-    runs = 1 if args.smoke or (args.quick and not args.full) else args.runs
+    runs = 1 if args.smoke else args.runs  # --quick too: a median, not one run
     figures: list[Figure] = []
     with tempfile.TemporaryDirectory(prefix="livedesk-bench-bulk-") as tmp:
         figures.append(bench_backend("SQLite", lines, runs, Path(tmp), None))
