@@ -415,6 +415,8 @@ class Dispatcher:
             next_poll = next_probe = 0.0
             next_full = loop.time() + FULL_RESYNC_INTERVAL
             while not self._stopping:
+                if self._more_new or self._rest:  # a first page's sends start before the rest
+                    await asyncio.sleep(0)
                 self._wake.clear()
                 t = loop.time()
                 if self.share is not None and self.share.version != self._share_version:
@@ -425,8 +427,7 @@ class Dispatcher:
                         took = loop.time() - t
                         next_full = t + max(FULL_RESYNC_INTERVAL, RESYNC_SHARE * took)
                         next_poll = t + self.settings.poll_interval
-                    elif self._rest:  # the first page's sends start before the rest is read
-                        await asyncio.sleep(0)
+                    elif self._rest:
                         await self._load_rest()
                     elif (
                         self._woken
@@ -435,8 +436,6 @@ class Dispatcher:
                         or (t >= next_probe and await self._changed())
                     ):
                         self._woken = False
-                        if self._more_new:  # the first page's sends start before the rest is read
-                            await asyncio.sleep(0)
                         await self._load_new()
                         next_poll = t + self.settings.poll_interval
                 except Exception as error:  # the store is unreachable (a server restart, …)
