@@ -6,7 +6,7 @@
 
 The receiver (tests/fakes/webhooks.py, no rate limit, payloads validated, nothing recorded) runs in a
 separate process (multiprocessing, spawn), so client and server do not share a core. Every figure below
-sends the same Mattermost-flavored alert to the same hooks:
+sends the same Mattermost-flavored alert to the same number of hooks:
 
 - livedesk: storage.ingest.ingest commits a post that 1,000 subscriptions match; the clock runs from the
   end of that commit to the receiver's timestamp of the last delivery, through the real Dispatcher and
@@ -14,15 +14,15 @@ sends the same Mattermost-flavored alert to the same hooks:
 - raw aiohttp: the pre-rendered payload, encoded to bytes once (as Livedesk encodes a card once for
   all hooks), POSTed to each hook from one pooled session kept across rounds (as Livedesk's adapter
   keeps its own), same concurrency: the ceiling of this client on this machine in this run.
+- slack_sdk: AsyncWebhookClient(url, session=shared).send_dict(payload), same concurrency; and with its
+  default of a new session per call (what a naive one-client-per-hook adapter does).
+- apprise: apprise.Apprise() with 1,000 `mmost://127.0.0.1:PORT/TOKEN` URLs and one notify() call (sync).
 
 Livedesk's rounds alternate with raw's, back to back. Each round has hooks of its own (round n's
 hooks are subscribed to blog n, and round n imports a post of blog n), so no round waits for
 Slack's 1/s per-hook window of the one before: waiting would start the round on a machine idle
 for a second, which here is slower for any client (raw aiohttp on one kept session: 29–69 ms
 after a 1.1 s rest, 26 ms back to back, at 300 hooks).
-- slack_sdk: AsyncWebhookClient(url, session=shared).send_dict(payload), same concurrency; and with its
-  default of a new session per call (what a naive one-client-per-hook adapter does).
-- apprise: apprise.Apprise() with 1,000 `mmost://127.0.0.1:PORT/TOKEN` URLs and one notify() call (sync).
 """
 
 from __future__ import annotations
