@@ -226,7 +226,14 @@ class RateLimiter:
                         return math.inf
                     wait = max(wait, opens[index] + rate.per + self.margin - now)
             elif slots is not None and len(slots) >= rate.count:
-                wait = max(wait, min(slots) + rate.per + self.margin - now)
+                # More slots than the rate allows when the share just shrank (a worker joined
+                # the fleet): wait until all but count - 1 of them have opened, not only the
+                # oldest, or the worker would go on at its old rate, reusing each slot in turn.
+                if len(slots) == rate.count:
+                    oldest = min(slots)
+                else:
+                    oldest = sorted(slots)[len(slots) - rate.count]
+                wait = max(wait, oldest + rate.per + self.margin - now)
         return max(wait, 0.0)
 
 

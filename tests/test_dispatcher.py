@@ -451,6 +451,32 @@ def test_rate_limiter_counts_a_send_from_its_completion_and_honours_blocks() -> 
     assert limiter.delay([("overall", None)]) == pytest.approx(5)
 
 
+def test_a_smaller_share_of_the_bot_limit_holds_from_the_next_send_on() -> None:
+    """A worker sending at the whole of Telegram's 30/s learns that two more joined: from then on
+    no window of a second holds more than its 10, though it took 30 slots at the old rate."""
+    from bot.ratelimit import RateLimiter, platform_key
+
+    clock = FakeClock(100.0)
+    limiter = RateLimiter(clock)
+    checks: list[Any] = [(platform_key("telegram"), Rate(30, 1.0))]
+    for _ in range(30):
+        wait, permit = limiter.acquire(checks)
+        assert wait == 0.0 and permit is not None
+        limiter.release(permit)
+    limiter.share_among(3)
+    sent: list[float] = []
+    while clock() < 104.0:
+        wait, permit = limiter.acquire(checks)
+        if permit is None:
+            clock.advance(max(wait, 0.001))
+            continue
+        limiter.release(permit)
+        sent.append(clock())
+    assert len(sent) >= 30  # it goes on sending, at its share
+    every_window = [sum(1 for t in sent if start <= t < start + 1.0) for start in sent]
+    assert max(every_window) == 10
+
+
 class _UnreachableFor(SqliteOutbox):
     """The outbox of a store that stops answering for a while (a database server restarting)."""
 
