@@ -18,7 +18,7 @@ import fcntl
 import logging
 import os
 import signal
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from functools import partial
@@ -38,13 +38,14 @@ from bot.metrics import Metrics
 from bot.models import Card, PostEvent, Reply, Request, Subscription
 from bot.platforms import CONFIGURABLE, Platform, mask_address, waiting_lines
 from bot.provision import provision
-from bot.ratelimit import SendBudget
+from bot.ratelimit import RateLimiter, SendBudget
 from bot.redact import printable
 from bot.share import TargetShare
 from bot.web.context import WebContext
 from bot.web.server import ControlRoom
 
 if TYPE_CHECKING:  # PostgreSQL's modules load only for a postgresql:// store (storage.store)
+    from bot.dispatcher import Dispatcher
     from storage.pg_db import PgDatabase
     from storage.pg_fleet import Fleet
 
@@ -277,8 +278,10 @@ class App:
                 roles,
                 self._roles_changed,
                 worker_id=self.worker_id,
+                settle=_longest_bot_window(self.adapters.values()),
             )
             share = TargetShare(member.id)
+            member.on_live = partial(_follow_live, share, budget.limiter)
         self.fleet = member
         self._leadable = leadable
         self.dispatcher = dispatcher = Dispatcher(
@@ -290,7 +293,8 @@ class App:
             metrics=self.metrics,
         )
         if not self.once:
-            task = asyncio.create_task(dispatcher.run(), name="dispatcher")
+            delivering = dispatcher.run() if member is None else self._deliver(member, dispatcher)
+            task = asyncio.create_task(delivering, name="dispatcher")
             self._dispatcher_task = task
             stack.push_async_callback(self._stop_dispatcher, task)
 
@@ -458,9 +462,17 @@ class App:
                 await adapter.stop_receiving()
         log.info("fleet: leading %s", ", ".join(sorted(held)) or "nothing")
 
+    async def _deliver(self, member: FleetMember, dispatcher: Dispatcher) -> None:
+        """Deliver once the other workers of the fleet have counted this one (FleetMember.ready)."""
+        if not member.counted:
+            log.info("fleet: sending once the other workers have counted this one")
+        await member.ready()
+        await dispatcher.run()
+
     async def _follow_fleet(self, member: FleetMember, share: TargetShare, registry: Fleet) -> None:
-        """Keep this worker's share of the targets in step with the live workers; the `sources`
-        leader also forgets workers gone for a day (and holding no lease)."""
+        """Keep this worker's share of the targets in step with the live workers (each heartbeat
+        updates it too, through `_follow_live`); the `sources` leader also forgets workers gone
+        for a day (and holding no lease)."""
         beats = 0
         while True:
             share.update(member.live_ids)
@@ -567,6 +579,9 @@ class App:
             log.exception("%s adapter did not stop cleanly", adapter.platform)
 
     async def _stop_dispatcher(self, task: asyncio.Task[None]) -> None:
+        if not self.dispatcher.running:  # a worker the fleet has not counted yet: not started
+            await _cancel(task)
+            return
         await self.dispatcher.stop()
         try:
             await asyncio.wait_for(task, timeout=30.0)
@@ -591,6 +606,19 @@ class App:
             )
             return False
         return True
+
+
+def _longest_bot_window(adapters: Iterable[Adapter]) -> float:
+    """The longest window of a bot-wide limit (Telegram's 30 per second: 1.0), 0 without one."""
+    windows = [a.capabilities.rate_limits.overall for a in adapters]
+    return max((rate.per for rate in windows if rate is not None), default=0.0)
+
+
+def _follow_live(share: TargetShare, limiter: RateLimiter, live: tuple[str, ...]) -> None:
+    """A heartbeat counted the live workers: this one's share of the targets and of the bot-wide
+    limits follows at once (the dispatcher redistributes its queues at its next turn)."""
+    share.update(live)
+    limiter.share_among(len(share.workers))
 
 
 async def _cancel(task: asyncio.Task[Any]) -> None:

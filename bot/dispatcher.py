@@ -347,6 +347,11 @@ class Dispatcher:
             self._running = False
             self._stopped.set()
 
+    @property
+    def running(self) -> bool:
+        """Whether `run()` is delivering (until `stop()` returns)."""
+        return self._running
+
     def wake(self) -> None:
         """An import in this process just committed: look at the outbox now."""
         self._woken = True

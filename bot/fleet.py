@@ -5,7 +5,9 @@ tries to lead each role it wants and does not lead yet (a role is led by one wor
 a time: polling Telegram, fetching the sources), counts the live workers, and tells its owner
 through `on_change` when the roles it leads change. Losing the database loses the roles too (their
 locks live on its connection, and another worker may take them meanwhile): an outage is logged once,
-not once per beat, and the member keeps trying until the database answers again.
+not once per beat, and the member keeps trying until the database answers again. A worker that
+joins a running fleet sends nothing until the others have counted it (`FleetMember.ready`): they
+divide the bot-wide limits by the live workers, and learn of a new one only at their next beat.
 
 The registry and the locks come from the composition root (storage.pg_fleet's Fleet and Leadership
 on PostgreSQL); this module names only what it needs of them, so it touches no storage engine.
@@ -42,7 +44,7 @@ class Registry(Protocol):
 
     async def leave(self, worker_id: str) -> None: ...
 
-    async def live_ids(self, stale_after: float) -> list[str]: ...
+    async def live(self, stale_after: float) -> tuple[float, dict[str, float]]: ...
 
 
 class Leaders(Protocol):
@@ -82,6 +84,8 @@ class FleetMember:
         host: str | None = None,
         pid: int | None = None,
         worker_id: str | None = None,
+        settle: float = 0.0,
+        on_live: Callable[[tuple[str, ...]], None] | None = None,
     ) -> None:
         self.host = host or socket.gethostname()
         self.pid = os.getpid() if pid is None else pid
@@ -98,6 +102,15 @@ class FleetMember:
         self._live_ids: tuple[str, ...] = (self.id,)
         self._joined = False
         self._outage = False
+        # The bot-wide limits are shared by the live workers (bot.share): the others learn of
+        # this one at their next heartbeat, and until then go on at their larger share. So this
+        # one sends nothing until each has beaten since it joined, then `settle` seconds more
+        # (the longest window of a bot-wide limit), for their sends at that share to leave it.
+        self.settle = settle
+        self.on_live = on_live
+        self._counted_from: float | None = None
+        self._counted = asyncio.Event()
+        self._send_at = 0.0
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -114,6 +127,20 @@ class FleetMember:
     def live_ids(self) -> tuple[str, ...]:
         """The live workers' ids at the last heartbeat round (this one's at least)."""
         return self._live_ids
+
+    @property
+    def counted(self) -> bool:
+        """Whether every other live worker has counted this one (see `ready`)."""
+        return self._counted.is_set()
+
+    async def ready(self) -> None:
+        """Until this worker may send: every other live worker has beaten since it joined (and
+        so divides the bot-wide limits by a count that includes it), and `settle` seconds have
+        passed since the last of those beats. At once when it is alone."""
+        await self._counted.wait()
+        wait = self._send_at - asyncio.get_running_loop().time()
+        if wait > 0:
+            await asyncio.sleep(wait)
 
     @property
     def reachable(self) -> bool:
@@ -185,9 +212,19 @@ class FleetMember:
             # The row was pruned while this worker was cut off: join again.
             await self._registry.join(self.id, self.host, self.pid)
             await self._registry.heartbeat(self.id, sorted(self._leaders.held))
-        live = await self._registry.live_ids(self.stale_after)
-        self._live = max(1, len(live))
-        self._live_ids = tuple(live) or (self.id,)
+        now, beats = await self._registry.live(self.stale_after)
+        self._live = max(1, len(beats))
+        self._live_ids = tuple(beats) or (self.id,)
+        if self._counted_from is None:
+            self._counted_from = now  # a clock read after the join was committed
+        if not self._counted.is_set():
+            others = [beat for worker, beat in beats.items() if worker != self.id]
+            if all(beat > self._counted_from for beat in others):
+                hold = max((beat + self.settle - now for beat in others), default=0.0)
+                self._send_at = asyncio.get_running_loop().time() + max(0.0, hold)
+                self._counted.set()
+        if self.on_live is not None:
+            self.on_live(self._live_ids)
 
     async def _changed(self, held: frozenset[str]) -> None:
         if held == self._held:

@@ -92,10 +92,11 @@ FROM workers w, now
 ORDER BY w.started_at, w.id
 """
 
-_LIVE_IDS = """
-SELECT id FROM workers
-WHERE heartbeat_at >= extract(epoch FROM clock_timestamp())::float8 - %(stale)s
-ORDER BY id COLLATE "C"
+_LIVE = """
+WITH now AS (SELECT extract(epoch FROM clock_timestamp())::float8 AS now)
+SELECT w.id, w.heartbeat_at, now.now FROM now LEFT JOIN workers w
+    ON w.heartbeat_at >= now.now - %(stale)s
+ORDER BY w.id COLLATE "C"
 """
 
 # A lease outlives its worker's row until it runs out (no foreign key): a row whose worker still
@@ -158,9 +159,19 @@ class Fleet:
 
     async def live_ids(self, stale_after: float) -> list[str]:
         """The ids of the workers whose heartbeat is within `stale_after` seconds, sorted."""
+        _, beats = await self.live(stale_after)
+        return list(beats)
+
+    async def live(self, stale_after: float) -> tuple[float, dict[str, float]]:
+        """The server's clock now, and the last heartbeat of each worker whose heartbeat is within
+        `stale_after` seconds of it, by id, sorted. Both come from one statement: a heartbeat
+        later than the clock of an earlier call was written by a worker that, when it next read
+        the live workers, saw every row committed before that call."""
         async with self._conn() as conn:
-            cur = await conn.execute(_LIVE_IDS, {"stale": stale_after})
-            return [str(row["id"]) for row in await cur.fetchall()]
+            cur = await conn.execute(_LIVE, {"stale": stale_after})
+            rows = await cur.fetchall()
+        now = float(rows[0]["now"])
+        return now, {str(r["id"]): float(r["heartbeat_at"]) for r in rows if r["id"] is not None}
 
     async def prune(self, older_than: float) -> int:
         """Remove workers silent for more than `older_than` seconds, except those whose leases

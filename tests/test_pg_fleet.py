@@ -306,6 +306,38 @@ async def test_an_async_on_change_is_awaited_and_a_failing_one_is_logged(
     assert sum("on_change" in r.getMessage() for r in caplog.records) == 2
 
 
+async def test_a_worker_that_joins_sends_only_once_the_others_have_counted_it(
+    pg: PgDatabase,
+) -> None:
+    """The others divide the bot-wide limits by the live workers they saw at their last beat: a
+    newcomer waits until each has beaten since it joined, then the longest window more."""
+    seen_by_a: list[tuple[str, ...]] = []
+    a = FleetMember(Fleet(pg), Leadership(pg), [], lambda held: None, heartbeat=60, host="ha")
+    a.on_live = seen_by_a.append
+    b = FleetMember(
+        Fleet(pg), Leadership(pg), [], lambda held: None, heartbeat=60, host="hb", settle=0.5
+    )
+    try:
+        await a.start()
+        assert a.counted  # alone: nobody to wait for
+        await asyncio.wait_for(a.ready(), timeout=1)
+        await b.start()
+        ready = asyncio.create_task(b.ready())
+        await b.beat()
+        assert not b.counted and seen_by_a == [(a.id,)]  # a has not beaten since b joined
+        await a.beat()
+        a_counted_b = time.monotonic()
+        assert seen_by_a[-1] == tuple(sorted((a.id, b.id)))
+        assert not ready.done()
+        await b.beat()
+        assert b.counted
+        await asyncio.wait_for(ready, timeout=5)
+        assert time.monotonic() - a_counted_b >= 0.45  # a's sends at half the bot left the window
+    finally:
+        await b.stop()
+        await a.stop()
+
+
 async def _allow_connections(server: PostgresServer, dbname: str, allowed: bool) -> None:
     async with await psycopg.AsyncConnection.connect(server.dsn(), autocommit=True) as admin:
         await admin.execute(
