@@ -464,8 +464,6 @@ class App:
 
     async def _deliver(self, member: FleetMember, dispatcher: Dispatcher) -> None:
         """Deliver once the other workers of the fleet have counted this one (FleetMember.ready)."""
-        if not member.counted:
-            log.info("fleet: sending once the other workers have counted this one")
         await member.ready()
         await dispatcher.run()
 

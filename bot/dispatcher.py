@@ -183,6 +183,7 @@ class _Item:
     due: float  # next_attempt_at (clock time)
     attempts: int = 0
     seen: float | None = None  # when it was created, as near as this process knows (metrics)
+    claimed: bool = False  # this process took a lease on it once (PostgreSQL)
 
     def sort_key(self) -> tuple[str, int]:
         return (self.order_key, self.id)
@@ -285,6 +286,7 @@ class Dispatcher:
         self._queues: dict[TargetKey, _TargetQueue] = {}
         self._known: dict[int, _Item] = {}
         self._foreign: set[int] = set()  # pending deliveries another worker of the fleet sends
+        self._let_go: set[int] = set()  # claimed once, and now another worker's: leases to clear
         self._foreign_until = 0.0
         self._taken: set[int] = set()
         self._settling: set[int] = set()
@@ -427,6 +429,8 @@ class Dispatcher:
                 if self.share is not None and self.share.version != self._share_version:
                     self._reshare()
                 try:
+                    if self._let_go:
+                        await self._hand_over()
                     if self._resync_needed or t >= next_full:
                         await self._resync()
                         took = loop.time() - t
@@ -481,6 +485,7 @@ class Dispatcher:
                 if self._frozen_load:  # stopped with a frozen load still scheduled
                     self._frozen_load = False
                     _thaw()
+                await self._hand_over(everything=True)
 
     async def _drain(self, workers: list[asyncio.Task[None]], grace: float = 10.0) -> None:
         """Let in-flight sends finish; after `grace` seconds cancel them (they stay pending)."""
@@ -603,7 +608,8 @@ class Dispatcher:
 
     def _reshare(self) -> None:
         """The fleet changed: let go of the targets another worker sends to now (what is in flight
-        finishes), and look for those this one gained."""
+        finishes, and what was claimed and requeued goes back with its lease), and look for those
+        this one gained."""
         assert self.share is not None
         self._share_version = self.share.version
         self.limiter.share_among(len(self.share.workers))
@@ -612,9 +618,24 @@ class Dispatcher:
             tq = self._queues[key]
             for item in tq.items:
                 self._known.pop(item.id, None)
+                if item.claimed:
+                    self._let_go.add(item.id)
             tq.items.clear()
             self._drop_if_empty(tq)
         self._resync_needed = True
+
+    async def _hand_over(self, *, everything: bool = False) -> None:
+        """Clear the leases of deliveries this worker claimed and will not send (`_let_go`; at
+        the end of run(), all it still holds), so their new owner need not wait for them to run
+        out. A store that does not answer leaves them to run out."""
+        ids, self._let_go = sorted(self._let_go), set()
+        if everything:
+            try:
+                await self.outbox.let_go()
+            except Exception as error:
+                self._trouble("hand over the deliveries claimed and not sent", error)
+            return
+        await self.outbox.let_go(ids)
 
     def _add(self, row: PendingDelivery) -> None:
         if row.id in self._known or row.id in self._taken or row.id in self._settling:
@@ -788,12 +809,17 @@ class Dispatcher:
                 self._release(tq, item, requeue=False)
                 continue
             item.attempts = max(item.attempts, job.attempts)
+            item.claimed = True
             self._ready.append((tq, item, job))
         self._hand_out()
 
     def _release(self, tq: _TargetQueue, item: _Item, *, requeue: bool) -> None:
         self._taken.discard(item.id)
-        if requeue:
+        if requeue and self.share is not None and not self.share.owns(tq.key):
+            self._let_go.add(item.id)  # its target moved to another worker meanwhile
+            self._foreign.add(item.id)
+            self._wake.set()
+        elif requeue:
             self._known[item.id] = item
             bisect.insort(tq.items, item, key=_Item.sort_key)
         tq.busy = False

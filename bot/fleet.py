@@ -215,10 +215,17 @@ class FleetMember:
         now, beats = await self._registry.live(self.stale_after)
         self._live = max(1, len(beats))
         self._live_ids = tuple(beats) or (self.id,)
+        first = self._counted_from is None
         if self._counted_from is None:
             self._counted_from = now  # a clock read after the join was committed
         if not self._counted.is_set():
             others = [beat for worker, beat in beats.items() if worker != self.id]
+            if first and others:
+                log.info(
+                    "fleet: %d other worker(s) will count this one at their next heartbeat; "
+                    "sending then",
+                    len(others),
+                )
             if all(beat > self._counted_from for beat in others):
                 hold = max((beat + self.settle - now for beat in others), default=0.0)
                 self._send_at = asyncio.get_running_loop().time() + max(0.0, hold)

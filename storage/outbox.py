@@ -332,6 +332,9 @@ class Outbox:
             for r in rows
         ]
 
+    async def let_go(self, ids: Sequence[int] | None = None) -> None:
+        """Nothing to give back: one process sends from a SQLite store, and a claim is not kept."""
+
     async def posts(self, rowids: Iterable[int]) -> dict[int, PostForCard]:
         """Posts (current text) with their blog's title, by rowid."""
         wanted = sorted(set(rowids))

@@ -390,6 +390,20 @@ class PgOutbox:
             for r in rows
         ]
 
+    async def let_go(self, ids: Sequence[int] | None = None) -> None:
+        """Clear this process's leases of these pending deliveries (or of all it holds): a worker
+        whose targets moved to another, or that stops, hands them over now, not when the leases
+        run out (`lease_seconds`)."""
+        sql = (
+            "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL "
+            "WHERE lease_owner = %s AND state = 'pending'"
+        )
+        async with self.db.pool.connection() as conn:  # one statement: its own transaction
+            if ids is None:
+                await conn.execute(sql, (self.owner,))
+            elif ids:
+                await conn.execute(f"{sql} AND id = ANY(%s)", (self.owner, list(ids)))
+
     async def posts(self, rowids: Iterable[int]) -> dict[int, PostForCard]:
         """Posts (current text) with their blog's title, by rowid."""
         rows = await self._rows(
