@@ -291,6 +291,29 @@ async def test_a_target_another_worker_moved_to_this_ones_share_is_sent(
     assert [call.target.address for call in adapter.calls] == [f"hook{new_home:03d}"]
 
 
+async def test_a_worker_that_stops_hands_over_what_it_claimed_and_did_not_send(
+    pg: PgDatabase,
+) -> None:
+    """A worker claims ahead of its sends; stopped, it clears those leases, so another worker
+    claims them at once rather than when they run out (a minute)."""
+    await fan_out(pg, 20)
+    adapter = FlakyAdapter(delay=0.3)
+    one = Dispatcher(PgOutbox(pg, owner="one"), {"fake": adapter}, DispatchSettings(concurrency=1))
+    running = asyncio.create_task(one.run())
+    async with asyncio.timeout(30):
+        while not adapter.calls:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    await one.stop()
+    await running
+    left = [r for r in await deliveries(pg) if r["state"] == "pending"]
+    assert left and len(left) < 20  # it had sent some, and claimed more than it sent
+    assert [r["lease_owner"] for r in left] == [None] * len(left)
+    two = PgOutbox(pg, owner="two")
+    assert sorted(job.id for job in await two.claim([r["id"] for r in left])) == sorted(
+        r["id"] for r in left
+    )
+
+
 async def _settled(pg: PgDatabase) -> list[int]:
     return [r["id"] for r in await deliveries(pg) if r["state"] != "pending"]
 

@@ -4,7 +4,8 @@
   some of it (the receiver maps each request's client socket to the process that holds it);
 - a worker killed with SIGKILL mid fan-out loses nothing: its claims move on when their lease
   (LIVEDESK_DISPATCH__LEASE_SECONDS) runs out, and only its in-flight sends come twice;
-- the fleet keeps Telegram's 30/s: the fake Bot API answers no 429 to 300 private chats;
+- the fleet keeps Telegram's 30/s: the fake Bot API answers no 429 to 300 private chats, nor
+  to 600 when two workers join one that is sending them (and they take a share);
 - a Telegram command is answered once by the `telegram-polling` leader, and still after that
   leader is killed with SIGKILL (another worker takes the role over).
 
@@ -191,8 +192,9 @@ class Fleet:
         raise AssertionError(f"the fleet never got there: {listed}")
 
     async def all_live(self) -> list[dict[str, Any]]:
-        """Until every worker beats; then a little more, for each to see the others (its share of
-        the targets and of the bot-wide limits follows the live workers every heartbeat/2)."""
+        """Until every worker beats; then a little more, for each to have counted the others at a
+        heartbeat of its own (its share of the targets and of the bot-wide limits follows them),
+        so that every worker has a share of what comes next."""
         alive = {p.pid for p in self.processes if p.poll() is None}
         listed = await self.until(lambda ws: {w["pid"] for w in ws if w["live"]} == alive)
         await asyncio.sleep(2.5)
@@ -393,6 +395,45 @@ async def test_the_fleet_keeps_telegrams_30_per_second(tmp_path: Path, postgres_
     assert sorted(m.chat_id for m in fake.sent) == chats  # each chat once
     assert all("Council approves the tram line" in m.text for m in fake.sent)
     assert set(fake.senders) == set(pids), fake.senders  # all three sent their share
+
+
+async def test_two_workers_that_join_a_sending_fleet_keep_the_limit_and_take_a_share(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """One worker is sending a post to 600 private chats at the bot's whole 30 messages/s when
+    two more start: they send only once it has counted them, it drops to its third at once (the
+    slots it took at the whole rate do not carry it on), and what it had claimed of their share it
+    hands over. No 429, each chat once, and the newcomers sent some."""
+    pids: list[int] = []
+    async with CountingTelegram(pids) as fake:
+        env = telegram_env(fake)
+        chats = [5000 + n for n in range(2 * CHATS)]
+        targets = write_targets(tmp_path / "chats.txt", [str(c) for c in chats])
+        subscribed = await run(
+            "--db", postgres_url, "subscribe", "telegram", "--from-file", str(targets),
+            cwd=tmp_path, env=env,
+        )  # fmt: skip
+        assert subscribed.code == 0, subscribed.err
+        async with fleet(postgres_url, tmp_path, env, count=1) as workers:
+            await workers.all_live()
+            first = workers.pids[0]
+            pids.append(first)
+            await import_one_post(postgres_url, tmp_path)
+            await fake.wait_for(lambda: len(fake.sent) >= 30, timeout=60)  # it is sending
+            env = {"LIVEDESK_HTTP_PORT": "0", **env}
+            joined = [spawn("--db", postgres_url, "run", cwd=tmp_path, env=env) for _ in range(2)]
+            workers.processes.extend(joined)  # stopped with the fleet
+            pids.extend(p.pid for p in joined)
+            await fake.wait_for(
+                lambda: len({m.chat_id for m in fake.sent}) == len(chats), timeout=90
+            )
+            await asyncio.sleep(1.0)  # time for a second copy to show up, if there were one
+            fake.end_long_polls()
+        assert all(p.returncode == 0 for p in workers.processes)
+
+    assert fake.rate_limited == 0 and fake.errors == []
+    assert sorted(m.chat_id for m in fake.sent) == chats  # each chat once
+    assert set(fake.senders) == set(pids), fake.senders  # the newcomers took a share
 
 
 # --- 4. a command, and the polling leader killed ------------------------------------------------

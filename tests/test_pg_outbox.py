@@ -403,6 +403,22 @@ async def test_an_expired_lease_is_taken_over(pg: PgDatabase) -> None:
     assert job.state == "sent"
 
 
+async def test_letting_go_clears_only_this_processs_leases(pg: PgDatabase) -> None:
+    await subs(pg).add(chat("a"), created_by="u")
+    await subs(pg).add(chat("b"), created_by="u")
+    await subs(pg).add(chat("c"), created_by="u")
+    await import_posts(pg, [make_post(1)])
+    a, b, c = sorted(await PgOutbox(pg).pending_ids())
+    one, two = PgOutbox(pg, owner="one"), PgOutbox(pg, owner="two")
+    assert len(await one.claim([a, b])) == 2 and len(await two.claim([c])) == 1
+    await one.let_go([a])
+    assert [job.id for job in await two.claim([a, b])] == [a]  # b is still one's
+    await one.let_go()  # all it holds: b
+    await one.let_go([c])  # not its lease: nothing
+    owners = {r["id"]: r["lease_owner"] for r in await deliveries(pg)}
+    assert owners == {a: "two", b: None, c: "two"}
+
+
 async def test_a_targets_order_is_kept_across_processes(pg: PgDatabase) -> None:
     await subs(pg).add(chat("a"), created_by="u")
     await subs(pg).add(chat("b"), created_by="u")
