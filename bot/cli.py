@@ -525,17 +525,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The `livedesk` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
     json_mode = "--json" in argv[: argv.index("--")] if "--" in argv else "--json" in argv
-    parser = build_parser()
     try:
-        args = parser.parse_args(query_words_as_typed(argv, parser))
-    except UsageError as error:
-        if json_mode:
-            emit_error_json(str(error))
-        else:
-            prog = error.parser.prog  # one line: the usage is one `--help` away
-            sys.stderr.write(f"{prog}: {one_line(str(error))} (see {prog} --help)\n")
-        return EXIT_BAD_INPUT
-    try:
+        parser = build_parser()
+        try:
+            args = parser.parse_args(query_words_as_typed(argv, parser))
+        except UsageError as error:
+            if json_mode:
+                emit_error_json(str(error))
+            else:
+                prog = error.parser.prog  # one line: the usage is one `--help` away
+                sys.stderr.write(f"{prog}: {one_line(str(error))} (see {prog} --help)\n")
+            return EXIT_BAD_INPUT
         return run_command(args, json_mode=json_mode)
     except KeyboardInterrupt:  # Ctrl-C while starting up, before a command handles it itself
         if json_mode:

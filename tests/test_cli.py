@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -388,6 +389,38 @@ def test_sources_lists_a_blog_that_could_not_be_read_yet(
     code, out, _ = run(capsys, db_path, "--json", "sources")
     [entry] = json.loads(out)
     assert entry["location"] == "https://news.example/live/feed.xml" and entry["posts"] == 0
+
+
+@pytest.mark.parametrize("where", ["loading the CLI", "building the parser"])
+def test_ctrl_c_while_the_command_itself_loads_is_one_word_and_exit_130(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """The console script's first tenth of a second: the CLI's own modules import, then the
+    parser is built (what the interpreter does before, the script cannot catch)."""
+    import builtins
+
+    import bot.__main__
+    import bot.cli
+
+    def interrupted(*args: object, **kwargs: object) -> Any:
+        raise KeyboardInterrupt
+
+    if where == "loading the CLI":
+        real_import = builtins.__import__
+
+        def importing(name: str, *args: Any, **kwargs: Any) -> Any:
+            if name == "bot.cli":
+                raise KeyboardInterrupt
+            return real_import(name, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "__import__", importing)
+        code = bot.__main__.main()
+    else:
+        monkeypatch.setattr(bot.cli, "build_parser", interrupted)
+        code = main(["latest"])
+    captured = capsys.readouterr()
+    assert code == 130
+    assert captured.err == "interrupted\n" and captured.out == ""
 
 
 @pytest.mark.parametrize("json_mode", [False, True])
