@@ -36,6 +36,36 @@ class RedactSecrets(logging.Filter):
         return True
 
 
+# The platform libraries, whose own log lines may carry a network error they caught.
+_LIBRARIES = frozenset({"telegram", "discord", "aiohttp", "httpx", "httpcore", "slack_sdk"})
+# Errors of the network, by class name anywhere in their MRO (no library imported for this).
+_NETWORK_ERRORS = frozenset(
+    {"OSError", "TimeoutError", "NetworkError", "ClientError", "TransportError", "ConnectionClosed"}
+)
+
+
+class LibraryNetworkErrorsInOneLine(logging.Filter):
+    """A platform library that logs a network error it caught (python-telegram-bot's last
+    getUpdates at shutdown timing out, a dropped connection) gets one line: its own message, then
+    the error's type and text. The traceback is kept at debug level, and for every other error
+    (a bug of ours, called back by the library, keeps its traceback)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if (
+            error is None
+            or record.name.split(".", 1)[0] not in _LIBRARIES
+            or logging.getLogger().isEnabledFor(logging.DEBUG)
+            or not any(cls.__name__ in _NETWORK_ERRORS for cls in type(error).__mro__)
+        ):
+            return True
+        text = " ".join(str(error).split())[:300]
+        record.msg = f"{record.getMessage()} ({type(error).__name__}{': ' + text if text else ''})"
+        record.args = None
+        record.exc_info = record.exc_text = None
+        return True
+
+
 def configure_logging(level: str | int, secrets: Iterable[str] = ()) -> None:
     """Log to stderr at `level`; libraries that echo URLs or SQL parameters stay at INFO or above."""
     root = logging.getLogger()
@@ -46,9 +76,12 @@ def configure_logging(level: str | int, secrets: Iterable[str] = ()) -> None:
         stream = logging.StreamHandler(sys.stderr)
         stream.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root.addHandler(stream)
+    one_line = LibraryNetworkErrorsInOneLine()
     for handler in root.handlers:
-        for old in [f for f in handler.filters if isinstance(f, RedactSecrets)]:
+        ours = (RedactSecrets, LibraryNetworkErrorsInOneLine)
+        for old in [f for f in handler.filters if isinstance(f, ours)]:
             handler.removeFilter(old)
+        handler.addFilter(one_line)  # first: what it leaves is redacted next
         handler.addFilter(redact)
     root.setLevel(level if isinstance(level, int) else level.upper())
     for name in _CHATTY:
