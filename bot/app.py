@@ -321,10 +321,8 @@ class App:
             stack.push_async_callback(_cancel, listening)
             await member.start()
             stack.push_async_callback(member.stop)
-            sharing = asyncio.create_task(
-                self._follow_fleet(member, share, registry), name="fleet share"
-            )
-            stack.push_async_callback(_cancel, sharing)
+            pruning = asyncio.create_task(self._prune_fleet(member, registry), name="fleet prune")
+            stack.push_async_callback(_cancel, pruning)
         elif not self.once:
             poller.start()
 
@@ -467,18 +465,14 @@ class App:
         await member.ready()
         await dispatcher.run()
 
-    async def _follow_fleet(self, member: FleetMember, share: TargetShare, registry: Fleet) -> None:
-        """Keep this worker's share of the targets in step with the live workers (each heartbeat
-        updates it too, through `_follow_live`); the `sources` leader also forgets workers gone
-        for a day (and holding no lease)."""
-        beats = 0
+    async def _prune_fleet(self, member: FleetMember, registry: Fleet) -> None:
+        """The `sources` leader forgets workers gone for a day (and holding no lease), every ten
+        minutes. (Each heartbeat keeps this worker's shares in step: `_follow_live`.)"""
         while True:
-            share.update(member.live_ids)
-            beats += 1
-            if SOURCES_ROLE in member.held and beats % 600 == 0:
+            await asyncio.sleep(600.0)
+            if SOURCES_ROLE in member.held:
                 with contextlib.suppress(ConnectionError):
                     await registry.prune(older_than=86_400)
-            await asyncio.sleep(member.heartbeat / 2)
 
     def _sections(self, active: dict[str, int]) -> list[tuple[Platform, BaseModel]]:
         """The platforms to start, with their settings: those configured, and those that need no

@@ -218,6 +218,7 @@ class FleetMember:
         first = self._counted_from is None
         if self._counted_from is None:
             self._counted_from = now  # a clock read after the join was committed
+        counted_from = self._counted_from
         if not self._counted.is_set():
             others = [beat for worker, beat in beats.items() if worker != self.id]
             if first and others:
@@ -226,7 +227,7 @@ class FleetMember:
                     "sending then",
                     len(others),
                 )
-            if all(beat > self._counted_from for beat in others):
+            if all(beat > counted_from for beat in others):
                 hold = max((beat + self.settle - now for beat in others), default=0.0)
                 self._send_at = asyncio.get_running_loop().time() + max(0.0, hold)
                 self._counted.set()
