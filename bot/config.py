@@ -1,5 +1,9 @@
 """Settings from the environment and `.env`: prefix `LIVEDESK_`, `__` for nesting.
 
+The variables are read here (`_given`, `_settings_data`) and validated by one pydantic model, not
+through pydantic-settings: that library alone costs every command ~40 ms of start-up (issue 13),
+and what Livedesk needs of it is a prefix, one delimiter and `.env`.
+
 Telegram and Discord are on when their token is set (`LIVEDESK_TELEGRAM__TOKEN`), Slack when its
 section is (`bot.platforms` names the sections, each a `PlatformSettings`). `NAME=` counts as unset. A
 wrong value is a ConfigError of one line naming the variable; a name Livedesk does not know is a warning
@@ -29,12 +33,12 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from storage import variants
 
 PREFIX = "LIVEDESK_"
 NESTING = "__"
+ENV_FILE = Path(".env")  # in the working directory, as the operator starts the command
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -170,18 +174,9 @@ class SlackSettings(PlatformSettings):
         return _from_json(value, '[{"url": "https://hooks.slack.com/services/…"}]')
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix=PREFIX,
-        env_nested_delimiter=NESTING,
-        env_file=".env",
-        env_file_encoding="utf-8",
-        extra="ignore",
-        # `NAME=` is an unset setting: every line of .env.example can be uncommented as it is.
-        env_ignore_empty=True,
-        # JSON values are decoded by the validators below, which name a value that is not JSON.
-        enable_decoding=False,
-    )
+class Settings(BaseModel):
+    # Unknown names are warned about by `_check_given`; defaults are validated like given values.
+    model_config = ConfigDict(extra="ignore", validate_default=True)
 
     db_path: Path = Path("livedesk.db")
     # a PostgreSQL server instead of the SQLite file: postgresql://user:password@host/dbname
@@ -369,23 +364,68 @@ def configured_secrets(settings: Settings) -> list[str]:
     return found
 
 
+def _is_section(annotation: Any) -> bool:
+    """A setting given as JSON as a whole, or key by key as `NAME__KEY` (a sub-model, a list)."""
+    return any(
+        (isinstance(c, type) and issubclass(c, BaseModel))
+        or getattr(c, "__origin__", None) in (list, dict)
+        for c in (annotation, *getattr(annotation, "__args__", ()))
+    )
+
+
+def _settings_data(given: Mapping[str, str]) -> dict[str, Any]:
+    """The variables as the model's input: `LIVEDESK_NAME` is the field `name`; for a section,
+    `LIVEDESK_NAME__KEY__…` is a key inside it, unless the section is given whole (as JSON, which
+    its validator decodes). Names are case-insensitive and `NAME=` is unset."""
+    sections = {name for name, f in Settings.model_fields.items() if _is_section(f.annotation)}
+    data: dict[str, Any] = {}
+    keyed: dict[str, dict[str, Any]] = {}
+    for name, value in sorted(given.items()):
+        if not value:
+            continue
+        field, *keys = name.removeprefix(PREFIX).lower().split(NESTING)
+        if not keys:
+            data[field] = value
+            continue
+        if field not in sections:
+            continue  # e.g. LIVEDESK_DB_PATH__X: not a setting (warned about as unknown)
+        place: Any = keyed.setdefault(field, {})
+        for key in keys[:-1]:
+            place = place.setdefault(key, {}) if isinstance(place, dict) else None
+        if isinstance(place, dict):
+            place[keys[-1]] = value
+    for section, values in keyed.items():
+        data.setdefault(section, values)
+    return data
+
+
+def _merged(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """`over` on top of `base`, sections key by key."""
+    merged = dict(base)
+    for key, value in over.items():
+        below = merged.get(key)
+        if isinstance(value, Mapping) and isinstance(below, dict):
+            merged[key] = _merged(below, value)
+        else:
+            merged[key] = value
+    return merged
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Read settings; raise ConfigError with one readable line (no secret values) when they are wrong.
 
-    Ignored settings (a misspelled name, an empty token) are in `settings.warnings`.
+    `overrides` (tests, the CLI) win over the variables. Ignored settings (a misspelled name, an
+    empty token) are in `settings.warnings`.
     """
-    env_file = Path(str(Settings.model_config.get("env_file") or ".env"))
     try:
-        given = _given(env_file)
+        given = _given(ENV_FILE)
     except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"cannot read {env_file}: {error}") from None
+        raise ConfigError(f"cannot read {ENV_FILE}: {error}") from None
     warnings = list(_check_given(given))
     try:
-        settings = Settings(**overrides)
+        settings = Settings.model_validate(_merged(_settings_data(given), overrides))
     except ValidationError as exc:
         raise ConfigError(_one_error(exc)) from None
-    except SettingsError as exc:  # a value pydantic-settings itself could not read
-        raise ConfigError(f"bad setting: {exc}") from None
     settings._warnings = warnings
     return settings
 

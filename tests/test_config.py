@@ -117,3 +117,58 @@ def test_cli_reports_a_bad_setting_in_one_line(
     assert "LIVEDESK_TIMEZONE" in captured.err
     assert len(captured.err.strip().splitlines()) == 1
     assert "Traceback" not in captured.err
+
+
+def test_names_are_case_insensitive_and_the_environment_wins_over_dotenv(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / ".env").write_text("livedesk_backfill=7\nLIVEDESK_TIMEZONE=Europe/Paris\n")
+    monkeypatch.setenv("Livedesk_Timezone", "Europe/Kyiv")
+    settings = load_settings()
+    assert settings.backfill == 7
+    assert settings.timezone == "Europe/Kyiv"
+
+
+def test_a_section_given_whole_as_json_wins_over_its_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIVEDESK_DISPATCH", '{"concurrency": 4}')
+    monkeypatch.setenv("LIVEDESK_DISPATCH__MAX_ATTEMPTS", "3")
+    settings = load_settings()
+    assert settings.dispatch.concurrency == 4
+    assert settings.dispatch.max_attempts == 8  # the default: the whole section was given
+
+
+def test_an_empty_value_is_unset_at_every_level(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIVEDESK_BACKFILL", "")
+    monkeypatch.setenv("LIVEDESK_DISPATCH__CONCURRENCY", "")
+    monkeypatch.setenv("LIVEDESK_SLACK__WEBHOOKS", "")
+    settings = load_settings()
+    assert settings.backfill == 3
+    assert settings.dispatch.concurrency == 32
+    assert settings.slack is None
+
+
+def test_a_key_under_a_plain_setting_is_ignored_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LIVEDESK_DB_PATH__X", "y.db")
+    settings = load_settings()
+    assert settings.db_path == Path("livedesk.db")
+    assert settings.warnings == [
+        "unknown setting LIVEDESK_DB_PATH__X is ignored; did you mean LIVEDESK_DB_PATH?"
+    ]
+
+
+def test_overrides_win_over_the_variables_key_by_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIVEDESK_DISPATCH__MAX_ATTEMPTS", "3")
+    monkeypatch.setenv("LIVEDESK_BACKFILL", "7")
+    settings = load_settings(dispatch={"concurrency": 4}, backfill=1)
+    assert (settings.dispatch.concurrency, settings.dispatch.max_attempts) == (4, 3)
+    assert settings.backfill == 1
+
+
+def test_a_wrong_value_of_a_section_key_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LIVEDESK_DISPATCH__CONCURRENCY", "many")
+    with pytest.raises(ConfigError, match=r"^bad setting LIVEDESK_DISPATCH__CONCURRENCY: "):
+        load_settings()
