@@ -47,9 +47,13 @@ RAW = {
     "python -c pass": [sys.executable, "-c", "pass"],
     'python -c "import sqlite3"': [sys.executable, "-c", "import sqlite3"],
     'python -c "import psycopg"': [sys.executable, "-c", "import psycopg"],
-    # Not a ceiling: the settings library alone (pydantic-settings, with pydantic), which every
-    # command but --help loads; what is left of a command above it is Livedesk's own.
-    'python -c "import pydantic_settings"': [sys.executable, "-c", "import pydantic_settings"],
+    # Not a ceiling: the libraries every command but --help loads (pydantic's models, rich's
+    # console, asyncio with aiosqlite); what is left of `latest` above it is Livedesk's own.
+    'python -c "import <pydantic, rich, aiosqlite>"': [
+        sys.executable,
+        "-c",
+        "from pydantic import BaseModel; import rich.console, rich.table, aiosqlite",
+    ],
 }
 
 
