@@ -10,6 +10,7 @@ loopback) and so does the raw ceiling beside it, so both pay the same interprete
 from __future__ import annotations
 
 import http.client
+import os
 import signal
 import subprocess
 import sys
@@ -68,9 +69,12 @@ HIGH_WATER_LINE = (
 """Python that prints its own peak RSS in kB (a raw ceiling's last line)."""
 
 
-def run_to_end(argv: Sequence[str], cwd: Path, env: dict[str, str] | None = None) -> Measured:
+def run_to_end(
+    argv: Sequence[str], cwd: Path, env: dict[str, str] | None = None, *, cpu: int | None = None
+) -> Measured:
     """Run a command to its end: spawn → exit in seconds, its peak RSS, its output (through files,
-    so a long output never blocks it on a full pipe)."""
+    so a long output never blocks it on a full pipe). `cpu`: the one core it may run on (a command
+    that is one thread's work then is not moved between cores: far steadier figures here)."""
     out_path, err_path = cwd / "command.out", cwd / "command.err"
     with out_path.open("wb") as out, err_path.open("wb") as err:
         started = time.perf_counter()
@@ -81,6 +85,7 @@ def run_to_end(argv: Sequence[str], cwd: Path, env: dict[str, str] | None = None
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=err,
+            preexec_fn=None if cpu is None else lambda: os.sched_setaffinity(0, {cpu}),
         )
         code = process.wait()
         seconds = time.perf_counter() - started
