@@ -415,7 +415,7 @@ def _merged(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
 def load_settings(**overrides: Any) -> Settings:
     """Read settings; raise ConfigError with one readable line (no secret values) when they are wrong.
 
-    `overrides` (tests, the CLI) win over the variables. Ignored settings (a misspelled name, an
+    `overrides` (the tests give some) win over the variables, section by section. Ignored settings (a misspelled name, an
     empty token) are in `settings.warnings`.
     """
     try:
