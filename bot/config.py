@@ -415,8 +415,8 @@ def _merged(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
 def load_settings(**overrides: Any) -> Settings:
     """Read settings; raise ConfigError with one readable line (no secret values) when they are wrong.
 
-    `overrides` (the tests give some) win over the variables, section by section. Ignored settings (a misspelled name, an
-    empty token) are in `settings.warnings`.
+    `overrides` (the tests give some) win over the variables, section by section. Ignored
+    settings (a misspelled name, an empty token) are in `settings.warnings`.
     """
     try:
         given = _given(ENV_FILE)
