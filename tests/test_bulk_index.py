@@ -56,6 +56,16 @@ async def found(db: Database) -> dict[str, list[str]]:
     }
 
 
+async def imported(path: Path, batch: list[Post]) -> dict[str, list[str]]:
+    """What each word finds in a new store at `path` holding `batch`, imported as one document."""
+    db = await Database.open(path)
+    try:
+        await import_posts(db, batch)
+        return await found(db)
+    finally:
+        await db.close()
+
+
 async def test_a_big_import_finds_what_the_merged_as_it_goes_import_finds(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -64,19 +74,9 @@ async def test_a_big_import_finds_what_the_merged_as_it_goes_import_finds(
     and every word finds the same posts in the same order."""
     batch = posts(1_200)
     assert len(batch) >= storage.posts.BULK_POSTS
-    bulk = await Database.open(tmp_path / "bulk.db")
-    try:
-        await import_posts(bulk, batch)
-        bulk_found = await found(bulk)
-    finally:
-        await bulk.close()
+    bulk_found = await imported(tmp_path / "bulk.db", batch)
     monkeypatch.setattr(storage.posts, "BULK_POSTS", 10**9)
-    merged = await Database.open(tmp_path / "merged.db")
-    try:
-        await import_posts(merged, batch)
-        merged_found = await found(merged)
-    finally:
-        await merged.close()
+    merged_found = await imported(tmp_path / "merged.db", batch)
     assert sound(tmp_path / "bulk.db") and sound(tmp_path / "merged.db")
     assert all(bulk_found[word] for word in WORDS)
     assert bulk_found == merged_found
