@@ -71,6 +71,15 @@ from storage.values import (
 PROGRESS_CHUNK = 2_000
 FIRST_CHUNKS = (100, 200, 400, 1_000)  # then the rest of PROGRESS_CHUNK
 SWITCH_INTERVAL = 0.0005  # seconds: sys.setswitchinterval while the rows are written
+BULK_POSTS = 500
+"""An import of at least this many new posts writes its full-text segments unmerged, then merges
+them in one pass before its commit (see `_merged`)."""
+MERGE_STEPS = 100_000
+"""At most this many `merge` commands of MERGE_PAGES each after a bulk import (~400 GB of pages:
+a bound that only stops a loop FTS5 would never end)."""
+MERGE_PAGES = 1_000
+FTS_TABLES = ("posts_fts", "posts_heads")
+FTS5_AUTOMERGE = 4  # FTS5's default
 
 # The versions an edit replaced (post_versions), then the current one (posts), oldest first.
 HISTORY_SQL = (
@@ -557,17 +566,6 @@ async def _insert_new(
             raise
     _told(on_progress, len(posts), len(posts))
     return changes
-
-
-BULK_POSTS = 500
-"""An import of at least this many new posts writes its full-text segments unmerged, then merges
-them in one pass before its commit (see `_merged`)."""
-MERGE_STEPS = 100_000
-"""At most this many `merge` commands of MERGE_PAGES each after a bulk import (~400 GB of pages:
-a bound that only stops a loop FTS5 would never end)."""
-MERGE_PAGES = 1_000
-FTS_TABLES = ("posts_fts", "posts_heads")
-FTS5_AUTOMERGE = 4  # FTS5's default
 
 
 def _unmerged(conn: sqlite3.Connection) -> dict[str, int]:
