@@ -409,24 +409,75 @@ class _Walker:
 
     async def probe(self, conds: list[_Cond], posts: int = PROBE_POSTS) -> _Probe:
         """Which of the newest `posts` posts meet the last condition (a match), and the first of
-        `conds` each meets (its tier): one statement, every post checked."""
+        `conds` each meets (its tier): every post checked. In the same statement, when those say
+        the query is rare (`_every_match`'s rule), every match with its tier through the GIN
+        index, as `every_tiered` reads it (a gate PostgreSQL checks once: a common query's index
+        is never read); and the table's rowids. One row, its lists as arrays."""
         *tiers, whole = conds
         inner, params = self._newest_sql(None)
+        where, scope = self._scope(None)
+        newest_order = "ORDER BY published_at DESC, rowid DESC"
         sql = (
-            f"SELECT p.rowid, p.published_at, {_tier_case(tiers, unless=whole)} AS tier, "
-            f"{_BOUNDS} FROM ({inner}) AS p ORDER BY p.published_at DESC, p.rowid DESC"
+            f"WITH newest AS MATERIALIZED (SELECT p.rowid, p.published_at, "
+            f"{_tier_case(tiers, unless=whole)} AS tier FROM ({inner}) AS p), "
+            f"seen AS (SELECT count(*) AS walked, count(*) FILTER (WHERE tier >= 0) AS matched, "
+            f"{_BOUNDS} FROM newest), "
+            "rare AS (SELECT walked >= %s AND matched::float8 / greatest(walked, 1) "
+            "* (high - low + 1) <= %s AS rare FROM seen) "
+            "SELECT s.walked, s.low, s.high, (SELECT rare FROM rare) AS rare, n.*, e.* FROM seen s, "
+            f"(SELECT array_agg(rowid {newest_order}) AS probe_rowids, "
+            f"array_agg(published_at {newest_order}) AS probe_published, "
+            f"array_agg(tier {newest_order}) AS probe_tiers FROM newest WHERE tier >= 0) AS n, "
+            "(SELECT array_agg(rowid) AS every_rowids, array_agg(published_at) AS every_published, "
+            "array_agg(tier) AS every_tiers, count(*) AS every_count FROM "
+            f"(SELECT p.rowid, p.published_at, {_tier_case(tiers)} AS tier FROM posts p "
+            f"WHERE {' AND '.join([whole.sql, *where, '(SELECT rare FROM rare)'])} LIMIT %s) AS x"
+            ") AS e"
         )
-        values = [*whole.params, *(param for cond in tiers for param in cond.params)]
-        rows = await self._rows(sql, [*values, *params, posts])
-        if rows:  # the table's rowids, in the same round trip
-            self._bounds = int(rows[0]["low"]), int(rows[0]["high"])
-        hits = [r for r in rows if r["tier"] >= 0]
-        return _Probe(
-            [(str(r["published_at"]), int(r["rowid"])) for r in hits],
-            [int(r["tier"]) for r in hits],
-            len(rows),
-            len(rows) < posts,
+        tier_values = [param for cond in tiers for param in cond.params]
+        values = [
+            *whole.params,
+            *tier_values,
+            *params,
+            posts,
+            posts,
+            RANK_ALL_UNDER,
+            *tier_values,
+            *whole.params,
+            *scope,
+            RANK_ALL_UNDER + 1,
+        ]
+        (row,) = await self._rows(sql, values)
+        if row["low"] is not None:  # the table's rowids, in the same round trip
+            self._bounds = int(row["low"]), int(row["high"])
+        walked = int(row["walked"])
+        probe = _Probe(
+            [
+                (str(published), int(rowid))
+                for published, rowid in zip(
+                    row["probe_published"] or (), row["probe_rowids"] or (), strict=True
+                )
+            ],
+            [int(tier) for tier in row["probe_tiers"] or ()],
+            walked,
+            walked < posts,
         )
+        if row["rare"]:  # every match was read: `every_tiered`'s answer, kept as it keeps it
+            found = (
+                None
+                if int(row["every_count"]) > RANK_ALL_UNDER
+                else [
+                    (float(tier), str(published), int(rowid))
+                    for tier, published, rowid in zip(
+                        row["every_tiers"] or (),
+                        row["every_published"] or (),
+                        row["every_rowids"] or (),
+                        strict=True,
+                    )
+                ]
+            )
+            self._keep_tiered(conds, found)
+        return probe
 
     async def _window(self, cond: _Cond, posts: int, limit: int, floor: int | None) -> list[_Row]:
         """The newest `limit` posts meeting `cond` among the newest `posts` posts."""
@@ -481,10 +532,13 @@ class _Walker:
             if len(rows) > cap
             else [(float(r["tier"]), str(r["published_at"]), int(r["rowid"])) for r in rows]
         )
-        self._tiered[key] = found
-        # The same answer for the match alone (a walk's tier may ask the GIN index for it).
-        self._every[whole] = None if found is None else [(p, r) for _, p, r in found]
+        self._keep_tiered(conds, found)
         return found
+
+    def _keep_tiered(self, conds: list[_Cond], found: list[_Candidate] | None) -> None:
+        self._tiered[tuple(conds)] = found
+        # The same answer for the match alone (a walk's tier may ask the GIN index for it).
+        self._every[conds[-1]] = None if found is None else [(p, r) for _, p, r in found]
 
     async def by_rowid_ranges(
         self, cond: _Cond, limit: int, floor: int, density: float
@@ -736,9 +790,9 @@ async def _hits(
     conn: Connection, marks: TsQuery, chosen: list[_Candidate]
 ) -> tuple[SearchHit, ...]:
     """The chosen posts with highlighted title and snippet (ts_headline), for those rows only, in
-    one statement. A caption's and the background's headlines are made only for the posts whose
-    text's holds no mark (a headline parses its whole text: most of a search's cost once the
-    posts are found)."""
+    one statement. A caption's and the background's headlines (and texts) are made only for the
+    posts whose text's holds no mark (a headline parses its whole text: most of a search's cost
+    once the posts are found)."""
     if not chosen:
         return ()
     (text_source, text_column), *others = _SNIPPET_SOURCES
@@ -747,18 +801,22 @@ async def _hits(
         f"h.marked_title, h.snippet_{text_source}, {text_column} AS source_{text_source}",
     ]
     params: list[object] = []
+    sources: list[str] = []
     for where, column in others:
         columns.append(
-            f"CASE WHEN {unmarked} THEN ts_headline('{CONFIG}', {column}, {marks.sql}, %s) END "
-            f"AS snippet_{where}, CASE WHEN {unmarked} THEN {column} END AS source_{where}"
+            f"CASE WHEN o.source_{where} IS NOT NULL THEN ts_headline('{CONFIG}', "
+            f"o.source_{where}, {marks.sql}, %s) END AS snippet_{where}, o.source_{where}"
         )
-        params.extend((_MARK_START, *marks.params, _SNIPPET_OPTIONS, _MARK_START))
-    # OFFSET 0 keeps the text's headline a value of its own, made once, not once per use.
+        params.extend((*marks.params, _SNIPPET_OPTIONS))
+        sources.append(f"CASE WHEN {unmarked} THEN {column} END AS source_{where}")
+    # OFFSET 0 keeps each headline and each other source a value of its own, made once, not once
+    # per use (a post's captions are read out of its JSON by a function).
     sql = (
         f"SELECT {POST_COLUMNS}, {', '.join(columns)} FROM posts p CROSS JOIN LATERAL "
         f"(SELECT ts_headline('{CONFIG}', p.title, {marks.sql}, %s) AS marked_title, "
         f"coalesce(ts_headline('{CONFIG}', {text_column}, {marks.sql}, %s), '') "
-        f"AS snippet_{text_source} OFFSET 0) AS h WHERE p.rowid = ANY(%s)"
+        f"AS snippet_{text_source} OFFSET 0) AS h CROSS JOIN LATERAL "
+        f"(SELECT {', '.join(sources)} OFFSET 0) AS o WHERE p.rowid = ANY(%s)"
     )
     params = [
         *params,
@@ -766,6 +824,7 @@ async def _hits(
         _TITLE_OPTIONS,
         *marks.params,
         _SNIPPET_OPTIONS,
+        *(_MARK_START for _ in others),
         [rowid for _, _, rowid in chosen],
     ]
     cur = await conn.execute(sql, params, prepare=False)
