@@ -78,10 +78,15 @@ GROUP_COMMIT_WINDOW = 0.05  # seconds an outcome may wait for others to share it
 FULL_RESYNC_INTERVAL = 5.0  # seconds between full reloads of the pending set
 RESYNC_SHARE = 50  # ... or this many times as long as the last one took (100k pending: ~0.1 s)
 LOAD_PAGE = 5000
+ADD_SLICE = 500
+REST_SLICE = 1000
 FIRST_PAGE = 64
 """A load into an empty schedule reads this many rows first and hands them to the workers before
 it reads the rest: the first messages of a big fan-out leave after one page, not after the whole
 load (at 100,000 new deliveries, about 0.6 s of reading)."""
+TIMER_SLACK = 0.0015
+"""The event loop's timers have millisecond granularity (and fire late, never early): a wait for a
+rate limit's slot sleeps to this much before it and yields for the rest."""
 SHORT_WAIT = 0.05  # a rate-limit wait this short is slept by the worker that holds the delivery
 CLAIM_FRACTION = 1.0  # a claim waits for room for this share of `concurrency` (or idle workers)
 CLAIM_AHEAD = 4  # deliveries taken (sending or claimed) per unit of `concurrency`, at most
@@ -468,10 +473,16 @@ class Dispatcher:
                 if until_idle and self._idle(now):
                     break
                 delay = min(next_poll, next_probe) - loop.time()
+                due_first = next_due is not None and next_due - now <= delay
                 if next_due is not None:
                     delay = min(delay, next_due - now)
                 if delay > 0:
-                    await self._wake.wait(delay)
+                    if not due_first:
+                        await self._wake.wait(delay)
+                    elif delay > TIMER_SLACK:  # a timer fires up to a millisecond late:
+                        await self._wake.wait(delay - TIMER_SLACK)  # wake before the slot
+                    else:  # and yield until it opens, so the achieved rate stays at the limit
+                        await asyncio.sleep(0)
         finally:
             await self._drain(workers)
             watchdog.cancel()
@@ -532,9 +543,9 @@ class Dispatcher:
                 while True:
                     page = min(FIRST_PAGE, LOAD_PAGE) if first else LOAD_PAGE
                     rows = await self.outbox.pending_after(self._watermark, page)
-                    for row in rows:
-                        self._watermark = max(self._watermark, row.id)
-                        self._add(row)
+                    if rows:
+                        self._watermark = max(self._watermark, max(row.id for row in rows))
+                    await self._add_all(rows)
                     loaded += len(rows)
                     if len(rows) < page:
                         break
@@ -587,11 +598,14 @@ class Dispatcher:
                 self._backlog = False
 
     async def _load_rest(self) -> None:
-        """The rest of a resync's load, after its first page was handed out."""
+        """The rest of a resync's load, after its first page was handed out: REST_SLICE of it at a
+        time, the loop handing out what is loaded between slices (a load of thousands took tens
+        of milliseconds, while the first page's sends ended and nothing was handed out)."""
         async with self._io_lock:
-            wanted, self._rest = self._rest, []
+            wanted, self._rest = self._rest[:REST_SLICE], self._rest[REST_SLICE:]
             await self._add_by_ids(wanted)
-            self._backlog = False
+            if not self._rest:
+                self._backlog = False
 
     async def _add_by_ids(self, wanted: list[int]) -> None:
         """Add these pending deliveries (by id, in order), a page's rows at a time."""
@@ -600,11 +614,21 @@ class Dispatcher:
         paused = len(wanted) >= FREEZE_LOAD and _pause_collector()
         try:
             for start in range(0, len(wanted), LOAD_PAGE):
-                for row in await self.outbox.pending_by_ids(wanted[start : start + LOAD_PAGE]):
-                    self._add(row)
+                await self._add_all(
+                    await self.outbox.pending_by_ids(wanted[start : start + LOAD_PAGE])
+                )
         finally:
             if paused:
                 self._resume_collector(freeze=True)
+
+    async def _add_all(self, rows: list[PendingDelivery]) -> None:
+        """`_add` each row, yielding to the sends in flight every ADD_SLICE rows: a page of 5,000
+        took ~30 ms in one step, so long that a rate limit's slot opened unseen meanwhile."""
+        for start in range(0, len(rows), ADD_SLICE):
+            if start:
+                await asyncio.sleep(0)
+            for row in rows[start : start + ADD_SLICE]:
+                self._add(row)
 
     def _reshare(self) -> None:
         """The fleet changed: let go of the targets another worker sends to now (what is in flight
@@ -759,7 +783,7 @@ class Dispatcher:
                 tq.scheduled = None
                 if lane.overall is not None:
                     wait = self.limiter.delay([(lane.key, lane.overall)], now)
-                    if 0 < wait < math.inf:
+                    if SHORT_WAIT < wait < math.inf:
                         lane.gate_until = now + wait
                         self._schedule(tq, due)
                         later(lane.gate_until)
@@ -1083,7 +1107,7 @@ class Dispatcher:
             else:
                 # The event loop's timers have millisecond granularity: sleep to just before the
                 # slot opens and yield for the rest, so the achieved rate stays at the limit.
-                await asyncio.sleep(wait - 0.0015 if wait > 0.002 else 0)
+                await asyncio.sleep(wait - TIMER_SLACK if wait > TIMER_SLACK else 0)
 
     def _retry(self, item: _Item, job: DeliveryJob, error: str, until: float | None) -> bool:
         verdict = rules.retry(
