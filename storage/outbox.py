@@ -8,13 +8,11 @@ and post event for every active subscription that matches; `Outbox` is what the 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import aiosqlite
@@ -240,26 +238,6 @@ _CLAIM = (
 QUICK_BUSY_MS = 200
 """How long a quick read waits for a lock (WAL readers hardly ever wait: only while SQLite recovers
 or resets the log)."""
-CHECKPOINT_EVERY = 200
-"""Quick commits between two checkpoints of the write-ahead log. The quick writer never checkpoints
-itself: SQLite runs a checkpoint inside the commit that takes the log past 1,000 pages, 10-40 ms of
-copying and syncing in the event loop's thread, during which no send is made (Telegram's limits
-scaled ×100 lost a slot's window to each). The checkpoint runs in a thread of its own instead,
-on a connection of its own (PASSIVE: it waits for no reader or writer)."""
-
-
-def _checkpoint(path: str) -> tuple[int, int, int]:
-    """A PASSIVE checkpoint of the database's write-ahead log (in a worker thread): SQLite's
-    (busy, frames in the log, frames checkpointed)."""
-    # mode=rw: a store closed and deleted meanwhile is not made anew.
-    uri = f"{Path(path).resolve().as_uri()}?mode=rw"
-    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-    try:
-        conn.execute(f"PRAGMA busy_timeout={QUICK_BUSY_MS}")
-        busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        return int(busy), int(frames), int(copied)
-    finally:
-        conn.close()
 
 
 class Outbox:
@@ -276,8 +254,6 @@ class Outbox:
         self.db = db
         self._quick_conn: sqlite3.Connection | None = None
         self._quick_write_conn: sqlite3.Connection | None = None
-        self._quick_commits = 0
-        self._checkpointing: asyncio.Future[tuple[int, int, int]] | None = None
 
     def _quick(self) -> sqlite3.Connection:
         """The connection for quick reads (opened on first use; read-only; WAL, like the others)."""
@@ -400,13 +376,6 @@ class Outbox:
             return
         taken = self._record_quick(results)
         if taken is True:
-            self._quick_commits += 1
-            if self._quick_commits >= CHECKPOINT_EVERY and self._checkpointing is None:
-                self._quick_commits = 0
-                self._checkpointing = asyncio.get_running_loop().run_in_executor(
-                    None, _checkpoint, str(self.db.path)
-                )
-                self._checkpointing.add_done_callback(self._checkpointed)
             return
         if taken is not None:
             results = taken  # begun here, then handed over: a target to disable or move
@@ -439,26 +408,23 @@ class Outbox:
             if results.disable or results.moves:
                 conn.execute("ROLLBACK")
                 return results
+            before = conn.total_changes
             for sql, rows in _settled_rows(results):
                 conn.executemany(sql, rows)
             conn.execute("COMMIT")
+            self.db.wrote(conn.total_changes - before + 1)  # a checkpoint, when due
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
         return True
 
-    def _checkpointed(self, done: asyncio.Future[tuple[int, int, int]]) -> None:
-        self._checkpointing = None
-        if not done.cancelled() and (error := done.exception()) is not None:
-            log.warning("could not checkpoint the outbox's log: %s", error)  # the next one may
-
     def _quick_writer(self) -> sqlite3.Connection:
         """The connection for quick writes: never waits for a lock (busy_timeout 0)."""
         if self._quick_write_conn is None:
             conn = sqlite3.connect(self.db.path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA busy_timeout=0")
-            conn.execute("PRAGMA wal_autocheckpoint=0")  # CHECKPOINT_EVERY
+            conn.execute("PRAGMA wal_autocheckpoint=0")  # storage.db.CHECKPOINT_ROWS
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
             self._quick_write_conn = conn
