@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from storage.db import Database
+from storage.store import SqliteStore, open_sqlite
 from tests.netguard.livedesk_netguard import is_loopback, name_allowed
 from tests.pgserver import postgres_server, postgres_url  # noqa: F401  (fixtures for every module)
 
@@ -82,3 +83,13 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
         yield database
     finally:
         await database.close()
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    """An open store on a fresh SQLite file in tmp_path."""
+    opened = await open_sqlite(tmp_path / "livedesk.db")
+    try:
+        yield opened
+    finally:
+        await opened.close()

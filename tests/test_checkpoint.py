@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from storage import db as db_module
 from storage import outbox as outbox_module
 from storage.interface import Store
-from storage.store import open_sqlite
+from storage.store import SqliteStore
 from storage.values import OutboxResults
 from tests.fakes.flaky import make_post, make_source
 from tests.test_store_contract import chat, deliveries, import_posts
@@ -31,12 +31,8 @@ def at_once(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await open_sqlite(tmp_path / "livedesk.db")
-    try:
-        yield opened
-    finally:
-        await opened.close()
+def store(sqlite_store: SqliteStore) -> Store:
+    return sqlite_store
 
 
 def _outbox(store: Store) -> outbox_module.Outbox:
@@ -126,6 +122,16 @@ async def test_a_checkpoint_that_fails_is_one_warning_and_the_next_one_runs(
     assert len(calls) == 2
 
 
+async def _one_due(tmp_path: Path) -> tuple[db_module.Database, asyncio.Task[Any]]:
+    """A store just opened, and the checkpoint its first write made due (CHECKPOINT_ROWS 1)."""
+    db = await db_module.Database.open(tmp_path / "livedesk.db")
+    async with db.write() as conn:
+        await conn.execute("UPDATE sources SET title = title")
+    pending = db._checkpointing
+    assert pending is not None
+    return db, pending
+
+
 async def test_closing_waits_for_a_checkpoint_under_way(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -139,11 +145,7 @@ async def test_closing_waits_for_a_checkpoint_under_way(
         return checkpoint(path)
 
     monkeypatch.setattr(db_module, "checkpoint", slow)
-    db = await db_module.Database.open(tmp_path / "livedesk.db")
-    async with db.write() as conn:
-        await conn.execute("UPDATE sources SET title = title")
-    pending = db._checkpointing
-    assert pending is not None
+    db, pending = await _one_due(tmp_path)
     await asyncio.to_thread(started.wait, 5)
     closing = asyncio.create_task(db.close())
     await asyncio.sleep(0.05)
@@ -173,10 +175,6 @@ async def test_closing_lets_go_of_a_checkpoint_waiting_for_its_turn(
         return 0, 0, 0
 
     monkeypatch.setattr(db_module, "checkpoint", recorded)
-    db = await db_module.Database.open(tmp_path / "livedesk.db")
-    async with db.write() as conn:
-        await conn.execute("UPDATE sources SET title = title")
-    pending = db._checkpointing
-    assert pending is not None
+    db, pending = await _one_due(tmp_path)
     await asyncio.wait_for(db.close(), 5)  # not 30 s
     assert pending.cancelled() and calls == []

@@ -21,12 +21,8 @@ BLOG = FIXTURES / "cli_blog.txt"
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    opened = await open_sqlite(tmp_path / "livedesk.db")
-    try:
-        yield opened
-    finally:
-        await opened.close()
+def store(sqlite_store: SqliteStore) -> SqliteStore:
+    return sqlite_store
 
 
 async def wait_for(condition: Callable[[], bool], within: float = 20.0) -> None:
